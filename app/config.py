@@ -1,0 +1,134 @@
+"""The one reader of the environment: every setting, its variable, type, default and check."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use; the message names the variable."""
+
+
+def _url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query or fragment")
+    return value.rstrip("/")
+
+
+def _location(value: str) -> str:
+    if not value.startswith("/") or "?" in value or "#" in value:
+        raise ValueError("must be a URI path starting with '/', like /packages")
+    return "/" + value.strip("/") if value.strip("/") else ""
+
+
+def _seconds(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError("must be a positive number of seconds")
+    return number
+
+
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be a whole number of at least 1")
+    return number
+
+
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _size(value: str) -> int:
+    """A byte count like 50G, 512M or 1000000; 0 means no cap."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", value, re.IGNORECASE)
+    if not match:
+        raise ValueError("must be a size like 50G, 512M or a number of bytes")
+    return int(float(match[1]) * _UNITS[match[2].upper()])
+
+
+def _bind(value: str) -> str:
+    if not re.fullmatch(r"(unix:\S+|[\w.\-\[\]:]*:\d{1,5})", value):
+        raise ValueError("must be HOST:PORT or unix:PATH")
+    return value
+
+
+def _default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "pypicache")
+
+
+def pip_default_index() -> tuple[str, str]:
+    """The public index and its file host as pip itself defines them (so we name no host)."""
+    from pip._internal.models.index import PyPI  # pip ships in every venv we run in
+
+    return PyPI.simple_url, f"https://{PyPI.file_storage_domain}/packages"
+
+
+@dataclass(frozen=True)
+class Settings:
+    mirror_url: str
+    package_loc: str
+    files_url: str
+    cache_dir: Path
+    index_ttl: float
+    connect_timeout: float
+    read_timeout: float
+    max_size: int
+    bind: str
+    workers: int
+    threads: int
+
+    def as_flask_config(self) -> dict[str, Any]:
+        return {"PYPICACHE": self}
+
+
+# name -> (environment variable, parser, default). The default None means "derived below".
+TABLE: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
+    "mirror_url": ("PYPI_MIRROR_URL", _url, None),
+    "package_loc": ("PYPI_PACKAGE_LOC", _location, "/packages"),
+    "files_url": ("PYPI_FILES_URL", _url, None),
+    "cache_dir": ("PYPI_CACHE_DIR", Path, None),
+    "index_ttl": ("PYPI_INDEX_TTL", _seconds, "600"),
+    "connect_timeout": ("PYPI_CONNECT_TIMEOUT", _seconds, "10"),
+    # Between two reads of one upstream response; pip itself waits 15 s.
+    "read_timeout": ("PYPI_READ_TIMEOUT", _seconds, "30"),
+    "max_size": ("PYPI_CACHE_MAX_SIZE", _size, "0"),
+    "bind": ("PYPI_BIND", _bind, "127.0.0.1:8080"),
+    "workers": ("PYPI_WORKERS", _count, str(min(2 * (os.cpu_count() or 1) + 1, 9))),
+    "threads": ("PYPI_THREADS", _count, "16"),
+}
+
+
+def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read every setting from `environ` (default: os.environ); overrides win (tests)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, (variable, parse, default) in TABLE.items():
+        if name in overrides:
+            values[name] = overrides[name]
+            continue
+        raw = environ.get(variable, "").strip() or default
+        if raw is None:
+            values[name] = None
+            continue
+        try:
+            values[name] = parse(raw)
+        except ValueError as error:
+            raise ConfigError(f"{variable}={raw!r}: {error}") from None
+    if values["mirror_url"] is None:
+        values["mirror_url"], public_files = pip_default_index()
+        values["files_url"] = values["files_url"] or public_files
+    if values["files_url"] is None:
+        origin = urlsplit(values["mirror_url"])
+        values["files_url"] = f"{origin.scheme}://{origin.netloc}{values['package_loc']}"
+    if values["cache_dir"] is None:
+        values["cache_dir"] = Path(_default_cache_dir())
+    values["cache_dir"] = Path(values["cache_dir"]).absolute()
+    return Settings(**{field.name: values[field.name] for field in fields(Settings)})
