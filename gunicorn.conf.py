@@ -1,0 +1,69 @@
+"""gunicorn settings for pypicache: every value comes from app.config.load(), each choice says why."""
+import os
+import sys
+
+# gunicorn puts its working directory on sys.path only after it has read this file;
+# put the project root there first so `app` imports wherever gunicorn is started from.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from app.config import ConfigError, load  # noqa: E402  (needs the path above)
+
+try:
+    _settings = load()
+except ConfigError as error:
+    # One line naming the variable, then exit 1: better than gunicorn's traceback of a
+    # config file, and Docker/compose show it as the container's last log line.
+    sys.exit(f"pypicache: bad configuration: {error}")
+
+# The Flask factory; gunicorn calls it once per worker, after fork, so file locks and
+# HTTP sessions are made per process (see STYLE.md, filelock's "build a lock per use").
+wsgi_app = "app:create_app()"
+
+# PYPI_BIND: 127.0.0.1:8080 by default; the image sets 0.0.0.0:80 because user images
+# reach the cache as http://pypicache/simple (no port).
+bind = [_settings.bind]
+
+# PYPI_WORKERS / PYPI_THREADS: processes share the cache through the disk and file locks.
+workers = _settings.workers
+threads = _settings.threads
+
+# gthread, not sync: a sync worker serves one request at a time and its heartbeat stops
+# while it does, so the arbiter kills it after `timeout` seconds in the middle of a long
+# download (a 2 GB wheel on a slow upstream), and a few slow clients would block every
+# other pip. With gthread each request runs in a pool thread and the worker's main loop
+# keeps notifying the arbiter about once a second whatever its requests are doing.
+worker_class = "gthread"
+
+# Because of the above, `timeout` bounds only a worker whose main loop is stuck (a
+# deadlock, a C extension holding the GIL); it never cuts a download, however long.
+# Upstream stalls are bounded per read by PYPI_READ_TIMEOUT inside the app instead.
+timeout = 60
+
+# On SIGTERM (docker stop, a deploy) or SIGHUP (reload) a worker stops accepting and
+# gets this long to finish the transfers in flight; anything cut after it is safe (the
+# temp file is never published, followers see an aborted response), just wasted work.
+# docker-compose.jupyterhub.yml sets stop_grace_period a little above this.
+graceful_timeout = 30
+
+# pip reuses one connection for the index page and all its files; keep it open a bit
+# longer than the default 2 s so a resolver thinking between requests does not pay a
+# new TCP handshake. nginx in front (docs/DEPLOY.md) keeps its own upstream keepalive.
+keepalive = 15
+
+# Workers heartbeat by touching a file in worker_tmp_dir. In a container /tmp is often
+# overlayfs or a disk where that touch can block for seconds under I/O load (the cache
+# writing gigabytes) and get a healthy worker killed; /dev/shm is tmpfs, never blocks.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+# Access log to stdout (docker logs); X-Cache says hit, miss, follower, stale or
+# revalidated ("-" for routes that are not cached), %(M)s is the duration in ms, so
+# `docker logs pypicache | grep ' miss '` shows what went upstream and how long it took.
+accesslog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %({x-cache}o)s %(M)sms "%(a)s"'
+errorlog = "-"
+loglevel = "info"
+
+# gunicorn 25+ opens a control socket under $HOME/.gunicorn by default: the image's
+# user has no home, and two servers on one machine (tests) would share the path.
+# pypicache does not use gunicornc, so no socket.
+control_socket_disable = True
