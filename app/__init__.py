@@ -1,0 +1,68 @@
+"""pypicache: an on-demand caching mirror of a Python package index (a Flask app)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, Response
+
+from . import config
+from .catalog import Catalog
+from .errors import ProxyError
+from .fetch import Fetcher
+from .pages import Pages
+from .store import Store
+from .upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Everything a view needs, built once per app (and so once per worker)."""
+
+    settings: config.Settings
+    store: Store
+    catalog: Catalog
+    upstream: Upstream
+    fetcher: Fetcher
+    pages: Pages
+
+    @classmethod
+    def build(cls, settings: config.Settings) -> "Services":
+        store = Store(settings.cache_dir)
+        catalog = Catalog(settings.cache_dir / "catalog.sqlite3")
+        upstream = Upstream(settings)
+        return cls(
+            settings,
+            store,
+            catalog,
+            upstream,
+            Fetcher(settings, store, catalog, upstream),
+            Pages(settings, store, catalog, upstream),
+        )
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """The app: settings from the environment (overridden by `test_config`), services, views."""
+    app = Flask(__name__, template_folder="../templates")
+    overrides = dict(test_config or {})
+    settings = config.load(overrides.pop("environ", None), **overrides)
+    services = Services.build(settings)
+    services.store.sweep_temp()  # leftovers of a crash; live downloads hold their flock
+    app.extensions["pypicache"] = services
+    app.config["PYPICACHE"] = settings
+
+    @app.errorhandler(ProxyError)
+    def proxy_error(error: ProxyError) -> Response:
+        if error.status >= 500:
+            log.warning("%s: %s", type(error).__name__, error.message)
+        return Response(error.message + "\n", status=error.status, mimetype="text/plain")
+
+    from .views import ops, packages, simple
+
+    app.register_blueprint(simple.bp)
+    app.register_blueprint(packages.bp)
+    app.register_blueprint(ops.bp)
+    return app

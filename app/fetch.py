@@ -1,0 +1,215 @@
+"""Single-flight downloads shared by every worker.
+
+The first request for an uncached file takes the file's lock, asks the upstream for it (so a
+404 or 502 is still a clean answer), announces a temp file in tmp/ and copies the body into it
+in a background thread, verifying length and sha256 before the atomic publish. Every client,
+the first one included, follows the temp file as it grows; a follower never sends the last
+chunk before the file is published, so a failed download always ends in an aborted response
+rather than a complete-looking wrong body. Liveness is the writer's flock on its temp file:
+the kernel drops it when the writer dies (SIGKILL, timeout), and followers abort.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import quote
+
+from packaging.utils import canonicalize_name
+
+from . import names
+from .catalog import Catalog
+from .errors import IntegrityError, ProxyError, UpstreamTimeout
+from .store import Store, key, storage_error
+from .upstream import CHUNK, Upstream
+
+log = logging.getLogger(__name__)
+
+
+class DownloadAborted(Exception):
+    """The download this response follows failed: the connection must be cut, not ended."""
+
+
+@dataclass
+class Hit:
+    path: Path
+    cache: str = "hit"
+
+
+@dataclass
+class Follow:
+    """A download in progress: `chunks` streams it; `size` is known when the upstream said."""
+
+    chunks: Iterator[bytes]
+    size: int | None
+    cache: str  # "miss" for the client that started it, "follower" for the others
+
+
+class Fetcher:
+    def __init__(self, settings, store: Store, catalog: Catalog, upstream: Upstream):
+        self.files_url = settings.files_url
+        self.store = store
+        self.catalog = catalog
+        self.upstream = upstream
+        self.stall = settings.read_timeout  # no new byte for this long: give up
+
+    def open(self, path: str) -> Hit | Follow:
+        """The cached file, or a stream of its download (started here or by another worker)."""
+        deadline = time.monotonic() + self.stall
+        delay = 0.002
+        while True:
+            target = self.store.file(path)
+            if target.is_file():
+                return Hit(target)
+            lock = self.store.try_lock(path)
+            if lock is not None:
+                if target.is_file():
+                    os.close(lock)
+                    return Hit(target)
+                return self._lead(path, lock)
+            follow = self._follow(path)
+            if follow is not None:
+                return follow
+            if time.monotonic() > deadline:
+                raise UpstreamTimeout("another worker's download did not start in time")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    # --- the worker that downloads -------------------------------------------------------
+    def _lead(self, path: str, lock: int) -> Follow:
+        response = fd = part = None
+        try:
+            self._clear_dead(path)
+            project, sha256, size = self.catalog.expected(path)
+            response = self.upstream.get(
+                f"{self.files_url}/{quote(path)}", headers={"Accept-Encoding": "identity"}
+            )
+            length = response.headers.get("Content-Length")
+            length = int(length) if length and length.isdigit() else None
+            if size is not None and length is not None and size != length:
+                raise IntegrityError(f"upstream length {length} differs from the index's {size}")
+            size = size if size is not None else length
+            fd, part = self.store.new_temp(key(path))
+            self.store.write_json(self.store.announce_path(path), {"part": part.name, "size": size})
+            follow = self._follow(path, cache="miss")
+            assert follow is not None  # we hold the temp file's flock, so it is live
+        except BaseException:
+            if response is not None:
+                response.close()
+            if fd is not None:
+                part.unlink(missing_ok=True)
+                os.close(fd)
+            os.close(lock)
+            raise
+        job = _Download(self, path, project, sha256, size, response, fd, part, lock)
+        threading.Thread(target=job.run, name=f"download {names.filename(path)}", daemon=True).start()
+        return follow
+
+    def _clear_dead(self, path: str) -> None:
+        """We hold the lock, so any temp file of this path belongs to a dead writer."""
+        self.store.announce_path(path).unlink(missing_ok=True)
+        for part in self.store.tmp.glob(f"{key(path)}.*.part"):
+            part.unlink(missing_ok=True)
+
+    # --- every client --------------------------------------------------------------------
+    def _follow(self, path: str, cache: str = "follower") -> Follow | None:
+        try:
+            announce = json.loads(self.store.announce_path(path).read_bytes())
+            fd = os.open(self.store.tmp / announce["part"], os.O_RDONLY)
+        except (OSError, ValueError, KeyError):
+            return None  # not announced yet, or already gone: the caller looks again
+        if not self.store.held_by_other(fd) and not self._published(path, fd):
+            os.close(fd)  # a dead writer's leftovers
+            return None
+        return Follow(self._stream(path, fd, announce["size"]), announce["size"], cache)
+
+    def _published(self, path: str, fd: int) -> bool:
+        try:
+            done = os.stat(self.store.file(path))
+        except OSError:
+            return False
+        mine = os.fstat(fd)
+        return (done.st_ino, done.st_dev) == (mine.st_ino, mine.st_dev)
+
+    def _stream(self, path: str, fd: int, size: int | None) -> Iterator[bytes]:
+        try:
+            position, last_progress, delay = 0, time.monotonic(), 0.001
+            while True:
+                chunk = os.pread(fd, CHUNK, position)
+                if chunk and (size is None or position + len(chunk) < size):
+                    position += len(chunk)
+                    yield chunk
+                    last_progress, delay = time.monotonic(), 0.001
+                    continue
+                # Nothing new, or the last bytes: they go out only once the file is published.
+                if not self.store.held_by_other(fd):
+                    if not self._published(path, fd):
+                        raise DownloadAborted(f"download of {names.filename(path)} failed")
+                    while chunk := os.pread(fd, CHUNK, position):
+                        position += len(chunk)
+                        yield chunk
+                    return
+                if time.monotonic() - last_progress > self.stall:
+                    raise DownloadAborted(f"download of {names.filename(path)} stalled")
+                time.sleep(delay)
+                delay = min(delay * 2, 0.02)
+        finally:
+            os.close(fd)
+
+
+class _Download:
+    """The background copy of one upstream body into its temp file, then verify and publish."""
+
+    def __init__(self, fetcher, path, project, sha256, size, response, fd, part, lock):
+        self.fetcher, self.path, self.project = fetcher, path, project
+        self.sha256, self.size, self.response = sha256, size, response
+        self.fd, self.part, self.lock = fd, part, lock
+
+    def run(self) -> None:
+        store = self.fetcher.store
+        digest, written = hashlib.sha256(), 0
+        try:
+            for chunk in self.fetcher.upstream.iter_body(self.response):
+                _write_all(self.fd, chunk)
+                digest.update(chunk)
+                written += len(chunk)
+            if self.size is not None and written != self.size:
+                raise IntegrityError(f"got {written} bytes, expected {self.size}")
+            if self.sha256 and digest.hexdigest() != self.sha256:
+                raise IntegrityError("sha256 does not match the index")
+            store.publish(self.part, store.file(self.path))
+            self.fetcher.catalog.record_cached(
+                self.path, self.project or _project_of(self.path), written, digest.hexdigest()
+            )
+            log.info("cached %s (%d bytes)", self.path, written)
+        except (ProxyError, OSError) as error:
+            if isinstance(error, OSError):
+                error = storage_error(error)
+            log.warning("download of %s failed: %s", self.path, error.message)
+            self.part.unlink(missing_ok=True)
+        except BaseException:
+            log.exception("download of %s failed", self.path)
+            self.part.unlink(missing_ok=True)
+        finally:
+            self.response.close()
+            store.announce_path(self.path).unlink(missing_ok=True)
+            os.close(self.fd)  # followers see the writer gone: published, or abort
+            os.close(self.lock)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _project_of(path: str) -> str:
+    """Best guess of a project from a file name, for files no page listed."""
+    stem = names.filename(path).split("-", 1)[0]
+    return canonicalize_name(stem)

@@ -1,0 +1,191 @@
+"""Index pages cached on disk, rendered once per TTL and shared by every worker.
+
+A project page is fetched from the upstream (JSON preferred, HTML parsed otherwise), turned
+into the page model, and rendered once into HTML and JSON (and their gzip), so that a warm
+request only sends a file. After the TTL one worker revalidates with the upstream's ETag while
+the others keep serving the old copy; if the upstream fails, the old copy is served as stale.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import index, render
+from .errors import NotFound, UpstreamError
+from .store import key
+
+log = logging.getLogger(__name__)
+NEGATIVE_TTL = 60.0  # an upstream 404 is remembered this long (a new project appears soon)
+MAX_PAGE = 64 << 20  # no project page is near this: a bigger body is an upstream fault
+ROOT = "_root"  # not a project name: those start with a letter or digit
+UPSTREAM_ACCEPT = f"{render.V1_JSON}, {render.V1_HTML};q=0.2, {render.HTML};q=0.1"
+
+
+@dataclass
+class Page:
+    directory: Path
+    etags: dict[str, str]
+    cache: str  # hit, miss, revalidated, stale, updating
+    age: float
+
+    def body(self, fmt: str, compressed: bool) -> Path:
+        return self.directory / (f"page.{fmt}.gz" if compressed else f"page.{fmt}")
+
+
+class Pages:
+    def __init__(self, settings, store, catalog, upstream):
+        self.settings, self.store, self.catalog, self.upstream = settings, store, catalog, upstream
+        self.linker = index.Linker(settings.files_url)
+
+    def project(self, name: str) -> Page:
+        return self._get(name, self._refresh_project)
+
+    def root(self) -> Page:
+        return self._get(ROOT, self._refresh_root)
+
+    # --- freshness and single-flight -----------------------------------------------------
+    def _state(self, name: str) -> tuple[dict, float] | None:
+        path = self.store.pages / name / "state.json"
+        try:
+            return json.loads(path.read_bytes()), time.time() - path.stat().st_mtime
+        except (OSError, ValueError):
+            return None
+
+    def _answer(self, name: str, state: tuple[dict, float], cache: str) -> Page:
+        data, age = state
+        if data["status"] == 404:
+            raise NotFound(f"no project named {name!r} upstream")
+        return Page(self.store.pages / name, data["etags"], cache, age)
+
+    def _fresh(self, state) -> bool:
+        data, age = state
+        return age < (self.settings.index_ttl if data["status"] == 200 else NEGATIVE_TTL)
+
+    def _get(self, name: str, refresh: Callable[[str, dict | None], None]) -> Page:
+        state = self._state(name)
+        if state and self._fresh(state):
+            return self._answer(name, state, "hit")
+        lock = "page:" + name
+        if state and state[0]["status"] == 200:
+            fd = self.store.try_lock(lock)
+            if fd is None:  # another worker is revalidating: the old copy is good enough
+                return self._answer(name, state, "updating")
+            os.close(fd)
+        wait = self.settings.connect_timeout + self.settings.read_timeout
+        with self.store.lock(lock, timeout=wait):
+            state = self._state(name)
+            if state and self._fresh(state):
+                return self._answer(name, state, "hit")
+            try:
+                cache = refresh(name, state[0] if state else None)
+            except NotFound:
+                self.store.write_json(self.store.pages / name / "state.json", {"status": 404})
+                raise
+            except UpstreamError as error:
+                if state and state[0]["status"] == 200:
+                    log.warning("serving a stale page for %s: %s", name, error.message)
+                    return self._answer(name, state, "stale")
+                raise
+            return self._answer(name, self._state(name), cache)
+
+    # --- refreshing ----------------------------------------------------------------------
+    def _fetch(self, url: str, old: dict | None, accept: str):
+        headers = {"Accept": accept}
+        if old and old.get("status") == 200 and old.get("upstream_etag"):
+            headers["If-None-Match"] = old["upstream_etag"]
+        return self.upstream.get(url, headers=headers)
+
+    def _revalidated(self, name: str, response) -> bool:
+        if response.status_code != 304:
+            return False
+        response.close()
+        os.utime(self.store.pages / name / "state.json")
+        return True
+
+    def _refresh_project(self, name: str, old: dict | None) -> str:
+        url = f"{self.settings.mirror_url}/{name}/"
+        response = self._fetch(url, old, UPSTREAM_ACCEPT)
+        if self._revalidated(name, response):
+            return "revalidated"
+        body = bytearray()
+        for chunk in self.upstream.iter_body(response):
+            body += chunk
+            if len(body) > MAX_PAGE:
+                raise UpstreamError(f"upstream page for {name} is larger than {MAX_PAGE} bytes")
+        content_type = response.headers.get("Content-Type", "text/html")
+        project = index.parse(bytes(body), content_type, response.url, name, self.linker)
+        self.catalog.expect(project)
+        bodies = {
+            "html": render.project_html(project).encode(),
+            "json": render.project_json(project).encode(),
+        }
+        directory = self.store.pages / name
+        etags = {}
+        for fmt, data in bodies.items():
+            self.store.write_atomic(directory / f"page.{fmt}", data)
+            self.store.write_atomic(directory / f"page.{fmt}.gz", gzip.compress(data, 6, mtime=0))
+            etags[fmt] = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+        self._write_state(name, response, etags)
+        return "miss"
+
+    def _write_state(self, name: str, response, etags: dict[str, str]) -> None:
+        state = {"status": 200, "etags": etags, "upstream_etag": response.headers.get("ETag")}
+        self.store.write_json(self.store.pages / name / "state.json", state)
+
+    def _refresh_root(self, name: str, old: dict | None) -> str:
+        # HTML first: the root list streams well as lines; JSON is parsed by the same regex.
+        response = self._fetch(self.settings.mirror_url + "/", old, f"{render.HTML}, {render.V1_JSON};q=0.5")
+        if self._revalidated(name, response):
+            return "revalidated"
+        names = index.iter_root_names(
+            self.upstream.iter_body(response), response.headers.get("Content-Type", "")
+        )
+        directory = self.store.pages / name
+        temps = {}
+        try:
+            for fmt in ("html", "json"):
+                for suffix in ("", ".gz"):
+                    temps[fmt + suffix] = self.store.new_temp(key(f"{name}.{fmt}{suffix}"))
+            outputs = {}
+            for fmt in ("html", "json"):
+                outputs[fmt] = _Tee(temps[fmt][0], temps[fmt + ".gz"][0])
+            count = render.write_root(names, outputs["html"], outputs["json"])
+            etags = {fmt: f'"{out.digest.hexdigest()[:32]}"' for fmt, out in outputs.items()}
+            for out in outputs.values():
+                out.close()
+            for label, (_, temp) in temps.items():
+                fmt, _, gz = label.partition(".")
+                self.store.publish(temp, directory / (f"page.{fmt}.gz" if gz else f"page.{fmt}"))
+        finally:
+            for _, temp in temps.values():
+                temp.unlink(missing_ok=True)
+        log.info("root list refreshed: %d projects", count)
+        self._write_state(name, response, etags)
+        return "miss"
+
+
+class _Tee:
+    """Writes text to a plain and a gzip file at once, hashing it for the ETag."""
+
+    def __init__(self, plain_fd: int, packed_fd: int):
+        self.plain = open(plain_fd, "wb")
+        self.raw = open(packed_fd, "wb")
+        self.packed = gzip.GzipFile(fileobj=self.raw, mode="wb", compresslevel=6, mtime=0)
+        self.digest = hashlib.sha256()
+
+    def write(self, text: str) -> None:
+        data = text.encode()
+        self.plain.write(data)
+        self.packed.write(data)
+        self.digest.update(data)
+
+    def close(self) -> None:
+        for stream in (self.plain, self.packed, self.raw):
+            stream.close()

@@ -1,0 +1,118 @@
+"""Page model -> PEP 503 HTML (templates/simple/) and PEP 691 JSON, and content negotiation."""
+from __future__ import annotations
+
+import json
+from typing import IO, Iterable
+from urllib.parse import quote
+
+from flask import render_template
+
+from .index import File, Project
+
+HTML = "text/html"
+V1_HTML = "application/vnd.pypi.simple.v1+html"
+V1_JSON = "application/vnd.pypi.simple.v1+json"
+LATEST_HTML = "application/vnd.pypi.simple.latest+html"
+LATEST_JSON = "application/vnd.pypi.simple.latest+json"
+# What each offered media type is answered with (PEP 691: "latest" names the newest we speak).
+OFFERS = {V1_JSON: V1_JSON, LATEST_JSON: V1_JSON, V1_HTML: V1_HTML, LATEST_HTML: V1_HTML, HTML: HTML}
+FORMATS = {"json": V1_JSON, "html": HTML}
+
+# Project pages live at /simple/<name>/, files at /packages/<path>: relative links keep the
+# rendered page valid behind any host name or path prefix.
+FILE_PREFIX = "../../packages/"
+
+
+def negotiate(accept: "werkzeug.datastructures.MIMEAccept", format_arg: str | None) -> str | None:
+    """The media type to answer with, or None when nothing offered is acceptable (406)."""
+    if format_arg:
+        return FORMATS.get(format_arg)
+    if not accept:
+        return HTML  # no Accept header: the PEP 503 default
+    best = accept.best_match(list(OFFERS))
+    return OFFERS.get(best) if best else None
+
+
+def is_json(media_type: str) -> bool:
+    return media_type.endswith("json")
+
+
+def api_version(project: Project) -> str:
+    """Claim only what we carry: 1.1 needs every size (PEP 700)."""
+    return "1.1" if all(file.size is not None for file in project.files) else "1.0"
+
+
+def file_href(file: File) -> str:
+    return FILE_PREFIX + quote(file.path)
+
+
+def _metadata_value(file: File) -> str | None:
+    if not file.core_metadata:
+        return None
+    if isinstance(file.core_metadata, dict) and file.core_metadata:
+        name, value = next(iter(sorted(file.core_metadata.items())))
+        return f"{name}={value}"
+    return "true"
+
+
+def project_html(project: Project) -> str:
+    return render_template(
+        "simple/project.html",
+        project=project,
+        api_version=api_version(project),
+        href=file_href,
+        metadata=_metadata_value,
+    )
+
+
+def _json_file(file: File, version: str) -> dict:
+    entry: dict = {"filename": file.filename, "url": file_href(file), "hashes": file.hashes}
+    if file.requires_python:
+        entry["requires-python"] = file.requires_python
+    if file.core_metadata:
+        flag = file.core_metadata if isinstance(file.core_metadata, dict) else True
+        entry["core-metadata"] = flag
+        entry["data-dist-info-metadata"] = flag  # PEP 714: the old key, for older clients
+    if file.yanked:
+        entry["yanked"] = file.yanked
+    if version != "1.0":
+        entry["size"] = file.size
+        if file.upload_time:
+            entry["upload-time"] = file.upload_time
+    return entry
+
+
+def project_json(project: Project) -> str:
+    version = api_version(project)
+    data: dict = {"meta": {"api-version": version}, "name": project.name}
+    data["files"] = [_json_file(file, version) for file in project.files]
+    if version != "1.0":
+        data["versions"] = list(project.versions or ())
+    if project.status:
+        data["project-status"] = {"status": project.status}
+        if project.status_reason:
+            data["project-status"]["reason"] = project.status_reason
+    return json.dumps(data, separators=(",", ":"))
+
+
+def write_root(names: Iterable[str], html: IO[str], out_json: IO[str]) -> int:
+    """Stream the root list into both formats; names are already canonical and safe."""
+    html.write(
+        '<!DOCTYPE html>\n<html>\n<head>\n<meta name="pypi:repository-version" content="1.0">\n'
+        "<title>Simple index</title>\n</head>\n<body>\n"
+    )
+    out_json.write('{"meta":{"api-version":"1.0"},"projects":[')
+    count, html_lines, json_items = 0, [], []
+    for name in names:
+        html_lines.append(f'<a href="{name}/">{name}</a>\n')
+        json_items.append('{"name":"' + name + '"}')
+        count += 1
+        if len(html_lines) == 4096:  # write in batches: a million small writes are slow
+            html.write("".join(html_lines))
+            out_json.write(("," if count > 4096 else "") + ",".join(json_items))
+            html_lines, json_items = [], []
+    html.write("".join(html_lines) + "</body>\n</html>\n")
+    if json_items:
+        out_json.write(("," if count > len(json_items) else "") + ",".join(json_items))
+    out_json.write("]}")
+    return count

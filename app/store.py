@@ -1,0 +1,147 @@
+"""The cache on disk: where things live, atomic publishing, and the locks workers share.
+
+Layout under the cache root:
+  files/<path>         published package files, exactly as the upstream had them
+  pages/<project>/     rendered index pages (page.html, page.json, their .gz) and state.json
+  tmp/                 downloads in progress (<key>.<random>.part) and their announcements
+  locks/<key>.lock     lock files: opened per use after fork, never deleted (filelock's advice)
+
+Correctness rests on os.replace of a fully written, verified temp file; locks only save
+duplicate work and let followers find a download in progress.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+from .errors import StorageError, UpstreamTimeout
+
+log = logging.getLogger(__name__)
+
+
+def key(name: str) -> str:
+    return hashlib.sha1(name.encode()).hexdigest()
+
+
+class Store:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.files = self.root / "files"
+        self.pages = self.root / "pages"
+        self.tmp = self.root / "tmp"
+        self.locks = self.root / "locks"
+        for directory in (self.files, self.pages, self.tmp, self.locks):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def file(self, path: str) -> Path:
+        return self.files / path  # `path` passed names.file_path: no '..', no absolute parts
+
+    def lock_path(self, name: str) -> Path:
+        return self.locks / f"{key(name)}.lock"
+
+    def announce_path(self, name: str) -> Path:
+        return self.tmp / f"{key(name)}.json"
+
+    # --- locks ---------------------------------------------------------------------------
+    def try_lock(self, name: str) -> int | None:
+        """An exclusive lock on `name`'s lock file, or None if another holder has it."""
+        fd = os.open(self.lock_path(name), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+    @contextlib.contextmanager
+    def lock(self, name: str, timeout: float) -> Iterator[None]:
+        """Wait at most `timeout` seconds for the lock (never block a worker for ever)."""
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while (fd := self.try_lock(name)) is None:
+            if time.monotonic() > deadline:
+                raise UpstreamTimeout("timed out waiting for another worker's fetch")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        try:
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock; the kernel does it too if we die
+
+    @staticmethod
+    def held_by_other(fd: int) -> bool:
+        """True while another open file description holds an exclusive flock on this file."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+
+    # --- atomic writes -------------------------------------------------------------------
+    def new_temp(self, prefix: str) -> tuple[int, Path]:
+        try:
+            fd, name = tempfile.mkstemp(dir=self.tmp, prefix=prefix + ".", suffix=".part")
+        except OSError as error:
+            raise storage_error(error) from error
+        # Held until the writer closes it or dies: how sweep_temp and followers tell a live
+        # download from a dead one.
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd, Path(name)
+
+    def publish(self, temp: Path, target: Path) -> None:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(temp, 0o644)
+            os.replace(temp, target)
+        except OSError as error:
+            raise storage_error(error) from error
+
+    def write_atomic(self, target: Path, data: bytes) -> None:
+        fd, temp = self.new_temp(key(str(target)))
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            self.publish(temp, target)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+
+    def write_json(self, target: Path, data: dict) -> None:
+        self.write_atomic(target, json.dumps(data).encode())
+
+    # --- clean-up ------------------------------------------------------------------------
+    def sweep_temp(self, older_than: float = 0.0) -> int:
+        """Remove temp files no live writer holds (a writer keeps its .part flocked)."""
+        removed = 0
+        now = time.time()
+        for part in self.tmp.glob("*.part"):
+            try:
+                fd = os.open(part, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                if self.held_by_other(fd) or now - os.fstat(fd).st_mtime < older_than:
+                    continue
+                part.unlink(missing_ok=True)
+                removed += 1
+            finally:
+                os.close(fd)
+        return removed
+
+
+def storage_error(error: OSError) -> StorageError:
+    if error.errno == errno.ENOSPC:
+        return StorageError("the cache disk is full")
+    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return StorageError("the cache directory is not writable")
+    return StorageError(f"cache storage failed: {error.strerror}")

@@ -1,0 +1,92 @@
+"""The one user of requests: a session per thread, bounded timeouts, no redirect off the allowed origins."""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Iterator
+from urllib.parse import urljoin, urlsplit
+
+import requests
+import urllib3
+
+from .config import Settings
+from .errors import NotFound, UpstreamError, UpstreamTimeout
+
+log = logging.getLogger(__name__)
+CHUNK = 256 * 1024
+_MAX_REDIRECTS = 5
+
+
+def origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def redact(url: str) -> str:
+    """The URL without credentials, for logs and error messages."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
+class Upstream:
+    """Fetches from the configured upstream origins only (no SSRF through redirects)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.allowed = {origin(settings.mirror_url), origin(settings.files_url)}
+        self.timeout = (settings.connect_timeout, settings.read_timeout)
+        # Sessions are made lazily in the thread that uses them, so never before a fork.
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            session.headers["User-Agent"] = "pypicache"
+            session.trust_env = False  # the configured upstream only, no proxy or netrc surprises
+        return session
+
+    def get(self, url: str, headers: dict[str, str] | None = None) -> requests.Response:
+        """GET `url` as a stream; redirects are followed only within the allowed origins."""
+        for _ in range(_MAX_REDIRECTS + 1):
+            if origin(url) not in self.allowed:
+                raise UpstreamError(f"refused to fetch outside the configured upstream: {redact(url)}")
+            try:
+                response = self._session().get(
+                    url, headers=headers, stream=True, timeout=self.timeout, allow_redirects=False
+                )
+            except requests.Timeout as error:
+                raise UpstreamTimeout(f"upstream timed out: {redact(url)}") from error
+            except requests.RequestException as error:
+                raise UpstreamError(f"upstream unreachable: {redact(url)}: {type(error).__name__}") from error
+            if response.status_code in (301, 302, 303, 307, 308) and "Location" in response.headers:
+                response.close()
+                url = urljoin(url, response.headers["Location"])
+                continue
+            if response.status_code == 404:
+                response.close()
+                raise NotFound(f"not found upstream: {redact(url)}")
+            if response.status_code in (200, 304):
+                return response
+            response.close()
+            raise UpstreamError(f"upstream answered {response.status_code} for {redact(url)}")
+        raise UpstreamError(f"too many redirects from {redact(url)}")
+
+    @staticmethod
+    def iter_body(response: requests.Response, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        """The raw body bytes (identity: no decoding, so sizes and hashes match the index)."""
+        try:
+            while True:
+                chunk = response.raw.read(chunk_size, decode_content=False)
+                if not chunk:
+                    break
+                yield chunk
+        except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as error:
+            raise UpstreamTimeout("upstream stopped sending") from error
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
+            # urllib3 enforces Content-Length: a short body raises here, never ends quietly.
+            raise UpstreamError(f"upstream transfer failed: {type(error).__name__}") from error
+        finally:
+            response.close()
