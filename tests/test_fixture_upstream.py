@@ -1,0 +1,208 @@
+"""Fast tests of the fixture upstream itself (tests/fixture_upstream.py, tests/wheels.py)."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.fixture_upstream import JSON_T, Upstream, negotiate
+from tests.wheels import make_wheel
+
+ROOT = Path(__file__).resolve().parent.parent
+PIP_ACCEPT = f"{JSON_T}, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
+
+
+@pytest.fixture(params=["absolute", "relative"])
+def up(request, tmp_path):
+    u = Upstream(tmp_path / "up", layout=request.param).start()
+    u.add_wheel("Alpha", "1.0", requires=["beta>=1"], requires_python=">=3.8")
+    u.add_file("alpha", "alpha-0.9.tar.gz", b"sdist bytes", yanked="broken build")
+    u.add_file("alpha", "alpha-0.8.tar.gz", b"old sdist", yanked=True)
+    yield u
+    u.stop()
+
+
+def test_html_page(up):
+    r = requests.get(up.index_url + "/alpha/", headers={"Accept": "text/html"})
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html")
+    assert r.headers["Vary"] == "Accept" and r.headers["Cache-Control"] == "max-age=600"
+    t = r.text
+    assert t.startswith("<!DOCTYPE html>") and 'name="pypi:repository-version" content="1.1"' in t
+    assert 'data-requires-python="&gt;=3.8"' in t and "&amp;gt;" not in t
+    assert 'data-yanked="broken build"' in t and 'data-yanked=""' in t
+    w = next(f for f in up._projects["alpha"][1] if f.filename.endswith(".whl"))
+    assert f'data-core-metadata="sha256={w.metadata_sha256}"' in t
+    assert f'data-dist-info-metadata="sha256={w.metadata_sha256}"' in t
+    href = f"{w.url}#sha256={w.sha256}" if up.layout == "absolute" else f"../..{w.path[len('/pypi/web'):]}#sha256="
+    assert f'href="{href}' in t
+    # the link resolves against the page URL to the file, whose .metadata matches the advertised hash
+    url = requests.compat.urljoin(r.url, href.split("#")[0])
+    assert url == w.url and hashlib.sha256(requests.get(url).content).hexdigest() == w.sha256
+    assert hashlib.sha256(requests.get(url + ".metadata").content).hexdigest() == w.metadata_sha256
+    assert up.downloads(w.filename) == 1
+    assert requests.head(url).status_code == 200 and up.downloads(w.filename) == 1
+
+
+def test_json_page_and_root(up):
+    r = requests.get(up.index_url + "/alpha/", headers={"Accept": PIP_ACCEPT})
+    assert r.headers["Content-Type"] == JSON_T
+    d = r.json()
+    assert d["meta"]["api-version"] == "1.1" and d["name"] == "alpha" and d["versions"] == ["0.8", "0.9", "1.0"]
+    files = {f["filename"]: f for f in d["files"]}
+    w = files["alpha-1.0-py3-none-any.whl"]
+    assert w["requires-python"] == ">=3.8" and w["yanked"] is False and w["core-metadata"]["sha256"]
+    assert w["data-dist-info-metadata"] == w["core-metadata"] and w["size"] > 0 and w["upload-time"]
+    assert files["alpha-0.9.tar.gz"]["yanked"] == "broken build" and files["alpha-0.8.tar.gz"]["yanked"] is True
+    assert files["alpha-0.9.tar.gz"]["core-metadata"] is False
+    wf = next(f for f in up._projects["alpha"][1] if f.filename == w["filename"])
+    assert requests.compat.urljoin(r.url, w["url"]) == wf.url and w["hashes"]["sha256"] == wf.sha256
+    root = requests.get(up.index_url + "/", headers={"Accept": JSON_T}).json()
+    assert root["projects"] == [{"name": "Alpha"}]
+    html = requests.get(up.index_url + "/").text
+    assert f'<a href="{up.simple_path}/alpha/">Alpha</a>' in html
+    r = requests.get(up.index_url + "/ALPHA", allow_redirects=False)
+    assert r.status_code == 301 and r.headers["Location"] == up.simple_path + "/alpha/"
+    assert requests.get(up.index_url + "/nope/").status_code == 404
+    assert up.requests["GET " + up.simple_path + "/nope/"] == 1
+    stats = requests.get(up.index_url.rsplit("/simple", 1)[0].rsplit("/pypi/web", 1)[0] + "/_stats").json()
+    assert stats["requests"]["GET " + up.simple_path + "/nope/"] == 1
+
+
+def test_etag_304_and_single_format(tmp_path):
+    u = Upstream(tmp_path, formats=("json",), metadata=False).start()
+    try:
+        u.add_wheel("gamma", "2.0")
+        r = requests.get(u.index_url + "/gamma/", headers={"Accept": "text/html"})
+        assert r.headers["Content-Type"] == JSON_T and r.json()["files"][0]["core-metadata"] is False
+        r2 = requests.get(u.index_url + "/gamma/", headers={"If-None-Match": r.headers["ETag"]})
+        assert r2.status_code == 304 and r2.headers["ETag"] == r.headers["ETag"] and not r2.content
+        f = u._projects["gamma"][1][0]
+        assert requests.get(f.url + ".metadata").status_code == 404
+    finally:
+        u.stop()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(u.index_url + "/", timeout=1)
+    u.restart()
+    try:
+        assert requests.get(u.index_url + "/gamma/").status_code == 200
+    finally:
+        u.stop()
+
+
+def test_negotiate():
+    both = ("html", "json")
+    assert negotiate(PIP_ACCEPT, both) == (JSON_T, "json")
+    assert negotiate("", both)[1] == "html" and negotiate("*/*", both)[1] == "html"
+    assert negotiate("text/html;q=0.2, application/*;q=0.5", both)[1] == "html"
+    assert negotiate("text/html;q=0.9, application/vnd.pypi.simple.v1+json", both)[1] == "json"
+    assert negotiate("image/png", both) is None and negotiate("image/png", ("json",))[1] == "json"
+
+
+def test_big_root(tmp_path):
+    u = Upstream(tmp_path, layout="relative").start()
+    try:
+        u.add_wheel("zeta", "1.0")
+        u.add_projects(["Extra.Name"])
+        u.big_root(25_000)
+        for accept in ("text/html", JSON_T):
+            r = requests.get(u.index_url + "/", headers={"Accept": accept})
+            assert len(r.content) == int(r.headers["Content-Length"])
+            if accept == JSON_T:
+                names = [p["name"] for p in r.json()["projects"]]
+                assert names[:2] == ["Extra.Name", "zeta"] and len(names) == 25_002
+            else:
+                assert r.text.count("<a ") == 25_002
+    finally:
+        u.stop()
+
+
+def test_generated_file(tmp_path):
+    u = Upstream(tmp_path, throttle=None).start()
+    try:
+        t0 = time.monotonic()
+        f = u.add_file("big", "big-1.0-py3-none-any.whl", size=32 << 20)
+        assert time.monotonic() - t0 < 3 and f.disk_path.stat().st_size == 32 << 20
+        body = requests.get(f.url).content
+        assert len(body) == f.size and hashlib.sha256(body).hexdigest() == f.sha256
+        assert requests.get(f.url + ".metadata").text.startswith("Metadata-Version")
+        small = u.add_file("small", "small-1.0.tar.gz", size=150_000)
+        u.throttle = 1_000_000
+        t0 = time.monotonic()
+        assert len(requests.get(small.url).content) == 150_000
+        elapsed = time.monotonic() - t0
+        assert 0.14 < elapsed < 1.0, elapsed
+    finally:
+        u.stop()
+
+
+def test_faults(tmp_path):
+    u = Upstream(tmp_path).start()
+    try:
+        f = u.add_file("f", "f-1.0.tar.gz", size=200_000)
+
+        def get(**kw):
+            got, err = bytearray(), None
+            try:
+                with requests.get(f.url, stream=True, allow_redirects=False, **kw) as r:
+                    for c in r.iter_content(65536):
+                        got += c
+            except requests.RequestException as e:
+                err = e
+            return r, bytes(got), err
+
+        for kind in ("truncate", "chunked-truncate"):
+            u.fault(f.filename, kind)
+            r, body, err = get()
+            assert err is not None and len(body) < f.size, kind
+        u.fault(f.filename, "corrupt")
+        r, body, err = get()
+        assert err is None and len(body) == f.size and hashlib.sha256(body).hexdigest() != f.sha256
+        u.fault(f.filename, "chunked")
+        r, body, err = get()
+        assert "Content-Length" not in r.headers and hashlib.sha256(body).hexdigest() == f.sha256
+        u.fault(f.filename, "status:503")
+        assert get()[0].status_code == 503
+        u.fault(f.filename, "redirect:http://127.0.0.1:9/x")
+        r = get()[0]
+        assert r.status_code == 302 and r.headers["Location"] == "http://127.0.0.1:9/x"
+        u.fault(f.filename, "slow:0.2")
+        t0 = time.monotonic()
+        assert len(get()[1]) == f.size and time.monotonic() - t0 >= 0.2
+        u.fault(f.filename, "blackhole")
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            requests.get(f.url, timeout=(1, 1))
+        u.clear_faults()
+        assert len(get()[1]) == f.size and u.downloads(f.filename) == 9
+        u.add_wheel("p", "1.0")
+        u.project_fault("P", "status:503")
+        assert requests.get(u.index_url + "/p/").status_code == 503
+        u.project_fault("p", "redirect:/elsewhere/")
+        assert requests.get(u.index_url + "/p/", allow_redirects=False).headers["Location"] == "/elsewhere/"
+    finally:
+        u.stop()
+
+
+def test_make_wheel_installs_with_pip(tmp_path):
+    u = Upstream(tmp_path / "up").start()
+    try:
+        u.add_wheel("alpha", "1.0", requires=["beta>=1.0"])
+        u.add_wheel("beta", "1.1", requires=["gamma"])
+        u.add_wheel("gamma", "0.3", requires_python=">=3.8")
+        assert make_wheel("Foo.Bar", "1.0")[0] == "foo_bar-1.0-py3-none-any.whl"
+        target = tmp_path / "target"
+        env = dict(os.environ, PIP_CONFIG_FILE="/dev/null")
+        p = subprocess.run([sys.executable, "-m", "pip", "install", "--isolated", "--no-cache-dir",
+                            "--disable-pip-version-check", "--index-url", u.index_url,
+                            "--target", str(target), "alpha"], env=env, capture_output=True, text=True,
+                           timeout=120, cwd=ROOT)
+        assert p.returncode == 0, p.stdout + p.stderr
+        for name, ver in (("alpha", "1.0"), ("beta", "1.1"), ("gamma", "0.3")):
+            assert f'__version__ = "{ver}"' in (target / name / "__init__.py").read_text()
+            assert (target / f"{name}-{ver}.dist-info" / "METADATA").exists()
+    finally:
+        u.stop()

@@ -1,0 +1,85 @@
+"""Build fixture package files: small real py3-none-any wheels (in memory), and large
+deterministic pseudo-random bodies generated once onto disk."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import random
+import re
+import struct
+import zipfile
+
+_EPOCH = (1980, 1, 1, 0, 0, 0)
+BLOCK = 1 << 20
+
+
+def _escape(name: str) -> str:
+    """Wheel-spec escaped distribution name: normalized, with underscores."""
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _record_line(path: str, data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{path},sha256={digest},{len(data)}"
+
+
+def wheel_metadata_text(name, version, requires=(), requires_python=None) -> bytes:
+    lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}",
+             f"Summary: fixture package {name}"]
+    if requires_python:
+        lines.append(f"Requires-Python: {requires_python}")
+    lines += [f"Requires-Dist: {r}" for r in requires]
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def make_wheel(name, version, requires=(), requires_python=None):
+    """Return (filename, bytes) of a wheel `<name>-<version>-py3-none-any.whl`."""
+    dist = _escape(name)
+    version = str(version)
+    info = f"{dist}-{version}.dist-info"
+    files = {
+        f"{dist}/__init__.py": f'__version__ = "{version}"\n'.encode(),
+        f"{info}/METADATA": wheel_metadata_text(name, version, requires, requires_python),
+        f"{info}/WHEEL": (b"Wheel-Version: 1.0\nGenerator: pypicache-tests\n"
+                          b"Root-Is-Purelib: true\nTag: py3-none-any\n\n"),
+    }
+    record = [_record_line(p, d) for p, d in files.items()] + [f"{info}/RECORD,,"]
+    files[f"{info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path, data in files.items():
+            zi = zipfile.ZipInfo(path, _EPOCH)
+            zi.compress_type = zipfile.ZIP_DEFLATED
+            zi.external_attr = 0o644 << 16
+            zf.writestr(zi, data)
+    return f"{dist}-{version}-py3-none-any.whl", buf.getvalue()
+
+
+def metadata_from_wheel(data: bytes) -> bytes | None:
+    """The `*.dist-info/METADATA` member of a wheel, or None if `data` is not a wheel."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            for n in zf.namelist():
+                if n.count("/") == 1 and n.endswith(".dist-info/METADATA"):
+                    return zf.read(n)
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+    return None
+
+
+def generate_file(path, filename: str, size: int) -> str:
+    """Write `size` deterministic pseudo-random bytes to `path` (reused if present); return sha256."""
+    side = path.with_name(path.name + ".sha256")
+    if path.exists() and side.exists() and path.stat().st_size == size:
+        return side.read_text().strip()
+    block = random.Random(f"{filename}:{size}").randbytes(BLOCK)
+    head, = struct.unpack("<Q", block[:8])
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        for i in range(0, (size + BLOCK - 1) // BLOCK):
+            chunk = (struct.pack("<Q", head ^ i) + block[8:])[: size - i * BLOCK]
+            h.update(chunk)
+            f.write(chunk)
+    side.write_text(h.hexdigest())
+    return h.hexdigest()
