@@ -1,4 +1,4 @@
-"""gunicorn settings for pypicache: every value comes from app.config.load(), each choice says why."""
+"""gunicorn settings for pypicache: every value comes from app.config.load(); each says why."""
 import os
 import sys
 
@@ -58,8 +58,11 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # Access log to stdout (docker logs); X-Cache says hit, miss, follower, stale or
 # revalidated ("-" for routes that are not cached), %(M)s is the duration in ms, so
 # `docker logs pypicache | grep ' miss '` shows what went upstream and how long it took.
+# The size is the response's Content-Length: gunicorn's own %(B)s stays 0 for bodies
+# sent with sendfile(2), which is every cache hit. No user agent: pip's and uv's are
+# a few hundred characters of JSON each.
 accesslog = "-"
-access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %({x-cache}o)s %(M)sms "%(a)s"'
+access_log_format = '%(h)s "%(r)s" %(s)s %({content-length}o)s %({x-cache}o)s %(M)sms'
 errorlog = "-"
 loglevel = "info"
 

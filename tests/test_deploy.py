@@ -463,7 +463,7 @@ def test_pip_installs_through_the_image_command_with_the_user_images_pip_conf(se
         lines = [
             line for line in log.splitlines() if '"GET ' in line and f"/{file.filename} " in line
         ]
-        # access_log_format: ... "%(r)s" %(s)s %(B)s %({x-cache}o)s ...
+        # access_log_format: ... "%(r)s" %(s)s %({content-length}o)s %({x-cache}o)s ...
         states = [re.search(r'" \d{3} \S+ (\S+) ', line)[1] for line in lines]
         assert states == ["miss", "hit"], lines
 
