@@ -364,6 +364,21 @@ def localize(text: str, host: str, port: int) -> str:
     return re.sub(rf"\b{re.escape(host)}\b", f"127.0.0.1:{port}", text)
 
 
+def image_workdir(parser: DockerfileParser, workdir: Path) -> Path:
+    """The image's WORKDIR as its COPY instructions fill it: nothing else of the repo is there."""
+    for value in instructions(parser, "COPY"):
+        source, destination = value.split()
+        origin, target = ROOT / source, workdir / destination
+        if origin.is_dir():
+            shutil.copytree(origin, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            if destination.endswith("/") or destination in (".", "./"):
+                target = target / origin.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(origin, target)
+    return workdir
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """The image's CMD and ENV, with a tmp cache, a loopback bind and the fixture upstream."""
@@ -385,16 +400,17 @@ def served(tmp_path_factory):
         PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # `gunicorn` as in the image
         HOME=str(base / "server-home"),
     )
+    workdir = image_workdir(parser, base / "workdir")
     log_path = base / "gunicorn.log"
     with open(log_path, "wb") as log:
-        # The repository root stands for the image's WORKDIR: the Dockerfile copies it there.
         server = subprocess.Popen(
-            exec_form(parser.cmd), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            exec_form(parser.cmd), cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     try:
         wait_healthy(port, server, log_path)
-        yield {"port": port, "env": env, "upstream": upstream, "files": files, "log": log_path}
+        yield {"port": port, "env": env, "upstream": upstream, "files": files, "log": log_path,
+               "workdir": workdir}
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -426,7 +442,7 @@ def test_the_images_healthcheck_passes_against_the_running_server(served):
     argv = healthcheck_argv(parse_dockerfile())
     argv[0] = sys.executable  # `python` in the image
     result = subprocess.run(
-        argv, cwd=ROOT, env=served["env"], capture_output=True, text=True, timeout=30
+        argv, cwd=served["workdir"], env=served["env"], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0, result.stderr
 
