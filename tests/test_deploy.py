@@ -231,6 +231,18 @@ def test_dockerignore_keeps_secrets_and_local_state_out():
     assert not allowed & {".env", ".git", ".venv", "tests"}
 
 
+def test_deploy_doc_has_a_row_for_every_setting_with_its_default():
+    from app.config import TABLE
+
+    doc = (ROOT / "docs" / "DEPLOY.md").read_text(encoding="utf-8")
+    row = re.compile(r"^\| `(PYPI_\w+)` \|.*$", re.MULTILINE)
+    rows = {match[1]: match[0] for match in row.finditer(doc)}
+    for name, (variable, _, default) in TABLE.items():
+        assert variable in rows, f"docs/DEPLOY.md: no row for {variable}"
+        if default is not None and name != "workers":  # workers: computed from the CPUs
+            assert f"`{default}`" in rows[variable], f"docs/DEPLOY.md: {variable} default {default}"
+
+
 # ---- gunicorn.conf.py -------------------------------------------------------------------------
 
 def test_gunicorn_conf_takes_its_values_from_app_config(monkeypatch):
