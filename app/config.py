@@ -59,8 +59,10 @@ def _bind(value: str) -> str:
     return value
 
 
-def _default_cache_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+def _default_cache_dir(environ: Mapping[str, str]) -> str:
+    """A user-writable place outside the image: $XDG_CACHE_HOME/pypicache or ~/.cache/pypicache."""
+    home = environ.get("HOME") or os.path.expanduser("~")
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
     return os.path.join(base, "pypicache")
 
 
@@ -102,7 +104,9 @@ TABLE: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
     "max_size": ("PYPI_CACHE_MAX_SIZE", _size, "0"),
     "bind": ("PYPI_BIND", _bind, "127.0.0.1:8080"),
     "workers": ("PYPI_WORKERS", _count, str(min(2 * (os.cpu_count() or 1) + 1, 9))),
-    "threads": ("PYPI_THREADS", _count, "16"),
+    # Threads mostly wait on sockets; a slow download holds one for its whole length, and a
+    # worker queues connections beyond this count, so be generous.
+    "threads": ("PYPI_THREADS", _count, "32"),
 }
 
 
@@ -129,6 +133,6 @@ def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings
         origin = urlsplit(values["mirror_url"])
         values["files_url"] = f"{origin.scheme}://{origin.netloc}{values['package_loc']}"
     if values["cache_dir"] is None:
-        values["cache_dir"] = Path(_default_cache_dir())
+        values["cache_dir"] = Path(_default_cache_dir(environ))
     values["cache_dir"] = Path(values["cache_dir"]).absolute()
     return Settings(**{field.name: values[field.name] for field in fields(Settings)})

@@ -11,6 +11,7 @@ from ..pages import Page
 from . import services
 
 bp = Blueprint("simple", __name__)
+SMALL = 1 << 20  # pages below this are read at once; bigger ones go out with sendfile
 
 
 def _redirect(location: str) -> Response:
@@ -33,10 +34,15 @@ def _page_response(page: Page) -> Response:
         response = Response(status=304)
     else:
         body = open(page.body(fmt, compressed), "rb")
-        response = Response(
-            wrap_file(request.environ, body), mimetype=media_type, direct_passthrough=True
-        )
-        response.content_length = os.fstat(body.fileno()).st_size
+        size = os.fstat(body.fileno()).st_size
+        if size < SMALL:
+            with body:
+                response = Response(body.read(), mimetype=media_type)
+        else:  # the root list: sendfile, never in memory
+            response = Response(
+                wrap_file(request.environ, body), mimetype=media_type, direct_passthrough=True
+            )
+            response.content_length = size
         if compressed:
             response.content_encoding = "gzip"
     response.headers["ETag"] = etag

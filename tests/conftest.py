@@ -1,0 +1,58 @@
+"""Fixtures: the app and its test client (in-process), and real servers on 127.0.0.1."""
+from __future__ import annotations
+
+import pytest
+from flask.testing import FlaskClient
+
+from app import create_app
+
+from .fixture_upstream import Upstream
+from .servers import Proxy
+
+# In-process tests mock the upstream with `responses`; these URLs are never really reached.
+MIRROR = "http://127.0.0.1:9/simple"
+FILES = "http://127.0.0.1:9/packages"
+
+
+class BufferedClient(FlaskClient):
+    """Reads every response whole and closes it (as a WSGI server does)."""
+
+    def open(self, *args, **kwargs):
+        kwargs.setdefault("buffered", True)
+        return super().open(*args, **kwargs)
+
+
+@pytest.fixture
+def make_app(tmp_path):
+    def make(**overrides):
+        settings = {"cache_dir": tmp_path / "cache", "mirror_url": MIRROR, "files_url": FILES}
+        app = create_app(settings | overrides)
+        app.config["TESTING"] = True
+        app.test_client_class = BufferedClient
+        return app
+
+    return make
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def upstream(tmp_path):
+    server = Upstream(tmp_path / "upstream").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def proxy(tmp_path, upstream):
+    server = Proxy(tmp_path / "cache", upstream.env()).start()
+    yield server
+    server.stop()

@@ -1,0 +1,89 @@
+"""Real processes for end-to-end tests: the proxy under gunicorn, and pip/uv as clients."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def clean_environ() -> dict[str, str]:
+    """The machine's environment without our settings or pip's global configuration."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYPI_", "PIP_", "UV_"))}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    return env
+
+
+class Proxy:
+    """pypicache under real gunicorn (gunicorn.conf.py, several gthread workers)."""
+
+    def __init__(self, cache_dir: Path, upstream_env: dict[str, str], workers: int = 3, **env: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.cache_dir = cache_dir
+        self.workers = workers
+        self.env = clean_environ() | upstream_env | {
+            "PYPI_CACHE_DIR": str(cache_dir),
+            "PYPI_BIND": f"127.0.0.1:{self.port}",
+            "PYPI_WORKERS": str(workers),
+            "PYPI_READ_TIMEOUT": "10",
+        } | env
+        self.process: subprocess.Popen | None = None
+        self.log = cache_dir.parent / f"gunicorn-{self.port}.log"
+
+    def start(self) -> "Proxy":
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+                cwd=ROOT, env=self.env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited: {self.log.read_text()[-2000:]}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).ok and len(self.worker_pids()) == self.workers:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"gunicorn did not start: {self.log.read_text()[-2000:]}")
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
+        return [int(pid) for pid in out.stdout.split()]
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def pip_install(index_url: str, target: Path, *args: str) -> subprocess.CompletedProcess:
+    """Real pip, isolated from this machine's global pip configuration."""
+    command = [
+        sys.executable, "-m", "pip", "install", "--isolated", "--no-cache-dir",
+        "--disable-pip-version-check", "--index-url", index_url, "--target", str(target), *args,
+    ]
+    return subprocess.run(command, env=clean_environ(), capture_output=True, text=True, timeout=300)

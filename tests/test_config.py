@@ -1,0 +1,64 @@
+"""The settings table: defaults, parsing, and one-line errors that name the variable."""
+from pathlib import Path
+
+import pytest
+
+from app import config
+
+
+def test_defaults_come_from_pip_and_the_table():
+    settings = config.load({"HOME": "/home/someone"})
+    simple_url, files_url = config.pip_default_index()
+    assert settings.mirror_url == simple_url.rstrip("/")
+    assert settings.files_url == files_url
+    assert settings.package_loc == "/packages"
+    assert settings.index_ttl == 600
+    assert settings.cache_dir == Path("/home/someone/.cache/pypicache")
+    assert settings.max_size == 0
+
+
+def test_mirror_origin_and_package_loc_make_the_files_url():
+    settings = config.load(
+        {"PYPI_MIRROR_URL": "http://127.0.0.1:9000/pypi/web/simple/", "PYPI_PACKAGE_LOC": "/pypi/web/packages"}
+    )
+    assert settings.mirror_url == "http://127.0.0.1:9000/pypi/web/simple"
+    assert settings.files_url == "http://127.0.0.1:9000/pypi/web/packages"
+
+
+def test_explicit_files_url_wins():
+    settings = config.load(
+        {"PYPI_MIRROR_URL": "http://127.0.0.1:9000/simple", "PYPI_FILES_URL": "http://127.0.0.1:9001/packages"}
+    )
+    assert settings.files_url == "http://127.0.0.1:9001/packages"
+
+
+def test_empty_value_means_default():
+    assert config.load({"PYPI_INDEX_TTL": "", "PYPI_PACKAGE_LOC": ""}).index_ttl == 600
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("PYPI_MIRROR_URL", "ftp://127.0.0.1/simple"),
+        ("PYPI_MIRROR_URL", "not a url"),
+        ("PYPI_PACKAGE_LOC", "packages"),
+        ("PYPI_INDEX_TTL", "-5"),
+        ("PYPI_INDEX_TTL", "ten"),
+        ("PYPI_CONNECT_TIMEOUT", "0"),
+        ("PYPI_WORKERS", "0"),
+        ("PYPI_CACHE_MAX_SIZE", "lots"),
+        ("PYPI_BIND", "everywhere"),
+    ],
+)
+def test_bad_values_name_the_variable(variable, value):
+    with pytest.raises(config.ConfigError) as caught:
+        config.load({variable: value})
+    message = str(caught.value)
+    assert message.startswith(f"{variable}=") and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "text, size", [("0", 0), ("1000", 1000), ("512M", 512 << 20), ("50G", 50 << 30), ("1.5k", 1536), ("2GiB", 2 << 30)]
+)
+def test_sizes(text, size):
+    assert config.load({"PYPI_CACHE_MAX_SIZE": text}).max_size == size

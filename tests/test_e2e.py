@@ -1,0 +1,187 @@
+"""End to end: real gunicorn workers, a real upstream on 127.0.0.1, real pip (issue 2)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from .fixture_upstream import Upstream
+from .servers import Proxy, pip_install
+
+pytestmark = pytest.mark.e2e
+MIB = 1 << 20
+
+
+def chain(up: Upstream) -> None:
+    up.add_wheel("alpha", "1.0", requires=["beta>=1"])
+    up.add_wheel("beta", "1.0", requires=["gamma"])
+    up.add_wheel("gamma", "1.0", requires_python=">=3.8")
+    up.add_wheel("gamma", "0.9")
+
+
+def installed(target: Path) -> set[str]:
+    return {p.name.split("-")[0] for p in target.glob("*.dist-info")}
+
+
+def cached_files(proxy: Proxy) -> list[Path]:
+    return [p for p in (proxy.cache_dir / "files").rglob("*") if p.is_file()]
+
+
+def temp_files(proxy: Proxy) -> list[Path]:
+    return list((proxy.cache_dir / "tmp").glob("*.part"))
+
+
+@pytest.mark.parametrize("layout", ["absolute", "relative"])
+def test_pip_installs_through_the_proxy_and_again_with_the_upstream_down(tmp_path, layout):
+    up = Upstream(tmp_path / "up", layout=layout, formats=("html",)).start()
+    chain(up)
+    proxy = Proxy(tmp_path / "cache", up.env(), PYPI_INDEX_TTL="1").start()
+    try:
+        first = pip_install(f"{proxy.url}/simple", tmp_path / "t1", "alpha")
+        assert first.returncode == 0, first.stderr
+        assert installed(tmp_path / "t1") == {"alpha", "beta", "gamma"}
+        assert sum(up.downloads(f) for f in ("alpha-1.0-py3-none-any.whl", "gamma-1.0-py3-none-any.whl")) == 2
+        # three wheels and their PEP 658 .metadata files, which pip reads first
+        assert sorted(p.name for p in cached_files(proxy)) == sorted(
+            f"{n}-1.0-py3-none-any.whl{m}" for n in ("alpha", "beta", "gamma") for m in ("", ".metadata")
+        )
+
+        up.stop()
+        time.sleep(1.2)  # past the TTL: pages must now be served stale
+        second = pip_install(f"{proxy.url}/simple", tmp_path / "t2", "alpha")
+        assert second.returncode == 0, second.stderr
+        assert installed(tmp_path / "t2") == {"alpha", "beta", "gamma"}
+        page = requests.get(f"{proxy.url}/simple/alpha/", timeout=10)
+        assert page.status_code == 200 and page.headers["X-Cache"] == "stale"
+    finally:
+        proxy.stop()
+        up.stop()
+
+
+def test_sixteen_clients_of_one_cold_file_cause_one_download(tmp_path):
+    up = Upstream(tmp_path / "up", throttle=32 * MIB).start()
+    big = up.add_file("big", "big-1.0.tar.gz", size=64 * MIB)
+    proxy = Proxy(tmp_path / "cache", up.env()).start()
+    try:
+        assert requests.get(f"{proxy.url}/simple/big/", timeout=10).ok  # records the sha256
+        url = f"{proxy.url}/packages/{big.path.split('/packages/', 1)[1]}"
+        results, barrier = [None] * 16, threading.Barrier(16)
+
+        def client(i: int) -> None:
+            barrier.wait()
+            start = time.monotonic()
+            with requests.get(url, stream=True, timeout=30) as response:
+                digest, first = hashlib.sha256(), None
+                for chunk in response.iter_content(256 * 1024):
+                    first = first or time.monotonic()
+                    digest.update(chunk)
+            results[i] = (response.headers["X-Cache"], start, first, time.monotonic(), digest.hexdigest())
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert all(results), results
+        assert up.downloads(big.filename) == 1
+        assert sorted(r[0] for r in results) == ["follower"] * 15 + ["miss"]
+        assert {r[4] for r in results} == {big.sha256}
+        download_end = min(r[3] for r in results)
+        first_bytes = [r[2] - r[1] for r in results]
+        assert all(r[2] < download_end for r in results), "a client waited for the end"
+        print(f"\nslowest first byte {max(first_bytes):.3f}s, download {download_end - results[0][1]:.2f}s")
+    finally:
+        proxy.stop()
+        up.stop()
+
+
+def _fetch(url: str) -> tuple[bool, str]:
+    """(completed, sha256): completed is False when the response was cut short."""
+    digest = hashlib.sha256()
+    try:
+        with requests.get(url, stream=True, timeout=30) as response:
+            if response.status_code != 200:
+                return False, f"status {response.status_code}"
+            for chunk in response.iter_content(64 * 1024):
+                digest.update(chunk)
+    except requests.RequestException:
+        return False, digest.hexdigest()
+    return True, digest.hexdigest()
+
+
+@pytest.mark.parametrize("fault", ["truncate", "chunked-truncate", "corrupt", "status:503"])
+def test_upstream_faults_publish_nothing_and_the_next_request_succeeds(tmp_path, fault):
+    up = Upstream(tmp_path / "up").start()
+    wheel = up.add_file("demo", "demo-1.0.tar.gz", size=4 * MIB)
+    proxy = Proxy(tmp_path / "cache", up.env()).start()
+    try:
+        requests.get(f"{proxy.url}/simple/demo/", timeout=10)
+        url = f"{proxy.url}/packages/{wheel.path.split('/packages/', 1)[1]}"
+        up.fault(wheel.filename, fault)
+        completed, digest = _fetch(url)
+        assert not completed, "a failed download looked complete"
+        assert digest != wheel.sha256
+        assert cached_files(proxy) == []
+        deadline = time.monotonic() + 5
+        while temp_files(proxy) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert temp_files(proxy) == []
+        up.clear_faults()
+        assert _fetch(url) == (True, wheel.sha256)
+        assert len(cached_files(proxy)) == 1
+    finally:
+        proxy.stop()
+        up.stop()
+
+
+def _downloading_worker(proxy: Proxy) -> int | None:
+    for pid in proxy.worker_pids():
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except FileNotFoundError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}").endswith(".part"):
+                    return pid
+            except OSError:
+                pass
+    return None
+
+
+def test_sigkill_of_the_downloading_worker_aborts_followers_and_leaves_nothing(tmp_path):
+    up = Upstream(tmp_path / "up", throttle=4 * MIB).start()
+    big = up.add_file("big", "big-1.0.tar.gz", size=16 * MIB)
+    proxy = Proxy(tmp_path / "cache", up.env()).start()
+    try:
+        requests.get(f"{proxy.url}/simple/big/", timeout=10)
+        url = f"{proxy.url}/packages/{big.path.split('/packages/', 1)[1]}"
+        outcomes = []
+        clients = [threading.Thread(target=lambda: outcomes.append(_fetch(url))) for _ in range(6)]
+        for client in clients:
+            client.start()
+        deadline = time.monotonic() + 10
+        while (victim := _downloading_worker(proxy)) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert victim is not None
+        time.sleep(1)  # mid-transfer: about a quarter of the file is through
+        os.kill(victim, signal.SIGKILL)
+        for client in clients:
+            client.join(60)
+        assert len(outcomes) == 6
+        assert all(not completed for completed, _ in outcomes if _ != big.sha256)
+        assert all(digest != big.sha256 or completed for completed, digest in outcomes)
+        assert cached_files(proxy) == []
+        up.throttle = None
+        assert _fetch(url) == (True, big.sha256)  # the next request downloads afresh
+        assert temp_files(proxy) == []
+        assert up.downloads(big.filename) == 2
+    finally:
+        proxy.stop()
+        up.stop()

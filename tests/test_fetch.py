@@ -1,0 +1,115 @@
+"""The package route in one process, the upstream mocked with `responses`."""
+import hashlib
+import json
+
+import pytest
+import requests
+import responses
+
+from app.fetch import DownloadAborted
+
+from .conftest import FILES, MIRROR
+
+BODY = b"wheel bytes " * 1000
+SHA = hashlib.sha256(BODY).hexdigest()
+PATH = "ab/cd/demo-1.0.tar.gz"
+
+
+def page(sha=SHA, size=None):
+    entry = {"filename": "demo-1.0.tar.gz", "url": f"{FILES}/{PATH}", "hashes": {"sha256": sha}}
+    if size is not None:
+        entry["size"] = size
+    return json.dumps({"meta": {"api-version": "1.1"}, "name": "demo", "files": [entry]})
+
+
+def list_page(mocked, **kwargs):
+    mocked.get(f"{MIRROR}/demo/", body=page(**kwargs), content_type="application/vnd.pypi.simple.v1+json")
+
+
+def cached(app):
+    return sorted(p.relative_to(app.config["PYPICACHE"].cache_dir / "files").as_posix()
+                  for p in (app.config["PYPICACHE"].cache_dir / "files").rglob("*") if p.is_file())
+
+
+def leftovers(app):
+    return list((app.config["PYPICACHE"].cache_dir / "tmp").glob("*.part"))
+
+
+@responses.activate
+def test_miss_streams_then_hit_is_served_from_disk(app, client):
+    list_page(responses)
+    responses.get(f"{FILES}/{PATH}", body=BODY)
+    assert client.get("/simple/demo/").status_code == 200
+    first = client.get(f"/packages/{PATH}")
+    assert first.status_code == 200 and first.data == BODY
+    assert first.headers["X-Cache"] == "miss"
+    assert cached(app) == [PATH]
+    second = client.get(f"/packages/{PATH}")
+    assert second.data == BODY and second.headers["X-Cache"] == "hit"
+    assert second.headers["Content-Type"] == "application/octet-stream"
+    assert "Content-Encoding" not in second.headers  # .tar.gz must not look gzip-encoded
+    assert second.headers["Cache-Control"] == "max-age=365000000, immutable, public"
+    assert second.headers["ETag"].startswith('"') and not second.headers["ETag"].startswith('W/')
+    assert len(responses.calls) == 2  # the page and one download
+    assert not leftovers(app)
+
+
+@responses.activate
+def test_file_without_a_listed_hash_is_checked_by_length_and_recorded(app, client):
+    responses.get(f"{FILES}/{PATH}", body=BODY)
+    assert client.get(f"/packages/{PATH}").data == BODY
+    catalog = app.extensions["pypicache"].catalog
+    assert [tuple(row) for row in catalog.cached_files()] == [(PATH, "demo", len(BODY), SHA)]
+
+
+@responses.activate
+def test_sha256_mismatch_aborts_and_publishes_nothing(app, client):
+    list_page(responses, sha="0" * 64)
+    responses.get(f"{FILES}/{PATH}", body=BODY)
+    client.get("/simple/demo/")
+    with pytest.raises(DownloadAborted):
+        client.get(f"/packages/{PATH}")
+    assert cached(app) == [] and not leftovers(app)
+
+
+@responses.activate
+def test_size_mismatch_with_the_index_is_a_502_before_any_byte(app, client):
+    list_page(responses, size=len(BODY) + 1)
+    responses.get(f"{FILES}/{PATH}", body=BODY, headers={"Content-Length": str(len(BODY))})
+    client.get("/simple/demo/")
+    response = client.get(f"/packages/{PATH}")
+    assert response.status_code == 502 and cached(app) == []
+
+
+@pytest.mark.parametrize(
+    "kwargs, status",
+    [
+        ({"status": 404}, 404),
+        ({"status": 503}, 502),
+        ({"body": requests.ConnectionError("refused")}, 502),
+        ({"body": requests.ReadTimeout("slow")}, 504),
+        ({"status": 302, "headers": {"Location": "http://127.0.0.2:9/evil"}}, 502),
+    ],
+)
+@responses.activate
+def test_upstream_faults_get_clean_status(app, client, kwargs, status):
+    responses.get(f"{FILES}/{PATH}", **kwargs)
+    response = client.get(f"/packages/{PATH}")
+    assert response.status_code == status
+    assert cached(app) == [] and not leftovers(app)
+
+
+@responses.activate
+def test_redirect_within_the_upstream_is_followed(app, client):
+    responses.get(f"{FILES}/{PATH}", status=302, headers={"Location": f"{FILES}/moved/demo-1.0.tar.gz"})
+    responses.get(f"{FILES}/moved/demo-1.0.tar.gz", body=BODY)
+    assert client.get(f"/packages/{PATH}").data == BODY
+
+
+@pytest.mark.parametrize(
+    "path", ["../etc/passwd", "%2e%2e/etc/passwd", "ab/%00/x", "ab/x%0d%0a.whl", "a" * 2000, "ab/%ff.whl"]
+)
+@responses.activate
+def test_bad_paths_are_400_without_an_upstream_request(client, path):
+    assert client.get(f"/packages/{path}").status_code in (400, 404)
+    assert len(responses.calls) == 0
