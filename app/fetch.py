@@ -42,13 +42,57 @@ class Hit:
     cache: str = "hit"
 
 
-@dataclass
 class Follow:
-    """A download in progress: `chunks` streams it; `size` is known when the upstream said."""
+    """A download in progress, read from its temp file as it grows.
 
-    chunks: Iterator[bytes]
-    size: int | None
-    cache: str  # "miss" for the client that started it, "follower" for the others
+    `size` is known when the index or the upstream said it. The bytes that end the requested
+    range go out only once the file is published, so a failed download always ends in an
+    aborted response, never in a complete-looking wrong body.
+    """
+
+    def __init__(self, fetcher: "Fetcher", path: str, fd: int, size: int | None, cache: str):
+        self.fetcher, self.path, self.fd, self.size = fetcher, path, fd, size
+        self.cache = cache  # "miss" for the client that started it, "follower" for the others
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def published(self) -> bool:
+        return self.fetcher._published(self.path, self.fd)
+
+    def stream(self, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+        """Bytes [start, stop) (to the end when stop is None), as they land."""
+        end = self.size if stop is None else stop
+        store, stall = self.fetcher.store, self.fetcher.stall
+        position, last_progress, delay = start, time.monotonic(), 0.001
+
+        def read() -> bytes:
+            return os.pread(self.fd, CHUNK if end is None else min(CHUNK, end - position), position)
+
+        try:
+            while end is None or position < end:
+                chunk = read()
+                if chunk and (end is None or position + len(chunk) < end):
+                    position += len(chunk)
+                    yield chunk
+                    last_progress, delay = time.monotonic(), 0.001
+                    continue
+                # Nothing new, or the last bytes: those wait for the publish.
+                if not store.held_by_other(self.fd):
+                    if not self.published():
+                        raise DownloadAborted(f"download of {names.filename(self.path)} failed")
+                    while (end is None or position < end) and (chunk := read()):
+                        position += len(chunk)
+                        yield chunk
+                    return
+                if time.monotonic() - last_progress > stall:
+                    raise DownloadAborted(f"download of {names.filename(self.path)} stalled")
+                time.sleep(delay)
+                delay = min(delay * 2, 0.02)
+        finally:
+            self.close()
 
 
 class Fetcher:
@@ -127,7 +171,7 @@ class Fetcher:
         if not self.store.held_by_other(fd) and not self._published(path, fd):
             os.close(fd)  # a dead writer's leftovers
             return None
-        return Follow(self._stream(path, fd, announce["size"]), announce["size"], cache)
+        return Follow(self, path, fd, announce["size"], cache)
 
     def _published(self, path: str, fd: int) -> bool:
         try:
@@ -136,31 +180,6 @@ class Fetcher:
             return False
         mine = os.fstat(fd)
         return (done.st_ino, done.st_dev) == (mine.st_ino, mine.st_dev)
-
-    def _stream(self, path: str, fd: int, size: int | None) -> Iterator[bytes]:
-        try:
-            position, last_progress, delay = 0, time.monotonic(), 0.001
-            while True:
-                chunk = os.pread(fd, CHUNK, position)
-                if chunk and (size is None or position + len(chunk) < size):
-                    position += len(chunk)
-                    yield chunk
-                    last_progress, delay = time.monotonic(), 0.001
-                    continue
-                # Nothing new, or the last bytes: they go out only once the file is published.
-                if not self.store.held_by_other(fd):
-                    if not self._published(path, fd):
-                        raise DownloadAborted(f"download of {names.filename(path)} failed")
-                    while chunk := os.pread(fd, CHUNK, position):
-                        position += len(chunk)
-                        yield chunk
-                    return
-                if time.monotonic() - last_progress > self.stall:
-                    raise DownloadAborted(f"download of {names.filename(path)} stalled")
-                time.sleep(delay)
-                delay = min(delay * 2, 0.02)
-        finally:
-            os.close(fd)
 
 
 class _Download:

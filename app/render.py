@@ -15,7 +15,8 @@ V1_JSON = "application/vnd.pypi.simple.v1+json"
 LATEST_HTML = "application/vnd.pypi.simple.latest+html"
 LATEST_JSON = "application/vnd.pypi.simple.latest+json"
 # What each offered media type is answered with (PEP 691: "latest" names the newest we speak).
-OFFERS = {V1_JSON: V1_JSON, LATEST_JSON: V1_JSON, V1_HTML: V1_HTML, LATEST_HTML: V1_HTML, HTML: HTML}
+# On a tie (`*/*`, no preference) the first wins: text/html, as PEP 691 advises.
+OFFERS = {HTML: HTML, V1_HTML: V1_HTML, LATEST_HTML: V1_HTML, V1_JSON: V1_JSON, LATEST_JSON: V1_JSON}
 FORMATS = {"json": V1_JSON, "html": HTML}
 
 # Project pages live at /simple/<name>/, files at /packages/<path>: relative links keep the
@@ -24,7 +25,12 @@ FILE_PREFIX = "../../packages/"
 
 
 def negotiate(accept: "werkzeug.datastructures.MIMEAccept", format_arg: str | None) -> str | None:
-    """The media type to answer with, or None when nothing offered is acceptable (406)."""
+    """The media type to answer with, or None when nothing offered is acceptable.
+
+    PEP 691 lets a server answer an Accept it cannot meet with 406, 300 or text/html; we
+    answer 406 with the list of types we offer, so a misconfigured client fails loudly.
+    `?format=json` or `?format=html` overrides the header (handy in a browser).
+    """
     if format_arg:
         return FORMATS.get(format_arg)
     if not accept:

@@ -1,10 +1,10 @@
 """Package files: served from the cache, or streamed while the one download runs."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, send_file
+from flask import Blueprint, Response, request, send_file
 
 from .. import names
-from ..fetch import Hit
+from ..fetch import Follow, Hit
 from ..store import key
 from . import services
 
@@ -16,16 +16,40 @@ IMMUTABLE = "max-age=365000000, immutable, public"
 @bp.route("/packages/<path:path>", methods=["GET", "HEAD"])
 def package(path: str) -> Response:
     path = names.file_path(path)
+    etag = key(path)  # strong: a path's bytes never change once verified
     result = services().fetcher.open(path)
     if isinstance(result, Hit):
         # An explicit mimetype: guessing would add Content-Encoding: gzip to .tar.gz.
+        # conditional=True answers Range, If-Range, If-None-Match and 416 (RFC 9110).
         response = send_file(
-            result.path, mimetype=OCTET_STREAM, conditional=True, etag=key(path), max_age=None
+            result.path, mimetype=OCTET_STREAM, conditional=True, etag=etag, max_age=None
         )
     else:
-        response = Response(result.chunks, mimetype=OCTET_STREAM)
-        if result.size is not None:
-            response.content_length = result.size
+        response = _follow_response(result, etag)
     response.headers["Cache-Control"] = IMMUTABLE
     response.headers["X-Cache"] = result.cache
+    return response
+
+
+def _follow_response(follow: Follow, etag: str) -> Response:
+    """A file still downloading; a Range is served as its bytes land (uv reads wheels so)."""
+    start, stop, status = 0, None, 200
+    byte_range = request.range
+    if_range = request.if_range
+    if byte_range and follow.size is not None and (not if_range or if_range.etag == etag):
+        span = byte_range.range_for_length(follow.size)
+        if span is None:
+            follow.close()
+            response = Response(status=416)
+            response.headers["Content-Range"] = f"bytes */{follow.size}"
+            return response
+        (start, stop), status = span, 206
+    response = Response(follow.stream(start, stop), status=status, mimetype=OCTET_STREAM)
+    response.call_on_close(follow.close)  # a HEAD never starts the stream
+    if follow.size is not None:
+        response.content_length = (stop if stop is not None else follow.size) - start
+    if status == 206:
+        response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{follow.size}"
+    response.headers["Accept-Ranges"] = "bytes"
+    response.set_etag(etag)
     return response

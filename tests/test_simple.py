@@ -1,0 +1,238 @@
+"""The Simple API's header rules, in one process with `responses` as the upstream (issue 3)."""
+import gzip
+import json
+import os
+import time
+
+import pytest
+import requests
+import responses
+
+from .conftest import FILES, MIRROR
+
+SHA = "ab" * 32
+PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
+UV_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
+PAGE = f"""<!DOCTYPE html><html><head><meta name="pypi:repository-version" content="1.0"></head><body>
+<a href="{FILES}/ab/demo-1.0-py3-none-any.whl#sha256={SHA}" data-requires-python="&gt;=3.8"
+   data-core-metadata="sha256={'cd' * 32}">demo-1.0-py3-none-any.whl</a>
+<a href="{FILES}/ab/demo-0.9.tar.gz#sha256={SHA}" data-yanked="bad &lt;release&gt;">demo-0.9.tar.gz</a>
+</body></html>"""
+
+
+def upstream_page(mocked=responses, body=PAGE, **kwargs):
+    return mocked.get(f"{MIRROR}/demo/", body=body, content_type="text/html", **kwargs)
+
+
+@pytest.mark.parametrize(
+    "accept, expected",
+    [
+        (None, "text/html"),
+        ("*/*", "text/html"),
+        ("text/html", "text/html"),
+        ("text/*", "text/html"),
+        (PIP_ACCEPT, "application/vnd.pypi.simple.v1+json"),
+        (UV_ACCEPT, "application/vnd.pypi.simple.v1+json"),
+        ("application/vnd.pypi.simple.v1+html", "application/vnd.pypi.simple.v1+html"),
+        ("application/vnd.pypi.simple.latest+json", "application/vnd.pypi.simple.v1+json"),
+        ("application/vnd.pypi.simple.latest+html", "application/vnd.pypi.simple.v1+html"),
+        ("text/html;q=0.5, application/vnd.pypi.simple.v1+json;q=0.4", "text/html"),
+        ("application/vnd.pypi.simple.v1+json;q=0, text/html;q=0.1", "text/html"),
+        ("application/json", None),
+        ("application/vnd.pypi.simple.v2+json", None),
+    ],
+)
+@responses.activate
+def test_negotiation(client, accept, expected):
+    upstream_page()
+    headers = {"Accept": accept} if accept else {}
+    response = client.get("/simple/demo/", headers=headers)
+    if expected is None:
+        assert response.status_code == 406
+        assert b"application/vnd.pypi.simple.v1+json" in response.data
+        return
+    assert response.status_code == 200
+    assert response.mimetype == expected
+    assert "Accept" in response.headers["Vary"]
+
+
+@responses.activate
+def test_format_query_overrides_accept(client):
+    upstream_page()
+    assert client.get("/simple/demo/?format=json", headers={"Accept": "text/html"}).mimetype.endswith("json")
+    assert client.get("/simple/demo/?format=html", headers={"Accept": PIP_ACCEPT}).mimetype == "text/html"
+    assert client.get("/simple/demo/?format=xml").status_code == 406
+
+
+@pytest.mark.parametrize(
+    "path, location",
+    [
+        ("/simple/Demo.Pkg_x/", "../demo-pkg-x/"),
+        ("/simple/demo", "demo/"),
+        ("/simple/Demo", "demo/"),
+        ("/simple", "simple/"),
+        ("/simple/Demo/?format=json", "../demo/?format=json"),
+    ],
+)
+def test_non_canonical_urls_redirect_permanently(client, path, location):
+    response = client.get(path)
+    assert response.status_code == 301
+    assert response.headers["Location"] == location
+
+
+@pytest.mark.parametrize("name", ["-bad", ".hidden", "%3Cscript%3E", "a%00b", "x" * 300])
+@responses.activate
+def test_invalid_project_names_are_400_without_an_upstream_request(client, name):
+    assert client.get(f"/simple/{name}/").status_code in (400, 404)
+    assert len(responses.calls) == 0
+
+
+@responses.activate
+def test_html_keeps_every_attribute_escaped_exactly_once(client):
+    upstream_page()
+    html = client.get("/simple/demo/").get_data(as_text=True)
+    assert f'href="../../packages/ab/demo-1.0-py3-none-any.whl#sha256={SHA}"' in html
+    assert 'data-requires-python="&gt;=3.8"' in html and "&amp;gt;" not in html
+    assert f'data-core-metadata="sha256={"cd" * 32}"' in html
+    assert f'data-dist-info-metadata="sha256={"cd" * 32}"' in html
+    assert 'data-yanked="bad &lt;release&gt;"' in html
+    assert '<meta name="pypi:repository-version" content="1.0">' in html
+
+
+@responses.activate
+def test_json_carries_the_same_and_claims_only_what_it_has(client):
+    upstream_page()
+    data = client.get("/simple/demo/?format=json").json
+    assert data["meta"] == {"api-version": "1.0"}  # no sizes from an HTML upstream: not 1.1
+    wheel, sdist = data["files"]
+    assert wheel["url"] == "../../packages/ab/demo-1.0-py3-none-any.whl"
+    assert wheel["hashes"] == {"sha256": SHA} and wheel["requires-python"] == ">=3.8"
+    assert wheel["core-metadata"] == wheel["data-dist-info-metadata"] == {"sha256": "cd" * 32}
+    assert sdist["yanked"] == "bad <release>" and "core-metadata" not in sdist
+
+
+@responses.activate
+def test_json_upstream_gives_pep_700_fields_and_project_status(client):
+    body = {
+        "meta": {"api-version": "1.4"}, "name": "demo", "versions": ["0.9", "1.0"],
+        "project-status": {"status": "deprecated", "reason": "use other"},
+        "files": [{"filename": "demo-1.0.tar.gz", "url": f"{FILES}/ab/demo-1.0.tar.gz",
+                   "hashes": {"sha256": SHA}, "size": 42, "upload-time": "2025-01-02T03:04:05Z"}],
+    }
+    responses.get(f"{MIRROR}/demo/", json=body, content_type="application/vnd.pypi.simple.v1+json")
+    data = client.get("/simple/demo/", headers={"Accept": PIP_ACCEPT}).json
+    assert data["meta"]["api-version"] == "1.1"
+    assert data["versions"] == ["0.9", "1.0"]
+    assert data["files"][0]["size"] == 42 and data["files"][0]["upload-time"] == "2025-01-02T03:04:05Z"
+    assert data["project-status"] == {"status": "deprecated", "reason": "use other"}
+    html = client.get("/simple/demo/").get_data(as_text=True)
+    assert '<meta name="pypi:project-status" content="deprecated">' in html
+
+
+@responses.activate
+def test_etag_and_304(client):
+    upstream_page()
+    first = client.get("/simple/demo/")
+    etag = first.headers["ETag"]
+    assert etag.startswith('"') and first.headers["Cache-Control"].startswith("max-age=")
+    again = client.get("/simple/demo/", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.data == b""
+    other = client.get("/simple/demo/?format=json", headers={"If-None-Match": etag})
+    assert other.status_code == 200  # another representation, another ETag
+
+
+@responses.activate
+def test_gzip_when_accepted(client):
+    upstream_page()
+    plain = client.get("/simple/demo/")
+    packed = client.get("/simple/demo/", headers={"Accept-Encoding": "gzip, deflate"})
+    assert packed.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(packed.data) == plain.data
+    assert packed.headers["ETag"] != plain.headers["ETag"]
+    assert "Accept-Encoding" in packed.headers["Vary"]
+
+
+def expire(app, name="demo"):
+    state = app.config["PYPICACHE"].cache_dir / "pages" / name / "state.json"
+    old = time.time() - 10_000
+    os.utime(state, (old, old))
+
+
+@responses.activate
+def test_warm_page_makes_no_upstream_request_and_expired_page_revalidates(app, client):
+    upstream_page(headers={"ETag": '"v1"'})
+    assert client.get("/simple/demo/").headers["X-Cache"] == "miss"
+    assert client.get("/simple/demo/").headers["X-Cache"] == "hit"
+    assert len(responses.calls) == 1
+    expire(app)
+    responses.replace(responses.GET, f"{MIRROR}/demo/", status=304)
+    response = client.get("/simple/demo/")
+    assert response.status_code == 200 and response.headers["X-Cache"] == "revalidated"
+    assert responses.calls[-1].request.headers["If-None-Match"] == '"v1"'
+    assert client.get("/simple/demo/").headers["X-Cache"] == "hit"
+
+
+@pytest.mark.parametrize("fault", [{"status": 503}, {"body": requests.ConnectionError()}, {"body": requests.ConnectTimeout()}])
+@responses.activate
+def test_stale_page_when_the_upstream_fails(app, client, fault):
+    upstream_page()
+    fresh = client.get("/simple/demo/")
+    expire(app)
+    responses.replace(responses.GET, f"{MIRROR}/demo/", **fault)
+    stale = client.get("/simple/demo/")
+    assert stale.status_code == 200 and stale.data == fresh.data
+    assert stale.headers["X-Cache"] == "stale"
+    assert "110" in stale.headers["Warning"] and int(stale.headers["Age"]) >= 10_000
+
+
+@pytest.mark.parametrize(
+    "fault, status",
+    [({"status": 503}, 502), ({"status": 500}, 502), ({"body": requests.ConnectionError()}, 502),
+     ({"body": requests.ReadTimeout()}, 504), ({"body": "<html>", "status": 302, "headers": {"Location": "http://127.0.0.3/x"}}, 502)],
+)
+@responses.activate
+def test_upstream_failure_without_a_copy_is_502_or_504_never_404(client, fault, status):
+    responses.get(f"{MIRROR}/demo/", **fault)
+    assert client.get("/simple/demo/").status_code == status
+
+
+@responses.activate
+def test_unknown_project_is_404_and_remembered_briefly(client):
+    responses.get(f"{MIRROR}/nothere/", status=404)
+    assert client.get("/simple/nothere/").status_code == 404
+    assert client.get("/simple/nothere/").status_code == 404
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_root_list_in_both_formats(client):
+    body = "".join(f'<a href="/simple/p{n}/">P_{n}</a>\n' for n in range(3000))
+    responses.get(f"{MIRROR}/", body=body, content_type="text/html")
+    html = client.get("/simple/").get_data(as_text=True)
+    assert html.count("<a href=") == 3000 and '<a href="p-7/">p-7</a>' in html
+    data = client.get("/simple/", headers={"Accept": PIP_ACCEPT}).json
+    assert len(data["projects"]) == 3000 and data["projects"][7] == {"name": "p-7"}
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_ranges_on_a_cached_file(client):
+    body = bytes(range(256)) * 40
+    responses.get(f"{FILES}/ab/demo-1.0.tar.gz", body=body)
+    url = "/packages/ab/demo-1.0.tar.gz"
+    full = client.get(url)
+    assert full.data == body and full.headers["Accept-Ranges"] == "bytes"
+    etag = full.headers["ETag"]
+    cases = {"bytes=0-9": body[:10], "bytes=10000-": body[10000:], "bytes=-5": body[-5:], "bytes=100-199": body[100:200]}
+    for header, expected in cases.items():
+        part = client.get(url, headers={"Range": header})
+        assert (part.status_code, part.data) == (206, expected), header
+        assert part.headers["Content-Range"].endswith(f"/{len(body)}")
+    assert client.get(url, headers={"Range": "bytes=0-9", "If-Range": etag}).status_code == 206
+    assert client.get(url, headers={"Range": "bytes=0-9", "If-Range": '"other"'}).status_code == 200
+    unsatisfiable = client.get(url, headers={"Range": "bytes=999999-"})
+    assert unsatisfiable.status_code == 416
+    assert unsatisfiable.headers["Content-Range"] == f"bytes */{len(body)}"
+    head = client.head(url)
+    assert head.status_code == 200 and head.data == b"" and head.content_length == len(body)
+    assert client.get(url, headers={"If-None-Match": etag}).status_code == 304
