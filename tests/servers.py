@@ -87,3 +87,20 @@ def pip_install(index_url: str, target: Path, *args: str) -> subprocess.Complete
         "--disable-pip-version-check", "--index-url", index_url, "--target", str(target), *args,
     ]
     return subprocess.run(command, env=clean_environ(), capture_output=True, text=True, timeout=300)
+
+
+def add_chain(up) -> dict:
+    """A small dependency chain of real wheels: alpha -> beta -> gamma (filename -> File)."""
+    files = [
+        up.add_wheel("alpha", "1.0", requires=["beta>=1"]),
+        up.add_wheel("beta", "1.0", requires=["gamma"]),
+        up.add_wheel("gamma", "1.0", requires_python=">=3.8"),
+        up.add_wheel("gamma", "2.0", requires_python=">=4"),  # never chosen: requires-python
+        up.add_file("gamma", "gamma-0.5.tar.gz", b"old sdist", yanked="broken"),
+    ]
+    return {f.filename: f for f in files}
+
+
+def installed(target: Path) -> dict[str, str]:
+    """name -> version of what pip or uv put in a --target directory."""
+    return dict(p.name.removesuffix(".dist-info").split("-") for p in target.glob("*.dist-info"))
