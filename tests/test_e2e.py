@@ -177,3 +177,28 @@ def test_sigkill_of_the_downloading_worker_aborts_followers_and_leaves_nothing(t
     finally:
         proxy.stop()
         up.stop()
+
+
+def test_ranges_on_a_file_still_downloading(tmp_path):
+    up = Upstream(tmp_path / "up", throttle=8 * MIB).start()
+    big = up.add_file("big", "big-1.0.tar.gz", size=16 * MIB)
+    expected = big.disk_path.read_bytes()
+    proxy = Proxy(tmp_path / "cache", up.env()).start()
+    try:
+        requests.get(f"{proxy.url}/simple/big/", timeout=10)
+        url = f"{proxy.url}/packages/{big.path.split('/packages/', 1)[1]}"
+        full = threading.Thread(target=_fetch, args=(url,))
+        full.start()
+        time.sleep(0.3)
+        head = requests.get(url, headers={"Range": "bytes=100-199"}, timeout=30)
+        assert head.status_code == 206 and head.headers["X-Cache"] == "follower"
+        assert head.content == expected[100:200]
+        assert head.headers["Content-Range"] == f"bytes 100-199/{16 * MIB}"
+        assert requests.get(url, headers={"Range": f"bytes={16 * MIB}-"}, timeout=30).status_code == 416
+        tail = requests.get(url, headers={"Range": "bytes=-100"}, timeout=30)  # arrives with the end
+        assert tail.status_code == 206 and tail.content == expected[-100:]
+        full.join(30)
+        assert up.downloads(big.filename) == 1
+    finally:
+        proxy.stop()
+        up.stop()

@@ -34,9 +34,10 @@ def package(path: str) -> Response:
 def _follow_response(follow: Follow, etag: str) -> Response:
     """A file still downloading; a Range is served as its bytes land (uv reads wheels so)."""
     start, stop, status = 0, None, 200
-    byte_range = request.range
-    if_range = request.if_range
-    if byte_range and follow.size is not None and (not if_range or if_range.etag == etag):
+    byte_range, if_range = request.range, request.if_range
+    # If-Range with another ETag (or a date: a download has no Last-Modified yet) means "all".
+    current = if_range.etag is None and if_range.date is None or if_range.etag == etag
+    if byte_range and follow.size is not None and current:
         span = byte_range.range_for_length(follow.size)
         if span is None:
             follow.close()
