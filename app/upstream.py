@@ -45,7 +45,8 @@ class Upstream:
         if session is None:
             session = self._local.session = requests.Session()
             session.headers["User-Agent"] = "pypicache"
-            session.trust_env = False  # the configured upstream only, no proxy or netrc surprises
+            # trust_env stays on: HTTPS_PROXY, NO_PROXY and REQUESTS_CA_BUNDLE are how a
+            # server behind a corporate proxy reaches its upstream at all.
         return session
 
     def get(self, url: str, headers: dict[str, str] | None = None) -> requests.Response:
