@@ -52,16 +52,15 @@ class Proxy:
                 cwd=ROOT, env=self.env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited: {self.log.read_text()[-2000:]}")
+        while time.monotonic() < deadline and self.process.poll() is None:
             try:
                 if requests.get(self.url + "/healthz", timeout=1).ok and len(self.worker_pids()) == self.workers:
                     return self
             except requests.ConnectionError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"gunicorn did not start: {self.log.read_text()[-2000:]}")
+        self.stop()
+        raise RuntimeError(f"gunicorn did not start: {self.log.read_text()[-3000:]}")
 
     def worker_pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
