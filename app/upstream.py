@@ -80,7 +80,10 @@ class Upstream:
         """The raw body bytes (identity: no decoding, so sizes and hashes match the index)."""
         try:
             while True:
-                chunk = response.raw.read(chunk_size, decode_content=False)
+                # read1: whatever has arrived, up to chunk_size. read() would block until a
+                # whole chunk_size is in, so a slow upstream (20 KB/s) kept followers without
+                # a byte for 13 s, past their stall limit and pip's 15 s.
+                chunk = response.raw.read1(chunk_size, decode_content=False)
                 if not chunk:
                     break
                 yield chunk
