@@ -7,6 +7,7 @@ the others keep serving the old copy; if the upstream fails, the old copy is ser
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -148,24 +149,20 @@ class Pages:
             self.upstream.iter_body(response), response.headers.get("Content-Type", "")
         )
         directory = self.store.pages / name
-        temps = {}
-        try:
+        with contextlib.ExitStack() as cleanup:
+            outputs, temps = {}, []
             for fmt in ("html", "json"):
-                for suffix in ("", ".gz"):
-                    temps[fmt + suffix] = self.store.new_temp(key(f"{name}.{fmt}{suffix}"))
-            outputs = {}
-            for fmt in ("html", "json"):
-                outputs[fmt] = _Tee(temps[fmt][0], temps[fmt + ".gz"][0])
+                plain, packed = (self.store.new_temp(key(f"{name}.{fmt}{gz}")) for gz in ("", ".gz"))
+                temps += [(plain[1], directory / f"page.{fmt}"), (packed[1], directory / f"page.{fmt}.gz")]
+                outputs[fmt] = cleanup.enter_context(_Tee(plain[0], packed[0]))
+                cleanup.callback(plain[1].unlink, missing_ok=True)
+                cleanup.callback(packed[1].unlink, missing_ok=True)
             count = render.write_root(names, outputs["html"], outputs["json"])
             etags = {fmt: f'"{out.digest.hexdigest()[:32]}"' for fmt, out in outputs.items()}
             for out in outputs.values():
                 out.close()
-            for label, (_, temp) in temps.items():
-                fmt, _, gz = label.partition(".")
-                self.store.publish(temp, directory / (f"page.{fmt}.gz" if gz else f"page.{fmt}"))
-        finally:
-            for _, temp in temps.values():
-                temp.unlink(missing_ok=True)
+            for temp, target in temps:
+                self.store.publish(temp, target)
         log.info("root list refreshed: %d projects", count)
         self._write_state(name, response, etags)
         return "miss"
@@ -189,3 +186,9 @@ class _Tee:
     def close(self) -> None:
         for stream in (self.plain, self.packed, self.raw):
             stream.close()
+
+    def __enter__(self) -> "_Tee":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
