@@ -60,9 +60,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             log.warning("%s: %s", type(error).__name__, error.message)
         return Response(error.message + "\n", status=error.status, mimetype="text/plain")
 
-    from .views import ops, packages, simple
+    from .cli import pypicache
+    from .stats.setup import install
+    from .views import browse, ops, packages, simple
 
     app.register_blueprint(simple.bp)
     app.register_blueprint(packages.bp)
     app.register_blueprint(ops.bp)
+    install(app, services)  # statistics, metrics, eviction (app/stats)
+    app.register_blueprint(browse.bp)
+    app.cli.add_command(pypicache)
     return app

@@ -1,7 +1,9 @@
 """What the cache knows about files, in SQLite (WAL, short transactions) shared by all workers.
 
 `expected` holds the sha256 and size each index page promised for a file path (recorded when
-the page is rendered, checked when the file is downloaded); `cached` holds what is on disk.
+the page is rendered, checked when the file is downloaded); `cached` holds what is on disk,
+with its hits and last use. `totals` and `state` hold the statistics every worker adds to in
+short transactions (app/stats), `removed` remembers what eviction and `verify` deleted.
 """
 from __future__ import annotations
 
@@ -19,7 +21,15 @@ CREATE TABLE IF NOT EXISTS expected (
 CREATE TABLE IF NOT EXISTS cached (
     path TEXT PRIMARY KEY, project TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
     created REAL NOT NULL, last_used REAL NOT NULL, hits INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS cached_last_used ON cached(last_used);
+CREATE INDEX IF NOT EXISTS cached_project ON cached(project);
+CREATE TABLE IF NOT EXISTS totals (name TEXT PRIMARY KEY, value REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, at REAL NOT NULL, text TEXT);
+CREATE TABLE IF NOT EXISTS removed (
+    path TEXT NOT NULL, project TEXT NOT NULL, size INTEGER NOT NULL, reason TEXT NOT NULL,
+    at REAL NOT NULL);
 """
+FILE_COLUMNS = "path, project, size, sha256, created, last_used, hits"
 
 
 class Catalog:
@@ -86,3 +96,89 @@ class Catalog:
     def cached_files(self) -> Iterable[sqlite3.Row]:
         db = self._connect()
         return db.execute("SELECT path, project, size, sha256 FROM cached").fetchall()
+
+    # --- statistics (app/stats) ----------------------------------------------------------
+    def add_stats(
+        self,
+        files: Iterable[tuple[int, float, str]],
+        totals: dict[str, float],
+        state: dict[str, tuple[float, str | None]],
+    ) -> None:
+        """One worker's counts since its last flush, added in one short transaction.
+
+        `files` holds (hits, last_used, path); `totals` are added to; `state` keeps the latest
+        time of each named event (the upstream's last success and failure) with its text.
+        """
+        db = self._connect()
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(
+                "UPDATE cached SET hits = hits + ?, last_used = MAX(last_used, ?) WHERE path = ?",
+                files,
+            )
+            db.executemany(
+                "INSERT INTO totals VALUES (?, ?) ON CONFLICT(name) DO UPDATE "
+                "SET value = value + excluded.value",
+                totals.items(),
+            )
+            db.executemany(
+                "INSERT INTO state VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE "
+                "SET at = excluded.at, text = excluded.text WHERE excluded.at > state.at",
+                [(name, at, text) for name, (at, text) in state.items()],
+            )
+
+    def totals(self) -> dict[str, float]:
+        return dict(self._connect().execute("SELECT name, value FROM totals").fetchall())
+
+    def state(self) -> dict[str, tuple[float, str | None]]:
+        rows = self._connect().execute("SELECT name, at, text FROM state").fetchall()
+        return {name: (at, text) for name, at, text in rows}
+
+    def usage(self) -> tuple[int, int, int]:
+        """(files, bytes, projects) cached."""
+        row = self._connect().execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), COUNT(DISTINCT project) FROM cached"
+        ).fetchone()
+        return row
+
+    def projects(self) -> list[tuple[str, int, int, int, float, float]]:
+        """(project, files, bytes, hits, first cached, last used) of every cached project."""
+        return self._connect().execute(
+            "SELECT project, COUNT(*), SUM(size), SUM(hits), MIN(created), MAX(last_used) "
+            "FROM cached GROUP BY project ORDER BY project"
+        ).fetchall()
+
+    def files(self, project: str | None = None) -> list[tuple]:
+        """Rows of FILE_COLUMNS, of one project or of all, least recently used first."""
+        query = f"SELECT {FILE_COLUMNS} FROM cached"
+        if project is None:
+            return self._connect().execute(query + " ORDER BY last_used, created").fetchall()
+        return self._connect().execute(
+            query + " WHERE project = ? ORDER BY path", (project,)
+        ).fetchall()
+
+    def forget(self, path: str, reason: str) -> tuple | None:
+        """Drop a removed file's row and log why; its row (FILE_COLUMNS) or None."""
+        db = self._connect()
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute(
+                f"SELECT {FILE_COLUMNS} FROM cached WHERE path = ?", (path,)
+            ).fetchone()
+            project, size = (row[1], row[2]) if row else (_project_guess(path), 0)
+            db.execute("DELETE FROM cached WHERE path = ?", (path,))
+            db.execute(
+                "INSERT INTO removed VALUES (?, ?, ?, ?, ?)",
+                (path, project, size, reason, time.time()),
+            )
+        return row
+
+    def removed(self, limit: int = 50) -> list[tuple[str, str, int, str, float]]:
+        """The latest removals: (path, project, size, reason, at)."""
+        return self._connect().execute(
+            "SELECT path, project, size, reason, at FROM removed ORDER BY at DESC LIMIT ?", (limit,)
+        ).fetchall()
+
+
+def _project_guess(path: str) -> str:
+    return path.rsplit("/", 1)[-1].split("-", 1)[0].lower()

@@ -27,6 +27,7 @@ from . import names
 from .catalog import Catalog
 from .errors import IntegrityError, ProxyError, UpstreamTimeout
 from .store import Store, key, storage_error
+from .stats.signals import file_cached
 from .upstream import CHUNK, Upstream
 
 log = logging.getLogger(__name__)
@@ -193,6 +194,7 @@ class _Download:
     def run(self) -> None:
         store = self.fetcher.store
         digest, written = hashlib.sha256(), 0
+        started = time.monotonic()  # the upstream throughput t on the dashboard (app/stats)
         try:
             for chunk in self.fetcher.upstream.iter_body(self.response):
                 _write_all(self.fd, chunk)
@@ -207,6 +209,8 @@ class _Download:
                 self.path, self.project or _project_of(self.path), written, digest.hexdigest()
             )
             log.info("cached %s (%d bytes)", self.path, written)
+            file_cached.send(self.fetcher, path=self.path, size=written,
+                             seconds=time.monotonic() - started)
         except (ProxyError, OSError) as error:
             if isinstance(error, OSError):
                 error = storage_error(error)

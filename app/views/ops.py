@@ -1,10 +1,12 @@
-"""Operations: a health check that checks what it claims."""
+"""Operations: a health check that checks what it claims, and Prometheus metrics of all workers."""
 from __future__ import annotations
 
-import os
+from flask import Blueprint, Response, current_app, jsonify
 
-from flask import Blueprint, jsonify
-
+from ..stats import health
+from ..stats.metrics import CONTENT_TYPE
+from ..stats.report import upstream_state
+from ..stats.setup import EXTENSION
 from . import services
 
 bp = Blueprint("ops", __name__)
@@ -12,21 +14,24 @@ bp = Blueprint("ops", __name__)
 
 @bp.get("/healthz")
 def healthz():
-    store = services().store
-    checks = {}
-    try:
-        fd, temp = store.new_temp("healthz")
-        os.close(fd)
-        temp.unlink()
-        checks["cache_writable"] = True
-    except Exception as error:  # report, never raise: this is the health check
-        checks["cache_writable"] = f"{type(error).__name__}: {error}"
-    try:
-        fd = store.try_lock("healthz")
-        checks["locks"] = fd is not None or "held"
-        if fd is not None:
-            os.close(fd)
-    except OSError as error:
-        checks["locks"] = f"{type(error).__name__}: {error}"
+    found = services()
+    checks = {
+        "cache_writable": health.cache_writable(found.store),
+        "locks": health.locks_work(found.store),
+        "catalog": health.catalog_readable(found.catalog),
+    }
     healthy = all(value is True for value in checks.values())
-    return jsonify(status="ok" if healthy else "failing", checks=checks), 200 if healthy else 503
+    # Informational: the cache serves what it has with the upstream down, so this never fails
+    # the check; it says what the workers last saw when they talked to the upstream.
+    state = found.catalog.state() if checks["catalog"] is True else {}
+    for name, seen in current_app.extensions[EXTENSION].recorder.pending_state().items():
+        state[name] = max(state.get(name, seen), seen, key=lambda event: event[0])
+    body = {"status": "ok" if healthy else "failing", "checks": checks,
+            "upstream": upstream_state(state)}
+    return jsonify(body), 200 if healthy else 503
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    exposition = current_app.extensions[EXTENSION].metrics.exposition()
+    return Response(exposition, content_type=CONTENT_TYPE, headers={"Cache-Control": "no-store"})

@@ -5,6 +5,7 @@ from flask import Blueprint, Response, request, send_file
 
 from .. import names
 from ..fetch import Follow, Hit
+from ..stats.setup import file_served
 from ..store import key
 from . import services
 
@@ -28,6 +29,7 @@ def package(path: str) -> Response:
         response = _follow_response(result, etag)
     response.headers["Cache-Control"] = IMMUTABLE
     response.headers["X-Cache"] = result.cache
+    file_served(path, result.cache, response)  # statistics and metrics (app/stats)
     return response
 
 

@@ -1,0 +1,82 @@
+"""The size cap: remove the least recently used files until the cache fits, safely across workers.
+
+Why removing a file is safe, and what it must not race with:
+
+- A file being *written* is never here: downloads live in tmp/ until the atomic rename, and
+  eviction only looks at published files (the catalog's `cached` rows).
+- A file being *published or re-downloaded* is skipped: the fetcher holds the file's lock
+  (store.try_lock(path)) from before it asks the upstream until after the catalog row is
+  written, and eviction takes the same lock without waiting before it unlinks, so a download
+  never sees its fresh file vanish and a row never outlives or predates its file.
+- A file being *served* may be unlinked: on Linux an open descriptor keeps the inode alive, so
+  a hit already inside sendfile (or a follower reading by descriptor) finishes with the whole,
+  correct body; the space comes back when the last reader closes.
+- The one real race is a hit that has checked the file exists but not yet opened it. Readers
+  take no lock (a lock per hit would cost the fast path its speed), so eviction cannot exclude
+  them; instead the file route catches that FileNotFoundError and answers the request again,
+  which finds the file gone and downloads it afresh (app/stats/setup.py). LRU order makes the
+  case rare: the files removed are the ones nobody asked for longest.
+- Two workers never evict at once (a lock of its own, not waited for: one pass is enough).
+
+Last use comes from the catalog, which every worker updates about once a second; a hit
+in the last second may not count yet, which changes the order only among near-ties.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from .catalog import Catalog
+from .store import Store
+
+log = logging.getLogger(__name__)
+EVICT_LOCK = "evict"  # not a file path: those never lack a '/' or an extension like this
+
+
+@dataclass
+class Eviction:
+    files: int = 0
+    bytes: int = 0
+    remaining: int = 0  # bytes cached after the pass
+    skipped: int = 0  # files in use by a download that had to stay
+
+
+class Evictor:
+    def __init__(self, store: Store, catalog: Catalog):
+        self.store = store
+        self.catalog = catalog
+
+    def run(self, limit: int, reason: str = "evicted") -> Eviction:
+        """Remove least recently used files until the cached bytes are at most `limit`."""
+        guard = self.store.try_lock(EVICT_LOCK)
+        if guard is None:
+            return Eviction(remaining=self.catalog.usage()[1])  # another worker is at it
+        try:
+            return self._pass(limit, reason)
+        finally:
+            os.close(guard)
+
+    def _pass(self, limit: int, reason: str) -> Eviction:
+        result = Eviction(remaining=self.catalog.usage()[1])
+        if result.remaining <= limit:
+            return result
+        for path, project, size, *_ in self.catalog.files():  # least recently used first
+            if result.remaining <= limit:
+                break
+            lock = self.store.try_lock(path)
+            if lock is None:
+                result.skipped += 1
+                continue
+            try:
+                self.store.file(path).unlink(missing_ok=True)
+                self.catalog.forget(path, reason)
+            finally:
+                os.close(lock)
+            result.files += 1
+            result.bytes += size
+            result.remaining -= size
+        if result.files:
+            log.info("evicted %d files (%d bytes) of least recent use; %d bytes cached",
+                     result.files, result.bytes, result.remaining)
+        return result

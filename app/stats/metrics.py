@@ -1,0 +1,78 @@
+"""Prometheus metrics, summed over all gunicorn workers by prometheus_client's multiprocess mode.
+
+Under gunicorn, gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR (a fresh directory per run)
+before any worker starts, so every worker's counters live in memory-mapped files there and a
+scrape of any worker reads them all; a dead worker's live gauges go in child_exit. Outside
+gunicorn (tests, `flask run`) the same metrics are this process's own. Cache size and file
+count are read from the catalog at scrape time, so they are the same whoever answers.
+"""
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from ..catalog import Catalog
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+def multiprocess() -> bool:
+    # prometheus_client's own switch, read by prometheus_client too: not one of our settings.
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+class Metrics:
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+        # A registry per app: tests build many apps in one process. In multiprocess mode
+        # values go to the shared files whatever registry a metric was made with.
+        self.registry = CollectorRegistry()
+        make = dict(registry=self.registry)
+        self.requests = Counter(
+            "pypicache_http_requests", "HTTP requests answered, by route, method and status",
+            ["route", "method", "status"], **make)
+        self.file_requests = Counter(
+            "pypicache_file_requests", "Package file GETs by how the cache answered them",
+            ["cache"], **make)
+        self.bytes = Counter(
+            "pypicache_bytes", "Bytes of package files: sent from the cache, or fetched from "
+            "the upstream", ["source"], **make)
+        self.downloads = Counter(
+            "pypicache_downloads", "Files downloaded from the upstream and published", **make)
+        self.upstream_latency = Histogram(
+            "pypicache_upstream_latency_seconds", "Time until the upstream's response headers",
+            ["outcome"], buckets=LATENCY_BUCKETS, **make)
+        self.evicted = Counter(
+            "pypicache_evicted_files", "Files removed to keep the cache under its size cap", **make)
+
+    def exposition(self) -> bytes:
+        registry = CollectorRegistry()
+        if multiprocess():
+            MultiProcessCollector(registry)
+        else:
+            registry.register(_Own(self.registry))
+        registry.register(_CacheSize(self.catalog))
+        return generate_latest(registry)
+
+
+class _Own:
+    def __init__(self, registry: CollectorRegistry):
+        self.registry = registry
+
+    def collect(self):
+        return self.registry.collect()
+
+
+class _CacheSize:
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+
+    def collect(self):
+        files, size, projects = self.catalog.usage()
+        yield GaugeMetricFamily("pypicache_cache_bytes", "Bytes of cached files", value=size)
+        yield GaugeMetricFamily("pypicache_cache_files", "Cached files", value=files)
+        yield GaugeMetricFamily("pypicache_cache_projects", "Projects cached", value=projects)

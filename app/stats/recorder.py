@@ -1,0 +1,158 @@
+"""Per-worker counters flushed to the catalog: exact totals across workers, nothing slow per hit.
+
+A request only adds to a dict under an uncontended lock. A daemon thread of the worker swaps
+the dict out about once a second (at once when a download was published) and adds it to
+catalog.sqlite3 in one `BEGIN IMMEDIATE` transaction; additions commute, so the totals are the
+same whichever worker answered. A flush that fails puts its counts back for the next one; the
+last flush runs at exit (gunicorn's workers leave through sys.exit, which runs atexit), so a
+graceful stop loses nothing. A worker killed with SIGKILL loses at most its last second.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections import defaultdict
+from typing import Callable
+
+from ..catalog import Catalog
+
+log = logging.getLogger(__name__)
+FLUSH_INTERVAL = 1.0  # seconds: how stale the dashboard and the LRU order may be
+
+
+class Recorder:
+    def __init__(self, catalog: Catalog, interval: float = FLUSH_INTERVAL,
+                 after_download: Callable[[], None] | None = None):
+        self.catalog = catalog
+        self.interval = interval
+        # Run in the flush thread after a download was published (eviction): never in a
+        # request, never in the download thread that followers are waiting on.
+        self.after_download = after_download
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._published = False
+        self._reset()
+        me = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (r := me()) and r._forked())
+
+    def _reset(self) -> None:
+        self._files: dict[str, list] = {}  # path -> [hits, last used]
+        self._totals: defaultdict[str, float] = defaultdict(float)
+        self._state: dict[str, tuple[float, str | None]] = {}
+
+    def _forked(self) -> None:
+        """A child starts with nothing: its parent's counts are the parent's to flush."""
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread = None
+        self._reset()
+
+    # --- called from requests and downloads: cheap -------------------------------------
+    def file_request(self, path: str, cache: str, method: str, size: int) -> None:
+        """A file request answered `cache` (hit, miss, follower): GETs count, every one is a use."""
+        now = time.time()
+        with self._lock:
+            entry = self._files.get(path)
+            if entry is None:
+                entry = self._files[path] = [0, now]
+            entry[1] = now
+            if method == "GET":
+                if cache == "hit":
+                    entry[0] += 1
+                self._totals["requests_" + cache] += 1
+                self._totals["bytes_" + cache] += size
+        if self._thread is None:
+            self._start()
+
+    def hit_sent(self, size: int, seconds: float) -> None:
+        """A hit's bytes and the time they took to leave: the local throughput d."""
+        with self._lock:
+            self._totals["timed_hit_bytes"] += size
+            self._totals["timed_hit_seconds"] += seconds
+
+    def downloaded(self, size: int, seconds: float) -> None:
+        """A download from the upstream was published: the upstream throughput t."""
+        with self._lock:
+            self._totals["downloads"] += 1
+            self._totals["download_bytes"] += size
+            self._totals["download_seconds"] += seconds
+            self._published = True
+        if self._thread is None:
+            self._start()
+        self._wake.set()
+
+    def add(self, name: str, amount: float = 1) -> None:
+        with self._lock:
+            self._totals[name] += amount
+        if self._thread is None:
+            self._start()
+
+    def event(self, name: str, text: str | None = None, at: float | None = None) -> None:
+        """Remember the latest time of `name` (upstream_ok, upstream_failed) across workers."""
+        at = time.time() if at is None else at
+        with self._lock:
+            if name not in self._state or self._state[name][0] < at:
+                self._state[name] = (at, text)
+        if self._thread is None:
+            self._start()
+
+    def pending_state(self) -> dict[str, tuple[float, str | None]]:
+        with self._lock:
+            return dict(self._state)
+
+    # --- the flush thread ----------------------------------------------------------------
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name="stats flush", daemon=True)
+        self._thread.start()
+        atexit.register(self.flush)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            self.flush()
+            with self._lock:
+                published, self._published = self._published, False
+            if published and self.after_download is not None:
+                try:
+                    self.after_download()
+                except Exception:  # the thread must live on: log, retry after the next download
+                    log.exception("after-download task failed")
+
+    def flush(self) -> None:
+        """Add this worker's counts to the catalog; on failure keep them for the next flush."""
+        with self._flush_lock:
+            with self._lock:
+                files, totals, state = self._files, self._totals, self._state
+                self._reset()
+            if not (files or totals or state):
+                return
+            rows = [(hits, last, path) for path, (hits, last) in files.items()]
+            try:
+                self.catalog.add_stats(rows, dict(totals), state)
+            except sqlite3.Error as error:
+                log.warning("statistics not saved yet (%s); kept for the next flush", error)
+                self._merge(files, totals, state)
+
+    def _merge(self, files, totals, state) -> None:
+        with self._lock:
+            for path, (hits, last) in files.items():
+                entry = self._files.setdefault(path, [0, last])
+                entry[0] += hits
+                entry[1] = max(entry[1], last)
+            for name, value in totals.items():
+                self._totals[name] += value
+            for name, (at, text) in state.items():
+                if name not in self._state or self._state[name][0] < at:
+                    self._state[name] = (at, text)

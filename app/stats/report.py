@@ -1,0 +1,165 @@
+"""The dashboard's page model, read from the catalog: plain data, shared by HTML, JSON and CLI.
+
+The speed-up model is the design note's: n clients need m MB; without a cache that is
+t1 = n m / t seconds, with it t2 = m / t + (n - 1) m / d, so the saving (t1 - t2) / t1 is
+1 - (n - 1) t / (n d) - 1 / n, where t is the upstream's and d the cache's throughput (MB/s).
+Here t and d are measured: t from the downloads the proxy made (bytes / seconds of body),
+d from its hits (bytes / seconds until gunicorn had sent them).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+from ..catalog import Catalog
+
+MB = 1_000_000  # the note's unit: t = 5 MB/s, d = 200 MB/s
+NOTE_T, NOTE_D = 5.0, 200.0
+CLIENTS = (2, 3, 5, 10)
+SORTS = {"name": 0, "files": 1, "size": 2, "hits": 3, "first": 4, "last": 5}
+
+
+def saving(n: int, t: float, d: float) -> float:
+    """The note's (t1 - t2) / t1 for n clients."""
+    return 1 - (n - 1) * t / (n * d) - 1 / n
+
+
+@dataclass
+class ProjectRow:
+    name: str
+    files: int
+    size: int
+    hits: int
+    first_cached: float
+    last_used: float
+
+
+@dataclass
+class FileRow:
+    path: str
+    filename: str
+    size: int
+    sha256: str
+    first_cached: float
+    last_used: float
+    hits: int
+
+
+@dataclass
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    value: float
+    series: str
+
+
+@dataclass
+class Overview:
+    files: int
+    bytes: int
+    projects: int
+    max_size: int
+    requests: dict[str, int]
+    hit_ratio: float | None
+    bytes_from_cache: int
+    bytes_from_upstream: int
+    downloads: int
+    upstream_mb_s: float | None  # t
+    local_mb_s: float | None  # d
+    seconds_saved: float | None
+    savings: list[dict] = field(default_factory=list)
+    upstream: dict = field(default_factory=dict)
+    removed: list[dict] = field(default_factory=list)
+    generated: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def overview(catalog: Catalog, max_size: int, state: dict | None = None) -> Overview:
+    totals = catalog.totals()
+    files, size, projects = catalog.usage()
+    requests = {
+        name[len("requests_"):]: int(value) for name, value in totals.items()
+        if name.startswith("requests_")
+    }
+    answered = sum(requests.values())
+    local = requests.get("hit", 0) + requests.get("follower", 0)
+    from_cache = int(totals.get("bytes_hit", 0) + totals.get("bytes_follower", 0))
+    t = _rate(totals.get("download_bytes", 0), totals.get("download_seconds", 0))
+    d = _rate(totals.get("timed_hit_bytes", 0), totals.get("timed_hit_seconds", 0))
+    saved = from_cache / MB / t - from_cache / MB / d if t and d else None
+    return Overview(
+        files=files, bytes=size, projects=projects, max_size=max_size,
+        requests=requests, hit_ratio=local / answered if answered else None,
+        bytes_from_cache=from_cache, bytes_from_upstream=int(totals.get("download_bytes", 0)),
+        downloads=int(totals.get("downloads", 0)), upstream_mb_s=t, local_mb_s=d,
+        seconds_saved=saved,
+        savings=[
+            {"clients": n, "note": saving(n, NOTE_T, NOTE_D),
+             "measured": saving(n, t, d) if t and d else None}
+            for n in CLIENTS
+        ],
+        upstream=upstream_state(state if state is not None else catalog.state()),
+        removed=[
+            {"path": p, "filename": p.rsplit("/", 1)[-1], "project": project, "size": s,
+             "reason": reason, "at": at}
+            for p, project, s, reason, at in catalog.removed(20)
+        ],
+        generated=time.time(),
+    )
+
+
+def _rate(size: float, seconds: float) -> float | None:
+    return size / MB / seconds if size and seconds > 0 else None
+
+
+def upstream_state(state: dict[str, tuple[float, str | None]]) -> dict:
+    """The upstream's last known state, from what the workers saw when they talked to it."""
+    ok = state.get("upstream_ok", (None, None))[0]
+    failed, error = state.get("upstream_failed", (None, None))
+    if ok is None and failed is None:
+        status = "unknown"
+    else:
+        status = "up" if (ok or 0) >= (failed or 0) else "down"
+    return {"status": status, "last_success": ok, "last_failure": failed, "last_error": error}
+
+
+def projects(catalog: Catalog, query: str = "", sort: str = "name", descending: bool = False
+             ) -> list[ProjectRow]:
+    rows = [ProjectRow(*row) for row in catalog.projects()]
+    words = query.lower().replace("_", "-").replace(".", "-").split()
+    if words:
+        rows = [row for row in rows if all(word in row.name for word in words)]
+    key = list(ProjectRow.__dataclass_fields__)[SORTS.get(sort, 0)]
+    rows.sort(key=lambda row: (getattr(row, key), row.name), reverse=descending)
+    return rows
+
+
+def project_files(catalog: Catalog, project: str) -> list[FileRow]:
+    return [
+        FileRow(path, path.rsplit("/", 1)[-1], size, sha256, created, last_used, hits)
+        for path, _, size, sha256, created, last_used, hits in catalog.files(project)
+    ]
+
+
+def chart(savings: list[dict], width: float = 420, height: float = 200) -> dict:
+    """Grouped bars (the note's figures, and the measured ones when there are) in SVG units."""
+    top, bottom, left = 16.0, 28.0, 36.0
+    plot = height - top - bottom
+    group = (width - left) / len(savings)
+    bars, labels = [], []
+    for i, row in enumerate(savings):
+        x0 = left + i * group + group * 0.15
+        for j, series in enumerate(("note", "measured")):
+            value = row[series]
+            if value is None:
+                continue
+            h = max(value, 0.0) * plot
+            bars.append(Bar(x0 + j * group * 0.36, top + plot - h, group * 0.32, h, value, series))
+        labels.append({"x": left + (i + 0.5) * group, "text": f"n = {row['clients']}"})
+    ticks = [{"y": top + plot * (1 - p / 100), "text": f"{p}%"} for p in (0, 25, 50, 75, 100)]
+    return {"width": width, "height": height, "bars": bars, "labels": labels, "ticks": ticks,
+            "left": left, "baseline": top + plot, "label_y": height - 8}

@@ -1,0 +1,120 @@
+"""Wires statistics, metrics, upstream watching and eviction into an app (called by create_app)."""
+from __future__ import annotations
+
+import functools
+import logging
+import time
+
+from flask import Flask, Response, current_app, g, request
+
+from ..errors import NotFound, UpstreamError
+from ..evict import Evictor
+from .metrics import Metrics
+from .recorder import Recorder
+from .signals import file_cached
+
+log = logging.getLogger(__name__)
+EXTENSION = "pypicache.stats"
+# The environ key gunicorn.conf.py's post_request hook calls with the bytes it sent.
+SENT_HOOK = "pypicache.sent"
+
+
+class Stats:
+    """This worker's recorder, metrics and evictor: app.extensions["pypicache.stats"]."""
+
+    def __init__(self, services):
+        self.settings = services.settings
+        self.catalog = services.catalog
+        self.evictor = Evictor(services.store, services.catalog)
+        self.metrics = Metrics(services.catalog)
+        self.recorder = Recorder(services.catalog, after_download=self.enforce_cap)
+        self._hit = self.metrics.file_requests.labels("hit")
+        self._hit_bytes = self.metrics.bytes.labels("cache")
+
+    def enforce_cap(self) -> None:
+        if self.settings.max_size:
+            self.recorder.flush()  # our own last uses first, so the order is as fresh as can be
+            result = self.evictor.run(self.settings.max_size)
+            if result.files:
+                self.metrics.evicted.inc(result.files)
+
+    def on_file_cached(self, fetcher, path: str, size: int, seconds: float) -> None:
+        """From the download thread, after the publish: must never raise into it."""
+        try:
+            self.recorder.downloaded(size, seconds)
+            self.metrics.downloads.inc()
+            self.metrics.bytes.labels("upstream").inc(size)
+        except Exception:
+            log.exception("could not count the download of %s", path)
+
+    def after_request(self, response: Response) -> Response:
+        rule = request.url_rule.rule if request.url_rule is not None else "other"
+        self.metrics.requests.labels(rule, request.method, str(response.status_code)).inc()
+        return response
+
+
+def install(app: Flask, services) -> Stats:
+    stats = Stats(services)
+    app.extensions[EXTENSION] = stats
+    _watch_upstream(services.upstream, stats)
+    # blinker holds receivers weakly: `stats` lives as long as the app's extensions.
+    file_cached.connect(stats.on_file_cached, sender=services.fetcher)
+    app.after_request(stats.after_request)
+    app.register_error_handler(FileNotFoundError, _evicted_meanwhile)
+    return stats
+
+
+def file_served(path: str, cache: str, response: Response) -> None:
+    """The file route's hook: count the request; time a hit's bytes until gunicorn sent them."""
+    stats: Stats = current_app.extensions[EXTENSION]
+    method = request.method
+    size = 0
+    if method == "GET" and response.status_code in (200, 206):
+        size = response.content_length or 0
+    stats.recorder.file_request(path, cache, method, size)
+    if method != "GET":
+        return
+    if cache != "hit":
+        stats.metrics.file_requests.labels(cache).inc()
+        return
+    stats._hit.inc()
+    if size:
+        stats._hit_bytes.inc(size)
+        start, recorder = time.perf_counter(), stats.recorder
+        request.environ[SENT_HOOK] = lambda sent: recorder.hit_sent(
+            sent, time.perf_counter() - start)
+
+
+def _watch_upstream(upstream, stats: Stats) -> None:
+    """Time every upstream request and remember the upstream's last success and failure."""
+    get = upstream.get
+
+    @functools.wraps(get)
+    def watched(*args, **kwargs):
+        start = time.perf_counter()
+        outcome = "ok"
+        try:
+            return get(*args, **kwargs)
+        except NotFound:  # the upstream answered: it is up
+            outcome = "not_found"
+            raise
+        except UpstreamError as error:
+            outcome = "error"
+            stats.recorder.event("upstream_failed", error.message)
+            raise
+        finally:
+            stats.metrics.upstream_latency.labels(outcome).observe(time.perf_counter() - start)
+            if outcome != "error":
+                stats.recorder.event("upstream_ok")
+
+    upstream.get = watched
+
+
+def _evicted_meanwhile(error: FileNotFoundError):
+    """A hit found its file, then eviction removed it before it was opened (app/evict.py):
+    answer once more, which downloads the file afresh. Anything else stays a 500."""
+    if request.endpoint != "packages.package" or g.get("pypicache_retried"):
+        raise error
+    g.pypicache_retried = True
+    log.info("%s was evicted while being opened; answering again", request.path)
+    return current_app.view_functions[request.endpoint](**request.view_args)

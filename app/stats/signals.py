@@ -1,0 +1,10 @@
+"""Signals lower layers send without knowing who listens (blinker, as Flask's own signals)."""
+from __future__ import annotations
+
+from blinker import Namespace
+
+_signals = Namespace()
+
+# Sent by the download thread (app/fetch.py) once a file is published and recorded:
+# sender=the Fetcher, path=..., size=bytes, seconds=time the body took to arrive.
+file_cached = _signals.signal("file-cached")

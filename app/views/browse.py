@@ -1,0 +1,98 @@
+"""The browser view of the cache: a dashboard at /, a page per project, and their JSON."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+from flask import Blueprint, abort, jsonify, render_template, request
+
+from ..stats import report
+from . import services
+
+bp = Blueprint("browse", __name__)
+
+
+def _overview() -> report.Overview:
+    found = services()
+    return report.overview(found.catalog, found.settings.max_size)
+
+
+@bp.get("/")
+def dashboard():
+    query = request.args.get("q", "")[:200]
+    sort = request.args.get("sort", "name")
+    sort = sort if sort in report.SORTS else "name"
+    descending = request.args.get("order", "desc" if sort != "name" else "asc") == "desc"
+    rows = report.projects(services().catalog, query, sort, descending)
+    overview = _overview()
+    return render_template(
+        "browse/dashboard.html", overview=overview, projects=rows, query=query, sort=sort,
+        descending=descending, chart=report.chart(overview.savings),
+        mirror=services().settings.mirror_url, note=(report.NOTE_T, report.NOTE_D),
+    )
+
+
+@bp.get("/projects/<name>/")
+def project(name: str):
+    files = report.project_files(services().catalog, name)
+    if not files:
+        abort(404, f"no cached files of {name!r}")
+    return render_template("browse/project.html", name=name, files=files,
+                           size=sum(f.size for f in files), hits=sum(f.hits for f in files))
+
+
+@bp.get("/stats.json")
+def stats_json():
+    rows = report.projects(services().catalog)
+    return jsonify(_overview().as_dict() | {"project_list": [asdict(row) for row in rows]})
+
+
+@bp.get("/stats/<name>.json")
+def project_json(name: str):
+    files = report.project_files(services().catalog, name)
+    if not files:
+        abort(404, f"no cached files of {name!r}")
+    return jsonify(project=name, files=[asdict(f) for f in files])
+
+
+@bp.app_template_filter("bytes")
+def human_bytes(size: float | None) -> str:
+    if size is None:
+        return "–"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(size) < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return ""
+
+
+@bp.app_template_filter("ago")
+def ago(at: float | None) -> str:
+    if not at:
+        return "never"
+    seconds = max(0, time.time() - at)
+    for limit, unit, label in ((60, 1, "s"), (3600, 60, "min"), (86400, 3600, "h")):
+        if seconds < limit:
+            return f"{seconds / unit:.0f} {label} ago"
+    return f"{seconds / 86400:.0f} d ago"
+
+
+@bp.app_template_filter("utc")
+def utc(at: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at)) if at else ""
+
+
+@bp.app_template_filter("percent")
+def percent(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value * 100:.{digits}f} %"
+
+
+@bp.app_template_filter("duration")
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if abs(seconds) < 120:
+        return f"{seconds:.1f} s"
+    if abs(seconds) < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
