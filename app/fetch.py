@@ -37,6 +37,10 @@ class DownloadAborted(Exception):
     """The download this response follows failed: the connection must be cut, not ended."""
 
 
+class DownloadStalled(DownloadAborted):
+    """No new byte of the download for the read timeout."""
+
+
 @dataclass
 class Hit:
     path: Path
@@ -89,7 +93,7 @@ class Follow:
                         yield chunk
                     return
                 if time.monotonic() - last_progress > stall:
-                    raise DownloadAborted(f"download of {names.filename(self.path)} stalled")
+                    raise DownloadStalled(f"download of {names.filename(self.path)} stalled")
                 time.sleep(delay)
                 delay = min(delay * 2, 0.02)
         finally:

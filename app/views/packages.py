@@ -1,10 +1,14 @@
 """Package files: served from the cache, or streamed while the one download runs."""
 from __future__ import annotations
 
+from itertools import chain
+from typing import Iterator
+
 from flask import Blueprint, Response, request, send_file
 
 from .. import names
-from ..fetch import Follow, Hit
+from ..errors import UpstreamError, UpstreamTimeout
+from ..fetch import DownloadAborted, DownloadStalled, Follow, Hit
 from ..stats.setup import file_served
 from ..store import key
 from . import services
@@ -47,7 +51,10 @@ def _follow_response(follow: Follow, etag: str) -> Response:
             response.headers["Content-Range"] = f"bytes */{follow.size}"
             return response
         (start, stop), status = span, 206
-    response = Response(follow.stream(start, stop), status=status, mimetype=OCTET_STREAM)
+    body = follow.stream(start, stop)
+    if request.method != "HEAD":
+        body = _first_bytes(body)
+    response = Response(body, status=status, mimetype=OCTET_STREAM)
     response.call_on_close(follow.close)  # a HEAD never starts the stream
     if follow.size is not None:
         response.content_length = (stop if stop is not None else follow.size) - start
@@ -56,3 +63,18 @@ def _follow_response(follow: Follow, etag: str) -> Response:
     response.headers["Accept-Ranges"] = "bytes"
     response.set_etag(etag)
     return response
+
+
+def _first_bytes(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Wait for the first bytes here, while the status can still change: a download that fails
+    before any byte is sent (a small file's only chunk waits for the sha256 check) is then a
+    clean 502/504 rather than the server's 500 for an exception in the body."""
+    try:
+        first = next(chunks)
+    except StopIteration:
+        return iter(())
+    except DownloadStalled as error:
+        raise UpstreamTimeout(str(error)) from None
+    except DownloadAborted as error:
+        raise UpstreamError(str(error)) from None
+    return chain((first,), chunks)
