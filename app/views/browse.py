@@ -32,7 +32,7 @@ def dashboard():
     )
 
 
-@bp.get("/projects/<name>/")
+@bp.get("/projects/<path:name>/")  # path: a guessed name may hold anything
 def project(name: str):
     files = report.project_files(services().catalog, name)
     if not files:
@@ -47,7 +47,7 @@ def stats_json():
     return jsonify(_overview().as_dict() | {"project_list": [asdict(row) for row in rows]})
 
 
-@bp.get("/stats/<name>.json")
+@bp.get("/stats/<path:name>.json")
 def project_json(name: str):
     files = report.project_files(services().catalog, name)
     if not files:
@@ -71,6 +71,8 @@ def ago(at: float | None) -> str:
     if not at:
         return "never"
     seconds = max(0, time.time() - at)
+    if seconds < 1:
+        return "just now"
     for limit, unit, label in ((60, 1, "s"), (3600, 60, "min"), (86400, 3600, "h")):
         if seconds < limit:
             return f"{seconds / unit:.0f} {label} ago"
