@@ -1,0 +1,144 @@
+"""Index pages: the root list and project pages cold and warm (5); small requests under load (2)."""
+
+from __future__ import annotations
+
+import shutil
+
+from .clients import PIP_ACCEPT, latencies, median_ms, wrk
+from .procs import peak, reset_peak, rss
+from .run import MIB, Run
+
+W5 = "5. Index pages"
+HTML = {"Accept": "text/html"}  # the root list as a browser (or a mirror tool) asks for it
+
+
+def _get_ms(url: str, headers: dict) -> float:
+    return latencies(url, 1, headers)[0] * 1000
+
+
+def root_list(run: Run) -> None:
+    """The root list (~1M projects): cold and warm latency, and the workers' peak RSS."""
+    n = run.extra["root_projects"]
+    direct = min(_get_ms(run.fixture.info["index_url"] + "/", HTML) for _ in range(2))
+    case = f"root list of {n:,} projects"
+    run.add(W5, f"{case}, cold", "direct", direct, "ms", "direct", direct)
+    for server in run.peers("pypicache", "proxpi", "devpi"):
+        pids = server.worker_pids()
+        idle = max(rss(p) for p in pids)
+        reset_peak(pids)
+        try:
+            cold = _get_ms(server.simple, HTML)
+        except Exception as error:  # a peer that cannot serve it is reported, not fatal
+            run.skipped.append(f"{server.name} root list: {error}")
+            continue
+        top = max(peak(p) for p in pids)
+        run.add(W5, f"{case}, cold", server.name, cold, "ms", "direct", direct)
+        run.add(
+            W5,
+            f"{case}, cold: peak worker RSS",
+            server.name,
+            top / MIB,
+            "MiB",
+            "idle worker RSS",
+            idle / MIB,
+            "<= 1.5" if server.name == "pypicache" else "",
+        )
+        reset_peak(pids)
+        warm = median_ms(latencies(server.simple, 3, HTML))
+        top = max(peak(p) for p in pids)
+        run.add(W5, f"{case}, warm", server.name, warm, "ms", "direct", direct)
+        run.add(
+            W5,
+            f"{case}, warm: peak worker RSS",
+            server.name,
+            top / MIB,
+            "MiB",
+            "idle worker RSS",
+            idle / MIB,
+            "<= 1.5" if server.name == "pypicache" else "",
+        )
+
+
+def project_pages(run: Run) -> None:
+    """Pages of 244 and 5,000 files: first request (cold) and the median of many (warm)."""
+    count = 30 if run.quick else 100
+    for n in (244, 5000):
+        project = f"page{n}"
+        direct_url = f"{run.fixture.info['index_url']}/{project}/"
+        direct = median_ms(latencies(direct_url, 5, PIP_ACCEPT))
+        run.add(W5, f"{n}-file page, cold", "direct", direct, "ms", "direct", direct)
+        for server in run.peers("pypicache", "proxpi", "devpi"):
+            cold = _get_ms(server.page_url(project), PIP_ACCEPT)
+            run.add(W5, f"{n}-file page, cold", server.name, cold, "ms", "direct", direct)
+        _copy_page(run, project)
+        nginx = median_ms(latencies(run.servers["nginx"].page_url(project), count, PIP_ACCEPT))
+        run.add(W5, f"{n}-file page, warm (median)", "nginx", nginx, "ms", "nginx", nginx)
+        for server in run.peers("pypicache", "proxpi", "devpi"):
+            warm = median_ms(latencies(server.page_url(project), count, PIP_ACCEPT))
+            goal = "< 20" if server.name == "pypicache" and n == 5000 else ""
+            row = run.add(
+                W5, f"{n}-file page, warm (median)", server.name, warm, "ms", "nginx", nginx
+            )
+            if goal:  # the bar is absolute: 20 ms at the median
+                run.add(
+                    W5,
+                    f"{n}-file page, warm (median), the 20 ms bar",
+                    server.name,
+                    warm,
+                    "ms",
+                    goal=goal,
+                    note=f"{row.ratio:.2f}x nginx",
+                )
+
+
+def _copy_page(run: Run, project: str) -> None:
+    """nginx and the bare app serve pypicache's rendered JSON page: the same bytes pip gets."""
+    cache = run.servers["pypicache"].proxy.cache_dir
+    shutil.copyfile(
+        cache / "pages" / project / "page.json", run.extra["pages_dir"] / f"{project}.json"
+    )
+
+
+def small_requests(run: Run) -> None:
+    """2: requests/s with 64 connections: a `.metadata` file and the 244-file page."""
+    seconds = 2 if run.quick else 5
+    stack = run.fixture.file("stack39")
+    latencies(run.servers["pypicache"].page_url("page244"), 1, PIP_ACCEPT)  # rendered, if not yet
+    _copy_page(run, "page244")
+    targets = {}
+    for server in run.peers("nginx", "bare Flask", "pypicache", "proxpi", "devpi"):
+        wheel = server.file_url(stack["project"], stack["filename"])
+        latencies(wheel, 1)  # devpi extracts the metadata from the cached wheel only
+        targets[server.name] = {
+            ".metadata": wheel + ".metadata",
+            "244-file page": server.page_url("page244"),
+        }
+        for url in targets[server.name].values():
+            latencies(url, 1, PIP_ACCEPT)  # warm, and a 200
+    for what in (".metadata", "244-file page"):
+        rps = {}
+        for name, urls in targets.items():
+            wrk(urls[what], 1, PIP_ACCEPT)  # settle
+            result = wrk(urls[what], seconds, PIP_ACCEPT)
+            if result["non2xx"] or result["socket_errors"]:
+                run.skipped.append(f"wrk {name} {what}: {result}")
+            rps[name] = result["rps"]
+        w, case = "2. Warm small requests, 64 connections", what
+        mine = rps["pypicache"]
+        for name in ("nginx", "bare Flask", "proxpi", "devpi"):
+            if name in rps:
+                run.add(w, case, name, rps[name], "req/s")
+        run.add(w, case, "pypicache vs nginx", mine, "req/s", "nginx", rps["nginx"])
+        run.add(
+            w,
+            case,
+            "pypicache vs bare Flask",
+            mine,
+            "req/s",
+            "bare Flask",
+            rps["bare Flask"],
+            ">= 0.8",
+        )
+        for peer in ("proxpi", "devpi"):
+            if peer in rps:
+                run.add(w, case, f"pypicache vs {peer}", mine, "req/s", peer, rps[peer], ">= 2")
