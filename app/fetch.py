@@ -157,7 +157,11 @@ class Fetcher:
             os.close(lock)
             raise
         job = _Download(self, path, project, sha256, size, response, fd, part, lock)
-        threading.Thread(target=job.run, name=f"download {names.filename(path)}", daemon=True).start()
+        # Not a daemon: a worker leaving gracefully (SIGHUP, SIGTERM) exits through sys.exit,
+        # which waits for the download (each read bounded by the read timeout; the arbiter
+        # still kills the worker after graceful_timeout), even once its own client is gone.
+        name = f"download {names.filename(path)}"
+        threading.Thread(target=job.run, name=name, daemon=False).start()
         return follow
 
     def _clear_dead(self, path: str) -> None:
