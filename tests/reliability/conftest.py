@@ -91,15 +91,15 @@ def published(cache_dir: Path, file) -> bool:
 
 
 def downloading_worker(proxy: Proxy) -> int | None:
-    """The worker holding a download's temp file open (the one writing it)."""
+    """The worker writing a download's temp file (followers only have it open read-only)."""
     for pid in proxy.worker_pids():
-        for link in open_files(pid):
-            if link.endswith(".part"):
-                return pid
+        if any(link.endswith(".part") for link in open_files(pid, writable=True)):
+            return pid
     return None
 
 
-def open_files(pid: int) -> list[str]:
+def open_files(pid: int, writable: bool = False) -> list[str]:
+    """What /proc says `pid` has open; only what it may write to when `writable`."""
     links = []
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
@@ -107,8 +107,14 @@ def open_files(pid: int) -> list[str]:
         return links
     for fd in fds:
         try:
+            if writable:
+                with open(f"/proc/{pid}/fdinfo/{fd}") as fdinfo:
+                    info = fdinfo.read()
+                flags = int(info.split("flags:")[1].split()[0], 8)
+                if flags & os.O_ACCMODE == os.O_RDONLY:
+                    continue
             links.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
-        except OSError:
+        except (OSError, IndexError, ValueError):
             pass
     return links
 
