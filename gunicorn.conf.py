@@ -72,15 +72,15 @@ loglevel = "info"
 control_socket_disable = True
 
 # Statistics and metrics (issue 6, app/stats). Prometheus counters are summed over workers
-# by prometheus_client's multiprocess mode: a per-run directory of metric files, set here in
-# the arbiter before any worker imports prometheus_client, emptied at start; a dead worker's
+# by prometheus_client's multiprocess mode: a per-run directory of metric files, set in
+# on_starting (the arbiter, before any worker exists), emptied at start; a dead worker's
 # live gauges go in child_exit. post_request runs after gunicorn has sent a response, which is
 # when a cache hit's bytes have really left (sendfile): its duration is the throughput d.
 # Each worker flushes its counters into catalog.sqlite3 about once a second and when it
 # exits (sys.exit runs atexit), so a graceful stop loses no count.
 from app.stats import gunicorn as _stats_hooks  # noqa: E402
 
-_stats_hooks.prepare_metrics_dir()
+on_starting = _stats_hooks.on_starting
 child_exit = _stats_hooks.child_exit
 post_request = _stats_hooks.post_request
 on_exit = _stats_hooks.on_exit

@@ -10,11 +10,13 @@ import time
 
 import pytest
 import requests
+import responses
 
 from app.catalog import Catalog
 from app.evict import Evictor
 from app.store import Store
 
+from .conftest import FILES
 from .fixture_upstream import Upstream
 from .servers import ROOT, Proxy
 
@@ -180,3 +182,26 @@ def test_a_download_in_progress_is_never_pruned(tmp_path):
     finally:
         proxy.stop()
         up.stop()
+
+
+@responses.activate
+def test_a_file_evicted_between_check_and_open_is_fetched_again(app, client, monkeypatch):
+    """The one race eviction cannot lock out (app/evict.py): the request is answered again."""
+    body = b"wheel bytes" * 100
+    responses.get(f"{FILES}/aa/demo-1.0.tar.gz", body=body)
+    assert client.get("/packages/aa/demo-1.0.tar.gz").data == body  # cached
+    fetcher = app.extensions["pypicache"].fetcher
+    real_open, raced = fetcher.open, []
+
+    def open_then_evicted(path):
+        result = real_open(path)
+        if not raced:  # eviction strikes right after the existence check
+            raced.append(path)
+            app.extensions["pypicache"].store.file(path).unlink()
+            app.extensions["pypicache"].catalog.forget(path, "evicted")
+        return result
+
+    monkeypatch.setattr(fetcher, "open", open_then_evicted)
+    again = client.get("/packages/aa/demo-1.0.tar.gz")
+    assert again.status_code == 200 and again.data == body
+    assert again.headers["X-Cache"] == "miss" and len(responses.calls) == 2

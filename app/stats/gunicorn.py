@@ -19,8 +19,8 @@ _made: list[str] = []  # a directory we created, removed when the server exits
 def prepare_metrics_dir() -> str:
     """A directory for this server's metric files: the given one emptied, or a fresh one.
 
-    Runs when gunicorn reads its config in the arbiter, before any fork; on a reload (SIGHUP)
-    the variable is already set and nothing is wiped, so live workers keep their counts.
+    Runs in the arbiter as gunicorn starts, before any fork (on_starting: not on a reload,
+    and not when something merely reads gunicorn.conf.py).
     """
     path = os.environ.get(VARIABLE)
     if _prepared and path == _prepared[0]:
@@ -38,6 +38,10 @@ def prepare_metrics_dir() -> str:
         _made[:] = [path]
     _prepared[:] = [path]
     return path
+
+
+def on_starting(server) -> None:
+    prepare_metrics_dir()
 
 
 def child_exit(server, worker) -> None:
