@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ from .catalog import Catalog
 from .errors import ProxyError
 from .fetch import Fetcher
 from .pages import Pages
-from .store import Store
+from .store import Store, sqlite_storage_error
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         if error.status >= 500:
             log.warning("%s: %s", type(error).__name__, error.message)
         return Response(error.message + "\n", status=error.status, mimetype="text/plain")
+
+    @app.errorhandler(sqlite3.OperationalError)
+    def catalog_error(error: sqlite3.OperationalError) -> Response:
+        # A full or read-only cache disk reaches the catalog too: a clear 507, not a 500.
+        storage = sqlite_storage_error(error)
+        if storage is None:
+            raise error
+        return proxy_error(storage)
 
     from .cli import pypicache
     from .stats.setup import install

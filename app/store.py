@@ -109,8 +109,11 @@ class Store:
     def write_atomic(self, target: Path, data: bytes) -> None:
         fd, temp = self.new_temp(key(str(target)))
         try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+            except OSError as error:  # ENOSPC lands here, not in mkstemp (an inode is free)
+                raise storage_error(error) from error
             self.publish(temp, target)
         except BaseException:
             temp.unlink(missing_ok=True)
@@ -137,6 +140,22 @@ class Store:
             finally:
                 os.close(fd)
         return removed
+
+
+# SQLite's primary result codes for storage faults (the catalog lives in the cache directory).
+_SQLITE_STORAGE = {
+    13: "the cache disk is full",  # SQLITE_FULL
+    8: "the cache directory is not writable",  # SQLITE_READONLY
+    14: "the cache directory is not writable",  # SQLITE_CANTOPEN
+    10: "cache storage failed: disk I/O error",  # SQLITE_IOERR
+}
+
+
+def sqlite_storage_error(error: Exception) -> StorageError | None:
+    """The StorageError a catalog failure amounts to, or None when it is not about storage."""
+    code = getattr(error, "sqlite_errorcode", None)
+    message = _SQLITE_STORAGE.get(code & 0xFF) if code is not None else None
+    return StorageError(message) if message else None
 
 
 def storage_error(error: OSError) -> StorageError:
