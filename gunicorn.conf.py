@@ -1,6 +1,7 @@
 """gunicorn settings for pypicache: every value comes from app.config.load(); each says why."""
 import os
 import sys
+import tempfile
 
 # gunicorn puts its working directory on sys.path only after it has read this file;
 # put the project root there first so `app` imports wherever gunicorn is started from.
@@ -14,6 +15,15 @@ except ConfigError as error:
     # One line naming the variable, then exit 1: better than gunicorn's traceback of a
     # config file, and Docker/compose show it as the container's last log line.
     sys.exit(f"pypicache: bad configuration: {error}")
+
+# A cache directory nobody can write (a read-only volume or file system, a wrong owner) would
+# fail every worker's boot with a SQLite traceback ("unable to open database file") and then
+# gunicorn's "Worker failed to boot": say what is wrong in one line instead, like a bad setting.
+try:
+    _settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    tempfile.TemporaryFile(dir=_settings.cache_dir).close()
+except OSError as error:
+    sys.exit(f"pypicache: PYPI_CACHE_DIR={_settings.cache_dir} is not writable: {error.strerror}")
 
 # The Flask factory; gunicorn calls it once per worker, after fork, so file locks and
 # HTTP sessions are made per process (see STYLE.md, filelock's "build a lock per use").
