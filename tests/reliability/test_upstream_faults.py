@@ -33,7 +33,7 @@ def concurrently(count: int, job) -> list:
 
 
 # A corrupt body of a file no page listed cannot be told from a good one (right length, no
-# hash anywhere): see test_wrong_bytes_without_a_listed_hash_are_what_verify_checks_later.
+# hash anywhere): DESIGN.md, "Decisions"; pip still checks the hash of the page it read.
 CASES = [
     (fault, listed)
     for fault in ("truncate", "chunked-truncate", "corrupt")
