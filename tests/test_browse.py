@@ -8,6 +8,7 @@ import re
 import time
 import zipfile
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import requests
@@ -52,7 +53,8 @@ def padded_wheel(name: str, version: str, requires=(), payload: int = 0) -> tupl
         f"{dist}/__init__.py": f'__version__ = "{version}"\n'.encode(),
         f"{dist}/data.bin": os.urandom(payload),
         f"{info}/METADATA": wheel_metadata_text(name, version, requires),
-        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: t\nRoot-Is-Purelib: true\nTag: py3-none-any\n\n",
+        f"{info}/WHEEL": (b"Wheel-Version: 1.0\nGenerator: t\nRoot-Is-Purelib: true\n"
+                          b"Tag: py3-none-any\n\n"),
     }
     record = [_record_line(p, d) for p, d in files.items()] + [f"{info}/RECORD,,"]
     files[f"{info}/RECORD"] = ("\n".join(record) + "\n").encode()
@@ -129,8 +131,7 @@ def test_dashboard_after_real_installs(tmp_path, browser):
         assert page.locator("#file-count").inner_text() == str(len(files))
         assert page.locator("#upstream-status").inner_text().strip() == "upstream up"
         assert page.locator("#savings tbody tr").count() == 4
-        shot = ROOT / "docs" / "dashboard.png"
-        page.screenshot(path=str(shot), full_page=True)
+        page.screenshot(path=str(screenshot(tmp_path, "dashboard.png")), full_page=True)
 
         page.fill("#search", "numb")  # filters as you type
         assert page.locator("#projects tbody tr:visible").all_inner_texts()[0].startswith("numberz")
@@ -149,12 +150,21 @@ def test_dashboard_after_real_installs(tmp_path, browser):
         assert page.locator("#project-name").inner_text() == "numberz"
         assert page.locator("#files tbody tr").count() == 2  # the wheel and its .metadata
         assert page.locator("#project-hits").inner_text() == "4"
-        page.screenshot(path=str(ROOT / "docs" / "dashboard-project.png"), full_page=True)
+        page.screenshot(path=str(screenshot(tmp_path, "dashboard-project.png")), full_page=True)
         page.click("#files a:text-matches('\\\\.whl$')")  # the file link downloads from the cache
         page.close()
     finally:
         proxy.stop()
         up.stop()
+
+
+def screenshot(tmp_path: Path, name: str) -> Path:
+    """docs/<name> when it is missing or UPDATE_SCREENSHOTS=1 (README shows it); otherwise a
+    temporary file, so running the suite does not leave the work tree changed."""
+    target = ROOT / "docs" / name
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1" or not target.exists():
+        return target
+    return tmp_path / name
 
 
 def _wait_for_flush(proxy: Proxy, hits: int, timeout: float = 10) -> None:

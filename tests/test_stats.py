@@ -30,7 +30,8 @@ def test_the_notes_figures():
 
 
 def test_chart_bars_follow_the_values():
-    rows = [{"clients": n, "note": report.saving(n, 5, 200), "measured": None} for n in report.CLIENTS]
+    rows = [{"clients": n, "note": report.saving(n, 5, 200), "measured": None}
+            for n in report.CLIENTS]
     chart = report.chart(rows)
     heights = [bar.height for bar in chart["bars"]]
     assert len(heights) == 4 and heights == sorted(heights)  # no measured bars yet
@@ -107,7 +108,8 @@ def _get(url: str, method: str = "GET") -> tuple[str, int]:
 def test_hits_and_misses_hammered_across_workers_add_up_exactly(tmp_path):
     up = Upstream(tmp_path / "up", throttle=8 << 20).start()
     hot = [up.add_file(f"hot{i}", f"hot{i}-1.0.tar.gz", size=(64 + 16 * i) * KIB) for i in range(5)]
-    cold = [up.add_file(f"cold{i}", f"cold{i}-1.0.tar.gz", size=(256 + 32 * i) * KIB) for i in range(10)]
+    cold = [up.add_file(f"cold{i}", f"cold{i}-1.0.tar.gz", size=(256 + 32 * i) * KIB)
+            for i in range(10)]
     proxy = Proxy(tmp_path / "cache", up.env(), workers=4).start()
     url = lambda f: f"{proxy.url}/packages/{f.path.split('/packages/', 1)[1]}"  # noqa: E731
     try:
