@@ -55,6 +55,17 @@ class Catalog:
             self._local.db = db
         return db
 
+    def release(self) -> None:
+        """Close this thread's connection; for threads that end (one per download).
+
+        A connection is in a reference cycle (its statement cache), so a dead thread's would
+        keep its two descriptors open until a full garbage collection: hundreds under load.
+        """
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            self._local.db = None
+            db.close()
+
     def expect(self, project: Project) -> None:
         rows = [(f.path, project.name, f.sha256, f.size) for f in project.files]
         rows += [

@@ -232,6 +232,7 @@ class _Download:
             store.announce_path(self.path).unlink(missing_ok=True)
             os.close(self.fd)  # followers see the writer gone: published, or abort
             os.close(self.lock)
+            self.fetcher.catalog.release()  # this thread ends here
 
 
 def _write_all(fd: int, data: bytes) -> None:
