@@ -56,7 +56,7 @@ class Proxy:
             try:
                 if requests.get(self.url + "/healthz", timeout=1).ok and len(self.worker_pids()) == self.workers:
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # a busy machine: ask again
                 pass
             time.sleep(0.1)
         self.stop()
