@@ -45,8 +45,19 @@ class Services:
         )
 
 
+def _log_like_gunicorn() -> None:
+    """Under gunicorn, our log lines (app.*) go where its error log goes, at its level."""
+    server = logging.getLogger("gunicorn.error")
+    ours = logging.getLogger(__name__)
+    if server.handlers and not ours.handlers:
+        ours.handlers = list(server.handlers)
+        ours.setLevel(server.level)
+        ours.propagate = False
+
+
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """The app: settings from the environment (overridden by `test_config`), services, views."""
+    _log_like_gunicorn()
     app = Flask(__name__, template_folder="../templates")
     overrides = dict(test_config or {})
     settings = config.load(overrides.pop("environ", None), **overrides)
