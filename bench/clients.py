@@ -1,17 +1,15 @@
-"""Clients that measure: curl (downloads, one per process), hyperfine (repeated commands),
+"""Clients that measure: curl (downloads, one per process), timed shell commands,
 wrk (requests per second), a keep-alive latency sampler, and pip as the note's users run it."""
 
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import re
 import shlex
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -52,28 +50,16 @@ def herd(url: str, clients: int) -> dict:
     return {"clients": results, "wall": time.monotonic() - t0}
 
 
-def hyperfine(
-    command: str, runs: int, warmup: int = 0, prepare: str | None = None, env: dict | None = None
-) -> list[float]:
-    """Wall times (s) of each run of a shell command, in order."""
-    with tempfile.NamedTemporaryFile(suffix=".json") as export:
-        args = [
-            "hyperfine",
-            "--style",
-            "none",
-            "--runs",
-            str(runs),
-            "--warmup",
-            str(warmup),
-            "--export-json",
-            export.name,
-        ]
-        if prepare:
-            args += ["--prepare", prepare]
-        subprocess.run(
-            args + ["--", command], check=True, capture_output=True, env=env, timeout=900
-        )
-        return json.load(open(export.name))["results"][0]["times"]
+def timed(command: str, env: dict | None = None) -> float:
+    """Wall time (s) of one shell command, which must succeed."""
+    t0 = time.perf_counter()
+    out = subprocess.run(
+        ["sh", "-c", command], capture_output=True, text=True, env=env, timeout=900
+    )
+    elapsed = time.perf_counter() - t0
+    if out.returncode:
+        raise RuntimeError(f"{command[:200]} failed: {(out.stderr or out.stdout)[-1500:]}")
+    return elapsed
 
 
 def parallel_curl(url: str, clients: int) -> str:

@@ -9,9 +9,10 @@ t1 = n m / t (no cache) and t2 = m / t + (n - 1) m / d (on-demand cache), i.e.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-from .clients import hyperfine, pip_command, pip_env
+from .clients import pip_command, pip_env, timed
 from .files import T_RATE
 from .run import MIB, Run
 
@@ -22,32 +23,31 @@ def formula(n: int, t: float, d: float) -> float:
     return 1 - (n - 1) * t / (n * d) - 1 / n
 
 
-def _series(run: Run, index_url: str, label: str, runs: int) -> list[float]:
+def _install(run: Run, index_url: str, label: str) -> float:
+    """One pip install of the set into a fresh target; its wall time."""
     target = run.out / "pip" / label
-    times = hyperfine(
-        pip_command(index_url, target, "stack-00"),
-        runs=runs,
-        prepare=f"rm -rf {target}",
-        env=pip_env(),
-    )
-    installed = sorted(p.name for p in Path(target).glob("*.dist-info"))
+    shutil.rmtree(target, ignore_errors=True)
+    took = timed(pip_command(index_url, target, "stack-00"), env=pip_env())
+    installed = list(Path(target).glob("*.dist-info"))
     if len(installed) != 40:
         raise RuntimeError(f"pip through {label} installed {len(installed)} packages, not 40")
-    return times
+    return took
 
 
 def experiment(run: Run) -> None:
     ns = [1, 2, 5] if run.quick else [1, 2, 5, 10]
-    runs = max(ns)
     run.fixture.throttle(T_RATE)
     m = run.fixture.info["stack_bytes"]
-    direct = _series(run, run.fixture.info["index_url"], "direct", runs)
-    proxy = _series(run, run.servers["pypicache"].simple.rstrip("/"), "pypicache", runs)
+    direct, proxy = [], []
+    for _ in range(max(ns)):  # interleaved, so the machine's other load weighs on both alike
+        direct.append(_install(run, run.fixture.info["index_url"], "direct"))
+        proxy.append(_install(run, run.servers["pypicache"].simple.rstrip("/"), "pypicache"))
     # t and d as pip experiences them: the set's bytes over one install's time, straight from the
     # upstream (mean of all runs) and from the warm cache (mean of the runs after the first).
     t_eff = m / (sum(direct) / len(direct))
     d_eff = m / (sum(proxy[1:]) / len(proxy[1:]))
-    t_wire, d_wire = run.extra["t"], run.extra["d"]  # one file's transfer: workloads 3 and 1
+    # One file's raw transfer rates from workloads 3 and 1 (else the note's own figures).
+    t_wire, d_wire = run.extra.get("t", 5e6), run.extra.get("d", 200e6)
     points = []
     for n in ns:
         t1, t2 = sum(direct[:n]), sum(proxy[:n])

@@ -59,7 +59,7 @@ def machine(load: str) -> list[tuple[str, str]]:
         ("devpi-server", _venv_version("devpi", "devpi-server")),
         ("nginx", _cmd("nginx", "-v")),
         ("wrk", _cmd("wrk", "-v")),
-        ("hyperfine, curl", f"{_cmd('hyperfine', '--version')}, {_cmd('curl', '--version')[:12]}"),
+        ("curl", _cmd("curl", "--version")[:12]),
     ]
 
 

@@ -9,7 +9,7 @@ import sys
 
 from .procs import VENVS
 
-APT = {"nginx": "nginx-light", "wrk": "wrk", "hyperfine": "hyperfine", "curl": "curl"}
+APT = {"nginx": "nginx-light", "wrk": "wrk", "curl": "curl"}
 PEERS = {  # name -> pinned packages, installed with the machine's normal pip
     "proxpi": ["proxpi==1.3.1", "gunicorn==27.0.1"],
     "devpi": ["devpi-server==6.20.3", "devpi-client==7.3.0"],
