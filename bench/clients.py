@@ -80,11 +80,13 @@ def wrk(
         text=True,
         timeout=seconds + 60,
     ).stdout
+    count = re.search(r"(\d+) requests in", out)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
     return {
         "rps": float(rps[1]) if rps else 0.0,
+        "requests": int(count[1]) if count else 0,
         "non2xx": int(bad[1]) if bad else 0,
         "socket_errors": errors[1] if errors else "",
     }

@@ -7,7 +7,7 @@ import statistics
 import time
 
 from .clients import PIP_ACCEPT, latencies, median_ms, wrk
-from .procs import peak, reset_peak, rss
+from .procs import cpu_seconds, peak, reset_peak, rss
 from .run import MIB, Run
 
 W5 = "5. Index pages"
@@ -134,21 +134,31 @@ def small_requests(run: Run) -> None:
     rounds = 1 if run.quick else 3
     for what in (".metadata", "244-file page"):
         results = {name: [] for name in targets}
+        cpu = dict.fromkeys(targets, 0.0)  # the servers' CPU seconds per request: load-robust
+        count = dict.fromkeys(targets, 0)
         for urls in targets.values():
             wrk(urls[what], 1, PIP_ACCEPT)  # settle
         for _ in range(rounds):  # interleaved: other load on the machine weighs on all alike
             for name, urls in targets.items():
+                pids = run.servers[name].all_pids()
+                before = cpu_seconds(pids)
                 result = wrk(urls[what], seconds, PIP_ACCEPT)
+                cpu[name] += cpu_seconds(pids) - before
+                count[name] += result["requests"]
                 if result["non2xx"] or result["socket_errors"]:
                     run.skipped.append(f"wrk {name} {what}: {result}")
                 results[name].append(result["rps"])
         rps = {name: statistics.median(r) for name, r in results.items()}
+        us = {name: cpu[name] / max(count[name], 1) * 1e6 for name in targets}
         w, case = "2. Warm small requests, 64 connections", what
         mine = rps["pypicache"]
         for name in ("nginx", "bare Flask", "proxpi", "devpi"):
             if name in rps:
-                run.add(w, case, name, rps[name], "req/s")
-        run.add(w, case, "pypicache vs nginx", mine, "req/s", "nginx", rps["nginx"])
+                run.add(w, case, name, rps[name], "req/s", note=f"{us[name]:.0f} us CPU/request")
+        note = f"{us['pypicache']:.0f} us CPU/request"
+        run.add(w, case, "pypicache vs nginx", mine, "req/s", "nginx", rps["nginx"], note=note)
+        ceiling = rps["bare Flask"]
+        cpu_ratio = f"{note}; CPU/request ratio {us['bare Flask'] / us['pypicache']:.2f}x"
         run.add(
             w,
             case,
@@ -156,9 +166,21 @@ def small_requests(run: Run) -> None:
             mine,
             "req/s",
             "bare Flask",
-            rps["bare Flask"],
+            ceiling,
             ">= 0.8",
+            note=cpu_ratio,
         )
         for peer in ("proxpi", "devpi"):
             if peer in rps:
-                run.add(w, case, f"pypicache vs {peer}", mine, "req/s", peer, rps[peer], ">= 2")
+                cpu_ratio = f"CPU/request ratio {us[peer] / us['pypicache']:.2f}x"
+                run.add(
+                    w,
+                    case,
+                    f"pypicache vs {peer}",
+                    mine,
+                    "req/s",
+                    peer,
+                    rps[peer],
+                    ">= 2",
+                    note=cpu_ratio,
+                )

@@ -87,6 +87,18 @@ def peak(pid: int) -> int:
     return _status(pid, "VmHWM")
 
 
+def cpu_seconds(pids) -> float:
+    """User + system CPU time the processes have used so far."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def reset_peak(pids) -> None:
     """Linux: writing 5 to clear_refs resets VmHWM to the current RSS."""
     for pid in pids:

@@ -51,6 +51,11 @@ class Server:
     def worker_pids(self) -> list[int]:
         return self.pids
 
+    def all_pids(self) -> list[int]:
+        """Every process of the server (a master too), for its CPU time."""
+        proc = getattr(self, "proc", None) or getattr(getattr(self, "proxy", None), "process", None)
+        return sorted({*self.worker_pids(), *([proc.pid] if proc else [])})
+
 
 class Pypicache(Server):
     name = "pypicache"
