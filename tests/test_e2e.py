@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
 import threading
 import time
 from pathlib import Path
@@ -124,56 +122,6 @@ def test_upstream_faults_publish_nothing_and_the_next_request_succeeds(tmp_path,
         up.clear_faults()
         assert _fetch(url) == (True, wheel.sha256)
         assert len(cached_files(proxy)) == 1
-    finally:
-        proxy.stop()
-        up.stop()
-
-
-def _downloading_worker(proxy: Proxy) -> int | None:
-    for pid in proxy.worker_pids():
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except FileNotFoundError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}").endswith(".part"):
-                    return pid
-            except OSError:
-                pass
-    return None
-
-
-def test_sigkill_of_the_downloading_worker_aborts_followers_and_leaves_nothing(tmp_path):
-    up = Upstream(tmp_path / "up", throttle=4 * MIB).start()
-    big = up.add_file("big", "big-1.0.tar.gz", size=16 * MIB)
-    proxy = Proxy(tmp_path / "cache", up.env()).start()
-    try:
-        requests.get(f"{proxy.url}/simple/big/", timeout=10)
-        url = f"{proxy.url}/packages/{big.path.split('/packages/', 1)[1]}"
-        outcomes = []
-        clients = [threading.Thread(target=lambda: outcomes.append(_fetch(url))) for _ in range(6)]
-        for client in clients:
-            client.start()
-        deadline = time.monotonic() + 10
-        while (victim := _downloading_worker(proxy)) is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert victim is not None
-        time.sleep(1)  # mid-transfer: about a quarter of the file is through
-        os.kill(victim, signal.SIGKILL)
-        for client in clients:
-            client.join(60)
-        assert len(outcomes) == 6
-        # Followers of the killed download were cut off; nobody got a complete wrong body.
-        assert any(not completed for completed, _ in outcomes)
-        assert all(digest == big.sha256 for completed, digest in outcomes if completed)
-        # Whatever is published (a client that came after the kill may have led a new
-        # download) is the right file.
-        for path in cached_files(proxy):
-            assert hashlib.sha256(path.read_bytes()).hexdigest() == big.sha256
-        up.throttle = None
-        assert _fetch(url) == (True, big.sha256)
-        assert temp_files(proxy) == []
     finally:
         proxy.stop()
         up.stop()
