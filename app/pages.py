@@ -25,6 +25,7 @@ from .store import key
 log = logging.getLogger(__name__)
 NEGATIVE_TTL = 60.0  # an upstream 404 is remembered this long (a new project appears soon)
 MAX_PAGE = 64 << 20  # no project page is near this: a bigger body is an upstream fault
+STATES_KEPT = 4096  # page states a worker keeps parsed in memory
 ROOT = "_root"  # not a project name: those start with a letter or digit
 UPSTREAM_ACCEPT = f"{render.V1_JSON}, {render.V1_HTML};q=0.2, {render.HTML};q=0.1"
 
@@ -44,6 +45,7 @@ class Pages:
     def __init__(self, settings, store, catalog, upstream):
         self.settings, self.store, self.catalog, self.upstream = settings, store, catalog, upstream
         self.linker = index.Linker(settings.files_url)
+        self._states: dict[str, tuple[tuple, dict]] = {}  # per worker: name -> (stat, state)
 
     def project(self, name: str) -> Page:
         return self._get(name, self._refresh_project)
@@ -53,11 +55,20 @@ class Pages:
 
     # --- freshness and single-flight -----------------------------------------------------
     def _state(self, name: str) -> tuple[dict, float] | None:
+        """(state, age): one stat per warm request; the file is re-read only when it changed
+        (it is replaced atomically, and touched when revalidated)."""
         path = self.store.pages / name / "state.json"
         try:
-            return json.loads(path.read_bytes()), time.time() - path.stat().st_mtime
+            stat = path.stat()
+            signature = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            known = self._states.get(name)
+            if known is None or known[0] != signature:
+                if len(self._states) >= STATES_KEPT:
+                    self._states.clear()  # bounded memory; the warm set refills in a request each
+                known = self._states[name] = (signature, json.loads(path.read_bytes()))
         except (OSError, ValueError):
             return None
+        return known[1], time.time() - stat.st_mtime
 
     def _answer(self, name: str, state: tuple[dict, float], cache: str) -> Page:
         data, age = state

@@ -1,11 +1,14 @@
 """Page model -> PEP 503 HTML (templates/simple/) and PEP 691 JSON, and content negotiation."""
 from __future__ import annotations
 
+import functools
 import json
 from typing import IO, Iterable
 from urllib.parse import quote
 
 from flask import render_template
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_accept_header
 
 from .index import File, Project
 
@@ -24,18 +27,21 @@ FORMATS = {"json": V1_JSON, "html": HTML}
 FILE_PREFIX = "../../packages/"
 
 
-def negotiate(accept: "werkzeug.datastructures.MIMEAccept", format_arg: str | None) -> str | None:
+@functools.lru_cache(maxsize=256)
+def negotiate(accept: str, format_arg: str | None) -> str | None:
     """The media type to answer with, or None when nothing offered is acceptable.
 
     PEP 691 lets a server answer an Accept it cannot meet with 406, 300 or text/html; we
     answer 406 with the list of types we offer, so a misconfigured client fails loudly.
     `?format=json` or `?format=html` overrides the header (handy in a browser).
+    Memoized on the raw header: clients send a handful of distinct ones, and parsing
+    q-values on every warm request was a tenth of its cost (docs/BENCHMARKS.md).
     """
     if format_arg:
         return FORMATS.get(format_arg)
-    if not accept:
+    if not accept.strip():
         return HTML  # no Accept header: the PEP 503 default
-    best = accept.best_match(list(OFFERS))
+    best = parse_accept_header(accept, MIMEAccept).best_match(list(OFFERS))
     return OFFERS.get(best) if best else None
 
 

@@ -21,7 +21,7 @@ def _redirect(location: str) -> Response:
 
 
 def _page_response(page: Page) -> Response:
-    media_type = render.negotiate(request.accept_mimetypes, request.args.get("format"))
+    media_type = render.negotiate(request.headers.get("Accept", ""), request.args.get("format"))
     if media_type is None:
         offered = ", ".join(render.OFFERS)
         return Response(f"Not acceptable; this index offers {offered}\n", 406, mimetype="text/plain")
