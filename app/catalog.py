@@ -11,7 +11,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from .index import Project
 
@@ -37,6 +37,8 @@ class Catalog:
         self.path = path
         # One connection per thread, opened lazily: never shared across a fork or threads.
         self._local = threading.local()
+        self._pending: list[tuple] = []  # rows of published files, see record_cached
+        self._pending_lock = threading.Lock()
         # Created with a connection of its own, closed at once: nothing opened here survives
         # into a forked worker.
         db = sqlite3.connect(path, timeout=30)
@@ -90,10 +92,19 @@ class Catalog:
         return row or (None, None, None)
 
     def record_cached(self, path: str, project: str, size: int, sha256: str) -> None:
-        now = time.time()
-        db = self._connect()
-        with db:
-            db.execute("BEGIN IMMEDIATE")
+        """A file was published: its row is written with the worker's next statistics flush
+        (app/stats, about a second; at once after a download), not here. Under load a write
+        here waited seconds for SQLite's lock, holding a download thread and its descriptors;
+        a row that is late only delays the dashboard and eviction (which never see a file
+        before its row), and a SIGKILL loses at most the row, which `verify` adopts again."""
+        with self._pending_lock:
+            self._pending.append((path, project, size, sha256, time.time()))
+
+    def _write_pending(self, db: sqlite3.Connection) -> list[tuple]:
+        """Inside an open write transaction: the buffered rows (returned, to put back on failure)."""
+        with self._pending_lock:
+            rows, self._pending = self._pending, []
+        for path, project, size, sha256, now in rows:
             db.execute(
                 "INSERT INTO cached VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT(path) DO UPDATE SET "
                 "size=excluded.size, sha256=excluded.sha256, last_used=excluded.last_used",
@@ -103,8 +114,31 @@ class Catalog:
             db.execute(
                 "UPDATE expected SET sha256 = ? WHERE path = ? AND sha256 IS NULL", (sha256, path)
             )
+        return rows
+
+    def flush_pending(self) -> None:
+        """Write buffered rows now (reads of this process then see its own downloads)."""
+        if self._pending:
+            self._transaction()
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        """One short write transaction: the buffered rows of published files, then `work`;
+        on failure the rows go back to the buffer for the next one."""
+        db = self._connect()
+        rows: list[tuple] = []
+        try:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                rows = self._write_pending(db)  # new files first: their hits update them
+                if work is not None:
+                    work(db)
+        except BaseException:
+            with self._pending_lock:
+                self._pending[:0] = rows
+            raise
 
     def cached_files(self) -> Iterable[sqlite3.Row]:
+        self.flush_pending()
         db = self._connect()
         return db.execute("SELECT path, project, size, sha256 FROM cached").fetchall()
 
@@ -120,9 +154,7 @@ class Catalog:
         `files` holds (hits, last_used, path); `totals` are added to; `state` keeps the latest
         time of each named event (the upstream's last success and failure) with its text.
         """
-        db = self._connect()
-        with db:
-            db.execute("BEGIN IMMEDIATE")
+        def add(db: sqlite3.Connection) -> None:
             db.executemany(
                 "UPDATE cached SET hits = hits + ?, last_used = MAX(last_used, ?) WHERE path = ?",
                 files,
@@ -138,6 +170,8 @@ class Catalog:
                 [(name, at, text) for name, (at, text) in state.items()],
             )
 
+        self._transaction(add)
+
     def totals(self) -> dict[str, float]:
         return dict(self._connect().execute("SELECT name, value FROM totals").fetchall())
 
@@ -147,6 +181,7 @@ class Catalog:
 
     def usage(self) -> tuple[int, int, int]:
         """(files, bytes, projects) cached."""
+        self.flush_pending()
         row = self._connect().execute(
             "SELECT COUNT(*), COALESCE(SUM(size), 0), COUNT(DISTINCT project) FROM cached"
         ).fetchone()
@@ -154,6 +189,7 @@ class Catalog:
 
     def projects(self) -> list[tuple[str, int, int, int, float, float]]:
         """(project, files, bytes, hits, first cached, last used) of every cached project."""
+        self.flush_pending()
         return self._connect().execute(
             "SELECT project, COUNT(*), SUM(size), SUM(hits), MIN(created), MAX(last_used) "
             "FROM cached GROUP BY project ORDER BY project"
@@ -161,6 +197,7 @@ class Catalog:
 
     def files(self, project: str | None = None) -> list[tuple]:
         """Rows of FILE_COLUMNS, of one project or of all, least recently used first."""
+        self.flush_pending()
         query = f"SELECT {FILE_COLUMNS} FROM cached"
         if project is None:
             return self._connect().execute(query + " ORDER BY last_used, created").fetchall()

@@ -84,14 +84,18 @@ class Follow:
                     yield chunk
                     last_progress, delay = time.monotonic(), 0.001
                     continue
-                # Nothing new, or the last bytes: those wait for the publish.
-                if not store.held_by_other(self.fd):
-                    if not self.published():
-                        raise DownloadAborted(f"download of {names.filename(self.path)} failed")
+                # Nothing new, or the last bytes: those wait for the publish. Published means
+                # verified; what the writer does after (the catalog, under load a slow SQLite
+                # lock) must not hold the client's last bytes back.
+                if self.published():
                     while (end is None or position < end) and (chunk := read()):
                         position += len(chunk)
                         yield chunk
                     return
+                if not store.held_by_other(self.fd):
+                    if self.published():  # published between the two looks
+                        continue
+                    raise DownloadAborted(f"download of {names.filename(self.path)} failed")
                 if time.monotonic() - last_progress > stall:
                     raise DownloadStalled(f"download of {names.filename(self.path)} stalled")
                 time.sleep(delay)

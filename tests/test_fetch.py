@@ -1,6 +1,7 @@
 """The package route in one process, the upstream mocked with `responses`."""
 import hashlib
 import json
+import time
 
 import pytest
 import requests
@@ -59,7 +60,10 @@ def test_file_without_a_listed_hash_is_checked_by_length_and_recorded(app, clien
     responses.get(f"{FILES}/{PATH}", body=BODY)
     assert client.get(f"/packages/{PATH}").data == BODY
     catalog = app.extensions["pypicache"].catalog
-    assert [tuple(row) for row in catalog.cached_files()] == [(PATH, "demo", len(BODY), SHA)]
+    deadline = time.monotonic() + 5  # the client is answered at the publish; the row follows
+    while not (rows := catalog.cached_files()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [tuple(row) for row in rows] == [(PATH, "demo", len(BODY), SHA)]
 
 
 @responses.activate

@@ -137,6 +137,7 @@ class Recorder:
                 files, totals, state = self._files, self._totals, self._state
                 self._reset()
             if not (files or totals or state):
+                self.catalog.flush_pending()  # rows of published files, if any
                 return
             rows = [(hits, last, path) for path, (hits, last) in files.items()]
             try:
