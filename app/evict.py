@@ -5,17 +5,15 @@ Why removing a file is safe, and what it must not race with:
 - A file being *written* is never here: downloads live in tmp/ until the atomic rename, and
   eviction only looks at published files (the catalog's `cached` rows).
 - A file being *published or re-downloaded* is skipped: the fetcher holds the file's lock
-  (store.try_lock(path)) from before it asks the upstream until after the catalog row is
-  written, and eviction takes the same lock without waiting before it unlinks, so a download
-  never sees its fresh file vanish and a row never outlives or predates its file.
-- A file being *served* may be unlinked: on Linux an open descriptor keeps the inode alive, so
-  a hit already inside sendfile (or a follower reading by descriptor) finishes with the whole,
-  correct body; the space comes back when the last reader closes.
-- The one real race is a hit that has checked the file exists but not yet opened it. Readers
-  take no lock (a lock per hit would cost the fast path its speed), so eviction cannot exclude
-  them; instead the file route catches that FileNotFoundError and answers the request again,
-  which finds the file gone and downloads it afresh (app/stats/setup.py). LRU order makes the
-  case rare: the files removed are the ones nobody asked for longest.
+  (store.try_lock(path)) from before it asks the upstream until after the publish, and
+  eviction takes the same lock without waiting before it unlinks, so a download never sees
+  its fresh file vanish. Eviction only knows files by their catalog rows, which are written
+  after the publish (with the worker's next statistics flush), so a row never predates its
+  file; eviction removes a file and its row together.
+- A file being *served* may be unlinked: a hit opens its file before anything else
+  (Fetcher.open), and on Linux an open descriptor keeps the inode alive, so the reader
+  finishes with the whole, correct body; the space comes back when it closes. There is no
+  window between an existence check and an open: the open is the check.
 - Two workers never evict at once (a lock of its own, not waited for: one pass is enough).
 
 Last use comes from the catalog, which every worker updates about once a second; a hit

@@ -17,15 +17,14 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 from urllib.parse import quote
 
 from packaging.utils import canonicalize_name
 
 from . import names
 from .catalog import Catalog
-from .errors import IntegrityError, ProxyError, UpstreamTimeout
+from .errors import IntegrityError, NotFound, ProxyError, UpstreamTimeout
 from .store import Store, key, storage_error
 from .stats.signals import file_cached
 from .upstream import CHUNK, Upstream
@@ -43,7 +42,10 @@ class DownloadStalled(DownloadAborted):
 
 @dataclass
 class Hit:
-    path: Path
+    """A cached file, already open: eviction may unlink it now and this reader still gets
+    every byte (an open descriptor keeps the inode), so there is no check-then-open race."""
+
+    file: BinaryIO
     cache: str = "hit"
 
 
@@ -117,14 +119,13 @@ class Fetcher:
         deadline = time.monotonic() + self.stall
         delay = 0.002
         while True:
-            target = self.store.file(path)
-            if target.is_file():
-                return Hit(target)
+            if (hit := self._cached(path)) is not None:
+                return hit
             lock = self.store.try_lock(path)
             if lock is not None:
-                if target.is_file():
+                if (hit := self._cached(path)) is not None:
                     os.close(lock)
-                    return Hit(target)
+                    return hit
                 return self._lead(path, lock)
             follow = self._follow(path)
             if follow is not None:
@@ -133,6 +134,14 @@ class Fetcher:
                 raise UpstreamTimeout("another worker's download did not start in time")
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+    def _cached(self, path: str) -> Hit | None:
+        try:
+            return Hit(open(self.store.file(path), "rb"))
+        except FileNotFoundError:
+            return None
+        except (IsADirectoryError, NotADirectoryError):
+            raise NotFound(f"not a file: {names.filename(path)}") from None
 
     # --- the worker that downloads -------------------------------------------------------
     def _lead(self, path: str, lock: int) -> Follow:

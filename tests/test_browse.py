@@ -2,11 +2,9 @@
 gunicorn with 3 workers after real pip installs through the proxy; and escaping, in-process."""
 from __future__ import annotations
 
-import io
 import os
 import re
 import time
-import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import requests
 
 from .fixture_upstream import Upstream
 from .servers import ROOT, Proxy, pip_install
-from .wheels import _record_line, wheel_metadata_text
+from .wheels import make_wheel
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -46,25 +44,6 @@ def test_stats_json_for_scripts(app, client):
 
 
 # --- a real browser after real installs ---------------------------------------------------------
-def padded_wheel(name: str, version: str, requires=(), payload: int = 0) -> tuple[str, bytes]:
-    """A valid pure-Python wheel carrying `payload` incompressible bytes (a realistic size)."""
-    dist, info = name.replace("-", "_"), f"{name.replace('-', '_')}-{version}.dist-info"
-    files = {
-        f"{dist}/__init__.py": f'__version__ = "{version}"\n'.encode(),
-        f"{dist}/data.bin": os.urandom(payload),
-        f"{info}/METADATA": wheel_metadata_text(name, version, requires),
-        f"{info}/WHEEL": (b"Wheel-Version: 1.0\nGenerator: t\nRoot-Is-Purelib: true\n"
-                          b"Tag: py3-none-any\n\n"),
-    }
-    record = [_record_line(p, d) for p, d in files.items()] + [f"{info}/RECORD,,"]
-    files[f"{info}/RECORD"] = ("\n".join(record) + "\n").encode()
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        for path, data in files.items():
-            archive.writestr(path, data)
-    return f"{dist}-{version}-py3-none-any.whl", buffer.getvalue()
-
-
 def access_log_hits(log: str) -> Counter:
     """Hits per file name, from gunicorn's access log (X-Cache is in it): the truth to compare."""
     hits = Counter()
@@ -98,7 +77,7 @@ def test_dashboard_after_real_installs(tmp_path, browser):
         ("plotty", "0.9", ["numberz"], 3 * MIB),
         ("tiny-utils", "1.0", [], 20_000),
     ]:
-        filename, data = padded_wheel(name, version, requires, payload)
+        filename, data = make_wheel(name, version, requires, payload=payload)
         up.add_file(name, filename, data)
     proxy = Proxy(tmp_path / "cache", up.env(), workers=3).start()
     try:

@@ -22,7 +22,12 @@ NAMES = {"alpha", "beta", "gamma"}
                 ids=["absolute-html", "relative-json", "absolute-both"])
 def served(request, tmp_path):
     layout, formats = request.param
-    up = Upstream(tmp_path / "up", layout=layout, formats=formats).start()
+    yield from _serve(tmp_path, layout=layout, formats=formats)
+
+
+def _serve(tmp_path: Path, **upstream):
+    """The chain on a fixture upstream, and the proxy in front of it, for one test."""
+    up = Upstream(tmp_path / "up", **upstream).start()
     add_chain(up)
     proxy = Proxy(tmp_path / "cache", up.env()).start()
     yield up, proxy
@@ -67,12 +72,7 @@ def test_uv_cold_then_warm(served, tmp_path):
 
 @pytest.fixture
 def no_metadata(tmp_path):
-    up = Upstream(tmp_path / "up", metadata=False).start()
-    add_chain(up)
-    proxy = Proxy(tmp_path / "cache", up.env()).start()
-    yield up, proxy
-    proxy.stop()
-    up.stop()
+    yield from _serve(tmp_path, metadata=False)
 
 
 def test_pip_fast_deps_reads_wheels_by_range_without_metadata(no_metadata, tmp_path):

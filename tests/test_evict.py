@@ -32,6 +32,7 @@ def cache(tmp_path):
         store.file(path).parent.mkdir(parents=True, exist_ok=True)
         store.file(path).write_bytes(b"x" * 1000)
         catalog.record_cached(path, name, 1000, "0" * 64)
+        catalog.flush_pending()
         catalog._connect().execute(  # last used in this order
             "UPDATE cached SET last_used = ? WHERE path = ?", (1000.0 + i, path))
     return store, catalog
@@ -185,23 +186,24 @@ def test_a_download_in_progress_is_never_pruned(tmp_path):
 
 
 @responses.activate
-def test_a_file_evicted_between_check_and_open_is_fetched_again(app, client, monkeypatch):
-    """The one race eviction cannot lock out (app/evict.py): the request is answered again."""
+def test_a_hit_evicted_once_opened_still_gets_every_byte(app, client, monkeypatch):
+    """Eviction right after a hit opened its file (app/evict.py): the open descriptor keeps
+    the bytes, the client gets them all, and the next request downloads the file afresh."""
     body = b"wheel bytes" * 100
     responses.get(f"{FILES}/aa/demo-1.0.tar.gz", body=body)
     assert client.get("/packages/aa/demo-1.0.tar.gz").data == body  # cached
     fetcher = app.extensions["pypicache"].fetcher
-    real_open, raced = fetcher.open, []
+    real_open = fetcher.open
 
     def open_then_evicted(path):
         result = real_open(path)
-        if not raced:  # eviction strikes right after the existence check
-            raced.append(path)
-            app.extensions["pypicache"].store.file(path).unlink()
-            app.extensions["pypicache"].catalog.forget(path, "evicted")
+        app.extensions["pypicache"].store.file(path).unlink()
+        app.extensions["pypicache"].catalog.forget(path, "evicted")
         return result
 
     monkeypatch.setattr(fetcher, "open", open_then_evicted)
     again = client.get("/packages/aa/demo-1.0.tar.gz")
-    assert again.status_code == 200 and again.data == body
-    assert again.headers["X-Cache"] == "miss" and len(responses.calls) == 2
+    assert again.status_code == 200 and again.data == body and again.headers["X-Cache"] == "hit"
+    monkeypatch.setattr(fetcher, "open", real_open)
+    third = client.get("/packages/aa/demo-1.0.tar.gz")
+    assert third.data == body and third.headers["X-Cache"] == "miss" and len(responses.calls) == 2

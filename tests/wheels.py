@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import os
 import random
 import re
 import struct
@@ -33,13 +34,15 @@ def wheel_metadata_text(name, version, requires=(), requires_python=None) -> byt
     return ("\n".join(lines) + "\n\n").encode()
 
 
-def make_wheel(name, version, requires=(), requires_python=None):
-    """Return (filename, bytes) of a wheel `<name>-<version>-py3-none-any.whl`."""
+def make_wheel(name, version, requires=(), requires_python=None, payload=0):
+    """Return (filename, bytes) of a wheel `<name>-<version>-py3-none-any.whl`; `payload`
+    incompressible bytes in a data file give it a realistic size."""
     dist = _escape(name)
     version = str(version)
     info = f"{dist}-{version}.dist-info"
     files = {
         f"{dist}/__init__.py": f'__version__ = "{version}"\n'.encode(),
+        **({f"{dist}/data.bin": os.urandom(payload)} if payload else {}),
         f"{info}/METADATA": wheel_metadata_text(name, version, requires, requires_python),
         f"{info}/WHEEL": (b"Wheel-Version: 1.0\nGenerator: pypicache-tests\n"
                           b"Root-Is-Purelib: true\nTag: py3-none-any\n\n"),

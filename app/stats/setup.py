@@ -5,7 +5,7 @@ import functools
 import logging
 import time
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, request
 
 from ..errors import NotFound, UpstreamError
 from ..evict import Evictor
@@ -60,7 +60,6 @@ def install(app: Flask, services) -> Stats:
     # blinker holds receivers weakly: `stats` lives as long as the app's extensions.
     file_cached.connect(stats.on_file_cached, sender=services.fetcher)
     app.after_request(stats.after_request)
-    app.register_error_handler(FileNotFoundError, _evicted_meanwhile)
     return stats
 
 
@@ -108,13 +107,3 @@ def _watch_upstream(upstream, stats: Stats) -> None:
                 stats.recorder.event("upstream_ok")
 
     upstream.get = watched
-
-
-def _evicted_meanwhile(error: FileNotFoundError):
-    """A hit found its file, then eviction removed it before it was opened (app/evict.py):
-    answer once more, which downloads the file afresh. Anything else stays a 500."""
-    if request.endpoint != "packages.package" or g.get("pypicache_retried"):
-        raise error
-    g.pypicache_retried = True
-    log.info("%s was evicted while being opened; answering again", request.path)
-    return current_app.view_functions[request.endpoint](**request.view_args)
