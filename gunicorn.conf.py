@@ -94,3 +94,17 @@ on_starting = _stats_hooks.on_starting
 child_exit = _stats_hooks.child_exit
 post_request = _stats_hooks.post_request
 on_exit = _stats_hooks.on_exit
+
+
+# Downloads and followers move 256 KiB chunks through many threads. glibc raises its mmap
+# threshold the first time such a chunk is freed and from then on carves them out of
+# per-thread arenas, which keep what they grew: a worker's RSS crept up with the number of
+# concurrent streams (docs/BENCHMARKS.md, workload 7). A fixed threshold keeps every chunk
+# mmapped and returned to the system when freed: memory stays flat whatever the file size.
+def post_fork(server, worker):
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD (glibc's malloc.h)
+    except (OSError, AttributeError):  # not glibc: nothing to pin
+        pass
