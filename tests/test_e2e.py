@@ -1,6 +1,7 @@
 """End to end: real gunicorn workers, a real upstream on 127.0.0.1, real pip (issue 2)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
@@ -51,13 +52,23 @@ def test_pip_installs_through_the_proxy_and_again_with_the_upstream_down(tmp_pat
         up.stop()
 
 
-def test_sixteen_clients_of_one_cold_file_cause_one_download(tmp_path):
-    up = Upstream(tmp_path / "up", throttle=32 * MIB).start()
-    big = up.add_file("big", "big-1.0.tar.gz", size=64 * MIB)
+@contextlib.contextmanager
+def one_file(tmp_path: Path, size: int, throttle: int | None = None):
+    """A fixture upstream holding one generated file, listed once through the proxy in front
+    of it (which records its sha256): yields (upstream, proxy, file, its URL on the proxy)."""
+    up = Upstream(tmp_path / "up", throttle=throttle).start()
+    file = up.add_file("big", "big-1.0.tar.gz", size=size)
     proxy = Proxy(tmp_path / "cache", up.env()).start()
     try:
-        assert requests.get(f"{proxy.url}/simple/big/", timeout=10).ok  # records the sha256
-        url = f"{proxy.url}/packages/{big.path.split('/packages/', 1)[1]}"
+        assert requests.get(f"{proxy.url}/simple/big/", timeout=10).ok
+        yield up, proxy, file, f"{proxy.url}/packages/{file.path.split('/packages/', 1)[1]}"
+    finally:
+        proxy.stop()
+        up.stop()
+
+
+def test_sixteen_clients_of_one_cold_file_cause_one_download(tmp_path):
+    with one_file(tmp_path, 64 * MIB, throttle=32 * MIB) as (up, proxy, big, url):
         results, barrier = [None] * 16, threading.Barrier(16)
 
         def client(i: int) -> None:
@@ -83,9 +94,6 @@ def test_sixteen_clients_of_one_cold_file_cause_one_download(tmp_path):
         first_bytes = [r[2] - r[1] for r in results]
         assert all(r[2] < download_end for r in results), "a client waited for the end"
         print(f"\nslowest first byte {max(first_bytes):.3f}s, download {download_end - results[0][1]:.2f}s")
-    finally:
-        proxy.stop()
-        up.stop()
 
 
 def _fetch(url: str) -> tuple[bool, str]:
@@ -104,12 +112,7 @@ def _fetch(url: str) -> tuple[bool, str]:
 
 @pytest.mark.parametrize("fault", ["truncate", "chunked-truncate", "corrupt", "status:503"])
 def test_upstream_faults_publish_nothing_and_the_next_request_succeeds(tmp_path, fault):
-    up = Upstream(tmp_path / "up").start()
-    wheel = up.add_file("demo", "demo-1.0.tar.gz", size=4 * MIB)
-    proxy = Proxy(tmp_path / "cache", up.env()).start()
-    try:
-        requests.get(f"{proxy.url}/simple/demo/", timeout=10)
-        url = f"{proxy.url}/packages/{wheel.path.split('/packages/', 1)[1]}"
+    with one_file(tmp_path, 4 * MIB) as (up, proxy, wheel, url):
         up.fault(wheel.filename, fault)
         completed, digest = _fetch(url)
         assert not completed, "a failed download looked complete"
@@ -122,19 +125,11 @@ def test_upstream_faults_publish_nothing_and_the_next_request_succeeds(tmp_path,
         up.clear_faults()
         assert _fetch(url) == (True, wheel.sha256)
         assert len(cached_files(proxy)) == 1
-    finally:
-        proxy.stop()
-        up.stop()
 
 
 def test_ranges_on_a_file_still_downloading(tmp_path):
-    up = Upstream(tmp_path / "up", throttle=8 * MIB).start()
-    big = up.add_file("big", "big-1.0.tar.gz", size=16 * MIB)
-    expected = big.disk_path.read_bytes()
-    proxy = Proxy(tmp_path / "cache", up.env()).start()
-    try:
-        requests.get(f"{proxy.url}/simple/big/", timeout=10)
-        url = f"{proxy.url}/packages/{big.path.split('/packages/', 1)[1]}"
+    with one_file(tmp_path, 16 * MIB, throttle=8 * MIB) as (up, proxy, big, url):
+        expected = big.disk_path.read_bytes()
         full = threading.Thread(target=_fetch, args=(url,))
         full.start()
         time.sleep(0.3)
@@ -147,6 +142,3 @@ def test_ranges_on_a_file_still_downloading(tmp_path):
         assert tail.status_code == 206 and tail.content == expected[-100:]
         full.join(30)
         assert up.downloads(big.filename) == 1
-    finally:
-        proxy.stop()
-        up.stop()
