@@ -7,10 +7,10 @@ import os
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
 import click
-import requests
 from flask import current_app
 from flask.cli import with_appcontext
 from packaging.utils import canonicalize_name
@@ -55,7 +55,7 @@ def warm(requirements, proxy, python_version, platforms) -> None:
         for url, sha256, _ in files:
             try:
                 _download(url, sha256, bar)
-            except (requests.RequestException, ValueError) as error:
+            except (OSError, ValueError) as error:  # urllib's errors are OSErrors
                 failed += 1
                 tqdm.write(f"failed: {url}: {error}")
     if failed:
@@ -92,26 +92,32 @@ def _resolve(proxy, requirements, python_version, platforms) -> list[tuple[str, 
     return files
 
 
+def _get(url: str, accept: str = "*/*"):
+    # The CLI is a client of our own proxy, never of the upstream: stdlib HTTP is enough,
+    # and app/upstream.py stays the one user of requests (with its origin checks).
+    return urllib.request.urlopen(urllib.request.Request(url, headers={"Accept": accept}), timeout=60)
+
+
 def _size_on_page(proxy: str, project: str, url: str) -> int:
     """The file's size from the proxy's JSON page (PEP 700), for the progress bar; 0 if absent."""
     try:
-        page = requests.get(f"{proxy}/simple/{canonicalize_name(project)}/", timeout=(10, 60),
-                            headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        with _get(f"{proxy}/simple/{canonicalize_name(project)}/",
+                  "application/vnd.pypi.simple.v1+json") as page:
+            files = json.load(page).get("files", [])
         filename = url.rsplit("/", 1)[-1].split("#", 1)[0]
-        for entry in page.json().get("files", []):
+        for entry in files:
             if entry.get("filename") == filename:
                 return int(entry.get("size") or 0)
-    except (requests.RequestException, ValueError):
+    except (OSError, ValueError):
         pass
     return 0
 
 
 def _download(url: str, sha256: str | None, bar: tqdm) -> None:
     digest = hashlib.sha256()
-    with requests.get(url, stream=True, timeout=(10, 60)) as response:
-        response.raise_for_status()
+    with _get(url) as response:  # an HTTP error status raises HTTPError, an OSError
         bar.set_postfix_str(url.rsplit("/", 1)[-1][:40])
-        for chunk in response.iter_content(CHUNK):
+        while chunk := response.read(CHUNK):
             digest.update(chunk)
             bar.update(len(chunk))
     if sha256 and digest.hexdigest() != sha256:
@@ -132,8 +138,8 @@ def prune(size) -> None:
         raise click.UsageError("no size given and PYPI_CACHE_MAX_SIZE is 0 (no cap): use --to")
     evictor = current_app.extensions["pypicache.stats"].evictor
     result = evictor.run(limit, reason="pruned")
-    click.echo(f"removed {result.files} files ({_bytes(result.bytes)}); "
-               f"{_bytes(result.remaining)} cached, limit {_bytes(limit)}"
+    click.echo(f"removed {result.files} files ({report.human_bytes(result.bytes)}); "
+               f"{report.human_bytes(result.remaining)} cached, limit {report.human_bytes(limit)}"
                + (f"; {result.skipped} in use kept" if result.skipped else ""))
 
 
@@ -169,7 +175,7 @@ def verify() -> None:
                 adopted += 1
             elif digest is not None:
                 removed += _remove(store, catalog, path, "verify: sha256 mismatch")
-    click.echo(f"verified {len(rows) + len(strays)} files ({_bytes(total)}): "
+    click.echo(f"verified {len(rows) + len(strays)} files ({report.human_bytes(total)}): "
                f"{removed} removed, {adopted} adopted into the catalog")
 
 
@@ -217,23 +223,15 @@ def stats(as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2))
         return
     o = overview
-    cap = f" of {_bytes(o.max_size)}" if o.max_size else " (no cap)"
+    cap = f" of {report.human_bytes(o.max_size)}" if o.max_size else " (no cap)"
     ratio = "-" if o.hit_ratio is None else f"{o.hit_ratio:.1%}"
     t = "-" if o.upstream_mb_s is None else f"{o.upstream_mb_s:.1f} MB/s"
     d = "-" if o.local_mb_s is None else f"{o.local_mb_s:.0f} MB/s"
     saved = "-" if o.seconds_saved is None else f"{o.seconds_saved:.1f} s"
-    click.echo(f"cached: {o.files} files, {o.projects} projects, {_bytes(o.bytes)}{cap}")
+    click.echo(f"cached: {o.files} files, {o.projects} projects, {report.human_bytes(o.bytes)}{cap}")
     click.echo(f"requests: {o.requests}  hit ratio {ratio}")
-    click.echo(f"served from cache {_bytes(o.bytes_from_cache)}, from upstream "
-               f"{_bytes(o.bytes_from_upstream)} in {o.downloads} downloads")
+    click.echo(f"served from cache {report.human_bytes(o.bytes_from_cache)}, from upstream "
+               f"{report.human_bytes(o.bytes_from_upstream)} in {o.downloads} downloads")
     click.echo(f"t = {t}, d = {d}, time saved {saved}")
     for p in projects[:20]:
-        click.echo(f"  {p.name:<40} {p.files:>5} files {_bytes(p.size):>10} {p.hits:>7} hits")
-
-
-def _bytes(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(size) < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return ""
+        click.echo(f"  {p.name:<40} {p.files:>5} files {report.human_bytes(p.size):>10} {p.hits:>7} hits")

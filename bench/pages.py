@@ -33,32 +33,19 @@ def root_list(run: Run) -> None:
         except Exception as error:  # a peer that cannot serve it is reported, not fatal
             run.skipped.append(f"{server.name} root list: {error}")
             continue
-        top = max(peak(p) for p in pids)
-        run.add(W5, f"{case}, cold", server.name, cold, "ms", "direct", direct)
-        run.add(
-            W5,
-            f"{case}, cold: peak worker RSS",
-            server.name,
-            top / MIB,
-            "MiB",
-            "idle worker RSS",
-            idle / MIB,
-            "<= 1.5" if server.name == "pypicache" else "",
-        )
+        _root_case(run, server, f"{case}, cold", cold, direct, pids, idle)
         reset_peak(pids)
         warm = median_ms(latencies(server.simple, 3, HTML))
-        top = max(peak(p) for p in pids)
-        run.add(W5, f"{case}, warm", server.name, warm, "ms", "direct", direct)
-        run.add(
-            W5,
-            f"{case}, warm: peak worker RSS",
-            server.name,
-            top / MIB,
-            "MiB",
-            "idle worker RSS",
-            idle / MIB,
-            "<= 1.5" if server.name == "pypicache" else "",
-        )
+        _root_case(run, server, f"{case}, warm", warm, direct, pids, idle)
+
+
+def _root_case(run: Run, server, case: str, ms: float, direct: float, pids, idle: int) -> None:
+    """One root-list latency against the direct upstream, and the workers' peak RSS since reset."""
+    top = max(peak(p) for p in pids)
+    run.add(W5, case, server.name, ms, "ms", "direct", direct)
+    goal = "<= 1.5" if server.name == "pypicache" else ""
+    run.add(W5, f"{case}: peak worker RSS", server.name, top / MIB, "MiB", "idle worker RSS",
+            idle / MIB, goal)
 
 
 def project_pages(run: Run) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from tests.servers import ROOT, clean_environ
+from tests.servers import ROOT, clean_environ, stop_group
 
 BENCH = Path(__file__).resolve().parent
 VENVS = BENCH / ".venvs"
@@ -34,14 +33,7 @@ def spawn(cmd, log: Path, **kw) -> subprocess.Popen:
 
 
 def stop(proc: subprocess.Popen | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    stop_group(proc)
 
 
 def stop_all() -> None:

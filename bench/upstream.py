@@ -8,39 +8,16 @@ stdin: `throttle N` (bytes/s per connection for file bodies, 0 = none), answered
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import random
 import sys
-import zipfile
 
 from tests.fixture_upstream import Upstream
-from tests.wheels import _record_line, wheel_metadata_text
+from tests.wheels import make_wheel
 
 MIB = 1 << 20
 STACK = 40  # packages in the design note's experiment
 STACK_BIG = 8  # of which this many carry a payload
 PEERS = ("direct", "pypicache", "proxpi", "devpi")
-
-
-def payload_wheel(name: str, version: str, requires=(), payload: int = 0) -> tuple[str, bytes]:
-    """A real installable py3-none-any wheel with `payload` incompressible bytes inside."""
-    dist, info = name.replace("-", "_"), f"{name.replace('-', '_')}-{version}.dist-info"
-    files = {
-        f"{dist}/__init__.py": f'__version__ = "{version}"\n'.encode(),
-        f"{info}/METADATA": wheel_metadata_text(name, version, requires),
-        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: pypicache-bench\n"
-        b"Root-Is-Purelib: true\nTag: py3-none-any\n\n",
-    }
-    if payload:
-        files[f"{dist}/payload.bin"] = random.Random(name).randbytes(payload)
-    record = [_record_line(p, d) for p, d in files.items()] + [f"{info}/RECORD,,"]
-    files[f"{info}/RECORD"] = ("\n".join(record) + "\n").encode()
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        for path, data in files.items():
-            zf.writestr(zipfile.ZipInfo(path, (1980, 1, 1, 0, 0, 0)), data)
-    return f"{dist}-{version}-py3-none-any.whl", buf.getvalue()
 
 
 def fill(up: Upstream, big: int, stack_payload: int) -> dict:
@@ -75,7 +52,7 @@ def fill(up: Upstream, big: int, stack_payload: int) -> dict:
         if i == 0:
             requires = [f"stack-{j:02d}" for j in range(1, 6)]
         size = stack_payload if i % (STACK // STACK_BIG) == 0 else 0
-        fn, data = payload_wheel(name, "1.0", requires, size)
+        fn, data = make_wheel(name, "1.0", requires, payload=size)
         up.add_file(name, fn, data)
         info["files"][f"stack{i}"] = {"project": name, "filename": fn, "size": len(data)}
     info["stack_bytes"] = sum(v["size"] for k, v in info["files"].items() if k.startswith("stack"))

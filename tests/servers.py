@@ -27,6 +27,19 @@ def clean_environ() -> dict[str, str]:
     return env
 
 
+def stop_group(process: subprocess.Popen | None, timeout: float = 15) -> None:
+    """SIGTERM a process started with start_new_session=True and all its children (gunicorn's
+    workers), SIGKILL if they have not left after `timeout` seconds."""
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 class Proxy:
     """pypicache under real gunicorn (gunicorn.conf.py, several gthread workers)."""
 
@@ -67,13 +80,7 @@ class Proxy:
         return [int(pid) for pid in out.stdout.split()]
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_group(self.process)
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace")

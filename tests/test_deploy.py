@@ -13,7 +13,6 @@ import os
 import re
 import runpy
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -395,6 +394,7 @@ def image_workdir(parser: DockerfileParser, workdir: Path) -> Path:
 def served(tmp_path_factory):
     """The image's CMD and ENV, with a tmp cache, a loopback bind and the fixture upstream."""
     from tests.fixture_upstream import Upstream
+    from tests.servers import stop_group
 
     base = tmp_path_factory.mktemp("served")
     upstream = Upstream(base / "upstream", layout="relative").start()
@@ -424,12 +424,7 @@ def served(tmp_path_factory):
         yield {"port": port, "env": env, "upstream": upstream, "files": files, "log": log_path,
                "workdir": workdir}
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_group(server)
         upstream.stop()
 
 

@@ -1,6 +1,5 @@
 """Fast tests of the fixture upstream itself (tests/fixture_upstream.py, tests/wheels.py)."""
 import hashlib
-import json
 import os
 import subprocess
 import sys

@@ -1,6 +1,5 @@
 """The Simple API's header rules, in one process with `responses` as the upstream (issue 3)."""
 import gzip
-import json
 import os
 import time
 

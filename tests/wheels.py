@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import os
 import random
 import re
 import struct
@@ -36,13 +35,14 @@ def wheel_metadata_text(name, version, requires=(), requires_python=None) -> byt
 
 def make_wheel(name, version, requires=(), requires_python=None, payload=0):
     """Return (filename, bytes) of a wheel `<name>-<version>-py3-none-any.whl`; `payload`
-    incompressible bytes in a data file give it a realistic size."""
+    incompressible bytes (the same for the same name and version) give it a realistic size."""
     dist = _escape(name)
     version = str(version)
     info = f"{dist}-{version}.dist-info"
     files = {
         f"{dist}/__init__.py": f'__version__ = "{version}"\n'.encode(),
-        **({f"{dist}/data.bin": os.urandom(payload)} if payload else {}),
+        **({f"{dist}/data.bin": random.Random(f"{name}-{version}").randbytes(payload)}
+           if payload else {}),
         f"{info}/METADATA": wheel_metadata_text(name, version, requires, requires_python),
         f"{info}/WHEEL": (b"Wheel-Version: 1.0\nGenerator: pypicache-tests\n"
                           b"Root-Is-Purelib: true\nTag: py3-none-any\n\n"),
@@ -53,7 +53,8 @@ def make_wheel(name, version, requires=(), requires_python=None, payload=0):
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for path, data in files.items():
             zi = zipfile.ZipInfo(path, _EPOCH)
-            zi.compress_type = zipfile.ZIP_DEFLATED
+            # Random payload does not shrink: storing it spares the time of trying.
+            zi.compress_type = zipfile.ZIP_STORED if path.endswith("data.bin") else zipfile.ZIP_DEFLATED
             zi.external_attr = 0o644 << 16
             zf.writestr(zi, data)
     return f"{dist}-{version}-py3-none-any.whl", buf.getvalue()

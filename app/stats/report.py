@@ -19,6 +19,15 @@ CLIENTS = (2, 3, 5, 10)
 SORTS = {"name": 0, "files": 1, "size": 2, "hits": 3, "first": 4, "last": 5}
 
 
+def human_bytes(size: float) -> str:
+    """1.5 MB, 320 B: decimal units, as the design note counts MB."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(size) < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return ""
+
+
 def saving(n: int, t: float, d: float) -> float:
     """The note's (t1 - t2) / t1 for n clients."""
     return 1 - (n - 1) * t / (n * d) - 1 / n

@@ -57,13 +57,7 @@ def project_json(name: str):
 
 @bp.app_template_filter("bytes")
 def human_bytes(size: float | None) -> str:
-    if size is None:
-        return "–"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(size) < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return ""
+    return "–" if size is None else report.human_bytes(size)
 
 
 @bp.app_template_filter("ago")
