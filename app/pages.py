@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Callable
 
 from . import index, render
+from .encoding import ACCEPT_ENCODING
 from .errors import NotFound, UpstreamError
 from .store import key
 
 log = logging.getLogger(__name__)
 NEGATIVE_TTL = 60.0  # an upstream 404 is remembered this long (a new project appears soon)
 MAX_PAGE = 64 << 20  # no project page is near this: a bigger body is an upstream fault
+MAX_ROOT = 1 << 30  # the root list is tens of MB; decoded past this it is a bomb or a fault
 STATES_KEPT = 4096  # page states a worker keeps parsed in memory
 ROOT = "_root"  # not a project name: those start with a letter or digit
 UPSTREAM_ACCEPT = f"{render.V1_JSON}, {render.V1_HTML};q=0.2, {render.HTML};q=0.1"
@@ -109,7 +111,7 @@ class Pages:
 
     # --- refreshing ----------------------------------------------------------------------
     def _fetch(self, url: str, old: dict | None, accept: str):
-        headers = {"Accept": accept}
+        headers = {"Accept": accept, "Accept-Encoding": ACCEPT_ENCODING}
         if old and old.get("status") == 200 and old.get("upstream_etag"):
             headers["If-None-Match"] = old["upstream_etag"]
         return self.upstream.get(url, headers=headers)
@@ -127,10 +129,8 @@ class Pages:
         if self._revalidated(name, response):
             return "revalidated"
         body = bytearray()
-        for chunk in self.upstream.iter_body(response):
+        for chunk in self.upstream.iter_decoded(response, MAX_PAGE):
             body += chunk
-            if len(body) > MAX_PAGE:
-                raise UpstreamError(f"upstream page for {name} is larger than {MAX_PAGE} bytes")
         content_type = response.headers.get("Content-Type", "text/html")
         project = index.parse(bytes(body), content_type, response.url, name, self.linker)
         self.catalog.expect(project)
@@ -157,7 +157,7 @@ class Pages:
         if self._revalidated(name, response):
             return "revalidated"
         names = index.iter_root_names(
-            self.upstream.iter_body(response), response.headers.get("Content-Type", "")
+            self.upstream.iter_decoded(response, MAX_ROOT), response.headers.get("Content-Type", "")
         )
         directory = self.store.pages / name
         with contextlib.ExitStack() as cleanup:

@@ -1,6 +1,7 @@
 """The one user of requests: a session per thread, bounded timeouts, no redirect off the allowed origins."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from typing import Iterator
@@ -9,6 +10,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 
+from . import encoding
 from .config import Settings
 from .errors import NotFound, UpstreamError, UpstreamTimeout
 
@@ -94,3 +96,11 @@ class Upstream:
             raise UpstreamError(f"upstream transfer failed: {type(error).__name__}") from error
         finally:
             response.close()
+
+    @staticmethod
+    def iter_decoded(response: requests.Response, limit: int) -> Iterator[bytes]:
+        """An index page's body with its Content-Encoding undone, at most `limit` bytes of it
+        (files are never decoded: their bytes on the wire are what the hashes cover)."""
+        coding = response.headers.get("Content-Encoding")
+        with contextlib.closing(Upstream.iter_body(response)) as raw:
+            yield from encoding.decode(raw, coding, limit, CHUNK)

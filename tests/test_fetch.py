@@ -1,4 +1,5 @@
 """The package route in one process, the upstream mocked with `responses`."""
+import gzip
 import hashlib
 import json
 import time
@@ -122,3 +123,19 @@ def test_redirect_within_the_upstream_is_followed(app, client):
 def test_bad_paths_are_400_without_an_upstream_request(client, path):
     assert client.get(f"/packages/{path}").status_code in (400, 404)
     assert len(responses.calls) == 0
+
+
+@responses.activate
+def test_a_file_labeled_gzip_is_stored_and_served_as_the_bytes_on_the_wire(app, client):
+    """Some servers label a .tar.gz `Content-Encoding: gzip`: the file is those bytes."""
+    sdist = gzip.compress(BODY)
+    responses.get(f"{MIRROR}/demo/", body=page(sha=hashlib.sha256(sdist).hexdigest(), size=len(sdist)),
+                  content_type="application/vnd.pypi.simple.v1+json")
+    responses.get(f"{FILES}/{PATH}", body=sdist, headers={"Content-Encoding": "gzip"})
+    client.get("/simple/demo/")
+    miss = client.get(f"/packages/{PATH}")
+    assert miss.status_code == 200 and miss.data == sdist and "Content-Encoding" not in miss.headers
+    assert responses.calls[-1].request.headers["Accept-Encoding"] == "identity"
+    assert cached(app) == [PATH]
+    assert (app.config["PYPICACHE"].cache_dir / "files" / PATH).read_bytes() == sdist
+    assert client.get(f"/packages/{PATH}").data == sdist
