@@ -21,6 +21,7 @@ LATEST_JSON = "application/vnd.pypi.simple.latest+json"
 # On a tie (`*/*`, no preference) the first wins: text/html, as PEP 691 advises.
 OFFERS = {HTML: HTML, V1_HTML: V1_HTML, LATEST_HTML: V1_HTML, V1_JSON: V1_JSON, LATEST_JSON: V1_JSON}
 FORMATS = {"json": V1_JSON, "html": HTML}
+STATUS_VERSION = "1.4"  # PEP 792's project-status
 
 # Project pages live at /simple/<name>/, files at /packages/<path>: relative links keep the
 # rendered page valid behind any host name or path prefix.
@@ -33,12 +34,15 @@ def negotiate(accept: str, format_arg: str | None) -> str | None:
 
     PEP 691 lets a server answer an Accept it cannot meet with 406, 300 or text/html; we
     answer 406 with the list of types we offer, so a misconfigured client fails loudly.
-    `?format=json` or `?format=html` overrides the header (handy in a browser).
+    `?format=` overrides the header (handy in a browser): a short name (json, html) or one
+    of the media types we offer, as other indexes take it (a `+` sent unencoded arrives as a
+    space).
     Memoized on the raw header: clients send a handful of distinct ones, and parsing
     q-values on every warm request was a tenth of its cost (docs/BENCHMARKS.md).
     """
     if format_arg:
-        return FORMATS.get(format_arg)
+        format_arg = format_arg.strip().lower().replace(" ", "+")
+        return FORMATS.get(format_arg) or OFFERS.get(format_arg)
     if not accept.strip():
         return HTML  # no Accept header: the PEP 503 default
     best = parse_accept_header(accept, MIMEAccept).best_match(list(OFFERS))
@@ -49,9 +53,13 @@ def is_json(media_type: str) -> bool:
     return media_type.endswith("json")
 
 
-def api_version(project: Project) -> str:
-    """Claim only what we carry: 1.1 needs every size (PEP 700)."""
-    return "1.1" if all(file.size is not None for file in project.files) else "1.0"
+def api_version(project: Project, json: bool = True) -> str:
+    """Claim only what we carry: 1.1 needs every size in JSON (PEP 700); a project status
+    needs 1.4, the version that defines it (PEP 792), so JSON without sizes drops it."""
+    sized = all(file.size is not None for file in project.files)
+    if project.status and (sized or not json):
+        return STATUS_VERSION
+    return "1.1" if sized else "1.0"
 
 
 def file_href(file: File) -> str:
@@ -62,8 +70,9 @@ def _metadata_value(file: File) -> str | None:
     if not file.core_metadata:
         return None
     if isinstance(file.core_metadata, dict) and file.core_metadata:
-        name, value = next(iter(sorted(file.core_metadata.items())))
-        return f"{name}={value}"
+        hashes = file.core_metadata  # sha256 is what every client checks (PEP 658)
+        name = "sha256" if "sha256" in hashes else min(hashes)
+        return f"{name}={hashes[name]}"
     return "true"
 
 
@@ -71,7 +80,7 @@ def project_html(project: Project) -> str:
     return render_template(
         "simple/project.html",
         project=project,
-        api_version=api_version(project),
+        api_version=api_version(project, json=False),
         href=file_href,
         metadata=_metadata_value,
     )
@@ -100,7 +109,7 @@ def project_json(project: Project) -> str:
     data["files"] = [_json_file(file, version) for file in project.files]
     if version != "1.0":
         data["versions"] = list(project.versions or ())
-    if project.status:
+    if project.status and version == STATUS_VERSION:
         data["project-status"] = {"status": project.status}
         if project.status_reason:
             data["project-status"]["reason"] = project.status_reason

@@ -64,6 +64,24 @@ def test_format_query_overrides_accept(client):
 
 
 @pytest.mark.parametrize(
+    "query, expected",
+    [
+        ("application/vnd.pypi.simple.v1%2Bjson", "application/vnd.pypi.simple.v1+json"),
+        ("application/vnd.pypi.simple.v1+json", "application/vnd.pypi.simple.v1+json"),  # + as sent
+        ("application/vnd.pypi.simple.latest%2Bjson", "application/vnd.pypi.simple.v1+json"),
+        ("application/vnd.pypi.simple.v1%2Bhtml", "application/vnd.pypi.simple.v1+html"),
+        ("text/html", "text/html"),
+        ("application/json", "406"),
+    ],
+)
+@responses.activate
+def test_format_query_takes_the_media_types_themselves(client, query, expected):
+    upstream_page()
+    response = client.get(f"/simple/demo/?format={query}", headers={"Accept": "text/html"})
+    assert (response.mimetype if response.status_code == 200 else str(response.status_code)) == expected
+
+
+@pytest.mark.parametrize(
     "path, location",
     [
         ("/simple/Demo.Pkg_x/", "../demo-pkg-x/"),
@@ -120,12 +138,41 @@ def test_json_upstream_gives_pep_700_fields_and_project_status(client):
     }
     responses.get(f"{MIRROR}/demo/", json=body, content_type="application/vnd.pypi.simple.v1+json")
     data = client.get("/simple/demo/", headers={"Accept": PIP_ACCEPT}).json
-    assert data["meta"]["api-version"] == "1.1"
+    assert data["meta"]["api-version"] == "1.4"  # the version that defines project-status
     assert data["versions"] == ["0.9", "1.0"]
     assert data["files"][0]["size"] == 42 and data["files"][0]["upload-time"] == "2025-01-02T03:04:05Z"
     assert data["project-status"] == {"status": "deprecated", "reason": "use other"}
     html = client.get("/simple/demo/").get_data(as_text=True)
     assert '<meta name="pypi:project-status" content="deprecated">' in html
+    assert '<meta name="pypi:repository-version" content="1.4">' in html
+
+
+@responses.activate
+def test_project_status_only_in_api_version_1_4(app, client):
+    """JSON 1.4 builds on 1.1, which needs every size: without sizes, 1.0 and no status."""
+    page = PAGE.replace("<head>", '<head><meta name="pypi:project-status" content="archived">')
+    upstream_page(body=page)
+    data = client.get("/simple/demo/?format=json").json
+    assert data["meta"] == {"api-version": "1.0"} and "project-status" not in data
+    html = client.get("/simple/demo/").get_data(as_text=True)
+    assert '<meta name="pypi:repository-version" content="1.4">' in html
+    assert '<meta name="pypi:project-status" content="archived">' in html
+    expire(app)
+    upstream_page(body=PAGE)  # the status lifted: back to the version of what we carry
+    assert client.get("/simple/demo/?format=json").json["meta"] == {"api-version": "1.0"}
+    assert '<meta name="pypi:repository-version" content="1.0">' in client.get("/simple/demo/").get_data(as_text=True)
+
+
+@responses.activate
+def test_core_metadata_prefers_sha256_among_several_hashes(client):
+    body = {"meta": {"api-version": "1.1"}, "name": "demo", "files": [
+        {"filename": "demo-1.0-py3-none-any.whl", "url": f"{FILES}/ab/demo-1.0-py3-none-any.whl",
+         "hashes": {"sha256": SHA}, "core-metadata": {"blake2b": "ef" * 32, "sha256": "cd" * 32}}]}
+    responses.get(f"{MIRROR}/demo/", json=body, content_type="application/vnd.pypi.simple.v1+json")
+    html = client.get("/simple/demo/").get_data(as_text=True)
+    assert f'data-core-metadata="sha256={"cd" * 32}"' in html and "blake2b" not in html
+    assert client.get("/simple/demo/?format=json").json["files"][0]["core-metadata"] == \
+        {"blake2b": "ef" * 32, "sha256": "cd" * 32}
 
 
 @responses.activate
@@ -138,6 +185,19 @@ def test_etag_and_304(client):
     assert again.status_code == 304 and again.data == b""
     other = client.get("/simple/demo/?format=json", headers={"If-None-Match": etag})
     assert other.status_code == 200  # another representation, another ETag
+    # What a client sends back after nginx in front gzipped the page and weakened its ETag.
+    weak = client.get("/simple/demo/", headers={"If-None-Match": f'"x", W/{etag}'})
+    assert weak.status_code == 304 and weak.headers["ETag"] == etag
+
+
+@responses.activate
+def test_gzip_refused_with_q_zero_gets_the_identity_body(client):
+    upstream_page()
+    plain = client.get("/simple/demo/", headers={"Accept-Encoding": "identity"})
+    for refusal in ("gzip;q=0", "gzip;q=0, deflate", "*;q=0, identity"):
+        response = client.get("/simple/demo/", headers={"Accept-Encoding": refusal})
+        assert "Content-Encoding" not in response.headers and response.data == plain.data, refusal
+    assert client.get("/simple/demo/", headers={"Accept-Encoding": "*"}).headers["Content-Encoding"] == "gzip"
 
 
 @responses.activate
@@ -235,3 +295,4 @@ def test_ranges_on_a_cached_file(client):
     head = client.head(url)
     assert head.status_code == 200 and head.data == b"" and head.content_length == len(body)
     assert client.get(url, headers={"If-None-Match": etag}).status_code == 304
+    assert client.get(url, headers={"If-None-Match": f"W/{etag}"}).status_code == 304  # weak

@@ -26,11 +26,12 @@ def _page_response(page: Page) -> Response:
         offered = ", ".join(render.OFFERS)
         return Response(f"Not acceptable; this index offers {offered}\n", 406, mimetype="text/plain")
     fmt = "json" if render.is_json(media_type) else "html"
-    compressed = "gzip" in request.accept_encodings
+    compressed = request.accept_encodings["gzip"] > 0  # "gzip;q=0" refuses it
     etag = page.etags[fmt]
     if compressed:
         etag = etag[:-1] + '-gz"'  # a strong ETag names the exact bytes of this representation
-    if request.if_none_match.contains(etag.strip('"')):
+    # If-None-Match compares weakly (RFC 9110 13.1.2): a W/ tag from a gzipping front matches.
+    if request.if_none_match.contains_weak(etag.strip('"')):
         response = Response(status=304)
     else:
         body = open(page.body(fmt, compressed), "rb")
