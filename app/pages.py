@@ -25,6 +25,7 @@ from .store import key
 
 log = logging.getLogger(__name__)
 NEGATIVE_TTL = 60.0  # an upstream 404 is remembered this long (a new project appears soon)
+GONE_GRACE = 86400.0  # a page we have outlives an upstream 404 this long (mirrors mid-sync)
 MAX_PAGE = 64 << 20  # no project page is near this: a bigger body is an upstream fault
 MAX_ROOT = 1 << 30  # the root list is tens of MB; decoded past this it is a bomb or a fault
 STATES_KEPT = 4096  # page states a worker keeps parsed in memory
@@ -100,6 +101,9 @@ class Pages:
             try:
                 cache = refresh(name, state[0] if state else None)
             except NotFound:
+                if state and state[0]["status"] == 200 and self._gone_lately(name, state[0]):
+                    log.warning("upstream has no page for %s; serving the cached one", name)
+                    return self._answer(name, state, "stale")
                 self.store.write_json(self.store.pages / name / "state.json", {"status": 404})
                 raise
             except UpstreamError as error:
@@ -109,6 +113,24 @@ class Pages:
                 raise
             return self._answer(name, self._state(name), cache)
 
+    def _gone_lately(self, name: str, data: dict) -> bool:
+        """Whether the upstream's 404 for a page we have began less than GONE_GRACE ago.
+
+        A mirror in the middle of a sync answers 404 for a while: users keep the page (stale,
+        asked again on every request as when the upstream is down) rather than losing a
+        project; after the grace the 404 wins. The first 404's time goes into the state with
+        its old mtime kept, so the page stays due for revalidation.
+        """
+        now = time.time()
+        if now - data.get("gone_since", now) >= GONE_GRACE:
+            return False
+        if "gone_since" not in data:
+            path = self.store.pages / name / "state.json"
+            validated = path.stat()
+            self.store.write_json(path, data | {"gone_since": now})
+            os.utime(path, ns=(validated.st_atime_ns, validated.st_mtime_ns))
+        return True
+
     # --- refreshing ----------------------------------------------------------------------
     def _fetch(self, url: str, old: dict | None, accept: str):
         headers = {"Accept": accept, "Accept-Encoding": ACCEPT_ENCODING}
@@ -116,17 +138,21 @@ class Pages:
             headers["If-None-Match"] = old["upstream_etag"]
         return self.upstream.get(url, headers=headers)
 
-    def _revalidated(self, name: str, response) -> bool:
+    def _revalidated(self, name: str, response, old: dict | None) -> bool:
         if response.status_code != 304:
             return False
         response.close()
-        os.utime(self.store.pages / name / "state.json")
+        path = self.store.pages / name / "state.json"
+        if old and "gone_since" in old:  # the upstream has the page again
+            self.store.write_json(path, {k: v for k, v in old.items() if k != "gone_since"})
+        else:
+            os.utime(path)
         return True
 
     def _refresh_project(self, name: str, old: dict | None) -> str:
         url = f"{self.settings.mirror_url}/{name}/"
         response = self._fetch(url, old, UPSTREAM_ACCEPT)
-        if self._revalidated(name, response):
+        if self._revalidated(name, response, old):
             return "revalidated"
         body = bytearray()
         for chunk in self.upstream.iter_decoded(response, MAX_PAGE):
@@ -154,7 +180,7 @@ class Pages:
     def _refresh_root(self, name: str, old: dict | None) -> str:
         # HTML first: the root list streams well as lines; JSON is parsed by the same regex.
         response = self._fetch(self.settings.mirror_url + "/", old, f"{render.HTML}, {render.V1_JSON};q=0.5")
-        if self._revalidated(name, response):
+        if self._revalidated(name, response, old):
             return "revalidated"
         names = index.iter_root_names(
             self.upstream.iter_decoded(response, MAX_ROOT), response.headers.get("Content-Type", "")

@@ -7,6 +7,8 @@ import pytest
 import requests
 import responses
 
+from app import pages
+
 from .conftest import FILES, MIRROR
 
 SHA = "ab" * 32
@@ -296,3 +298,28 @@ def test_ranges_on_a_cached_file(client):
     assert head.status_code == 200 and head.data == b"" and head.content_length == len(body)
     assert client.get(url, headers={"If-None-Match": etag}).status_code == 304
     assert client.get(url, headers={"If-None-Match": f"W/{etag}"}).status_code == 304  # weak
+
+
+@responses.activate
+def test_an_upstream_404_for_a_page_we_have_serves_it_stale_for_a_grace_then_404(app, client, monkeypatch):
+    """A mirror in the middle of a sync answers 404 for projects it has: users keep the page."""
+    upstream_page(headers={"ETag": '"v1"'})
+    fresh = client.get("/simple/demo/")
+    expire(app)
+    responses.replace(responses.GET, f"{MIRROR}/demo/", status=404)
+    for _ in range(2):  # each request asks again, as when the upstream is down
+        stale = client.get("/simple/demo/")
+        assert (stale.status_code, stale.headers["X-Cache"], stale.data) == (200, "stale", fresh.data)
+    assert len(responses.calls) == 3
+    # Back upstream (a 304 for our ETag): fresh again, and a later 404 gets a new grace.
+    responses.replace(responses.GET, f"{MIRROR}/demo/", status=304)
+    assert client.get("/simple/demo/").headers["X-Cache"] == "revalidated"
+    expire(app)
+    responses.replace(responses.GET, f"{MIRROR}/demo/", status=404)
+    assert client.get("/simple/demo/").headers["X-Cache"] == "stale"
+    monkeypatch.setattr(pages, "GONE_GRACE", 0.0)  # the grace is over
+    assert client.get("/simple/demo/").status_code == 404
+    assert client.get("/simple/demo/").status_code == 404  # remembered like any 404
+    # The hashes the page promised are kept: a cached file is still checked against them.
+    project, sha256, _ = app.extensions["pypicache"].catalog.expected("ab/demo-1.0-py3-none-any.whl")
+    assert (project, sha256) == ("demo", SHA)
