@@ -95,6 +95,14 @@ def pip_install(index_url: str, target: Path, *args: str) -> subprocess.Complete
     return subprocess.run(command, env=clean_environ(), capture_output=True, text=True, timeout=300)
 
 
+def uv_install(index_url: str, target: Path, cache: Path, *args: str) -> subprocess.CompletedProcess:
+    """Real uv, with its own cache and without any uv.toml or pip configuration."""
+    command = [str(Path(sys.executable).with_name("uv")), "pip", "install", "--no-config",
+               "--cache-dir", str(cache), "--index-url", index_url, "--python", sys.executable,
+               "--target", str(target), *args]
+    return subprocess.run(command, env=clean_environ(), capture_output=True, text=True, timeout=300)
+
+
 def add_chain(up) -> dict:
     """A small dependency chain of real wheels: alpha -> beta -> gamma (filename -> File)."""
     files = [

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,10 +9,9 @@ import requests
 from pypi_simple import ACCEPT_HTML_ONLY, ACCEPT_JSON_ONLY, PyPISimple
 
 from .fixture_upstream import Upstream
-from .servers import Proxy, add_chain, clean_environ, installed, pip_install
+from .servers import Proxy, add_chain, installed, pip_install, uv_install
 
 pytestmark = pytest.mark.e2e
-UV = str(Path(sys.executable).with_name("uv"))
 NAMES = {"alpha", "beta", "gamma"}
 
 
@@ -51,12 +48,6 @@ def test_pip_plain_then_require_hashes(served, tmp_path):
 
 def wheel_bytes(up: Upstream, name: str) -> bytes:
     return (up.root / "files" / f"{name}-1.0-py3-none-any.whl").read_bytes()
-
-
-def uv_install(index: str, target: Path, cache: Path, *args: str) -> subprocess.CompletedProcess:
-    command = [UV, "pip", "install", "--no-config", "--cache-dir", str(cache), "--index-url", index,
-               "--python", sys.executable, "--target", str(target), *args]
-    return subprocess.run(command, env=clean_environ(), capture_output=True, text=True, timeout=300)
 
 
 def test_uv_cold_then_warm(served, tmp_path):
