@@ -1,0 +1,97 @@
+"""The clients people use besides pip and uv: poetry and pdm install a project through the proxy."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .fixture_upstream import Upstream
+from .servers import Proxy, add_chain, clean_environ
+
+pytestmark = pytest.mark.e2e
+BIN = Path(sys.executable).parent
+CHAIN = {"alpha": "1.0", "beta": "1.0", "gamma": "1.0"}
+PROJECT = """[project]
+name = "demo"
+version = "0.1"
+requires-python = ">=3.8"
+dependencies = ["alpha"]
+"""
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory):
+    work = tmp_path_factory.mktemp("clients")
+    up = Upstream(work / "up", layout="relative").start()
+    add_chain(up)
+    proxy = Proxy(work / "cache", up.env(), workers=2).start()
+    yield proxy
+    proxy.stop()
+    up.stop()
+
+
+def isolated(home: Path, **tool: str) -> dict[str, str]:
+    """The machine's environment with a home, config and cache of the test's own."""
+    return clean_environ() | {
+        "HOME": str(home), "XDG_CONFIG_HOME": str(home / "config"),
+        "XDG_CACHE_HOME": str(home / "cache"), "XDG_DATA_HOME": str(home / "data"),
+        "VIRTUAL_ENV": "", "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+    } | tool
+
+
+def run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{command}: {done.stdout[-3000:]}{done.stderr[-3000:]}"
+    return done
+
+
+def venv_versions(venv: Path) -> dict[str, str]:
+    site = next(venv.glob("lib/python*/site-packages"))
+    found = dict(p.name.removesuffix(".dist-info").split("-") for p in site.glob("*.dist-info"))
+    return {name: found.get(name) for name in CHAIN}
+
+
+def test_poetry_installs_from_a_primary_source(proxy, tmp_path):
+    project = tmp_path / "demo"
+    project.mkdir()
+    # One primary source: poetry then asks no other index.
+    (project / "pyproject.toml").write_text(PROJECT + f"""
+[tool.poetry]
+package-mode = false
+
+[[tool.poetry.source]]
+name = "pypicache"
+url = "{proxy.url}/simple/"
+priority = "primary"
+""")
+    env = isolated(tmp_path / "home", POETRY_CONFIG_DIR=str(tmp_path / "poetry-config"),
+                   POETRY_CACHE_DIR=str(tmp_path / "poetry-cache"),
+                   POETRY_DATA_DIR=str(tmp_path / "poetry-data"),
+                   POETRY_VIRTUALENVS_IN_PROJECT="true", POETRY_KEYRING_ENABLED="false",
+                   POETRY_NO_INTERACTION="1")
+    run([str(BIN / "poetry"), "env", "use", sys.executable], project, env)
+    run([str(BIN / "poetry"), "install"], project, env)
+    assert venv_versions(project / ".venv") == CHAIN
+    lock = (project / "poetry.lock").read_text()
+    assert all(f'name = "{name}"' in lock for name in CHAIN) and "sha256:" in lock
+
+
+def test_pdm_installs_from_its_source(proxy, tmp_path):
+    project = tmp_path / "demo"
+    project.mkdir()
+    # A source named "pypi" replaces the default index.
+    (project / "pyproject.toml").write_text(PROJECT + f"""
+[[tool.pdm.source]]
+name = "pypi"
+url = "{proxy.url}/simple/"
+""")
+    env = isolated(tmp_path / "home", PDM_CACHE_DIR=str(tmp_path / "pdm-cache"),
+                   PDM_LOG_DIR=str(tmp_path / "pdm-log"), PDM_CHECK_UPDATE="false",
+                   PDM_USE_UV="false", PDM_NON_INTERACTIVE="1")
+    run([str(BIN / "pdm"), "venv", "create", sys.executable], project, env)
+    env["PDM_PYTHON"] = str(project / ".venv" / "bin" / "python")  # never the suite's own
+    run([str(BIN / "pdm"), "install", "--no-self"], project, env)
+    assert venv_versions(project / ".venv") == CHAIN
+    assert all(f'name = "{name}"' in (project / "pdm.lock").read_text() for name in CHAIN)
