@@ -73,7 +73,8 @@ def _wait(url: str, process: subprocess.Popen, log: Path, timeout: float = 60) -
         except requests.RequestException:
             time.sleep(0.1)
     stop_group(process)
-    raise RuntimeError(f"{process.args[0]} did not answer {url}: {log.read_text(errors='replace')[-2000:]}")
+    tail = log.read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"{process.args[0]} did not answer {url}: {tail}")
 
 
 def _spawn(command: list[str], log: Path, **kwargs) -> subprocess.Popen:
@@ -191,7 +192,7 @@ def start_nginx(work: Path, dists: Path, links: str = "relative") -> Index:
     (directory / "nginx.conf").write_text(NGINX_CONF.format(
         user=getpass.getuser(), d=directory, port=port, tree=tree, json=JSON_TYPE))
     log = directory / "nginx.out"
-    command = ["nginx", "-p", str(directory), "-c", str(directory / "nginx.conf"),
+    command = ["/usr/sbin/nginx", "-p", str(directory), "-c", str(directory / "nginx.conf"),
                "-e", str(directory / "error.log")]
     process = _spawn(command, log, env=clean_environ())
     origin = f"http://127.0.0.1:{port}"
@@ -237,6 +238,7 @@ def start_devpi(work: Path, dists: Path | None = None, mirror_of: str | None = N
                               env=env, cwd=work, timeout=120)
         if done.returncode:
             stop_group(process)
-            raise RuntimeError(f"devpi {' '.join(args)}: {done.stdout[-1500:]}{done.stderr[-1500:]}")
+            output = done.stdout[-1500:] + done.stderr[-1500:]
+            raise RuntimeError(f"devpi {' '.join(args)}: {output}")
     name = "devpi-mirror" if mirror_of else "devpi"
     return Index(name, f"{origin}/{index}/+simple", f"{origin}/{index}/+f", process, log)

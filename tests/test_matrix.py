@@ -1,7 +1,8 @@
-"""pypicache in front of index servers other people wrote (tests/indexes.py), with real pip and uv."""
+"""pypicache in front of index servers others wrote (tests/indexes.py), with real pip and uv."""
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from . import indexes
 from .servers import Proxy, installed, pip_install, uv_install
 
 pytestmark = pytest.mark.e2e
-UPSTREAMS = ["pypiserver", "devpi", "devpi-mirror"]
+UPSTREAMS = ["nginx-relative", "nginx-root", "pypiserver", "devpi", "devpi-mirror"]
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,8 @@ def test_proxy_pages_list_exactly_the_upstream_files(stack, dists):
     upstream, proxy = stack
     for project in ("alpha", "beta", "gamma"):
         theirs = listing(upstream.simple, project, ACCEPT_ANY)
-        assert {d.name for d in dists.iterdir() if indexes.project_of(d.name) == project} == set(theirs)
+        ours = {d.name for d in dists.iterdir() if indexes.project_of(d.name) == project}
+        assert set(theirs) == ours
         for accept in (ACCEPT_HTML_ONLY, ACCEPT_JSON_ONLY):
             assert listing(f"{proxy.url}/simple", project, accept) == theirs, (project, accept)
     with PyPISimple(f"{proxy.url}/simple/") as client:
@@ -71,10 +73,12 @@ def test_proxy_pages_list_exactly_the_upstream_files(stack, dists):
 
 
 def hashed_requirements(dists: Path, path: Path) -> Path:
-    path.write_text("".join(
-        f"{name}=={version} --hash=sha256:"
-        f"{hashlib.sha256((dists / f'{name}-{version}-py3-none-any.whl').read_bytes()).hexdigest()}\n"
-        for name, version in indexes.CHAIN.items()))
+    def sha256(name: str, version: str) -> str:
+        wheel = dists / f"{name}-{version}-py3-none-any.whl"
+        return hashlib.sha256(wheel.read_bytes()).hexdigest()
+
+    path.write_text("".join(f"{name}=={version} --hash=sha256:{sha256(name, version)}\n"
+                            for name, version in indexes.CHAIN.items()))
     return path
 
 
@@ -109,3 +113,24 @@ def test_installs_again_with_the_upstream_stopped(stack, dists, tmp_path):
     page = requests.get(f"{proxy.url}/simple/alpha/", timeout=10)
     assert page.status_code == 200 and page.headers["X-Cache"] == "stale"
 
+
+
+def test_nginx_really_sent_gzip_and_revalidates_with_its_weak_etag(tmp_path, dists):
+    """What nginx's access log says it sent the proxy: gzip-encoded pages, then 304s."""
+    upstream = indexes.start_nginx(tmp_path, dists)
+    proxy = Proxy(tmp_path / "cache", upstream.env(), workers=2, PYPI_INDEX_TTL="1").start()
+    try:
+        expected = {p: listing(upstream.simple, p, ACCEPT_ANY) for p in ("alpha", "gamma")}
+        for _ in ("fetched", "revalidated"):
+            for project, files in expected.items():
+                assert listing(f"{proxy.url}/simple", project, ACCEPT_JSON_ONLY) == files
+            time.sleep(1.1)
+        sent = re.findall(r'^/simple/(\w+)/ (\d+) "pypicache" "([^"]*)" encoding=(\S*)',
+                          upstream.access_log.read_text(), re.M)
+        assert sorted((project, status) for project, status, *_ in sent) == [
+            ("alpha", "200"), ("alpha", "304"), ("gamma", "200"), ("gamma", "304")]
+        assert all("gzip" in asked for *_, asked, _ in sent), sent
+        assert [encoding for _, status, _, encoding in sent if status == "200"] == ["gzip", "gzip"]
+    finally:
+        proxy.stop()
+        upstream.stop()
