@@ -33,7 +33,7 @@ class Services:
     @classmethod
     def build(cls, settings: config.Settings) -> "Services":
         store = Store(settings.cache_dir)
-        catalog = Catalog(settings.cache_dir / "catalog.sqlite3")
+        catalog = Catalog(settings.cache_dir / "catalog.sqlite3", settings.catalog_max_rows)
         upstream = Upstream(settings)
         return cls(
             settings,

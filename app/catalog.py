@@ -4,6 +4,13 @@
 the page is rendered, checked when the file is downloaded); `cached` holds what is on disk,
 with its hits and last use. `totals` and `state` hold the statistics every worker adds to in
 short transactions (app/stats), `removed` remembers what eviction and `verify` deleted.
+
+Both growing tables are bounded: `removed` keeps its latest REMOVED_KEPT rows, and `expected`
+at most `max_rows` (the pages refreshed longest ago are forgotten whole; `expect` returns
+their names so that their pages are fetched again when next asked for).
+
+Reads never write: rows of published files are buffered (record_cached) and written by
+`write_pending`, which the statistics thread calls about once a second.
 """
 from __future__ import annotations
 
@@ -13,11 +20,13 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+from . import names
 from .index import Project
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS expected (
-    path TEXT PRIMARY KEY, project TEXT NOT NULL, sha256 TEXT, size INTEGER);
+    path TEXT PRIMARY KEY, project TEXT NOT NULL, sha256 TEXT, size INTEGER,
+    at REAL NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS cached (
     path TEXT PRIMARY KEY, project TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
     created REAL NOT NULL, last_used REAL NOT NULL, hits INTEGER NOT NULL DEFAULT 0);
@@ -30,11 +39,14 @@ CREATE TABLE IF NOT EXISTS removed (
     at REAL NOT NULL);
 """
 FILE_COLUMNS = "path, project, size, sha256, created, last_used, hits"
+REMOVED_KEPT = 1000  # the dashboard shows the latest 50 removals
+DEFAULT_MAX_ROWS = 1_000_000
 
 
 class Catalog:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, max_rows: int = DEFAULT_MAX_ROWS):
         self.path = path
+        self.max_rows = max_rows
         # One connection per thread, opened lazily: never shared across a fork or threads.
         self._local = threading.local()
         self._pending: list[tuple] = []  # rows of published files, see record_cached
@@ -45,6 +57,10 @@ class Catalog:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(expected)")}
+            if "at" not in columns:  # a catalog from before the bound
+                db.execute("ALTER TABLE expected ADD COLUMN at REAL NOT NULL DEFAULT 0")
+            db.execute("CREATE INDEX IF NOT EXISTS expected_at ON expected(at)")
         finally:
             db.close()
 
@@ -68,10 +84,16 @@ class Catalog:
             self._local.db = None
             db.close()
 
-    def expect(self, project: Project) -> None:
-        rows = [(f.path, project.name, f.sha256, f.size) for f in project.files]
+    def expect(self, project: Project) -> list[str]:
+        """Record what a page promised; the projects forgotten to stay under the row cap.
+
+        A page without a hash for a file keeps the hash an earlier page (or the verified
+        download) gave: only a page that names another hash changes it.
+        """
+        now = time.time()
+        rows = [(f.path, project.name, f.sha256, f.size, now) for f in project.files]
         rows += [
-            (f"{f.path}.metadata", project.name, f.core_metadata.get("sha256"), None)
+            (f"{f.path}.metadata", project.name, f.core_metadata.get("sha256"), None, now)
             for f in project.files
             if isinstance(f.core_metadata, dict)
         ]
@@ -79,13 +101,31 @@ class Catalog:
         with db:
             db.execute("BEGIN IMMEDIATE")
             db.executemany(
-                "INSERT INTO expected VALUES (?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
-                "project=excluded.project, sha256=excluded.sha256, size=excluded.size",
+                "INSERT INTO expected VALUES (?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
+                "project=excluded.project, sha256=COALESCE(excluded.sha256, expected.sha256), "
+                "size=COALESCE(excluded.size, expected.size), at=excluded.at",
                 rows,
             )
+            return self._prune_expected(db, project.name)
+
+    def _prune_expected(self, db: sqlite3.Connection, keep: str) -> list[str]:
+        """Forget whole projects, least recently refreshed first, until under the cap."""
+        excess = db.execute("SELECT COUNT(*) FROM expected").fetchone()[0] - self.max_rows
+        if excess <= 0:
+            return []
+        # The oldest rows hold at least `excess` rows' worth of projects; a tenth more so
+        # that the next pages do not prune again at once.
+        oldest = db.execute(
+            "SELECT DISTINCT project FROM (SELECT project FROM expected ORDER BY at LIMIT ?)",
+            (excess + self.max_rows // 10,),
+        ).fetchall()
+        forgotten = [name for (name,) in oldest if name != keep]
+        db.executemany("DELETE FROM expected WHERE project = ?", [(n,) for n in forgotten])
+        return forgotten
 
     def expected(self, path: str) -> tuple[str | None, str | None, int | None]:
-        """(project, sha256, size) that an index page promised for `path`, or Nones."""
+        """(project, sha256, size) that an index page promised for `path`, or Nones (no
+        page listed it, or its page was forgotten under the cap)."""
         row = self._connect().execute(
             "SELECT project, sha256, size FROM expected WHERE path = ?", (path,)
         ).fetchone()
@@ -116,10 +156,15 @@ class Catalog:
             )
         return rows
 
-    def flush_pending(self) -> None:
-        """Write buffered rows now (reads of this process then see its own downloads)."""
+    def write_pending(self) -> None:
+        """Write the buffered rows of published files now."""
         if self._pending:
             self._transaction()
+
+    def add_cached(self, path: str, project: str, size: int, sha256: str) -> None:
+        """A file's row, written at once (`verify` adopting a file the catalog lost)."""
+        self.record_cached(path, project, size, sha256)
+        self._transaction()
 
     def _transaction(self, work: Callable[[sqlite3.Connection], None] | None = None) -> None:
         """One short write transaction: the buffered rows of published files, then `work`;
@@ -137,10 +182,9 @@ class Catalog:
                 self._pending[:0] = rows
             raise
 
-    def cached_files(self) -> Iterable[sqlite3.Row]:
-        self.flush_pending()
-        db = self._connect()
-        return db.execute("SELECT path, project, size, sha256 FROM cached").fetchall()
+    def cached_files(self) -> list[tuple]:
+        """(path, project, size, sha256) of every cached file."""
+        return self._connect().execute("SELECT path, project, size, sha256 FROM cached").fetchall()
 
     # --- statistics (app/stats) ----------------------------------------------------------
     def add_stats(
@@ -181,7 +225,6 @@ class Catalog:
 
     def usage(self) -> tuple[int, int, int]:
         """(files, bytes, projects) cached."""
-        self.flush_pending()
         row = self._connect().execute(
             "SELECT COUNT(*), COALESCE(SUM(size), 0), COUNT(DISTINCT project) FROM cached"
         ).fetchone()
@@ -189,7 +232,6 @@ class Catalog:
 
     def projects(self) -> list[tuple[str, int, int, int, float, float]]:
         """(project, files, bytes, hits, first cached, last used) of every cached project."""
-        self.flush_pending()
         return self._connect().execute(
             "SELECT project, COUNT(*), SUM(size), SUM(hits), MIN(created), MAX(last_used) "
             "FROM cached GROUP BY project ORDER BY project"
@@ -197,7 +239,6 @@ class Catalog:
 
     def files(self, project: str | None = None) -> list[tuple]:
         """Rows of FILE_COLUMNS, of one project or of all, least recently used first."""
-        self.flush_pending()
         query = f"SELECT {FILE_COLUMNS} FROM cached"
         if project is None:
             return self._connect().execute(query + " ORDER BY last_used, created").fetchall()
@@ -213,11 +254,15 @@ class Catalog:
             row = db.execute(
                 f"SELECT {FILE_COLUMNS} FROM cached WHERE path = ?", (path,)
             ).fetchone()
-            project, size = (row[1], row[2]) if row else (_project_guess(path), 0)
+            project, size = (row[1], row[2]) if row else (names.project_of_file(path), 0)
             db.execute("DELETE FROM cached WHERE path = ?", (path,))
             db.execute(
                 "INSERT INTO removed VALUES (?, ?, ?, ?, ?)",
                 (path, project, size, reason, time.time()),
+            )
+            db.execute(
+                "DELETE FROM removed WHERE rowid <= (SELECT MAX(rowid) FROM removed) - ?",
+                (REMOVED_KEPT,),
             )
         return row
 
@@ -226,7 +271,3 @@ class Catalog:
         return self._connect().execute(
             "SELECT path, project, size, reason, at FROM removed ORDER BY at DESC LIMIT ?", (limit,)
         ).fetchall()
-
-
-def _project_guess(path: str) -> str:
-    return path.rsplit("/", 1)[-1].split("-", 1)[0].lower()

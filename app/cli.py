@@ -16,7 +16,7 @@ from flask.cli import with_appcontext
 from packaging.utils import canonicalize_name
 from tqdm import tqdm
 
-from . import config
+from . import config, names
 from .stats import report
 
 CHUNK = 1 << 20
@@ -171,7 +171,7 @@ def verify() -> None:
             digest = _hash(file, bar)
             if digest is not None and expected in (None, digest):
                 size = file.stat().st_size
-                catalog.record_cached(path, project or catalog_guess(path), size, digest)
+                catalog.add_cached(path, project or names.project_of_file(path), size, digest)
                 adopted += 1
             elif digest is not None:
                 removed += _remove(store, catalog, path, "verify: sha256 mismatch")
@@ -204,10 +204,6 @@ def _remove(store, catalog, path: str, reason: str) -> int:
         os.close(lock)
     tqdm.write(f"removed: {path} ({reason})")
     return 1
-
-
-def catalog_guess(path: str) -> str:
-    return canonicalize_name(path.rsplit("/", 1)[-1].split("-", 1)[0])
 
 
 @pypicache.command()

@@ -59,11 +59,37 @@ def _bind(value: str) -> str:
     return value
 
 
+def _auth_scope(value: str) -> str:
+    if value not in AUTH_SCOPES:
+        raise ValueError("must be one of " + ", ".join(AUTH_SCOPES))
+    return value
+
+
+def _readable_file(value: str) -> Path:
+    path = Path(value)
+    if not path.is_file():
+        raise ValueError("must be a readable file")
+    return path.absolute()
+
+
+# Who must log in when PYPI_AUTH_FILE is set: every route but /healthz, or only the pages
+# that list what the organisation uses (the dashboard, its JSON and the metrics).
+AUTH_SCOPES = ("all", "dashboard")
+
+
 def _default_cache_dir(environ: Mapping[str, str]) -> str:
     """A user-writable place outside the image: $XDG_CACHE_HOME/pypicache or ~/.cache/pypicache."""
     home = environ.get("HOME") or os.path.expanduser("~")
     base = environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
     return os.path.join(base, "pypicache")
+
+
+def redact(url: str) -> str:
+    """The URL without credentials, for pages, logs and error messages."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
 def pip_default_index() -> tuple[str, str]:
@@ -86,9 +112,14 @@ class Settings:
     bind: str
     workers: int
     threads: int
-
-    def as_flask_config(self) -> dict[str, Any]:
-        return {"PYPICACHE": self}
+    max_downloads: int
+    max_downloads_total: int
+    download_wait: float
+    max_page_size: int
+    negative_cache: int
+    catalog_max_rows: int
+    auth_file: Path | None
+    auth_scope: str
 
 
 # name -> (environment variable, parser, default). The default None means "derived below".
@@ -107,7 +138,35 @@ TABLE: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
     # Threads mostly wait on sockets; a slow download holds one for its whole length, and a
     # worker queues connections beyond this count, so be generous.
     "threads": ("PYPI_THREADS", _count, "32"),
+    # Upstream downloads at once, per worker and over all workers; past either, a request
+    # waits its turn up to PYPI_DOWNLOAD_WAIT seconds, then gets 503 with Retry-After.
+    "max_downloads": ("PYPI_MAX_DOWNLOADS", _count, "16"),
+    "max_downloads_total": ("PYPI_MAX_DOWNLOADS_TOTAL", _count, "64"),
+    "download_wait": ("PYPI_DOWNLOAD_WAIT", _seconds, "10"),
+    # No project page is near this; a bigger body is an upstream fault (502).
+    "max_page_size": ("PYPI_MAX_PAGE_SIZE", _size, "64M"),
+    # Project names the upstream answered 404 for, remembered per worker (a minute each).
+    "negative_cache": ("PYPI_NEGATIVE_CACHE", _count, "10000"),
+    # Hashes promised by index pages (one row per file); past it, the pages refreshed
+    # longest ago are forgotten whole and fetched again when next asked for.
+    "catalog_max_rows": ("PYPI_CATALOG_MAX_ROWS", _count, "1000000"),
+    # An htpasswd file of bcrypt hashes (htpasswd -B); unset: no login.
+    "auth_file": ("PYPI_AUTH_FILE", _readable_file, None),
+    "auth_scope": ("PYPI_AUTH_SCOPE", _auth_scope, "all"),
 }
+
+
+def _raw(environ: Mapping[str, str], variable: str) -> str:
+    """The variable's value, or the content of the file `<variable>_FILE` names (a secret,
+    such as a mirror URL with credentials, mounted as a file rather than put in the env)."""
+    value = environ.get(variable, "").strip()
+    secret = environ.get(variable + "_FILE", "").strip()
+    if value or not secret:
+        return value
+    try:
+        return Path(secret).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{variable}_FILE={secret!r}: cannot be read ({error})") from None
 
 
 def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -118,14 +177,15 @@ def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings
         if name in overrides:
             values[name] = overrides[name]
             continue
-        raw = environ.get(variable, "").strip() or default
+        raw = _raw(environ, variable) or default
         if raw is None:
             values[name] = None
             continue
         try:
             values[name] = parse(raw)
         except ValueError as error:
-            raise ConfigError(f"{variable}={raw!r}: {error}") from None
+            shown = redact(raw) if variable.endswith("_URL") else raw
+            raise ConfigError(f"{variable}={shown!r}: {error}") from None
     if values["mirror_url"] is None:
         values["mirror_url"], public_files = pip_default_index()
         values["files_url"] = values["files_url"] or public_files

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 from urllib.parse import quote
 
-from packaging.utils import canonicalize_name
-
 from . import names
 from .catalog import Catalog
 from .errors import IntegrityError, NotFound, ProxyError, UpstreamTimeout
@@ -227,7 +225,7 @@ class _Download:
                 raise IntegrityError("sha256 does not match the index")
             store.publish(self.part, store.file(self.path))
             self.fetcher.catalog.record_cached(
-                self.path, self.project or _project_of(self.path), written, digest.hexdigest()
+                self.path, self.project or names.project_of_file(self.path), written, digest.hexdigest()
             )
             log.info("cached %s (%d bytes)", self.path, written)
             file_cached.send(self.fetcher, path=self.path, size=written,
@@ -252,9 +250,3 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
-
-
-def _project_of(path: str) -> str:
-    """Best guess of a project from a file name, for files no page listed."""
-    stem = names.filename(path).split("-", 1)[0]
-    return canonicalize_name(stem)

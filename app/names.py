@@ -3,7 +3,13 @@ from __future__ import annotations
 
 import re
 
-from packaging.utils import canonicalize_name
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
 
 from .errors import BadRequest
 
@@ -34,3 +40,17 @@ def file_path(raw: str) -> str:
 
 def filename(path: str) -> str:
     return path.rsplit("/", 1)[-1]
+
+
+def project_of_file(path: str) -> str:
+    """The canonical project a file path belongs to, guessed from its name (wheels and sdists
+    by packaging's own parsers; anything else by the part before the first '-')."""
+    name = filename(path).removesuffix(".metadata")
+    try:
+        if name.endswith(".whl"):
+            return parse_wheel_filename(name)[0]
+        if name.endswith((".tar.gz", ".zip")):
+            return parse_sdist_filename(name)[0]
+    except (InvalidWheelFilename, InvalidSdistFilename):
+        pass
+    return canonicalize_name(name.split("-", 1)[0])

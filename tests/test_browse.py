@@ -25,7 +25,7 @@ MIB = 1 << 20
 def test_names_render_as_text_never_as_markup(app, client):
     catalog = app.extensions["pypicache"].catalog
     evil = "<script>alert(1)</script>"
-    catalog.record_cached(f"aa/{evil}-1.0.whl", evil, 10, "0" * 64)
+    catalog.add_cached(f"aa/{evil}-1.0.whl", evil, 10, "0" * 64)
     page = client.get("/").get_data(as_text=True)
     assert evil not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     project = client.get("/projects/%3Cscript%3Ealert(1)%3C%2Fscript%3E/")
@@ -36,7 +36,7 @@ def test_names_render_as_text_never_as_markup(app, client):
 
 
 def test_stats_json_for_scripts(app, client):
-    app.extensions["pypicache"].catalog.record_cached("aa/demo-1.0.tar.gz", "demo", 10, "0" * 64)
+    app.extensions["pypicache"].catalog.add_cached("aa/demo-1.0.tar.gz", "demo", 10, "0" * 64)
     data = client.get("/stats.json").json
     assert data["files"] == 1 and data["project_list"][0]["name"] == "demo"
     files = client.get("/stats/demo.json").json["files"]

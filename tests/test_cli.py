@@ -9,7 +9,9 @@ import sys
 import pytest
 
 from .fixture_upstream import Upstream
-from .servers import ROOT, Proxy, pip_install
+from app.catalog import Catalog
+
+from .servers import ROOT, Proxy, clean_environ, pip_install
 
 
 def _put(app, path: str, data: bytes, project: str = "demo", record: bytes | None = None) -> None:
@@ -19,7 +21,7 @@ def _put(app, path: str, data: bytes, project: str = "demo", record: bytes | Non
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)
     digest = hashlib.sha256(data if record is None else record).hexdigest()
-    services.catalog.record_cached(path, project, len(data), digest)
+    services.catalog.add_cached(path, project, len(data), digest)
 
 
 @pytest.fixture
@@ -74,6 +76,33 @@ def test_verify_removes_and_records_mismatches_and_adopts_strays(app, runner):
         ("aa/gone-1.0.tar.gz", "verify: file missing")}
     # The dashboard shows the removals too.
     assert b"verify: sha256 mismatch" in app.test_client().get("/").data
+
+
+def _cli(cache_dir, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """The CLI as an operator runs it: a process of its own, settings from the environment."""
+    environ = clean_environ() | {"PYPI_CACHE_DIR": str(cache_dir),
+                                 "PYPI_MIRROR_URL": "http://127.0.0.1:9/simple"} | env
+    command = [sys.executable, "-m", "flask", "--app", "app:create_app", "pypicache", *args]
+    return subprocess.run(command, cwd=ROOT, env=environ, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_verify_adoption_is_written_for_other_processes_and_eviction_counts_it(tmp_path):
+    cache = tmp_path / "cache"
+    for name in ("old", "new"):  # on disk, no catalog rows (a SIGKILL lost them)
+        file = cache / "files" / "aa" / f"{name}-1.0.tar.gz"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(name.encode() * 1000)
+    done = _cli(cache, "verify")
+    assert done.returncode == 0, done.stderr
+    assert "2 adopted into the catalog" in done.stdout
+    reader = Catalog(cache / "catalog.sqlite3")  # this process, not the one that adopted
+    assert sorted((row[0], row[1], row[2]) for row in reader.files()) == [
+        ("aa/new-1.0.tar.gz", "new", 3000), ("aa/old-1.0.tar.gz", "old", 3000)]
+    prune = _cli(cache, "prune", PYPI_CACHE_MAX_SIZE="4000")
+    assert prune.returncode == 0, prune.stderr
+    on_disk = [f for f in (cache / "files").rglob("*") if f.is_file()]
+    assert len(on_disk) == 1 and sum(f.stat().st_size for f in on_disk) <= 4000
 
 
 @pytest.mark.e2e

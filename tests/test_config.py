@@ -48,6 +48,10 @@ def test_empty_value_means_default():
         ("PYPI_WORKERS", "0"),
         ("PYPI_CACHE_MAX_SIZE", "lots"),
         ("PYPI_BIND", "everywhere"),
+        ("PYPI_MAX_DOWNLOADS", "0"),
+        ("PYPI_MAX_PAGE_SIZE", "huge"),
+        ("PYPI_AUTH_FILE", "/nonexistent/htpasswd"),
+        ("PYPI_AUTH_SCOPE", "some"),
     ],
 )
 def test_bad_values_name_the_variable(variable, value):
@@ -62,3 +66,16 @@ def test_bad_values_name_the_variable(variable, value):
 )
 def test_sizes(text, size):
     assert config.load({"PYPI_CACHE_MAX_SIZE": text}).max_size == size
+
+
+def test_a_secret_comes_from_a_file_and_never_shows_in_an_error(tmp_path):
+    secret = tmp_path / "mirror-url"
+    secret.write_text("http://user:s3cret@127.0.0.1:9000/simple\n")
+    settings = config.load({"PYPI_MIRROR_URL_FILE": str(secret)})
+    assert settings.mirror_url == "http://user:s3cret@127.0.0.1:9000/simple"
+    assert settings.files_url == "http://user:s3cret@127.0.0.1:9000/packages"
+    with pytest.raises(config.ConfigError) as caught:
+        config.load({"PYPI_MIRROR_URL": "http://user:s3cret@127.0.0.1:9000/simple?x=1"})
+    assert "s3cret" not in str(caught.value) and "127.0.0.1:9000" in str(caught.value)
+    with pytest.raises(config.ConfigError, match="PYPI_MIRROR_URL_FILE="):
+        config.load({"PYPI_MIRROR_URL_FILE": str(tmp_path / "missing")})

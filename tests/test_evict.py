@@ -31,8 +31,7 @@ def cache(tmp_path):
         path = f"aa/{name}-1.0.tar.gz"
         store.file(path).parent.mkdir(parents=True, exist_ok=True)
         store.file(path).write_bytes(b"x" * 1000)
-        catalog.record_cached(path, name, 1000, "0" * 64)
-        catalog.flush_pending()
+        catalog.add_cached(path, name, 1000, "0" * 64)
         catalog._connect().execute(  # last used in this order
             "UPDATE cached SET last_used = ? WHERE path = ?", (1000.0 + i, path))
     return store, catalog

@@ -57,3 +57,13 @@ def test_valid_file_paths(raw):
 def test_unsafe_file_paths(raw):
     with pytest.raises(BadRequest):
         names.file_path(raw)
+
+
+@pytest.mark.parametrize(
+    "path, project",
+    [("ab/cd/Foo_Bar-1.0-py3-none-any.whl", "foo-bar"), ("x/zope.interface-5.0.tar.gz", "zope-interface"),
+     ("x/foo-bar-1.0.tar.gz", "foo-bar"), ("x/Demo-1.0-py3-none-any.whl.metadata", "demo"),
+     ("x/Odd_Name-1.0.win32.exe", "odd-name")],
+)
+def test_project_of_a_file_name(path, project):
+    assert names.project_of_file(path) == project

@@ -42,7 +42,7 @@ def test_chart_bars_follow_the_values():
 @pytest.fixture
 def catalog(tmp_path):
     catalog = Catalog(tmp_path / "catalog.sqlite3")
-    catalog.record_cached("a/b/demo-1.0.tar.gz", "demo", 100, "0" * 64)
+    catalog.add_cached("a/b/demo-1.0.tar.gz", "demo", 100, "0" * 64)
     return catalog
 
 

@@ -89,12 +89,6 @@ class Recorder:
             self._start()
         self._wake.set()
 
-    def add(self, name: str, amount: float = 1) -> None:
-        with self._lock:
-            self._totals[name] += amount
-        if self._thread is None:
-            self._start()
-
     def event(self, name: str, text: str | None = None, at: float | None = None) -> None:
         """Remember the latest time of `name` (upstream_ok, upstream_failed) across workers."""
         at = time.time() if at is None else at
@@ -137,7 +131,7 @@ class Recorder:
                 files, totals, state = self._files, self._totals, self._state
                 self._reset()
             if not (files or totals or state):
-                self.catalog.flush_pending()  # rows of published files, if any
+                self.catalog.write_pending()  # rows of published files, if any
                 return
             rows = [(hits, last, path) for path, (hits, last) in files.items()]
             try:

@@ -1,0 +1,41 @@
+"""The catalog's promised hashes and removal log: what a page can change, and their bounds."""
+from app import catalog as catalog_module
+from app.catalog import Catalog
+from app.index import File, Project
+
+SHA = "a" * 64
+
+
+def _project(name: str, count: int, sha256: str | None = SHA) -> Project:
+    files = tuple(
+        File(f"{name}-{i}.tar.gz", f"aa/{name}-{i}.tar.gz",
+             {"sha256": sha256} if sha256 else {}, size=None if sha256 is None else 10)
+        for i in range(count))
+    return Project(name, files)
+
+
+def test_a_page_without_hashes_never_erases_a_known_hash(tmp_path):
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    catalog.expect(_project("demo", 1))
+    catalog.expect(_project("demo", 1, sha256=None))  # the same file, re-read from bare HTML
+    assert catalog.expected("aa/demo-0.tar.gz") == ("demo", SHA, 10)
+    catalog.expect(_project("demo", 1, sha256="b" * 64))  # a page that names another hash wins
+    assert catalog.expected("aa/demo-0.tar.gz")[1] == "b" * 64
+
+
+def test_promised_hashes_stay_under_the_row_cap_forgetting_whole_old_projects(tmp_path):
+    catalog = Catalog(tmp_path / "catalog.sqlite3", max_rows=10)
+    assert catalog.expect(_project("first", 6)) == []
+    assert catalog.expect(_project("second", 6)) == ["first"]
+    assert catalog.expected("aa/first-0.tar.gz") == (None, None, None)
+    assert catalog.expected("aa/second-5.tar.gz")[0] == "second"
+    rows = catalog._connect().execute("SELECT COUNT(*) FROM expected").fetchone()[0]
+    assert rows == 6
+
+
+def test_the_removal_log_keeps_only_the_latest_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(catalog_module, "REMOVED_KEPT", 5)
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    for i in range(12):
+        catalog.forget(f"aa/demo-{i}.tar.gz", "evicted")
+    assert [row[0] for row in catalog.removed()] == [f"aa/demo-{i}.tar.gz" for i in range(11, 6, -1)]
