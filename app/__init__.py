@@ -80,10 +80,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             raise error
         return proxy_error(storage)
 
+    from . import auth
     from .cli import pypicache
     from .stats.setup import install
     from .views import browse, ops, packages, simple
 
+    auth.install(app, settings.auth_file, settings.auth_scope)
     app.register_blueprint(simple.bp)
     app.register_blueprint(packages.bp)
     app.register_blueprint(ops.bp)

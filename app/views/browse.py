@@ -6,6 +6,7 @@ from dataclasses import asdict
 
 from flask import Blueprint, abort, jsonify, render_template, request
 
+from .. import config
 from ..stats import report
 from . import services
 
@@ -28,7 +29,7 @@ def dashboard():
     return render_template(
         "browse/dashboard.html", overview=overview, projects=rows, query=query, sort=sort,
         descending=descending, chart=report.chart(overview.savings),
-        mirror=services().settings.mirror_url, note=(report.NOTE_T, report.NOTE_D),
+        mirror=config.redact(services().settings.mirror_url), note=(report.NOTE_T, report.NOTE_D),
     )
 
 
