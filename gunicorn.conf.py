@@ -26,7 +26,7 @@ except OSError as error:
     sys.exit(f"pypicache: PYPI_CACHE_DIR={_settings.cache_dir} is not writable: {error.strerror}")
 
 # The Flask factory; gunicorn calls it once per worker, after fork, so file locks and
-# HTTP sessions are made per process (see STYLE.md, filelock's "build a lock per use").
+# HTTP sessions are made per process (as filelock advises: "build a lock per use").
 wsgi_app = "app:create_app()"
 
 # PYPI_BIND: 127.0.0.1:8080 by default; the image sets 0.0.0.0:80 because user images
@@ -81,7 +81,7 @@ loglevel = "info"
 # pypicache does not use gunicornc, so no socket.
 control_socket_disable = True
 
-# Statistics and metrics (issue 6, app/stats). Prometheus counters are summed over workers
+# Statistics and metrics (app/stats). Prometheus counters are summed over workers
 # by prometheus_client's multiprocess mode: a per-run directory of metric files, set in
 # on_starting (the arbiter, before any worker exists), emptied at start; a dead worker's
 # live gauges go in child_exit. post_request runs after gunicorn has sent a response, which is

@@ -158,7 +158,7 @@ def parse(body: bytes, content_type: str, page_url: str, name: str, linker: Link
 
 
 # The root list is tens of MB upstream: names are pulled out of the stream with a regex,
-# never by parsing the whole document (BRIEF.md, "Speed").
+# never by parsing the whole document.
 _ROOT_HTML = re.compile(rb"<a\s[^>]*>\s*([^<\s]+)\s*</a>", re.IGNORECASE)
 _ROOT_JSON = re.compile(rb'"name"\s*:\s*"((?:[^"\\]|\\.)*)"')
 

@@ -1,4 +1,4 @@
-"""The dashboard in a real browser (issue 6): Debian's chromium driven by Playwright, against
+"""The dashboard in a real browser: Debian's chromium driven by Playwright, against
 gunicorn with 3 workers after real pip installs through the proxy; and escaping, in-process."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The command-line tools (issue 6): warm, prune, verify, stats."""
+"""The command-line tools: warm, prune, verify, stats."""
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,4 @@
-"""Real clients through real gunicorn: pip, uv and pypi-simple, both upstream styles (issue 3)."""
+"""Real clients through real gunicorn: pip, uv and pypi-simple, both upstream styles."""
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,4 @@
-"""End to end: real gunicorn workers, a real upstream on 127.0.0.1, real pip (issue 2)."""
+"""End to end: real gunicorn workers, a real upstream on 127.0.0.1, real pip."""
 from __future__ import annotations
 
 import contextlib

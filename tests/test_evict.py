@@ -1,4 +1,4 @@
-"""The size cap (issue 6): least recently used files go, safely across workers and processes."""
+"""The size cap: least recently used files go, safely across workers and processes."""
 from __future__ import annotations
 
 import hashlib

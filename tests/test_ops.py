@@ -1,4 +1,4 @@
-"""/healthz checks what it claims; /metrics sums over every gunicorn worker (issue 6)."""
+"""/healthz checks what it claims; /metrics sums over every gunicorn worker."""
 from __future__ import annotations
 
 import re

@@ -1,4 +1,4 @@
-"""The Simple API's header rules, in one process with `responses` as the upstream (issue 3)."""
+"""The Simple API's header rules, in one process with `responses` as the upstream."""
 import gzip
 import os
 import time

@@ -1,4 +1,4 @@
-"""Statistics (issue 6): exact totals across gunicorn workers, and the note's speed-up model."""
+"""Statistics: exact totals across gunicorn workers, and the note's speed-up model."""
 from __future__ import annotations
 
 import random

@@ -1,4 +1,4 @@
-"""Helpers for the reliability suite (issue 4): real gunicorn, a fault-injecting upstream on
+"""Helpers for the reliability suite: real gunicorn, a fault-injecting upstream on
 127.0.0.1, and the checks every fault test ends with: nothing wrong served as complete,
 nothing wrong or partial kept, no temp file left behind."""
 from __future__ import annotations
