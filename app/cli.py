@@ -201,7 +201,7 @@ def _remove(store, catalog, path: str, reason: str) -> int:
         store.file(path).unlink(missing_ok=True)
         catalog.forget(path, reason)
     finally:
-        os.close(lock)
+        store.unlock(path, lock)
     tqdm.write(f"removed: {path} ({reason})")
     return 1
 

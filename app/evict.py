@@ -22,7 +22,6 @@ in the last second may not count yet, which changes the order only among near-ti
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 from .catalog import Catalog
@@ -53,7 +52,7 @@ class Evictor:
         try:
             return self._pass(limit, reason)
         finally:
-            os.close(guard)
+            self.store.unlock(EVICT_LOCK, guard)
 
     def _pass(self, limit: int, reason: str) -> Eviction:
         result = Eviction(remaining=self.catalog.usage()[1])
@@ -70,7 +69,7 @@ class Evictor:
                 self.store.file(path).unlink(missing_ok=True)
                 self.catalog.forget(path, reason)
             finally:
-                os.close(lock)
+                self.store.unlock(path, lock)
             result.files += 1
             result.bytes += size
             result.remaining -= size

@@ -23,7 +23,7 @@ from urllib.parse import quote
 from . import names
 from .catalog import Catalog
 from .errors import IntegrityError, NotFound, ProxyError, UpstreamTimeout
-from .store import Store, key, storage_error
+from .store import Store, key, storage_error, write_all
 from .stats.signals import file_cached
 from .upstream import CHUNK, Upstream
 
@@ -216,7 +216,7 @@ class _Download:
         started = time.monotonic()  # the upstream throughput t on the dashboard (app/stats)
         try:
             for chunk in self.fetcher.upstream.iter_body(self.response):
-                _write_all(self.fd, chunk)
+                write_all(self.fd, chunk)
                 digest.update(chunk)
                 written += len(chunk)
             if self.size is not None and written != self.size:
@@ -244,9 +244,3 @@ class _Download:
             os.close(self.fd)  # followers see the writer gone: published, or abort
             os.close(self.lock)
             self.fetcher.catalog.release()  # this thread ends here
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]

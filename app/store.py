@@ -4,10 +4,16 @@ Layout under the cache root:
   files/<path>         published package files, exactly as the upstream had them
   pages/<project>/     rendered index pages (page.html, page.json, their .gz) and state.json
   tmp/                 downloads in progress (<key>.<random>.part) and their announcements
-  locks/<key>.lock     lock files: opened per use after fork, never deleted (filelock's advice)
+  locks/<key>.lock     lock files: opened per use after fork, removed by their holder on release
 
 Correctness rests on os.replace of a fully written, verified temp file; locks only save
 duplicate work and let followers find a download in progress.
+
+A lock file exists only while its lock is held (plus those of holders killed since, until the
+name is next locked and released), so locks/ stays as small as the work in flight, whatever
+names clients send. Removing a lock file is safe because the holder removes it before it lets
+go, and whoever gets a lock checks that the file it locked is still the one at the path: a
+waiter that opened the old file sees the difference and tries again with the new one.
 """
 from __future__ import annotations
 
@@ -53,14 +59,31 @@ class Store:
 
     # --- locks ---------------------------------------------------------------------------
     def try_lock(self, name: str) -> int | None:
-        """An exclusive lock on `name`'s lock file, or None if another holder has it."""
-        fd = os.open(self.lock_path(name), os.O_RDWR | os.O_CREAT, 0o644)
+        """An exclusive lock on `name`'s lock file, or None if another holder has it.
+        Release it with `unlock`."""
+        path = self.lock_path(name)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return None
+            try:
+                current = os.stat(path)
+            except FileNotFoundError:
+                current = None
+            mine = os.fstat(fd)
+            if current is not None and (current.st_ino, current.st_dev) == (mine.st_ino, mine.st_dev):
+                return fd
+            os.close(fd)  # its holder removed it as we locked it: lock the file there now
+
+    def unlock(self, name: str, fd: int) -> None:
+        """Release a lock from try_lock, removing its file first (while still holding it)."""
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            self.lock_path(name).unlink(missing_ok=True)
+        finally:
             os.close(fd)
-            return None
-        return fd
 
     @contextlib.contextmanager
     def lock(self, name: str, timeout: float) -> Iterator[None]:
@@ -75,7 +98,7 @@ class Store:
         try:
             yield
         finally:
-            os.close(fd)  # closing releases the flock; the kernel does it too if we die
+            self.unlock(name, fd)  # the kernel releases the flock too if we die
 
     @staticmethod
     def held_by_other(fd: int) -> bool:
@@ -107,17 +130,20 @@ class Store:
             raise storage_error(error) from error
 
     def write_atomic(self, target: Path, data: bytes) -> None:
+        # The temp file stays open, and so flocked, until it is renamed: a worker booting
+        # meanwhile (a HUP reload) runs sweep_temp, which removes only unlocked temp files.
         fd, temp = self.new_temp(key(str(target)))
         try:
             try:
-                with os.fdopen(fd, "wb") as out:
-                    out.write(data)
+                write_all(fd, data)
             except OSError as error:  # ENOSPC lands here, not in mkstemp (an inode is free)
                 raise storage_error(error) from error
             self.publish(temp, target)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
+        finally:
+            os.close(fd)
 
     def write_json(self, target: Path, data: dict) -> None:
         self.write_atomic(target, json.dumps(data).encode())
@@ -140,6 +166,12 @@ class Store:
             finally:
                 os.close(fd)
         return removed
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 # SQLite's primary result codes for storage faults (the catalog lives in the cache directory).
