@@ -6,8 +6,8 @@ with its hits and last use. `totals` and `state` hold the statistics every worke
 short transactions (app/stats), `removed` remembers what eviction and `verify` deleted.
 
 Both growing tables are bounded: `removed` keeps its latest REMOVED_KEPT rows, and `expected`
-at most `max_rows` (the pages refreshed longest ago are forgotten whole; `expect` returns
-their names so that their pages are fetched again when next asked for).
+at most `max_rows` (the pages refreshed longest ago are forgotten whole by `prune_expected`,
+which returns their names so that their pages are fetched again when next asked for).
 
 Reads never write: rows of published files are buffered (record_cached) and written by
 `write_pending`, which the statistics thread calls about once a second.
@@ -84,12 +84,9 @@ class Catalog:
             self._local.db = None
             db.close()
 
-    def expect(self, project: Project) -> list[str]:
-        """Record what a page promised; the projects forgotten to stay under the row cap.
-
-        A page without a hash for a file keeps the hash an earlier page (or the verified
-        download) gave: only a page that names another hash changes it.
-        """
+    def expect(self, project: Project) -> None:
+        """Record what a page promised. A page without a hash for a file keeps the hash an
+        earlier page (or the verified download) gave: only another hash changes it."""
         now = time.time()
         rows = [(f.path, project.name, f.sha256, f.size, now) for f in project.files]
         rows += [
@@ -106,10 +103,18 @@ class Catalog:
                 "size=COALESCE(excluded.size, expected.size), at=excluded.at",
                 rows,
             )
-            return self._prune_expected(db, project.name)
+
+    def prune_expected(self, keep: str) -> list[str]:
+        """Forget whole projects (never `keep`), least recently refreshed first, until the
+        promised hashes are under the cap; their names, whose pages must go too."""
+        db = self._connect()
+        if db.execute("SELECT COUNT(*) FROM expected").fetchone()[0] <= self.max_rows:
+            return []
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            return self._prune_expected(db, keep)
 
     def _prune_expected(self, db: sqlite3.Connection, keep: str) -> list[str]:
-        """Forget whole projects, least recently refreshed first, until under the cap."""
         excess = db.execute("SELECT COUNT(*) FROM expected").fetchone()[0] - self.max_rows
         if excess <= 0:
             return []

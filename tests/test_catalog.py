@@ -25,8 +25,10 @@ def test_a_page_without_hashes_never_erases_a_known_hash(tmp_path):
 
 def test_promised_hashes_stay_under_the_row_cap_forgetting_whole_old_projects(tmp_path):
     catalog = Catalog(tmp_path / "catalog.sqlite3", max_rows=10)
-    assert catalog.expect(_project("first", 6)) == []
-    assert catalog.expect(_project("second", 6)) == ["first"]
+    catalog.expect(_project("first", 6))
+    assert catalog.prune_expected("first") == []
+    catalog.expect(_project("second", 6))
+    assert catalog.prune_expected("second") == ["first"]
     assert catalog.expected("aa/first-0.tar.gz") == (None, None, None)
     assert catalog.expected("aa/second-5.tar.gz")[0] == "second"
     rows = catalog._connect().execute("SELECT COUNT(*) FROM expected").fetchone()[0]
