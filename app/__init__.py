@@ -10,7 +10,7 @@ from flask import Flask, Response
 
 from . import config
 from .catalog import Catalog
-from .errors import ProxyError
+from .errors import Busy, ProxyError
 from .fetch import Fetcher
 from .pages import Pages
 from .store import Store, sqlite_storage_error
@@ -35,13 +35,14 @@ class Services:
         store = Store(settings.cache_dir)
         catalog = Catalog(settings.cache_dir / "catalog.sqlite3", settings.catalog_max_rows)
         upstream = Upstream(settings)
+        pages = Pages(settings, store, catalog, upstream)
         return cls(
             settings,
             store,
             catalog,
             upstream,
-            Fetcher(settings, store, catalog, upstream),
-            Pages(settings, store, catalog, upstream),
+            Fetcher(settings, store, catalog, upstream, pages.project),
+            pages,
         )
 
 
@@ -70,7 +71,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     def proxy_error(error: ProxyError) -> Response:
         if error.status >= 500:
             log.warning("%s: %s", type(error).__name__, error.message)
-        return Response(error.message + "\n", status=error.status, mimetype="text/plain")
+        response = Response(error.message + "\n", status=error.status, mimetype="text/plain")
+        if isinstance(error, Busy):
+            response.headers["Retry-After"] = str(error.retry_after)
+        return response
 
     @app.errorhandler(sqlite3.OperationalError)
     def catalog_error(error: sqlite3.OperationalError) -> Response:

@@ -38,3 +38,13 @@ class StorageError(ProxyError):
     """The cache directory cannot take the file (disk full, read-only)."""
 
     status = 507
+
+
+class Busy(ProxyError):
+    """Every upstream download slot stayed taken for the bounded wait: 503, try again later."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after

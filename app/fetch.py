@@ -10,6 +10,7 @@ the kernel drops it when the writer dies (SIGKILL, timeout), and followers abort
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -17,17 +18,24 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 from urllib.parse import quote
 
 from . import names
 from .catalog import Catalog
-from .errors import IntegrityError, NotFound, ProxyError, UpstreamTimeout
+from .errors import (
+    BadRequest, IntegrityError, NotFound, ProxyError, StorageError, UpstreamError, UpstreamTimeout,
+)
+from .limits import Slots
 from .store import Store, key, storage_error, write_all
 from .stats.signals import file_cached
 from .upstream import CHUNK, Upstream
 
 log = logging.getLogger(__name__)
+
+
+# What a waiter answers when the leader it waited on failed with this status.
+_SHARED = {404: NotFound, 504: UpstreamTimeout, 507: StorageError}
 
 
 class DownloadAborted(Exception):
@@ -105,16 +113,28 @@ class Follow:
 
 
 class Fetcher:
-    def __init__(self, settings, store: Store, catalog: Catalog, upstream: Upstream):
+    def __init__(self, settings, store: Store, catalog: Catalog, upstream: Upstream,
+                 project_page: Callable[[str], object]):
         self.files_url = settings.files_url
         self.store = store
         self.catalog = catalog
         self.upstream = upstream
-        self.stall = settings.read_timeout  # no new byte for this long: give up
+        self.project_page = project_page  # fetches (or finds) a project's page: its hashes
+        # No new byte for this long: give up. A second more than the leader's own read
+        # timeout, so that a stalled upstream ends in the leader's clean abort first.
+        self.stall = settings.read_timeout + 1
+        self.slots = Slots(store, settings.max_downloads, settings.max_downloads_total,
+                           settings.download_wait)
+        # How long a leader may take to announce: a slot, then the upstream's headers.
+        self.start_wait = settings.download_wait + settings.connect_timeout + settings.read_timeout
 
     def open(self, path: str) -> Hit | Follow:
         """The cached file, or a stream of its download (started here or by another worker)."""
-        deadline = time.monotonic() + self.stall
+        if (hit := self._cached(path)) is not None:
+            return hit
+        self._require_listed(path)
+        started = time.time()
+        deadline = time.monotonic() + self.start_wait
         delay = 0.002
         while True:
             if (hit := self._cached(path)) is not None:
@@ -122,8 +142,9 @@ class Fetcher:
             lock = self.store.try_lock(path)
             if lock is not None:
                 if (hit := self._cached(path)) is not None:
-                    os.close(lock)
+                    self.store.unlock(path, lock)
                     return hit
+                self._share_failure(path, started, lock)
                 return self._lead(path, lock)
             follow = self._follow(path)
             if follow is not None:
@@ -132,6 +153,31 @@ class Fetcher:
                 raise UpstreamTimeout("another worker's download did not start in time")
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+    def _share_failure(self, path: str, since: float, lock: int) -> None:
+        """A leader that failed before its first byte while we waited left its error in the
+        announcement: answer it too, rather than each waiter trying again in turn (which made
+        n waiters on a black hole wait n timeouts). Whoever comes later tries afresh."""
+        try:
+            note = json.loads(self.store.announce_path(path).read_bytes())
+        except (OSError, ValueError):
+            return
+        if isinstance(note, dict) and note.get("failed") and note.get("at", 0) >= since:
+            self.store.unlock(path, lock)
+            raise _SHARED.get(note["failed"], UpstreamError)(note.get("message", "upstream failed"))
+
+    def _require_listed(self, path: str) -> None:
+        """Only files a page listed are fetched, so only verified bytes are kept: a file no
+        cached page listed makes us get its project's page first (a 404 there is ours)."""
+        if self.catalog.expected(path)[0] is not None:
+            return
+        try:
+            project = names.project_name(names.project_of_file(path))
+        except BadRequest:
+            raise NotFound(f"no project for a file named {names.filename(path)}") from None
+        self.project_page(project)
+        if self.catalog.expected(path)[0] is None:
+            raise NotFound(f"{names.filename(path)} is not listed on the page of {project}")
 
     def _cached(self, path: str) -> Hit | None:
         try:
@@ -143,10 +189,11 @@ class Fetcher:
 
     # --- the worker that downloads -------------------------------------------------------
     def _lead(self, path: str, lock: int) -> Follow:
-        response = fd = part = None
+        response = fd = part = slot = None
         try:
             self._clear_dead(path)
             project, sha256, size = self.catalog.expected(path)
+            slot = self.slots.acquire()
             response = self.upstream.get(
                 f"{self.files_url}/{quote(path)}", headers={"Accept-Encoding": "identity"}
             )
@@ -159,18 +206,25 @@ class Fetcher:
             self.store.write_json(self.store.announce_path(path), {"part": part.name, "size": size})
             follow = self._follow(path, cache="miss")
             assert follow is not None  # we hold the temp file's flock, so it is live
-        except BaseException:
+        except BaseException as error:
+            if isinstance(error, ProxyError):  # for the clients waiting on us (_share_failure)
+                with contextlib.suppress(ProxyError, OSError):
+                    self.store.write_json(self.store.announce_path(path), {
+                        "failed": error.status, "message": error.message, "at": time.time()})
             if response is not None:
                 response.close()
             if fd is not None:
                 part.unlink(missing_ok=True)
                 os.close(fd)
-            os.close(lock)
+            if slot is not None:
+                self.slots.release(slot)
+            self.store.unlock(path, lock)
             raise
-        job = _Download(self, path, project, sha256, size, response, fd, part, lock)
+        job = _Download(self, path, project, sha256, size, response, fd, part, (lock, slot))
         # Not a daemon: a worker leaving gracefully (SIGHUP, SIGTERM) exits through sys.exit,
         # which waits for the download (each read bounded by the read timeout; the arbiter
         # still kills the worker after graceful_timeout), even once its own client is gone.
+        # There are at most PYPI_MAX_DOWNLOADS of them: each holds a download slot.
         name = f"download {names.filename(path)}"
         threading.Thread(target=job.run, name=name, daemon=False).start()
         return follow
@@ -242,5 +296,7 @@ class _Download:
             self.response.close()
             store.announce_path(self.path).unlink(missing_ok=True)
             os.close(self.fd)  # followers see the writer gone: published, or abort
-            os.close(self.lock)
+            lock, slot = self.lock
+            self.fetcher.slots.release(slot)
+            self.fetcher.store.unlock(self.path, lock)
             self.fetcher.catalog.release()  # this thread ends here

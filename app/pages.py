@@ -13,12 +13,13 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import index, render
+from . import index, parsing, render
 from .encoding import ACCEPT_ENCODING
 from .errors import NotFound, UpstreamError
 from .store import key
@@ -26,7 +27,6 @@ from .store import key
 log = logging.getLogger(__name__)
 NEGATIVE_TTL = 60.0  # an upstream 404 is remembered this long (a new project appears soon)
 GONE_GRACE = 86400.0  # a page we have outlives an upstream 404 this long (mirrors mid-sync)
-MAX_PAGE = 64 << 20  # no project page is near this: a bigger body is an upstream fault
 MAX_ROOT = 1 << 30  # the root list is tens of MB; decoded past this it is a bomb or a fault
 STATES_KEPT = 4096  # page states a worker keeps parsed in memory
 ROOT = "_root"  # not a project name: those start with a letter or digit
@@ -40,15 +40,21 @@ class Page:
     cache: str  # hit, miss, revalidated, stale, updating
     age: float
 
+    version: str = "page"  # the bodies' name stem: a refresh writes new names (see _bodies)
+
     def body(self, fmt: str, compressed: bool) -> Path:
-        return self.directory / (f"page.{fmt}.gz" if compressed else f"page.{fmt}")
+        return self.directory / (f"{self.version}.{fmt}.gz" if compressed else f"{self.version}.{fmt}")
 
 
 class Pages:
     def __init__(self, settings, store, catalog, upstream):
         self.settings, self.store, self.catalog, self.upstream = settings, store, catalog, upstream
         self.linker = index.Linker(settings.files_url)
+        self.parser = parsing.Parser()
         self._states: dict[str, tuple[tuple, dict]] = {}  # per worker: name -> (stat, state)
+        # Per worker: names the upstream answered 404 for, and when. Not on disk, so a flood
+        # of made-up names leaves nothing behind; at most PYPI_NEGATIVE_CACHE, oldest out first.
+        self._missing: dict[str, float] = {}
 
     def project(self, name: str) -> Page:
         return self._get(name, self._refresh_project)
@@ -75,9 +81,19 @@ class Pages:
 
     def _answer(self, name: str, state: tuple[dict, float], cache: str) -> Page:
         data, age = state
-        if data["status"] == 404:
+        if data["status"] == 404:  # a page state from before the negative cache was in memory
             raise NotFound(f"no project named {name!r} upstream")
-        return Page(self.store.pages / name, data["etags"], cache, age)
+        return Page(self.store.pages / name, data["etags"], cache, age, data.get("version", "page"))
+
+    def _known_missing(self, name: str) -> bool:
+        seen = self._missing.get(name)
+        return seen is not None and time.monotonic() - seen < NEGATIVE_TTL
+
+    def _remember_missing(self, name: str) -> None:
+        self._missing.pop(name, None)
+        while len(self._missing) >= self.settings.negative_cache:
+            del self._missing[next(iter(self._missing))]  # the oldest (dicts keep order)
+        self._missing[name] = time.monotonic()
 
     def _fresh(self, state) -> bool:
         data, age = state
@@ -87,12 +103,16 @@ class Pages:
         state = self._state(name)
         if state and self._fresh(state):
             return self._answer(name, state, "hit")
+        if state is None and self._known_missing(name):
+            raise NotFound(f"no project named {name!r} upstream")
         lock = "page:" + name
         if state and state[0]["status"] == 200:
             fd = self.store.try_lock(lock)
             if fd is None:  # another worker is revalidating: the old copy is good enough
                 return self._answer(name, state, "updating")
-            os.close(fd)
+            self.store.unlock(lock, fd)
+        # As long as the leader's own wait for headers, and longer while its body arrives:
+        # the leader touches the lock at each chunk (Store.lock counts from the last touch).
         wait = self.settings.connect_timeout + self.settings.read_timeout
         with self.store.lock(lock, timeout=wait):
             state = self._state(name)
@@ -104,7 +124,8 @@ class Pages:
                 if state and state[0]["status"] == 200 and self._gone_lately(name, state[0]):
                     log.warning("upstream has no page for %s; serving the cached one", name)
                     return self._answer(name, state, "stale")
-                self.store.write_json(self.store.pages / name / "state.json", {"status": 404})
+                self._forget_page(name)
+                self._remember_missing(name)
                 raise
             except UpstreamError as error:
                 if state and state[0]["status"] == 200:
@@ -155,27 +176,43 @@ class Pages:
         if self._revalidated(name, response, old):
             return "revalidated"
         body = bytearray()
-        for chunk in self.upstream.iter_decoded(response, MAX_PAGE):
+        for chunk in self.upstream.iter_decoded(response, self.settings.max_page_size):
             body += chunk
+            self.store.touch_lock("page:" + name)  # progress: waiters keep waiting
         content_type = response.headers.get("Content-Type", "text/html")
-        project = index.parse(bytes(body), content_type, response.url, name, self.linker)
+        project = self.parser.parse(bytes(body), content_type, response.url, name, self.linker)
         self.catalog.expect(project)
+        for forgotten in self.catalog.prune_expected(name):
+            self._forget_page(forgotten)  # its hashes are gone: fetch it again when asked
         bodies = {
             "html": render.project_html(project).encode(),
             "json": render.project_json(project).encode(),
         }
+        etags = {fmt: '"' + hashlib.sha256(data).hexdigest()[:32] + '"' for fmt, data in bodies.items()}
+        version = _version(etags)
         directory = self.store.pages / name
-        etags = {}
         for fmt, data in bodies.items():
-            self.store.write_atomic(directory / f"page.{fmt}", data)
-            self.store.write_atomic(directory / f"page.{fmt}.gz", gzip.compress(data, 6, mtime=0))
-            etags[fmt] = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
-        self._write_state(name, response, etags)
+            self.store.write_atomic(directory / f"{version}.{fmt}", data)
+            self.store.write_atomic(directory / f"{version}.{fmt}.gz", gzip.compress(data, 6, mtime=0))
+        self._write_state(name, response, etags, version, old)
         return "miss"
 
-    def _write_state(self, name: str, response, etags: dict[str, str]) -> None:
-        state = {"status": 200, "etags": etags, "upstream_etag": response.headers.get("ETag")}
-        self.store.write_json(self.store.pages / name / "state.json", state)
+    def _write_state(self, name: str, response, etags: dict[str, str], version: str,
+                     old: dict | None) -> None:
+        """Switch readers to the new bodies in one rename, then drop all but the last two
+        versions (a reader that has just read the old state may still open the old ones)."""
+        state = {"status": 200, "etags": etags, "upstream_etag": response.headers.get("ETag"),
+                 "version": version}
+        directory = self.store.pages / name
+        self.store.write_json(directory / "state.json", state)
+        keep = {"state", version, (old or {}).get("version", "page")}
+        for entry in directory.iterdir():
+            if entry.name.split(".", 1)[0] not in keep:
+                entry.unlink(missing_ok=True)
+
+    def _forget_page(self, name: str) -> None:
+        shutil.rmtree(self.store.pages / name, ignore_errors=True)
+        self._states.pop(name, None)
 
     def _refresh_root(self, name: str, old: dict | None) -> str:
         # HTML first: the root list streams well as lines; JSON is parsed by the same regex.
@@ -190,7 +227,7 @@ class Pages:
             outputs, temps = {}, []
             for fmt in ("html", "json"):
                 plain, packed = (self.store.new_temp(key(f"{name}.{fmt}{gz}")) for gz in ("", ".gz"))
-                temps += [(plain[1], directory / f"page.{fmt}"), (packed[1], directory / f"page.{fmt}.gz")]
+                temps += [(plain[1], fmt), (packed[1], f"{fmt}.gz")]
                 outputs[fmt] = cleanup.enter_context(_Tee(plain[0], packed[0]))
                 cleanup.callback(plain[1].unlink, missing_ok=True)
                 cleanup.callback(packed[1].unlink, missing_ok=True)
@@ -198,11 +235,18 @@ class Pages:
             etags = {fmt: f'"{out.digest.hexdigest()[:32]}"' for fmt, out in outputs.items()}
             for out in outputs.values():
                 out.close()
-            for temp, target in temps:
-                self.store.publish(temp, target)
+            version = _version(etags)
+            for temp, suffix in temps:
+                self.store.publish(temp, directory / f"{version}.{suffix}")
         log.info("root list refreshed: %d projects", count)
-        self._write_state(name, response, etags)
+        self._write_state(name, response, etags, version, old)
         return "miss"
+
+
+def _version(etags: dict[str, str]) -> str:
+    """The name stem of a page's bodies: new bodies get new names, so that a refresh never
+    rewrites a file a reader of the current state.json may open."""
+    return "v" + hashlib.sha256("".join(sorted(etags.values())).encode()).hexdigest()[:16]
 
 
 class _Tee:

@@ -85,13 +85,26 @@ class Store:
         finally:
             os.close(fd)
 
+    def touch_lock(self, name: str) -> None:
+        """The holder shows progress: waiters in `lock` count their timeout from now."""
+        with contextlib.suppress(OSError):
+            os.utime(self.lock_path(name))
+
+    def _idle(self, name: str) -> float:
+        """Seconds since the lock's holder took it or last showed progress."""
+        try:
+            return time.time() - os.stat(self.lock_path(name)).st_mtime
+        except FileNotFoundError:
+            return 0.0  # just released: try again
+
     @contextlib.contextmanager
     def lock(self, name: str, timeout: float) -> Iterator[None]:
-        """Wait at most `timeout` seconds for the lock (never block a worker for ever)."""
-        deadline = time.monotonic() + timeout
+        """Wait for the lock until its holder has shown no progress for `timeout` seconds
+        (never block a worker for ever, never give up on a slow but healthy holder)."""
+        start = time.monotonic()
         delay = 0.005
         while (fd := self.try_lock(name)) is None:
-            if time.monotonic() > deadline:
+            if time.monotonic() - start > timeout and self._idle(name) > timeout:
                 raise UpstreamTimeout("timed out waiting for another worker's fetch")
             time.sleep(delay)
             delay = min(delay * 2, 0.1)

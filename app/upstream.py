@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from typing import Iterator
 from urllib.parse import urljoin, urlsplit
 
@@ -13,6 +14,7 @@ import urllib3
 from . import encoding
 from .config import Settings
 from .errors import NotFound, UpstreamError, UpstreamTimeout
+from .stats.signals import upstream_answered
 
 log = logging.getLogger(__name__)
 CHUNK = 256 * 1024
@@ -52,7 +54,23 @@ class Upstream:
         return session
 
     def get(self, url: str, headers: dict[str, str] | None = None) -> requests.Response:
-        """GET `url` as a stream; redirects are followed only within the allowed origins."""
+        """GET `url` as a stream; redirects are followed only within the allowed origins.
+        Each call is timed and its outcome sent as a signal (app/stats listens)."""
+        start = time.perf_counter()
+        outcome, message = "ok", None
+        try:
+            return self._get(url, headers)
+        except NotFound:  # the upstream answered: it is up
+            outcome = "not_found"
+            raise
+        except UpstreamError as error:
+            outcome, message = "error", error.message
+            raise
+        finally:
+            upstream_answered.send(self, outcome=outcome, seconds=time.perf_counter() - start,
+                                   message=message)
+
+    def _get(self, url: str, headers: dict[str, str] | None) -> requests.Response:
         for _ in range(_MAX_REDIRECTS + 1):
             if origin(url) not in self.allowed:
                 raise UpstreamError(f"refused to fetch outside the configured upstream: {redact(url)}")

@@ -16,7 +16,7 @@ from app.catalog import Catalog
 from app.evict import Evictor
 from app.store import Store
 
-from .conftest import FILES
+from .conftest import FILES, MIRROR
 from .fixture_upstream import Upstream
 from .servers import ROOT, Proxy
 
@@ -189,6 +189,9 @@ def test_a_hit_evicted_once_opened_still_gets_every_byte(app, client, monkeypatc
     """Eviction right after a hit opened its file (app/evict.py): the open descriptor keeps
     the bytes, the client gets them all, and the next request downloads the file afresh."""
     body = b"wheel bytes" * 100
+    listed = {"meta": {"api-version": "1.0"}, "name": "demo", "files": [
+        {"filename": "demo-1.0.tar.gz", "url": f"{FILES}/aa/demo-1.0.tar.gz", "hashes": {}}]}
+    responses.get(f"{MIRROR}/demo/", json=listed, content_type="application/vnd.pypi.simple.v1+json")
     responses.get(f"{FILES}/aa/demo-1.0.tar.gz", body=body)
     assert client.get("/packages/aa/demo-1.0.tar.gz").data == body  # cached
     fetcher = app.extensions["pypicache"].fetcher
@@ -205,4 +208,4 @@ def test_a_hit_evicted_once_opened_still_gets_every_byte(app, client, monkeypatc
     assert again.status_code == 200 and again.data == body and again.headers["X-Cache"] == "hit"
     monkeypatch.setattr(fetcher, "open", real_open)
     third = client.get("/packages/aa/demo-1.0.tar.gz")
-    assert third.data == body and third.headers["X-Cache"] == "miss" and len(responses.calls) == 2
+    assert third.data == body and third.headers["X-Cache"] == "miss" and len(responses.calls) == 3

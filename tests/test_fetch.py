@@ -18,7 +18,8 @@ PATH = "ab/cd/demo-1.0.tar.gz"
 
 
 def page(sha=SHA, size=None):
-    entry = {"filename": "demo-1.0.tar.gz", "url": f"{FILES}/{PATH}", "hashes": {"sha256": sha}}
+    entry = {"filename": "demo-1.0.tar.gz", "url": f"{FILES}/{PATH}",
+             "hashes": {"sha256": sha} if sha else {}}
     if size is not None:
         entry["size"] = size
     return json.dumps({"meta": {"api-version": "1.1"}, "name": "demo", "files": [entry]})
@@ -57,9 +58,23 @@ def test_miss_streams_then_hit_is_served_from_disk(app, client):
 
 
 @responses.activate
-def test_file_without_a_listed_hash_is_checked_by_length_and_recorded(app, client):
+def test_a_file_no_page_lists_is_404_and_never_fetched(app, client):
+    list_page(responses)
+    unlisted = "ab/cd/demo-2.0.tar.gz"
+    responses.get(f"{FILES}/{unlisted}", body=BODY)
+    responses.get(f"{MIRROR}/nothere/", status=404)
+    assert client.get(f"/packages/{unlisted}").status_code == 404  # its page was fetched first
+    assert client.get("/packages/ab/cd/nothere-1.0.tar.gz").status_code == 404
+    assert [call.request.url for call in responses.calls] == [f"{MIRROR}/demo/", f"{MIRROR}/nothere/"]
+    assert client.get("/packages/ab/cd/nothere-2.0.tar.gz").status_code == 404  # remembered
+    assert len(responses.calls) == 2 and cached(app) == []
+
+
+@responses.activate
+def test_a_file_listed_without_a_hash_is_checked_by_length_and_recorded(app, client):
+    list_page(responses, sha=None)
     responses.get(f"{FILES}/{PATH}", body=BODY)
-    assert client.get(f"/packages/{PATH}").data == BODY
+    assert client.get(f"/packages/{PATH}").data == BODY  # the fetcher got the page first
     catalog = app.extensions["pypicache"].catalog
     deadline = time.monotonic() + 5  # the client is answered at the publish; the row follows
     while not (rows := catalog.cached_files()) and time.monotonic() < deadline:
@@ -103,6 +118,7 @@ def test_size_mismatch_with_the_index_is_a_502_before_any_byte(app, client):
 )
 @responses.activate
 def test_upstream_faults_get_clean_status(app, client, kwargs, status):
+    list_page(responses)
     responses.get(f"{FILES}/{PATH}", **kwargs)
     response = client.get(f"/packages/{PATH}")
     assert response.status_code == status
@@ -111,6 +127,7 @@ def test_upstream_faults_get_clean_status(app, client, kwargs, status):
 
 @responses.activate
 def test_redirect_within_the_upstream_is_followed(app, client):
+    list_page(responses)
     responses.get(f"{FILES}/{PATH}", status=302, headers={"Location": f"{FILES}/moved/demo-1.0.tar.gz"})
     responses.get(f"{FILES}/moved/demo-1.0.tar.gz", body=BODY)
     assert client.get(f"/packages/{PATH}").data == BODY

@@ -279,6 +279,9 @@ def test_root_list_in_both_formats(client):
 @responses.activate
 def test_ranges_on_a_cached_file(client):
     body = bytes(range(256)) * 40
+    listed = {"meta": {"api-version": "1.0"}, "name": "demo", "files": [
+        {"filename": "demo-1.0.tar.gz", "url": f"{FILES}/ab/demo-1.0.tar.gz", "hashes": {}}]}
+    responses.get(f"{MIRROR}/demo/", json=listed, content_type="application/vnd.pypi.simple.v1+json")
     responses.get(f"{FILES}/ab/demo-1.0.tar.gz", body=body)
     url = "/packages/ab/demo-1.0.tar.gz"
     full = client.get(url)

@@ -1,17 +1,15 @@
 """Wires statistics, metrics, upstream watching and eviction into an app (called by create_app)."""
 from __future__ import annotations
 
-import functools
 import logging
 import time
 
 from flask import Flask, Response, current_app, request
 
-from ..errors import NotFound, UpstreamError
 from ..evict import Evictor
 from .metrics import Metrics
 from .recorder import Recorder
-from .signals import file_cached
+from .signals import file_cached, upstream_answered
 
 log = logging.getLogger(__name__)
 EXTENSION = "pypicache.stats"
@@ -47,6 +45,15 @@ class Stats:
         except Exception:
             log.exception("could not count the download of %s", path)
 
+    def on_upstream_answered(self, upstream, outcome: str, seconds: float,
+                             message: str | None) -> None:
+        """Time every upstream request; remember the upstream's last success and failure."""
+        self.metrics.upstream_latency.labels(outcome).observe(seconds)
+        if outcome == "error":
+            self.recorder.event("upstream_failed", message)
+        else:
+            self.recorder.event("upstream_ok")
+
     def after_request(self, response: Response) -> Response:
         rule = request.url_rule.rule if request.url_rule is not None else "other"
         self.metrics.requests.labels(rule, request.method, str(response.status_code)).inc()
@@ -56,9 +63,9 @@ class Stats:
 def install(app: Flask, services) -> Stats:
     stats = Stats(services)
     app.extensions[EXTENSION] = stats
-    _watch_upstream(services.upstream, stats)
     # blinker holds receivers weakly: `stats` lives as long as the app's extensions.
     file_cached.connect(stats.on_file_cached, sender=services.fetcher)
+    upstream_answered.connect(stats.on_upstream_answered, sender=services.upstream)
     app.after_request(stats.after_request)
     return stats
 
@@ -83,27 +90,3 @@ def file_served(path: str, cache: str, response: Response) -> None:
         request.environ[SENT_HOOK] = lambda sent: recorder.hit_sent(
             sent, time.perf_counter() - start)
 
-
-def _watch_upstream(upstream, stats: Stats) -> None:
-    """Time every upstream request and remember the upstream's last success and failure."""
-    get = upstream.get
-
-    @functools.wraps(get)
-    def watched(*args, **kwargs):
-        start = time.perf_counter()
-        outcome = "ok"
-        try:
-            return get(*args, **kwargs)
-        except NotFound:  # the upstream answered: it is up
-            outcome = "not_found"
-            raise
-        except UpstreamError as error:
-            outcome = "error"
-            stats.recorder.event("upstream_failed", error.message)
-            raise
-        finally:
-            stats.metrics.upstream_latency.labels(outcome).observe(time.perf_counter() - start)
-            if outcome != "error":
-                stats.recorder.event("upstream_ok")
-
-    upstream.get = watched

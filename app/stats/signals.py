@@ -8,3 +8,7 @@ _signals = Namespace()
 # Sent by the download thread (app/fetch.py) once a file is published and recorded:
 # sender=the Fetcher, path=..., size=bytes, seconds=time the body took to arrive.
 file_cached = _signals.signal("file-cached")
+
+# Sent by Upstream.get (app/upstream.py) after every upstream request: sender=the Upstream,
+# outcome="ok", "not_found" or "error", seconds=time to the headers, message=the error's.
+upstream_answered = _signals.signal("upstream-answered")

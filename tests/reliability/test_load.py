@@ -169,3 +169,66 @@ def test_two_hundred_clients_on_four_workers(tmp_path):
     finally:
         proxy.stop()
         up.stop()
+
+
+def _cold_burst(proxy: Proxy, files: list, clients: int) -> tuple[Counter, list[float], list[str]]:
+    """`clients` requests at once (a barrier), spread evenly over `files`, none cached yet."""
+    barrier = threading.Barrier(clients)
+    statuses: Counter = Counter()
+    latencies: list[float] = []
+    wrong: list[str] = []
+    lock = threading.Lock()
+
+    def client(index: int) -> None:
+        file = files[index % len(files)]
+        url = f"{proxy.url}/packages/{file.path.split('/packages/', 1)[1]}"
+        barrier.wait()
+        started = time.monotonic()
+        try:
+            response = requests.get(url, timeout=60)
+            status, ok = response.status_code, hashlib.sha256(response.content).hexdigest() == file.sha256
+        except requests.RequestException as error:
+            status, ok = type(error).__name__, False
+        with lock:
+            statuses[status] += 1
+            latencies.append(time.monotonic() - started)
+            if status == 200 and not ok:
+                wrong.append(url)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return statuses, latencies, wrong
+
+
+@pytest.mark.parametrize("total_slots", [64, 8], ids=["default-slots", "8-slots"])
+def test_fifty_cold_files_at_once_among_two_hundred_clients(tmp_path, total_slots):
+    """Each of 50 uncached files asked by 4 of 200 clients at the same instant: one download
+    per file, every client its whole file; with only 8 download slots for the 50 files the
+    rest wait their turn (PYPI_DOWNLOAD_WAIT) rather than fail."""
+    up = Upstream(tmp_path / "up").start()
+    rng = random.Random(50)
+    files = [up.add_file(f"cold-{i:02d}", f"cold_{i:02d}-1.0.tar.gz", size=rng.randrange(64 << 10, 1 << 20))
+             for i in range(50)]
+    proxy = Proxy(tmp_path / "cache", up.env(), workers=WORKERS, PYPI_THREADS=str(THREADS),
+                  PYPI_MAX_DOWNLOADS_TOTAL=str(total_slots)).start()
+    try:
+        for i in range(50):  # the pages are warm: the burst is about the files
+            assert requests.get(f"{proxy.url}/simple/cold-{i:02d}/", timeout=10).ok
+        started = time.monotonic()
+        statuses, latencies, wrong = _cold_burst(proxy, files, CLIENTS)
+        duration = time.monotonic() - started
+        threads = {pid: int(open(f"/proc/{pid}/status").read().split("Threads:")[1].split()[0])
+                   for pid in proxy.worker_pids()}
+        print(f"\ncold burst, {total_slots} slots: {CLIENTS} clients, 50 files, {duration:.1f} s; "
+              f"statuses {dict(statuses)}; p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
+              f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms; "
+              f"upstream downloads {sum(up.stats()['downloads'].values())}; worker threads {threads}")
+        assert statuses == Counter({200: CLIENTS}) and wrong == []
+        assert sorted(up.stats()["downloads"].values()) == [1] * 50
+        assert all(count <= THREADS + 4 for count in threads.values()), threads
+    finally:
+        proxy.stop()
+        up.stop()
