@@ -13,6 +13,7 @@ import random
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import requests
@@ -208,7 +209,7 @@ def test_fifty_cold_files_at_once_among_two_hundred_clients(tmp_path, total_slot
     """Each of 50 uncached files asked by 4 of 200 clients at the same instant: one download
     per file, every client its whole file; with only 8 download slots for the 50 files the
     rest wait their turn (PYPI_DOWNLOAD_WAIT) rather than fail."""
-    up = Upstream(tmp_path / "up").start()
+    up = Upstream(tmp_path / "up", throttle=2 << 20).start()  # 2 MiB/s a file: downloads overlap
     rng = random.Random(50)
     files = [up.add_file(f"cold-{i:02d}", f"cold_{i:02d}-1.0.tar.gz", size=rng.randrange(64 << 10, 1 << 20))
              for i in range(50)]
@@ -220,7 +221,7 @@ def test_fifty_cold_files_at_once_among_two_hundred_clients(tmp_path, total_slot
         started = time.monotonic()
         statuses, latencies, wrong = _cold_burst(proxy, files, CLIENTS)
         duration = time.monotonic() - started
-        threads = {pid: int(open(f"/proc/{pid}/status").read().split("Threads:")[1].split()[0])
+        threads = {pid: int(Path(f"/proc/{pid}/status").read_text().split("Threads:")[1].split()[0])
                    for pid in proxy.worker_pids()}
         print(f"\ncold burst, {total_slots} slots: {CLIENTS} clients, 50 files, {duration:.1f} s; "
               f"statuses {dict(statuses)}; p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
