@@ -10,8 +10,7 @@ import pytest
 import requests
 
 from .fixture_upstream import Upstream
-from .servers import Proxy, add_chain, installed, pip_install
-from .test_clients import uv_install
+from .servers import Proxy, add_chain, installed, pip_install, uv_install
 
 SECRET = "s3cret-upstream"
 

@@ -6,7 +6,7 @@ import zlib
 import pytest
 import responses
 
-from app import encoding, pages
+from app import encoding
 from app.errors import UpstreamError
 
 from .conftest import FILES, MIRROR
@@ -61,8 +61,9 @@ def test_compressed_json_page_and_root_list(client):
 
 
 @responses.activate
-def test_a_compression_bomb_stops_at_the_page_limit(app, client, monkeypatch):
-    monkeypatch.setattr(pages, "MAX_PAGE", 1 << 20)
+def test_a_compression_bomb_stops_at_the_page_limit(make_app):
+    app = make_app(max_page_size=1 << 20)  # PYPI_MAX_PAGE_SIZE
+    client = app.test_client()
     # A readable page followed by 64 MiB of blanks: 64 KiB on the wire.
     packer = zlib.compressobj(9, zlib.DEFLATED, 31)
     bomb = packer.compress(PAGE.encode()) + b"".join(packer.compress(b" " * (1 << 20)) for _ in range(64))
