@@ -90,9 +90,10 @@ class Catalog:
         now = time.time()
         rows = [(f.path, project.name, f.sha256, f.size, now) for f in project.files]
         rows += [
-            (f"{f.path}.metadata", project.name, f.core_metadata.get("sha256"), None, now)
+            (f"{f.path}.metadata", project.name,
+             f.core_metadata.get("sha256") if isinstance(f.core_metadata, dict) else None, None, now)
             for f in project.files
-            if isinstance(f.core_metadata, dict)
+            if f.core_metadata
         ]
         db = self._connect()
         with db:

@@ -163,9 +163,14 @@ class Store:
 
     # --- clean-up ------------------------------------------------------------------------
     def sweep_temp(self, older_than: float = 0.0) -> int:
-        """Remove temp files no live writer holds (a writer keeps its .part flocked)."""
+        """Remove temp files no live writer holds (a writer keeps its .part flocked), and the
+        notes of downloads that failed before their first byte (app/fetch.py)."""
         removed = 0
         now = time.time()
+        for note in self.tmp.glob("*.json"):
+            with contextlib.suppress(OSError, ValueError):
+                if "failed" in json.loads(note.read_bytes()) and now - note.stat().st_mtime > 60:
+                    note.unlink()
         for part in self.tmp.glob("*.part"):
             try:
                 fd = os.open(part, os.O_RDONLY)

@@ -12,7 +12,7 @@ import requests
 import urllib3
 
 from . import encoding
-from .config import Settings
+from .config import Settings, redact
 from .errors import NotFound, UpstreamError, UpstreamTimeout
 from .stats.signals import upstream_answered
 
@@ -24,14 +24,6 @@ _MAX_REDIRECTS = 5
 def origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}".lower()
-
-
-def redact(url: str) -> str:
-    """The URL without credentials, for logs and error messages."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
 class Upstream:
