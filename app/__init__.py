@@ -12,6 +12,7 @@ from . import config
 from .catalog import Catalog
 from .errors import ProxyError
 from .fetch import Fetcher
+from .metadata import Metadata
 from .pages import Pages
 from .store import Store, sqlite_storage_error
 from .upstream import Upstream
@@ -29,19 +30,22 @@ class Services:
     upstream: Upstream
     fetcher: Fetcher
     pages: Pages
+    metadata: Metadata
 
     @classmethod
     def build(cls, settings: config.Settings) -> "Services":
         store = Store(settings.cache_dir)
         catalog = Catalog(settings.cache_dir / "catalog.sqlite3")
         upstream = Upstream(settings)
+        fetcher = Fetcher(settings, store, catalog, upstream)
         return cls(
             settings,
             store,
             catalog,
             upstream,
-            Fetcher(settings, store, catalog, upstream),
+            fetcher,
             Pages(settings, store, catalog, upstream),
+            Metadata(fetcher),
         )
 
 

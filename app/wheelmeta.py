@@ -23,6 +23,7 @@ _END64 = struct.Struct("<4sQ2H2L4Q")  # 4.3.14: ZIP64 end of central directory r
 _ENTRY = struct.Struct("<4s6H3L5H2L")  # 4.3.12: central directory file header
 _LOCAL = struct.Struct("<4s5H3L2H")  # 4.3.7: local file header
 _UTF8_NAMES = 0x800  # general purpose flag bit 11
+_INFO = ".dist-info"
 
 
 class BadWheel(IntegrityError):
@@ -155,8 +156,8 @@ def _find(members: list[_Member], project: str, filename: str) -> _Member:
     """The METADATA of the one top-level .dist-info directory, as pip and uv find it: its
     name may differ from the file name in case and normalisation, never in the project."""
     directories = {m.name.split("/", 1)[0] for m in members if m.name.count("/") == 1}
-    info = [d for d in directories if d.lower().endswith(".dist-info")]
-    named = [d for d in info if canonicalize_name(d[:-len(".dist-info")].rsplit("-", 1)[0]) == project]
+    info = [d[:-len(_INFO)] for d in directories if d.endswith(_INFO)]
+    named = [d + _INFO for d in info if canonicalize_name(d.rsplit("-", 1)[0]) == project]
     if len(named) != 1:
         raise BadWheel(f"{filename} has {len(named) or 'no'} .dist-info directories of its project")
     wanted = named[0] + "/METADATA"

@@ -25,7 +25,8 @@ class Bytes:
 
 KINDS = {
     "plain": {},
-    "requirements": {"requires": ["beta>=1", "gamma; python_version>'3'"], "requires_python": ">=3.8"},
+    "requirements": {"requires": ["beta>=1", "gamma; python_version>'3'"],
+                     "requires_python": ">=3.8"},
     "stored": {"stored_metadata": True},
     "data directory": {"data_dir": True},
     "other case": {"info_name": "Odd_Name"},
