@@ -7,17 +7,18 @@ import hashlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from app.store import key
 
 from .fixture_upstream import Upstream
-from .servers import Proxy, clean_environ, installed, pip_install
-from .test_clients import uv_install
+from .servers import Proxy, clean_environ, installed, pip_install, uv_install
 from .wheels import make_wheel, metadata_from_wheel
 
 MIB = 1 << 20
+UV = str(Path(sys.executable).with_name("uv"))
 JSON = "application/vnd.pypi.simple.v1+json"
 
 
@@ -234,7 +235,7 @@ def resolution_set(tmp_path):
 
 
 def uv_compile(index: str, cache, requirements) -> subprocess.CompletedProcess:
-    command = [str(sys.executable).rsplit("/", 1)[0] + "/uv", "pip", "compile", "--no-config",
+    command = [UV, "pip", "compile", "--no-config",
                "--cache-dir", str(cache), "--index-url", index, "--python", sys.executable,
                str(requirements)]
     return subprocess.run(command, env=clean_environ(), capture_output=True, text=True, timeout=300)
