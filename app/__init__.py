@@ -12,6 +12,7 @@ from . import config
 from .catalog import Catalog
 from .errors import Busy, ProxyError
 from .fetch import Fetcher
+from .metadata import Metadata
 from .pages import Pages
 from .store import Store, sqlite_storage_error
 from .upstream import Upstream
@@ -29,6 +30,7 @@ class Services:
     upstream: Upstream
     fetcher: Fetcher
     pages: Pages
+    metadata: Metadata
 
     @classmethod
     def build(cls, settings: config.Settings) -> "Services":
@@ -36,13 +38,15 @@ class Services:
         catalog = Catalog(settings.cache_dir / "catalog.sqlite3", settings.catalog_max_rows)
         upstream = Upstream(settings)
         pages = Pages(settings, store, catalog, upstream)
+        fetcher = Fetcher(settings, store, catalog, upstream, pages.project)
         return cls(
             settings,
             store,
             catalog,
             upstream,
-            Fetcher(settings, store, catalog, upstream, pages.project),
+            fetcher,
             pages,
+            Metadata(fetcher),
         )
 
 

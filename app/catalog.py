@@ -27,6 +27,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS expected (
     path TEXT PRIMARY KEY, project TEXT NOT NULL, sha256 TEXT, size INTEGER,
     at REAL NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS expected_project ON expected(project);
 CREATE TABLE IF NOT EXISTS cached (
     path TEXT PRIMARY KEY, project TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
     created REAL NOT NULL, last_used REAL NOT NULL, hits INTEGER NOT NULL DEFAULT 0);
@@ -84,16 +85,17 @@ class Catalog:
             self._local.db = None
             db.close()
 
-    def expect(self, project: Project) -> None:
-        """Record what a page promised. A page without a hash for a file keeps the hash an
-        earlier page (or the verified download) gave: only another hash changes it."""
+    def expect(self, project: Project) -> dict[str, str]:
+        """Record what the page promises; return the sha256 known of each wheel's .metadata
+        (the upstream's, or that of what the proxy extracted and served). A page without a
+        hash for a file keeps the hash an earlier page (or the verified download) gave."""
         now = time.time()
         rows = [(f.path, project.name, f.sha256, f.size, now) for f in project.files]
-        rows += [
+        metadata = [
             (f"{f.path}.metadata", project.name,
              f.core_metadata.get("sha256") if isinstance(f.core_metadata, dict) else None, None, now)
             for f in project.files
-            if f.core_metadata
+            if f.core_metadata or f.filename.endswith(".whl")
         ]
         db = self._connect()
         with db:
@@ -102,8 +104,21 @@ class Catalog:
                 "INSERT INTO expected VALUES (?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
                 "project=excluded.project, sha256=COALESCE(excluded.sha256, expected.sha256), "
                 "size=COALESCE(excluded.size, expected.size), at=excluded.at",
-                rows,
+                rows + metadata,
             )
+            known = {}
+            for start in range(0, len(metadata), 500):  # SQLite's bound on parameters
+                paths = [row[0] for row in metadata[start:start + 500]]
+                known.update(db.execute(
+                    f"SELECT path, sha256 FROM expected WHERE sha256 IS NOT NULL AND path IN "
+                    f"({','.join('?' * len(paths))})", paths).fetchall())
+        return known
+
+    def metadata_known(self, project: str) -> int:
+        """How many of the project's .metadata hashes are known (a page renders them)."""
+        return self._connect().execute(
+            "SELECT COUNT(*) FROM expected WHERE project = ? AND sha256 IS NOT NULL "
+            "AND path LIKE '%.metadata'", (project,)).fetchone()[0]
 
     def prune_expected(self, keep: str) -> list[str]:
         """Forget whole projects (never `keep`), least recently refreshed first, until the

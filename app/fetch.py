@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 from urllib.parse import quote
 
-from . import names
+from werkzeug.datastructures import Range
+
+from . import names, ranges
 from .catalog import Catalog
 from .errors import (
     BadRequest, IntegrityError, NotFound, ProxyError, StorageError, UpstreamError, UpstreamTimeout,
@@ -32,8 +34,6 @@ from .stats.signals import file_cached
 from .upstream import CHUNK, Upstream
 
 log = logging.getLogger(__name__)
-
-
 # What a waiter answers when the leader it waited on failed with this status.
 _SHARED = {404: NotFound, 504: UpstreamTimeout, 507: StorageError}
 
@@ -66,6 +66,10 @@ class Follow:
     def __init__(self, fetcher: "Fetcher", path: str, fd: int, size: int | None, cache: str):
         self.fetcher, self.path, self.fd, self.size = fetcher, path, fd, size
         self.cache = cache  # "miss" for the client that started it, "follower" for the others
+        # A range that ends before the file's end, taken from the download on its way
+        # (Fetcher._range): its last bytes need not wait for the publish, as they are no
+        # less checked than the same range asked of the upstream.
+        self.early = False
 
     def close(self) -> None:
         if self.fd is not None:
@@ -74,6 +78,11 @@ class Follow:
 
     def published(self) -> bool:
         return self.fetcher._published(self.path, self.fd)
+
+    def landed(self, start: int, stop: int) -> bool:
+        """Whether [start, stop) can go out now or as the bytes land: it has begun landing
+        and it ends before the file's last byte (which waits for the whole download)."""
+        return self.size is not None and stop < self.size and start < os.fstat(self.fd).st_size
 
     def stream(self, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
         """Bytes [start, stop) (to the end when stop is None), as they land."""
@@ -87,7 +96,7 @@ class Follow:
         try:
             while end is None or position < end:
                 chunk = read()
-                if chunk and (end is None or position + len(chunk) < end):
+                if chunk and (end is None or position + len(chunk) < end or self.early):
                     position += len(chunk)
                     yield chunk
                     last_progress, delay = time.monotonic(), 0.001
@@ -128,20 +137,62 @@ class Fetcher:
         # How long a leader may take to announce: a slot, then the upstream's headers.
         self.start_wait = settings.download_wait + settings.connect_timeout + settings.read_timeout
 
-    def open(self, path: str) -> Hit | Follow:
-        """The cached file, or a stream of its download (started here or by another worker)."""
-        if (hit := self._cached(path)) is not None:
+    def open(self, path: str, byte_range: Range | None = None) -> Hit | Follow | ranges.Part:
+        """The cached file, or a stream of its download (started here or by another worker).
+
+        A range of a file not cached starts no download (docs/DESIGN.md): it is followed
+        in a download already under way that has reached it, else asked of the upstream.
+        """
+        if (hit := self.cached(path)) is not None:
             return hit
-        self._require_listed(path)
+        self.require_listed(path)
+        if byte_range is not None:
+            part = self._range(path, byte_range)
+            if part is not None:
+                return part
+        return self.single_flight(path)
+
+    def _range(self, path: str, byte_range: Range) -> Follow | ranges.Part | None:
+        follow = self._follow(path)
+        if follow is not None:
+            span = byte_range.range_for_length(follow.size) if follow.size is not None else None
+            if span is not None and follow.landed(*span):
+                follow.early = True
+                return follow
+            follow.close()
+        _, _, size = self.catalog.expected(path)
+        try:
+            return ranges.part(self.upstream, self.url(path), byte_range.to_header(), size)
+        except ranges.RangesIgnored:
+            return None  # the upstream sends whole files only: follow the one download
+
+    def url(self, path: str) -> str:
+        return f"{self.files_url}/{quote(path)}"
+
+    def require_listed(self, path: str) -> None:
+        """Only files a page listed are fetched, so only verified bytes are kept: a file no
+        cached page listed makes us get its project's page first (a 404 there is ours)."""
+        if self.catalog.expected(path)[0] is not None:
+            return
+        try:
+            project = names.project_name(names.project_of_file(path))
+        except BadRequest:
+            raise NotFound(f"no project for a file named {names.filename(path)}") from None
+        self.project_page(project)
+        if self.catalog.expected(path)[0] is None:
+            raise NotFound(f"{names.filename(path)} is not listed on the page of {project}")
+
+    def single_flight(self, path: str) -> Hit | Follow:
+        """The cached file, or a stream of its one download."""
         started = time.time()
         deadline = time.monotonic() + self.start_wait
         delay = 0.002
         while True:
-            if (hit := self._cached(path)) is not None:
+            if (hit := self.cached(path)) is not None:
                 return hit
             lock = self.store.try_lock(path)
             if lock is not None:
-                if (hit := self._cached(path)) is not None:
+                if (hit := self.cached(path)) is not None:
                     self.store.unlock(path, lock)
                     return hit
                 self._share_failure(path, started, lock)
@@ -166,20 +217,7 @@ class Fetcher:
             self.store.unlock(path, lock)
             raise _SHARED.get(note["failed"], UpstreamError)(note.get("message", "upstream failed"))
 
-    def _require_listed(self, path: str) -> None:
-        """Only files a page listed are fetched, so only verified bytes are kept: a file no
-        cached page listed makes us get its project's page first (a 404 there is ours)."""
-        if self.catalog.expected(path)[0] is not None:
-            return
-        try:
-            project = names.project_name(names.project_of_file(path))
-        except BadRequest:
-            raise NotFound(f"no project for a file named {names.filename(path)}") from None
-        self.project_page(project)
-        if self.catalog.expected(path)[0] is None:
-            raise NotFound(f"{names.filename(path)} is not listed on the page of {project}")
-
-    def _cached(self, path: str) -> Hit | None:
+    def cached(self, path: str) -> Hit | None:
         try:
             return Hit(open(self.store.file(path), "rb"))
         except FileNotFoundError:
@@ -194,9 +232,7 @@ class Fetcher:
             self._clear_dead(path)
             project, sha256, size = self.catalog.expected(path)
             slot = self.slots.acquire()
-            response = self.upstream.get(
-                f"{self.files_url}/{quote(path)}", headers={"Accept-Encoding": "identity"}
-            )
+            response = self.upstream.get(self.url(path), headers={"Accept-Encoding": "identity"})
             length = response.headers.get("Content-Length")
             length = int(length) if length and length.isdigit() else None
             if size is not None and length is not None and size != length:
@@ -298,5 +334,6 @@ class _Download:
             os.close(self.fd)  # followers see the writer gone: published, or abort
             lock, slot = self.lock
             self.fetcher.slots.release(slot)
-            self.fetcher.store.unlock(self.path, lock)
+            store.unlock(self.path, lock)
             self.fetcher.catalog.release()  # this thread ends here
+

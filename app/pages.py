@@ -172,6 +172,8 @@ class Pages:
 
     def _refresh_project(self, name: str, old: dict | None) -> str:
         url = f"{self.settings.mirror_url}/{name}/"
+        if old and old.get("metadata_known", 0) < self.catalog.metadata_known(name):
+            old = None  # metadata hashes learnt since the render: render anew, even on a 304
         response = self._fetch(url, old, UPSTREAM_ACCEPT)
         if self._revalidated(name, response, old):
             return "revalidated"
@@ -181,7 +183,7 @@ class Pages:
             self.store.touch_lock("page:" + name)  # progress: waiters keep waiting
         content_type = response.headers.get("Content-Type", "text/html")
         project = self.parser.parse(bytes(body), content_type, response.url, name, self.linker)
-        self.catalog.expect(project)
+        project = index.with_core_metadata(project, self.catalog.expect(project))
         for forgotten in self.catalog.prune_expected(name):
             self._forget_page(forgotten)  # its hashes are gone: fetch it again when asked
         bodies = {
@@ -194,15 +196,16 @@ class Pages:
         for fmt, data in bodies.items():
             self.store.write_atomic(directory / f"{version}.{fmt}", data)
             self.store.write_atomic(directory / f"{version}.{fmt}.gz", gzip.compress(data, 6, mtime=0))
-        self._write_state(name, response, etags, version, old)
+        self._write_state(name, response, etags, version, old,
+                          metadata_known=self.catalog.metadata_known(name))
         return "miss"
 
     def _write_state(self, name: str, response, etags: dict[str, str], version: str,
-                     old: dict | None) -> None:
+                     old: dict | None, **more) -> None:
         """Switch readers to the new bodies in one rename, then drop all but the last two
         versions (a reader that has just read the old state may still open the old ones)."""
         state = {"status": 200, "etags": etags, "upstream_etag": response.headers.get("ETag"),
-                 "version": version}
+                 "version": version, **more}
         directory = self.store.pages / name
         self.store.write_json(directory / "state.json", state)
         keep = {"state", version, (old or {}).get("version", "page")}

@@ -6,12 +6,15 @@ from itertools import chain
 from typing import Iterator
 
 from flask import Blueprint, Response, request
+from werkzeug.datastructures import Range
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.wsgi import wrap_file
 
 from .. import names
 from ..errors import UpstreamError, UpstreamTimeout
 from ..fetch import DownloadAborted, DownloadStalled, Follow, Hit
+from ..metadata import SUFFIX as METADATA
+from ..ranges import Part
 from ..stats.setup import file_served
 from ..store import key
 from . import services
@@ -27,9 +30,14 @@ CONDITIONAL = {"HTTP_RANGE", "HTTP_IF_NONE_MATCH", "HTTP_IF_MATCH", "HTTP_IF_MOD
 def package(path: str) -> Response:
     path = names.file_path(path)
     etag = key(path)  # strong: a path's bytes never change once verified
-    result = services().fetcher.open(path)
+    if path.endswith(METADATA):
+        result = services().metadata.open(path)
+    else:
+        result = services().fetcher.open(path, _cold_range(etag))
     if isinstance(result, Hit):
         response = _hit_response(result, etag)
+    elif isinstance(result, Part):
+        response = _part_response(result, etag)
     else:
         response = _follow_response(result, etag)
     response.headers["Cache-Control"] = IMMUTABLE
@@ -63,13 +71,43 @@ def _hit_response(hit: Hit, etag: str) -> Response:
     return response
 
 
+def _cold_range(etag: str) -> Range | None:
+    """The one range a GET asks for, if it is to be honoured (RFC 9110 14.2: HEAD ignores
+    Range; an If-Range naming other bytes asks for the whole file)."""
+    if "HTTP_RANGE" not in request.environ or request.method != "GET":
+        return None
+    byte_range = request.range
+    if byte_range is None or len(byte_range.ranges) != 1 or not _current(etag):
+        return None
+    return byte_range
+
+
+def _current(etag: str) -> bool:
+    """If-Range is absent or names these bytes (a download has no Last-Modified to match)."""
+    if_range = request.if_range
+    return if_range.etag is None and if_range.date is None or if_range.etag == etag
+
+
+def _part_response(part: Part, etag: str) -> Response:
+    """A range of a file not cached, relayed from the upstream's 206 as it arrives."""
+    if part.status == 416:
+        response = Response(status=416)
+        response.headers["Content-Range"] = f"bytes */{part.size}"
+        return response
+    response = Response(part.chunks, status=206, mimetype=OCTET_STREAM)
+    response.call_on_close(part.close)
+    response.content_length = part.stop - part.start
+    response.headers["Content-Range"] = f"bytes {part.start}-{part.stop - 1}/{part.size}"
+    response.headers["Accept-Ranges"] = "bytes"
+    response.set_etag(etag)
+    return response
+
+
 def _follow_response(follow: Follow, etag: str) -> Response:
     """A file still downloading; a Range is served as its bytes land (uv reads wheels so)."""
     start, stop, status = 0, None, 200
-    byte_range, if_range = request.range, request.if_range
-    # If-Range with another ETag (or a date: a download has no Last-Modified yet) means "all".
-    current = if_range.etag is None and if_range.date is None or if_range.etag == etag
-    if byte_range and follow.size is not None and current:
+    byte_range = request.range
+    if byte_range and follow.size is not None and _current(etag):
         span = byte_range.range_for_length(follow.size)
         if span is None:
             follow.close()
