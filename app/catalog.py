@@ -213,17 +213,21 @@ class Catalog:
         files: Iterable[tuple[int, float, str]],
         totals: dict[str, float],
         state: dict[str, tuple[float, str | None]],
-    ) -> None:
+    ) -> list[tuple[int, float, str]]:
         """One worker's counts since its last flush, added in one short transaction.
 
         `files` holds (hits, last_used, path); `totals` are added to; `state` keeps the latest
         time of each named event (the upstream's last success and failure) with its text.
+        Returns the `files` rows that found no file row (not written yet by the worker that
+        published the file, or evicted).
         """
+        unmatched: list[tuple[int, float, str]] = []
+
         def add(db: sqlite3.Connection) -> None:
-            db.executemany(
-                "UPDATE cached SET hits = hits + ?, last_used = MAX(last_used, ?) WHERE path = ?",
-                files,
-            )
+            for row in files:
+                if db.execute("UPDATE cached SET hits = hits + ?, last_used = MAX(last_used, ?) "
+                              "WHERE path = ?", row).rowcount == 0:
+                    unmatched.append(row)
             db.executemany(
                 "INSERT INTO totals VALUES (?, ?) ON CONFLICT(name) DO UPDATE "
                 "SET value = value + excluded.value",
@@ -236,6 +240,7 @@ class Catalog:
             )
 
         self._transaction(add)
+        return unmatched
 
     def totals(self) -> dict[str, float]:
         return dict(self._connect().execute("SELECT name, value FROM totals").fetchall())

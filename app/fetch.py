@@ -11,7 +11,6 @@ the kernel drops it when the writer dies (SIGKILL, timeout), and followers abort
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -25,12 +24,12 @@ from werkzeug.datastructures import Range
 
 from . import names, ranges
 from .catalog import Catalog
+from .download import Download
 from .errors import (
     BadRequest, IntegrityError, NotFound, ProxyError, StorageError, UpstreamError, UpstreamTimeout,
 )
 from .limits import Slots
-from .store import Store, key, storage_error, write_all
-from .stats.signals import file_cached
+from .store import Store, key
 from .upstream import CHUNK, Upstream
 
 log = logging.getLogger(__name__)
@@ -256,7 +255,7 @@ class Fetcher:
                 self.slots.release(slot)
             self.store.unlock(path, lock)
             raise
-        job = _Download(self, path, project, sha256, size, response, fd, part, (lock, slot))
+        job = Download(self, path, project, sha256, size, response, fd, part, (lock, slot))
         # Not a daemon: a worker leaving gracefully (SIGHUP, SIGTERM) exits through sys.exit,
         # which waits for the download (each read bounded by the read timeout; the arbiter
         # still kills the worker after graceful_timeout), even once its own client is gone.
@@ -290,50 +289,3 @@ class Fetcher:
             return False
         mine = os.fstat(fd)
         return (done.st_ino, done.st_dev) == (mine.st_ino, mine.st_dev)
-
-
-class _Download:
-    """The background copy of one upstream body into its temp file, then verify and publish."""
-
-    def __init__(self, fetcher, path, project, sha256, size, response, fd, part, lock):
-        self.fetcher, self.path, self.project = fetcher, path, project
-        self.sha256, self.size, self.response = sha256, size, response
-        self.fd, self.part, self.lock = fd, part, lock
-
-    def run(self) -> None:
-        store = self.fetcher.store
-        digest, written = hashlib.sha256(), 0
-        started = time.monotonic()  # the upstream throughput t on the dashboard (app/stats)
-        try:
-            for chunk in self.fetcher.upstream.iter_body(self.response):
-                write_all(self.fd, chunk)
-                digest.update(chunk)
-                written += len(chunk)
-            if self.size is not None and written != self.size:
-                raise IntegrityError(f"got {written} bytes, expected {self.size}")
-            if self.sha256 and digest.hexdigest() != self.sha256:
-                raise IntegrityError("sha256 does not match the index")
-            store.publish(self.part, store.file(self.path))
-            self.fetcher.catalog.record_cached(
-                self.path, self.project or names.project_of_file(self.path), written, digest.hexdigest()
-            )
-            log.info("cached %s (%d bytes)", self.path, written)
-            file_cached.send(self.fetcher, path=self.path, size=written,
-                             seconds=time.monotonic() - started)
-        except (ProxyError, OSError) as error:
-            if isinstance(error, OSError):
-                error = storage_error(error)
-            log.warning("download of %s failed: %s", self.path, error.message)
-            self.part.unlink(missing_ok=True)
-        except BaseException:
-            log.exception("download of %s failed", self.path)
-            self.part.unlink(missing_ok=True)
-        finally:
-            self.response.close()
-            store.announce_path(self.path).unlink(missing_ok=True)
-            os.close(self.fd)  # followers see the writer gone: published, or abort
-            lock, slot = self.lock
-            self.fetcher.slots.release(slot)
-            store.unlock(self.path, lock)
-            self.fetcher.catalog.release()  # this thread ends here
-

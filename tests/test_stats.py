@@ -163,3 +163,13 @@ def _poll_stats(proxy: Proxy, answered: int, timeout: float = 10) -> dict:
         if sum(data["requests"].values()) >= answered or time.monotonic() > deadline:
             return data
         time.sleep(0.2)
+
+
+def test_hits_on_a_file_whose_row_another_worker_has_not_written_yet_wait_for_it(tmp_path):
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    recorder = Recorder(catalog, interval=3600)
+    recorder.file_request("x/late-1.0.tar.gz", "hit", "GET", 10)
+    recorder.flush()  # the worker that published the file has not flushed its row yet
+    catalog.add_cached("x/late-1.0.tar.gz", "late", 10, "0" * 64)
+    recorder.flush()
+    assert [(row[0], row[-1]) for row in catalog.files()] == [("x/late-1.0.tar.gz", 1)]

@@ -23,6 +23,7 @@ from ..catalog import Catalog
 
 log = logging.getLogger(__name__)
 FLUSH_INTERVAL = 1.0  # seconds: how stale the dashboard and the LRU order may be
+UNMATCHED_KEPT = 60.0  # seconds hits wait for their file's row (written by another worker)
 
 
 class Recorder:
@@ -135,10 +136,17 @@ class Recorder:
                 return
             rows = [(hits, last, path) for path, (hits, last) in files.items()]
             try:
-                self.catalog.add_stats(rows, dict(totals), state)
+                unmatched = self.catalog.add_stats(rows, dict(totals), state)
             except sqlite3.Error as error:
                 log.warning("statistics not saved yet (%s); kept for the next flush", error)
                 self._merge(files, totals, state)
+                return
+            # Hits on a file another worker has just published: its row comes with that
+            # worker's next flush. Kept for the next flushes, for a while (not for ever: the
+            # file may have been evicted meanwhile).
+            recent = time.time() - UNMATCHED_KEPT
+            self._merge({path: (hits, last) for hits, last, path in unmatched
+                         if hits and last > recent}, {}, {})
 
     def _merge(self, files, totals, state) -> None:
         with self._lock:

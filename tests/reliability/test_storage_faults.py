@@ -55,7 +55,7 @@ def remount(mount_point, mode: str) -> None:
 def fill(mount_point) -> os.PathLike:
     """Fill the tmpfs to the last byte with a ballast file."""
     ballast = mount_point / "ballast"
-    with open(ballast, "wb") as out:
+    with open(ballast, "wb", buffering=0) as out:  # unbuffered: no flush at close to fail
         try:
             while True:
                 out.write(b"\0" * 65536)

@@ -1,0 +1,61 @@
+"""The background copy of one upstream body into its temp file, then verify and publish."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+
+from . import names
+from .errors import IntegrityError, ProxyError
+from .stats.signals import file_cached
+from .store import storage_error, write_all
+
+log = logging.getLogger(__name__)
+
+
+class Download:
+    """The background copy of one upstream body into its temp file, then verify and publish."""
+
+    def __init__(self, fetcher, path, project, sha256, size, response, fd, part, lock):
+        self.fetcher, self.path, self.project = fetcher, path, project
+        self.sha256, self.size, self.response = sha256, size, response
+        self.fd, self.part, self.lock = fd, part, lock
+
+    def run(self) -> None:
+        store = self.fetcher.store
+        digest, written = hashlib.sha256(), 0
+        started = time.monotonic()  # the upstream throughput t on the dashboard (app/stats)
+        try:
+            for chunk in self.fetcher.upstream.iter_body(self.response):
+                write_all(self.fd, chunk)
+                digest.update(chunk)
+                written += len(chunk)
+            if self.size is not None and written != self.size:
+                raise IntegrityError(f"got {written} bytes, expected {self.size}")
+            if self.sha256 and digest.hexdigest() != self.sha256:
+                raise IntegrityError("sha256 does not match the index")
+            store.publish(self.part, store.file(self.path))
+            self.fetcher.catalog.record_cached(
+                self.path, self.project or names.project_of_file(self.path), written, digest.hexdigest()
+            )
+            log.info("cached %s (%d bytes)", self.path, written)
+            file_cached.send(self.fetcher, path=self.path, size=written,
+                             seconds=time.monotonic() - started)
+        except (ProxyError, OSError) as error:
+            if isinstance(error, OSError):
+                error = storage_error(error)
+            log.warning("download of %s failed: %s", self.path, error.message)
+            self.part.unlink(missing_ok=True)
+        except BaseException:
+            log.exception("download of %s failed", self.path)
+            self.part.unlink(missing_ok=True)
+        finally:
+            self.response.close()
+            store.announce_path(self.path).unlink(missing_ok=True)
+            os.close(self.fd)  # followers see the writer gone: published, or abort
+            lock, slot = self.lock
+            self.fetcher.slots.release(slot)
+            store.unlock(self.path, lock)
+            self.fetcher.catalog.release()  # this thread ends here
+
