@@ -11,8 +11,9 @@ import time
 import pytest
 import requests
 
-from .servers import Front, Proxy, add_chain, installed, pip_install
+from .servers import ROOT, Front, Proxy, add_chain, installed, pip_install
 from .test_clients import uv_install
+from .test_deploy import hadolint
 from .test_e2e import _fetch, cached_files, one_file
 from .test_simple import PIP_ACCEPT, UV_ACCEPT
 
@@ -197,3 +198,8 @@ def test_pip_and_uv_install_through_the_front_and_every_hit_is_counted_once(chai
     assert _stats(front)["requests"]["hit"] == served
     alpha = _get(f"{front.url}/stats/alpha.json").json()["files"]
     assert next(f for f in alpha if f["filename"] == wheel.filename)["hits"] >= 6
+
+
+def test_the_front_image_passes_hadolint():
+    result = hadolint(ROOT / "docker" / "nginx" / "Dockerfile")
+    assert result.returncode == 0, result.stdout + result.stderr
