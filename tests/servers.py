@@ -123,8 +123,8 @@ def installed(target: Path) -> dict[str, str]:
 class Front:
     """The shipped nginx front (docker/nginx/start, Debian's nginx) before a running Proxy."""
 
-    def __init__(self, proxy: Proxy):
-        self.proxy = proxy
+    def __init__(self, proxy: Proxy, **env: str):
+        self.proxy, self.extra_env = proxy, env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.directory = proxy.cache_dir.parent / f"nginx-{self.port}"
@@ -137,7 +137,7 @@ class Front:
             "PYPICACHE_APP": f"127.0.0.1:{self.proxy.port}",
             "PYPICACHE_LISTEN": f"127.0.0.1:{self.port}",
             "PYPICACHE_FRONT_DIR": str(self.directory),
-        }
+        } | self.extra_env
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 ["sh", str(ROOT / "docker" / "nginx" / "start")],

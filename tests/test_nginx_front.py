@@ -2,6 +2,7 @@
 on holds behind it, published files come from the volume, and their hits are counted once."""
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import http.client
@@ -27,8 +28,8 @@ ACCEPTS = [
 
 
 @contextlib.contextmanager
-def fronted(proxy: Proxy):
-    front = Front(proxy).start()
+def fronted(proxy: Proxy, **env: str):
+    front = Front(proxy, **env).start()
     try:
         yield front
     finally:
@@ -82,6 +83,23 @@ def test_pages_negotiate_redirect_and_revalidate_as_the_app_does(chain):
     # credentials always reach the app, and its answer is never kept for others
     private = _get(f"{front.url}/simple/gamma/", Authorization="Basic dTpw")
     assert private.status_code == 200 and private.headers["X-Front-Cache"] == "BYPASS"
+
+
+def test_a_new_upstream_file_shows_through_the_front_once_the_app_has_it(tmp_path, upstream):
+    upstream.add_wheel("delta", "1.0")
+    proxy = Proxy(tmp_path / "cache", upstream.env(), PYPI_INDEX_TTL="1").start()
+    try:
+        with fronted(proxy) as front:
+            names = lambda url: {f["filename"] for f in _get(url, Accept=PIP_ACCEPT).json()["files"]}  # noqa: E731
+            assert names(f"{front.url}/simple/delta/") == {"delta-1.0-py3-none-any.whl"}
+            upstream.add_wheel("delta", "2.0")
+            deadline = time.monotonic() + 30
+            while len(names(f"{proxy.url}/simple/delta/")) < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(1.5)  # the front keeps a page one second, then asks the app again
+            assert "delta-2.0-py3-none-any.whl" in names(f"{front.url}/simple/delta/")
+    finally:
+        proxy.stop()
 
 
 def test_published_files_come_from_disk_with_the_apps_headers(chain):
@@ -198,6 +216,26 @@ def test_pip_and_uv_install_through_the_front_and_every_hit_is_counted_once(chai
     assert _stats(front)["requests"]["hit"] == served
     alpha = _get(f"{front.url}/stats/alpha.json").json()["files"]
     assert next(f for f in alpha if f["filename"] == wheel.filename)["hits"] >= 6
+
+
+def test_with_logins_for_everything_the_front_asks_before_it_serves_from_disk(chain, tmp_path):
+    up, proxy, front, files = chain
+    wheel = files["beta-1.0-py3-none-any.whl"]
+    path = f"/packages/{wheel.path.split('/packages/', 1)[1]}"
+    assert _get(f"{front.url}/simple/beta/").ok and _get(front.url + path).ok  # published
+    password = base64.b64encode(hashlib.sha1(b"secret").digest()).decode()
+    (tmp_path / "htpasswd").write_text(f"ann:{{SHA}}{password}\n")  # a scheme nginx reads alone
+    with fronted(proxy, PYPI_AUTH_FILE=str(tmp_path / "htpasswd"), PYPI_AUTH_SCOPE="all") as guarded:
+        for url in (guarded.url + path, f"{guarded.url}/simple/beta/"):
+            assert requests.get(url, timeout=30).status_code == 401
+            wrong = requests.get(url, auth=("ann", "guess"), timeout=30)
+            assert wrong.status_code == 401
+        assert requests.get(guarded.url + "/healthz", timeout=30).ok  # probes stay open
+        served = requests.get(guarded.url + path, auth=("ann", "secret"), timeout=30)
+        assert served.headers["X-Front-Cache"] == "disk"
+        assert hashlib.sha256(served.content).hexdigest() == wheel.sha256
+    with fronted(proxy, PYPI_AUTH_FILE=str(tmp_path / "htpasswd"), PYPI_AUTH_SCOPE="dashboard") as open_front:
+        assert requests.get(open_front.url + path, timeout=30).ok  # files stay public there
 
 
 def test_the_front_image_passes_hadolint():
