@@ -11,17 +11,21 @@ from app.stats.frontlog import FrontLog
 from app.store import Store
 
 
-def line(path: str, method: str = "GET", status: int = 200, size: int = 10, seconds: float = 0.002) -> str:
+def line(path: str, method="GET", status=200, size=10, seconds=0.002) -> str:
+    """One line as docker/nginx/nginx.conf.template's log_format writes it."""
     entry = {"t": time.time(), "m": method, "s": status, "p": path, "b": size, "rt": seconds}
     return json.dumps(entry) + "\n"
 
 
 def readers(tmp_path, count=2):
+    """A cache with a front, and `count` readers of its log as separate workers would have."""
     store = Store(tmp_path / "cache")
     (store.root / "front").mkdir()
     seen = []
-    return store, [FrontLog(store, Catalog(store.root / "catalog.sqlite3"), lambda h, b: seen.append((h, b)))
-                   for _ in range(count)], seen
+    catalog = store.root / "catalog.sqlite3"
+    made = [FrontLog(store, Catalog(catalog), lambda *counts: seen.append(counts))
+            for _ in range(count)]
+    return store, made, seen
 
 
 def test_every_complete_line_counts_once_whichever_worker_reads(tmp_path):

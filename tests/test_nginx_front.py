@@ -22,7 +22,8 @@ pytestmark = pytest.mark.e2e
 MIB = 1 << 20
 ACCEPTS = [
     None, "*/*", "text/html", PIP_ACCEPT, UV_ACCEPT, "application/vnd.pypi.simple.v1+html",
-    "application/vnd.pypi.simple.latest+json", "text/html;q=0.5, application/vnd.pypi.simple.v1+json;q=0.4",
+    "application/vnd.pypi.simple.latest+json",
+    "text/html;q=0.5, application/vnd.pypi.simple.v1+json;q=0.4",
     "application/vnd.pypi.simple.v1+json;q=0, text/html;q=0.1", "application/json",
 ]
 
@@ -46,7 +47,9 @@ def chain(tmp_path, upstream):
 
 
 def _get(url: str, **headers) -> requests.Response:
-    return requests.get(url, headers={k.replace("_", "-"): v for k, v in headers.items()}, timeout=30)
+    """GET with headers given as keywords: If_None_Match="..." sends If-None-Match."""
+    return requests.get(url, headers={k.replace("_", "-"): v for k, v in headers.items()},
+                        timeout=30)
 
 
 def test_pages_negotiate_redirect_and_revalidate_as_the_app_does(chain):
@@ -67,15 +70,17 @@ def test_pages_negotiate_redirect_and_revalidate_as_the_app_does(chain):
     assert {f["filename"] for f in json_page.json()["files"]} == {
         "gamma-1.0-py3-none-any.whl", "gamma-2.0-py3-none-any.whl", "gamma-0.5.tar.gz"}
     # gzip only for who asks, never mixed up in the cache
-    plain = requests.get(f"{front.url}/simple/gamma/", headers={"Accept-Encoding": "identity"}, timeout=30)
+    plain = _get(f"{front.url}/simple/gamma/", Accept_Encoding="identity")
     assert "Content-Encoding" not in plain.headers and plain.text.startswith("<!DOCTYPE html>")
-    assert _get(f"{front.url}/simple/gamma/", Accept_Encoding="gzip").headers["Content-Encoding"] == "gzip"
+    packed = _get(f"{front.url}/simple/gamma/", Accept_Encoding="gzip")
+    assert packed.headers["Content-Encoding"] == "gzip"
     # validators: 304 from the front for the app's strong ETag
     etag = json_page.headers["ETag"]
     again = _get(f"{front.url}/simple/gamma/", Accept=PIP_ACCEPT, If_None_Match=etag)
     assert again.status_code == 304 and again.headers["ETag"] == etag
     # non-canonical names: 301 to the canonical URL, relative as the app says it
-    for path, location in (("/simple/Gamma/", "../gamma/"), ("/simple/gamma", "gamma/"), ("/simple", "simple/")):
+    moves = (("/simple/Gamma/", "../gamma/"), ("/simple/gamma", "gamma/"), ("/simple", "simple/"))
+    for path, location in moves:
         moved = requests.get(front.url + path, allow_redirects=False, timeout=30)
         assert (moved.status_code, moved.headers["Location"]) == (301, location)
     assert requests.get(f"{front.url}/simple/Gamma", timeout=30).url == f"{front.url}/simple/gamma/"
@@ -90,7 +95,9 @@ def test_a_new_upstream_file_shows_through_the_front_once_the_app_has_it(tmp_pat
     proxy = Proxy(tmp_path / "cache", upstream.env(), PYPI_INDEX_TTL="1").start()
     try:
         with fronted(proxy) as front:
-            names = lambda url: {f["filename"] for f in _get(url, Accept=PIP_ACCEPT).json()["files"]}  # noqa: E731
+            def names(url: str) -> set[str]:
+                return {f["filename"] for f in _get(url, Accept=PIP_ACCEPT).json()["files"]}
+
             assert names(f"{front.url}/simple/delta/") == {"delta-1.0-py3-none-any.whl"}
             upstream.add_wheel("delta", "2.0")
             deadline = time.monotonic() + 30
@@ -142,7 +149,8 @@ def test_published_files_come_from_disk_with_the_apps_headers(chain):
 
 
 def test_sixteen_clients_of_one_cold_file_cause_one_download_and_stream(tmp_path):
-    with one_file(tmp_path, 16 * MIB, throttle=8 * MIB) as (up, proxy, big, app_url), fronted(proxy) as front:
+    with one_file(tmp_path, 16 * MIB, throttle=8 * MIB) as (up, proxy, big, app_url), \
+            fronted(proxy) as front:
         url = app_url.replace(proxy.url, front.url)
         results, barrier = [None] * 16, threading.Barrier(16)
 
@@ -164,7 +172,8 @@ def test_sixteen_clients_of_one_cold_file_cause_one_download_and_stream(tmp_path
         assert up.downloads(big.filename) == 1
         assert sorted(r[0] for r in results) == ["follower"] * 15 + ["miss"]
         assert {r[3] for r in results} == {big.sha256}
-        assert all(r[1] < min(r[2] for r in results) for r in results), "a client waited for the end"
+        download_end = min(r[2] for r in results)
+        assert all(r[1] < download_end for r in results), "a client waited for the end"
         assert _get(url).headers["X-Front-Cache"] == "disk"
 
 
@@ -190,7 +199,8 @@ def _stats(front: Front) -> dict:
 
 def _front_gets(proxy: Proxy) -> int:
     """GETs nginx answered from the volume, from its own log (every one a hit for the app)."""
-    lines = (line for p in (proxy.cache_dir / "front").glob("*.jsonl") for line in p.read_text().splitlines())
+    logs = (proxy.cache_dir / "front").glob("*.jsonl")
+    lines = (line for log in logs for line in log.read_text().splitlines())
     return sum('"m":"GET"' in line and '"s":4' not in line for line in lines)
 
 
@@ -225,7 +235,8 @@ def test_with_logins_for_everything_the_front_asks_before_it_serves_from_disk(ch
     assert _get(f"{front.url}/simple/beta/").ok and _get(front.url + path).ok  # published
     password = base64.b64encode(hashlib.sha1(b"secret").digest()).decode()
     (tmp_path / "htpasswd").write_text(f"ann:{{SHA}}{password}\n")  # a scheme nginx reads alone
-    with fronted(proxy, PYPI_AUTH_FILE=str(tmp_path / "htpasswd"), PYPI_AUTH_SCOPE="all") as guarded:
+    logins = str(tmp_path / "htpasswd")
+    with fronted(proxy, PYPI_AUTH_FILE=logins, PYPI_AUTH_SCOPE="all") as guarded:
         for url in (guarded.url + path, f"{guarded.url}/simple/beta/"):
             assert requests.get(url, timeout=30).status_code == 401
             wrong = requests.get(url, auth=("ann", "guess"), timeout=30)
@@ -234,7 +245,7 @@ def test_with_logins_for_everything_the_front_asks_before_it_serves_from_disk(ch
         served = requests.get(guarded.url + path, auth=("ann", "secret"), timeout=30)
         assert served.headers["X-Front-Cache"] == "disk"
         assert hashlib.sha256(served.content).hexdigest() == wheel.sha256
-    with fronted(proxy, PYPI_AUTH_FILE=str(tmp_path / "htpasswd"), PYPI_AUTH_SCOPE="dashboard") as open_front:
+    with fronted(proxy, PYPI_AUTH_FILE=logins, PYPI_AUTH_SCOPE="dashboard") as open_front:
         assert requests.get(open_front.url + path, timeout=30).ok  # files stay public there
 
 
