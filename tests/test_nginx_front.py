@@ -6,7 +6,6 @@ import base64
 import contextlib
 import hashlib
 import http.client
-import threading
 import time
 
 import pytest
@@ -15,7 +14,7 @@ import requests
 from .servers import ROOT, Front, Proxy, add_chain, installed, pip_install
 from .test_clients import uv_install
 from .test_deploy import hadolint
-from .test_e2e import _fetch, cached_files, one_file
+from .test_e2e import _fetch, cached_files, one_file, sixteen_clients
 from .test_simple import PIP_ACCEPT, UV_ACCEPT
 
 pytestmark = pytest.mark.e2e
@@ -152,28 +151,12 @@ def test_sixteen_clients_of_one_cold_file_cause_one_download_and_stream(tmp_path
     with one_file(tmp_path, 16 * MIB, throttle=8 * MIB) as (up, proxy, big, app_url), \
             fronted(proxy) as front:
         url = app_url.replace(proxy.url, front.url)
-        results, barrier = [None] * 16, threading.Barrier(16)
-
-        def client(i: int) -> None:
-            barrier.wait()
-            with requests.get(url, stream=True, timeout=30) as response:
-                digest, first = hashlib.sha256(), None
-                for chunk in response.iter_content(64 * 1024):
-                    first = first or time.monotonic()
-                    digest.update(chunk)
-            results[i] = (response.headers["X-Cache"], first, time.monotonic(), digest.hexdigest())
-
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        assert all(results), results
+        results = sixteen_clients(url)
         assert up.downloads(big.filename) == 1
         assert sorted(r[0] for r in results) == ["follower"] * 15 + ["miss"]
-        assert {r[3] for r in results} == {big.sha256}
-        download_end = min(r[2] for r in results)
-        assert all(r[1] < download_end for r in results), "a client waited for the end"
+        assert {r[4] for r in results} == {big.sha256}
+        download_end = min(r[3] for r in results)
+        assert all(r[2] < download_end for r in results), "a client waited for the end"
         assert _get(url).headers["X-Front-Cache"] == "disk"
 
 
