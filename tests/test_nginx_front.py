@@ -11,8 +11,7 @@ import time
 import pytest
 import requests
 
-from .servers import ROOT, Front, Proxy, add_chain, installed, pip_install
-from .test_clients import uv_install
+from .servers import ROOT, Front, Proxy, add_chain, installed, pip_install, uv_install
 from .test_deploy import hadolint
 from .test_e2e import _fetch, cached_files, one_file, sixteen_clients
 from .test_simple import PIP_ACCEPT, UV_ACCEPT
