@@ -45,13 +45,13 @@ class Upstream:
             # server behind a corporate proxy reaches its upstream at all.
         return session
 
-    def get(self, url: str, headers: dict[str, str] | None = None) -> requests.Response:
-        """GET `url` as a stream; redirects are followed only within the allowed origins.
-        Each call is timed and its outcome sent as a signal (app/stats listens)."""
+    def get(self, url: str, headers: dict[str, str] | None = None, method: str = "GET") -> requests.Response:
+        """GET (or HEAD) `url` as a stream; redirects are followed only within the allowed
+        origins. Each call is timed and its outcome sent as a signal (app/stats listens)."""
         start = time.perf_counter()
         outcome, message = "ok", None
         try:
-            return self._get(url, headers)
+            return self._get(url, headers, method)
         except NotFound:  # the upstream answered: it is up
             outcome = "not_found"
             raise
@@ -62,18 +62,24 @@ class Upstream:
             upstream_answered.send(self, outcome=outcome, seconds=time.perf_counter() - start,
                                    message=message)
 
-    def _get(self, url: str, headers: dict[str, str] | None) -> requests.Response:
+    def _get(self, url: str, headers: dict[str, str] | None, method: str) -> requests.Response:
         for _ in range(_MAX_REDIRECTS + 1):
             if origin(url) not in self.allowed:
                 raise UpstreamError(f"refused to fetch outside the configured upstream: {redact(url)}")
             try:
-                response = self._session().get(
-                    url, headers=headers, stream=True, timeout=self.timeout, allow_redirects=False
+                response = self._session().request(
+                    method, url, headers=headers, stream=True, timeout=self.timeout, allow_redirects=False
                 )
             except requests.Timeout as error:
                 raise UpstreamTimeout(f"upstream timed out: {redact(url)}") from error
             except requests.RequestException as error:
                 raise UpstreamError(f"upstream unreachable: {redact(url)}: {type(error).__name__}") from error
+            # What the upstream really sent, for scripts/real-index and for debugging a mirror.
+            log.debug("upstream %s %s: %s, Content-Encoding %s, Content-Length %s, %.0f ms",
+                      response.request.method, redact(url), response.status_code,
+                      response.headers.get("Content-Encoding", "-"),
+                      response.headers.get("Content-Length", "-"),
+                      response.elapsed.total_seconds() * 1000)
             if response.status_code in (301, 302, 303, 307, 308) and "Location" in response.headers:
                 response.close()
                 url = urljoin(url, response.headers["Location"])
@@ -88,6 +94,13 @@ class Upstream:
             response.close()
             raise UpstreamError(f"upstream answered {response.status_code} for {redact(url)}")
         raise UpstreamError(f"too many redirects from {redact(url)}")
+
+    def head(self, url: str) -> int | None:
+        """The length the upstream gives for `url` from a HEAD (None if it gives none)."""
+        response = self.get(url, headers={"Accept-Encoding": "identity"}, method="HEAD")
+        response.close()
+        length = response.headers.get("Content-Length", "")
+        return int(length) if length.isdigit() else None
 
     @staticmethod
     def iter_body(response: requests.Response, chunk_size: int = CHUNK) -> Iterator[bytes]:
