@@ -331,12 +331,19 @@ def test_an_upstream_404_for_a_page_we_have_serves_it_stale_for_a_grace_then_404
 @responses.activate
 def test_head_of_an_uncached_file_asks_the_upstreams_head_and_downloads_nothing(app, client):
     url, upstream = "/packages/ab/demo-1.0.tar.gz", f"{FILES}/ab/demo-1.0.tar.gz"
+    for name in ("demo", "down"):  # pages listing the files (a file no page lists is a 404)
+        listed = {"meta": {"api-version": "1.0"}, "name": name, "files": [
+            {"filename": f"{name}-1.0.tar.gz", "url": f"{FILES}/ab/{name}-1.0.tar.gz", "hashes": {}}]}
+        responses.get(f"{MIRROR}/{name}/", json=listed, content_type="application/vnd.pypi.simple.v1+json")
+    responses.get(f"{MIRROR}/gone/", json={"meta": {"api-version": "1.0"}, "name": "gone", "files": [
+        {"filename": "gone-1.0.tar.gz", "url": f"{FILES}/ab/gone-1.0.tar.gz", "hashes": {}}]},
+        content_type="application/vnd.pypi.simple.v1+json")
     responses.head(upstream, headers={"Content-Length": "10240"})
     responses.get(upstream, body=bytes(10240))
     head = client.head(url)
     assert (head.status_code, head.content_length, head.data) == (200, 10240, b"")
     assert head.headers["X-Cache"] == "miss" and head.headers["ETag"].startswith('"')
-    assert [call.request.method for call in responses.calls] == ["HEAD"]
+    assert [call.request.method for call in responses.calls if call.request.url.startswith(FILES)] == ["HEAD"]
     cache = app.config["PYPICACHE"].cache_dir
     assert not [p for p in (cache / "files").rglob("*") if p.is_file()]
     assert not list((cache / "tmp").glob("*.part"))

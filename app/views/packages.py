@@ -69,6 +69,7 @@ def _head(path: str) -> Hit | Head:
     fetcher = services().fetcher
     if (hit := fetcher.cached(path)) is not None:
         return hit
+    fetcher.require_listed(path)
     length = services().upstream.head(fetcher.url(path))
     _, _, size = services().catalog.expected(path)
     if size is not None and length is not None and size != length:
