@@ -1,0 +1,145 @@
+"""The storage interface against a real S3 API (moto's server on 127.0.0.1) and a directory."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+import requests
+
+from app import s3
+from app.objects import LocalStorage, open_storage
+
+from .s3_server import MotoS3
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory):
+    server = MotoS3(tmp_path_factory.mktemp("moto")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bucket(moto, monkeypatch, request):
+    for name, value in moto.env().items():
+        monkeypatch.setenv(name, value)
+    return s3.S3Storage(f"s3://{moto.bucket}/{request.node.name}")
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request, tmp_path):
+    if request.param == "local":
+        return LocalStorage(tmp_path / "files")
+    return request.getfixturevalue("bucket")
+
+
+def _file(tmp_path, data: bytes, name: str = "upload"):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_store_get_and_ranges(storage, tmp_path):
+    assert storage.store("ab/cd/pkg-1.0.tar.gz", _file(tmp_path, b"0123456789"))
+    blob = storage.get("ab/cd/pkg-1.0.tar.gz")
+    assert blob.size == 10
+    assert b"".join(blob.chunks()) == b"0123456789"
+    assert b"".join(blob.chunks(3, 7)) == b"3456"
+    assert b"".join(blob.chunks(9)) == b"9"
+    assert b"".join(blob.chunks(5, 5)) == b""
+    blob.close()
+    with pytest.raises(FileNotFoundError):
+        storage.get("ab/cd/other-1.0.tar.gz")
+    with pytest.raises(FileNotFoundError):
+        storage.get("ab/cd")  # a folder is no file
+
+
+def test_delete_by_prefix_and_list(storage, tmp_path):
+    for path in ("a/b/one.whl", "a/b/two.whl", "a/bc/three.whl", "z/four.whl"):
+        assert storage.store(path, _file(tmp_path, path.encode()))
+    assert sorted(item.path for item in storage.list("a/b")) == ["a/b/one.whl", "a/b/two.whl"]
+    assert storage.delete("a/b") == 2
+    assert storage.delete("z/four.whl") == 1
+    assert [(item.path, item.size) for item in storage.list()] == [("a/bc/three.whl", 14)]
+
+
+def test_first_verified_writer_wins_in_the_bucket(bucket, tmp_path):
+    assert bucket.store("p/x.whl", _file(tmp_path, b"first"))
+    assert not bucket.store("p/x.whl", _file(tmp_path, b"second"))  # If-None-Match: * -> 412
+    assert b"".join(bucket.get("p/x.whl").chunks()) == b"first"
+
+
+def test_presigned_url_serves_the_file(bucket, tmp_path):
+    bucket.store("p/y.whl", _file(tmp_path, b"signed bytes"))
+    assert LocalStorage(tmp_path).url("p/y.whl") is None
+    answer = requests.get(bucket.url("p/y.whl"), timeout=10)
+    assert answer.status_code == 200 and answer.content == b"signed bytes"
+
+
+def test_leases_one_holder_then_the_next(bucket):
+    first = bucket.lease("p/z.whl")
+    assert isinstance(first, s3.S3Lease)
+    assert bucket.lease("p/z.whl") is None
+    other = bucket.lease("p/other.whl")
+    assert isinstance(other, s3.S3Lease)
+    first.release()
+    other.release()
+    second = bucket.lease("p/z.whl")
+    assert isinstance(second, s3.S3Lease)
+    second.release()
+
+
+def test_a_lease_is_renewed_while_held_and_taken_over_once_expired(bucket, monkeypatch):
+    monkeypatch.setattr(s3, "LEASE_SECONDS", 0.6)
+    held = bucket.lease("p/long.whl")
+    threading.Event().wait(1.5)  # more than twice the lifetime: only renewals keep it
+    assert bucket.lease("p/long.whl") is None
+    held._done.set()  # its node dies: no more renewals, no release
+    threading.Event().wait(0.8)
+    taker = bucket.lease("p/long.whl")
+    assert isinstance(taker, s3.S3Lease)
+    held.release()  # a late release of the dead holder's ETag leaves the new lease alone
+    assert bucket.lease("p/long.whl") is None
+    taker.release()
+
+
+def test_racing_nodes_get_one_lease(bucket):
+    barrier, results = threading.Barrier(8), []
+
+    def claim():
+        storage = s3.S3Storage(bucket.location)  # a client of its own, as a node has
+        barrier.wait()
+        results.append(storage.lease("p/race.whl"))
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    holders = [lease for lease in results if lease is not None]
+    assert len(holders) == 1
+    holders[0].release()
+
+
+def test_an_unreachable_bucket_is_a_miss_not_an_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    away = s3.S3Storage("s3://nowhere/x", connect_timeout=1, read_timeout=1)
+    with pytest.raises(FileNotFoundError):
+        away.get("p/a.whl")
+    assert away.store("p/a.whl", _file(tmp_path, b"bytes")) is False
+    assert away.lease("p/a.whl") is not None  # on its own: the node's flock still holds
+    assert away.node_stats() == {}
+
+
+@pytest.mark.parametrize("url", ["s3:/b", "gs://b/x", "s3://", "s3:///prefix"])
+def test_bad_storage_urls(url):
+    with pytest.raises(ValueError):
+        s3.parse_url(url)
+
+
+def test_storage_url_parts(tmp_path):
+    assert s3.parse_url("s3://bucket") == ("bucket", "")
+    assert s3.parse_url("s3://bucket/a/b/") == ("bucket", "a/b/")
+    assert isinstance(open_storage(None, tmp_path), LocalStorage)
