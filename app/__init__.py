@@ -12,6 +12,7 @@ from . import config
 from .catalog import Catalog
 from .errors import ProxyError
 from .fetch import Fetcher
+from .objects import open_storage
 from .pages import Pages
 from .store import Store, sqlite_storage_error
 from .upstream import Upstream
@@ -29,20 +30,26 @@ class Services:
     upstream: Upstream
     fetcher: Fetcher
     pages: Pages
+    cluster: Any = None  # app.cluster.Cluster when files are shared through a bucket
 
     @classmethod
     def build(cls, settings: config.Settings) -> "Services":
         store = Store(settings.cache_dir)
         catalog = Catalog(settings.cache_dir / "catalog.sqlite3")
         upstream = Upstream(settings)
-        return cls(
-            settings,
-            store,
-            catalog,
-            upstream,
-            Fetcher(settings, store, catalog, upstream),
-            Pages(settings, store, catalog, upstream),
-        )
+        pages = Pages(settings, store, catalog, upstream)
+        if not settings.storage_url:
+            fetcher = Fetcher(settings, store, catalog, upstream)
+            return cls(settings, store, catalog, upstream, fetcher, pages)
+        from .cluster import Cluster, ClusterFetcher  # boto3 only where a bucket is used
+
+        bucket = open_storage(settings.storage_url, store.files,
+                              connect_timeout=settings.connect_timeout,
+                              read_timeout=settings.read_timeout, connections=settings.threads)
+        cluster = Cluster(bucket, store, catalog)
+        fetcher = ClusterFetcher(settings, store, catalog, upstream, cluster=cluster,
+                                 redirect=settings.s3_redirect)
+        return cls(settings, store, catalog, upstream, fetcher, pages, cluster)
 
 
 def _log_like_gunicorn() -> None:

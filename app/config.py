@@ -59,6 +59,28 @@ def _bind(value: str) -> str:
     return value
 
 
+def s3_location(value: str) -> tuple[str, str]:
+    """s3://bucket/some/prefix -> ("bucket", "some/prefix/"); ValueError when it is not one."""
+    if not value.startswith("s3://"):
+        raise ValueError("must be s3://bucket or s3://bucket/prefix")
+    bucket, _, prefix = value[len("s3://"):].partition("/")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", bucket):
+        raise ValueError("must name a bucket (3-63 lower-case letters, digits, '.', '-')")
+    prefix = prefix.strip("/")
+    return bucket, f"{prefix}/" if prefix else ""
+
+
+def _storage_url(value: str) -> str:
+    s3_location(value)
+    return value
+
+
+def _flag(value: str) -> bool:
+    if value.lower() not in ("0", "1", "true", "false", "yes", "no"):
+        raise ValueError("must be 1 or 0")
+    return value.lower() in ("1", "true", "yes")
+
+
 def _default_cache_dir(environ: Mapping[str, str]) -> str:
     """A user-writable place outside the image: $XDG_CACHE_HOME/pypicache or ~/.cache/pypicache."""
     home = environ.get("HOME") or os.path.expanduser("~")
@@ -86,6 +108,8 @@ class Settings:
     bind: str
     workers: int
     threads: int
+    storage_url: str | None
+    s3_redirect: bool
 
     def as_flask_config(self) -> dict[str, Any]:
         return {"PYPICACHE": self}
@@ -107,6 +131,11 @@ TABLE: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
     # Threads mostly wait on sockets; a slow download holds one for its whole length, and a
     # worker queues connections beyond this count, so be generous.
     "threads": ("PYPI_THREADS", _count, "32"),
+    # Unset: files live in PYPI_CACHE_DIR only. s3://bucket/prefix: shared by every node
+    # (endpoint, region and credentials as boto3 reads them: AWS_ENDPOINT_URL, ...).
+    "storage_url": ("PYPI_STORAGE_URL", _storage_url, None),
+    # 1: a file found in the bucket is a redirect to a presigned URL, not streamed by us.
+    "s3_redirect": ("PYPI_S3_REDIRECT", _flag, "0"),
 }
 
 

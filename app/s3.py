@@ -28,6 +28,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .config import s3_location
 from .objects import CHUNK, Item, _NoLease
 from .store import key as hashed
 
@@ -37,17 +38,6 @@ PRESIGNED_SECONDS = 600  # a redirected client fetches at once; the URL need not
 MAX_PUT = 5 * 1024**3  # S3's limit for one PUT; larger files stay on the node that has them
 _FAULTS = (BotoCoreError, ClientError, OSError)
 NODE = f"{socket.gethostname()}-{os.getpid()}"
-
-
-def parse_url(url: str) -> tuple[str, str]:
-    """s3://bucket/some/prefix -> ("bucket", "some/prefix/"); ValueError when it is not one."""
-    if not url.startswith("s3://"):
-        raise ValueError("must be s3://bucket or s3://bucket/prefix")
-    bucket, _, prefix = url[len("s3://"):].partition("/")
-    if not bucket or any(c in bucket for c in "?#"):
-        raise ValueError("must name a bucket: s3://bucket/prefix")
-    prefix = prefix.strip("/")
-    return bucket, f"{prefix}/" if prefix else ""
 
 
 def _status(error: Exception) -> int | None:
@@ -67,12 +57,14 @@ class S3Blob:
         stop = self.size if stop is None else stop
         if start >= stop:
             return
-        answer = self.storage.client().get_object(
-            Bucket=self.storage.bucket, Key=self.key, Range=f"bytes={start}-{stop - 1}"
-        )
-        self._body = answer["Body"]
         try:
+            answer = self.storage.client().get_object(
+                Bucket=self.storage.bucket, Key=self.key, Range=f"bytes={start}-{stop - 1}"
+            )
+            self._body = answer["Body"]
             yield from self._body.iter_chunks(CHUNK)
+        except _FAULTS as error:  # the object went (a lifecycle rule, a prune) or the store did
+            raise FileNotFoundError(f"{self.key}: {error}") from None
         finally:
             self.close()
 
@@ -121,7 +113,7 @@ class S3Storage:
     def __init__(self, url: str, connect_timeout: float = 10, read_timeout: float = 30,
                  connections: int = 32):
         self.location = url
-        self.bucket, self.prefix = parse_url(url)
+        self.bucket, self.prefix = s3_location(url)
         self.root = self.prefix + "files/"
         self.config = Config(
             connect_timeout=connect_timeout, read_timeout=read_timeout,

@@ -6,7 +6,8 @@ import threading
 import pytest
 import requests
 
-from app import s3
+from app import config, s3
+from app.config import ConfigError
 from app.objects import LocalStorage, open_storage
 
 from .s3_server import MotoS3
@@ -133,13 +134,18 @@ def test_an_unreachable_bucket_is_a_miss_not_an_error(monkeypatch, tmp_path):
     assert away.node_stats() == {}
 
 
-@pytest.mark.parametrize("url", ["s3:/b", "gs://b/x", "s3://", "s3:///prefix"])
+@pytest.mark.parametrize("url", ["s3:/bucket", "gs://bucket/x", "s3://", "s3:///prefix", "s3://B/x"])
 def test_bad_storage_urls(url):
-    with pytest.raises(ValueError):
-        s3.parse_url(url)
+    with pytest.raises(ConfigError, match="PYPI_STORAGE_URL"):
+        config.load({"PYPI_STORAGE_URL": url})
 
 
-def test_storage_url_parts(tmp_path):
-    assert s3.parse_url("s3://bucket") == ("bucket", "")
-    assert s3.parse_url("s3://bucket/a/b/") == ("bucket", "a/b/")
+def test_storage_settings(tmp_path):
+    assert config.s3_location("s3://bucket") == ("bucket", "")
+    assert config.s3_location("s3://my.bucket/a/b/") == ("my.bucket", "a/b/")
+    unset = config.load({})
+    assert unset.storage_url is None and unset.s3_redirect is False
+    assert config.load({"PYPI_S3_REDIRECT": "1"}).s3_redirect is True
+    with pytest.raises(ConfigError, match="PYPI_S3_REDIRECT"):
+        config.load({"PYPI_S3_REDIRECT": "maybe"})
     assert isinstance(open_storage(None, tmp_path), LocalStorage)

@@ -5,13 +5,14 @@ import os
 from itertools import chain
 from typing import Iterator
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, redirect, request
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.wsgi import wrap_file
 
 from .. import names
 from ..errors import UpstreamError, UpstreamTimeout
 from ..fetch import DownloadAborted, DownloadStalled, Follow, Hit
+from ..objects import Stored
 from ..stats.setup import file_served
 from ..store import key
 from . import services
@@ -30,6 +31,8 @@ def package(path: str) -> Response:
     result = services().fetcher.open(path)
     if isinstance(result, Hit):
         response = _hit_response(result, etag)
+    elif isinstance(result, Stored):
+        response = _stored_response(result, etag)
     else:
         response = _follow_response(result, etag)
     response.headers["Cache-Control"] = IMMUTABLE
@@ -60,6 +63,37 @@ def _hit_response(hit: Hit, etag: str) -> Response:
         except RequestedRangeNotSatisfiable:  # a 416, answered by werkzeug's error response
             response.close()
             raise
+    return response
+
+
+def _stored_response(stored: Stored, etag: str) -> Response:
+    """A file in the shared bucket: a redirect to it (PYPI_S3_REDIRECT), or streamed from it,
+    a Range as the same range of the object."""
+    if stored.url is not None:
+        stored.close()
+        return redirect(stored.url, 302)  # temporary: the presigned URL expires
+    size, start, stop, status = stored.blob.size, 0, stored.blob.size, 200
+    if request.if_none_match.contains(etag):
+        stored.close()
+        status, stop = 304, 0
+    elif request.range and (request.if_range.etag is None and request.if_range.date is None
+                            or request.if_range.etag == etag):
+        span = request.range.range_for_length(size)
+        if span is None:
+            stored.close()
+            response = Response(status=416)
+            response.headers["Content-Range"] = f"bytes */{size}"
+            return response
+        (start, stop), status = span, 206
+    body = _first_bytes(stored.blob.chunks(start, stop)) if request.method == "GET" and stop else ()
+    response = Response(body, status=status, mimetype=OCTET_STREAM, direct_passthrough=True)
+    response.call_on_close(stored.close)
+    if status != 304:
+        response.content_length = stop - start
+    if status == 206:
+        response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+    response.headers["Accept-Ranges"] = "bytes"
+    response.set_etag(etag)
     return response
 
 
@@ -101,6 +135,6 @@ def _first_bytes(chunks: Iterator[bytes]) -> Iterator[bytes]:
         return iter(())
     except DownloadStalled as error:
         raise UpstreamTimeout(str(error)) from None
-    except DownloadAborted as error:
+    except (DownloadAborted, FileNotFoundError) as error:  # the latter: the bucket failed
         raise UpstreamError(str(error)) from None
     return chain((first,), chunks)
