@@ -105,6 +105,21 @@ class ClusterFetcher(Fetcher):
                 lease.release()
 
 
+def prune_bucket(bucket: Storage, limit: int) -> tuple[int, int, int]:
+    """Remove the bucket's oldest files until it holds at most `limit` bytes: (files, bytes
+    removed, bytes left). Oldest first, as S3 records no last use; a node streaming a file
+    removed meanwhile finishes it (S3 keeps a GET under way), the next request downloads it."""
+    items = sorted(bucket.list(), key=lambda item: item.mtime)
+    left = sum(item.size for item in items)
+    files = freed = 0
+    for item in items:
+        if left <= limit:
+            break
+        bucket.delete(item.path)
+        files, freed, left = files + 1, freed + item.size, left - item.size
+    return files, freed, left
+
+
 def node_name(store: Store) -> str:
     """This node's name in the bucket: the host's, with a suffix kept in the cache directory
     (nodes on one host, or a pod that comes back with its volume, stay apart or the same)."""
@@ -159,6 +174,8 @@ class Cluster:
                 "totals": self.catalog.totals()}
 
     def nodes(self) -> list[dict]:
-        """Every node's last shared statistics (this node's fresh), oldest name first."""
-        nodes = self.bucket.node_stats() | {self.node: self._mine()}
+        """Every node's last shared statistics, by name; this node's fresh, and shared now."""
+        mine = self._mine()
+        self.bucket.put_node_stats(self.node, mine)
+        nodes = self.bucket.node_stats() | {self.node: mine}
         return [nodes[name] for name in sorted(nodes)]

@@ -26,6 +26,7 @@ import os
 from dataclasses import dataclass
 
 from .catalog import Catalog
+from .objects import LocalStorage
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class Evictor:
     def __init__(self, store: Store, catalog: Catalog):
         self.store = store
         self.catalog = catalog
+        self.files = LocalStorage(store.files)  # this node's copies; a bucket has its own cap
 
     def run(self, limit: int, reason: str = "evicted") -> Eviction:
         """Remove least recently used files until the cached bytes are at most `limit`."""
@@ -67,7 +69,7 @@ class Evictor:
                 result.skipped += 1
                 continue
             try:
-                self.store.file(path).unlink(missing_ok=True)
+                self.files.delete(path)
                 self.catalog.forget(path, reason)
             finally:
                 os.close(lock)

@@ -6,6 +6,7 @@ import hashlib
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,10 @@ def file_url(node: Proxy, file) -> str:
 
 def bucket_files(moto: MotoS3, tmp_path: Path) -> list[str]:
     return [key.rsplit("/", 1)[-1] for key in moto.keys(f"{tmp_path.name}/files/")]
+
+
+def newcomer_name(node: Proxy) -> str:
+    return (node.cache_dir / "node").read_text()
 
 
 def fetch(url: str, **headers: str) -> tuple[str, str]:
@@ -150,6 +155,18 @@ def test_every_node_and_a_new_one_serve_every_file_with_the_upstream_stopped(tmp
                 head = requests.head(url, timeout=10)
                 assert head.status_code == 200 and int(head.headers["Content-Length"]) == len(expected)
                 assert not list((newcomer.cache_dir / "files").rglob("*.tar.gz"))  # streamed
+                time.sleep(1.5)  # each worker adds its counts to its node's catalog each second
+                for node in (*nodes, newcomer):  # each shares its own figures as it answers
+                    requests.get(f"{node.url}/stats.json", timeout=10).raise_for_status()
+                shared = requests.get(f"{nodes[0].url}/stats.json", timeout=10).json()["cluster"]
+                assert len(shared["nodes"]) == 3
+                assert shared["total"]["misses"] == shared["total"]["downloads"] == 3
+                assert shared["total"]["hits"] >= 9
+                by_node = {row["node"]: row for row in shared["nodes"]}
+                assert by_node[newcomer_name(newcomer)]["files"] == 0
+                assert sum(row["hits"] for row in by_node.values()) == shared["total"]["hits"]
+                page = requests.get(f"{newcomer.url}/", timeout=10).text
+                assert "(this node)" in page and newcomer_name(newcomer) in page
             finally:
                 newcomer.stop()
             assert sum(up.downloads(f.filename) for f in files) == 3

@@ -1,12 +1,13 @@
 """The storage interface against a real S3 API (moto's server on 127.0.0.1) and a directory."""
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
 import requests
 
-from app import config, s3
+from app import cluster, config, s3
 from app.config import ConfigError
 from app.objects import LocalStorage, open_storage
 
@@ -149,3 +150,24 @@ def test_storage_settings(tmp_path):
     with pytest.raises(ConfigError, match="PYPI_S3_REDIRECT"):
         config.load({"PYPI_S3_REDIRECT": "maybe"})
     assert isinstance(open_storage(None, tmp_path), LocalStorage)
+
+
+def test_prune_bucket_oldest_first(tmp_path):
+    files = LocalStorage(tmp_path / "files")
+    for age, name in enumerate(["new.whl", "mid.whl", "old.whl"]):
+        files.store(f"p/{name}", _file(tmp_path, b"x" * 100))
+        os.utime(files.file(f"p/{name}"), (1e9 - age, 1e9 - age))
+    assert cluster.prune_bucket(files, 150) == (2, 200, 100)
+    assert [item.path for item in files.list()] == ["p/new.whl"]
+
+
+def test_prune_command_on_the_bucket(bucket, make_app, tmp_path):
+    for name in ("a.whl", "b.whl", "c.whl"):
+        bucket.store(f"p/{name}", _file(tmp_path, b"y" * 400))
+    runner = make_app(storage_url=bucket.location).test_cli_runner()
+    done = runner.invoke(args=["pypicache", "prune", "--bucket", "--to", "500"])
+    assert done.exit_code == 0, done.output
+    assert "removed 2 files (800 B)" in done.output and "400 B left" in done.output
+    assert len(list(bucket.list())) == 1
+    alone = make_app().test_cli_runner().invoke(args=["pypicache", "prune", "--bucket", "--to", "1"])
+    assert alone.exit_code != 0 and "PYPI_STORAGE_URL" in alone.output
