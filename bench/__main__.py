@@ -14,7 +14,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import files, pages, pipexp, procs, report, servers, tools
+from . import files, pages, pipexp, procs, report, s3, servers, tools
 from .run import MIB, Run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +27,7 @@ WORKLOADS = {  # run in this order: each leaves the caches the next one expects
     "pages": pages.project_pages,
     "pip": pipexp.experiment,
     "small": pages.small_requests,
+    "s3": s3.shared_bucket,
 }
 
 

@@ -1,17 +1,22 @@
 """The storage interface against a real S3 API (moto's server on 127.0.0.1) and a directory."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import threading
+from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from app import cluster, config, s3
 from app.config import ConfigError
 from app.objects import LocalStorage, open_storage
 
 from .s3_server import MotoS3
+from .test_deploy import schema_errors
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +176,31 @@ def test_prune_command_on_the_bucket(bucket, make_app, tmp_path):
     assert len(list(bucket.list())) == 1
     alone = make_app().test_cli_runner().invoke(args=["pypicache", "prune", "--bucket", "--to", "1"])
     assert alone.exit_code != 0 and "PYPI_STORAGE_URL" in alone.output
+
+
+def _deploy_blocks(language: str) -> list[str]:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "DEPLOY.md").read_text()
+    section = doc.split("Several nodes sharing one bucket", 1)[1]
+    return re.findall(rf"```{language}\n(.*?)```", section, re.S)
+
+
+def test_deploy_examples_parse_and_share_one_bucket():
+    kubernetes, compose = (list(yaml.safe_load_all(block)) for block in _deploy_blocks("yaml"))
+    kinds = {doc["kind"]: doc for doc in kubernetes}
+    assert set(kinds) == {"Secret", "Deployment", "Service"}
+    deployment = kinds["Deployment"]["spec"]
+    assert deployment["replicas"] == 2
+    container = deployment["template"]["spec"]["containers"][0]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    config.load({"PYPI_STORAGE_URL": env["PYPI_STORAGE_URL"]})  # a valid setting
+    assert container["envFrom"] == [{"secretRef": {"name": kinds["Secret"]["metadata"]["name"]}}]
+    assert set(kinds["Secret"]["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert kinds["Service"]["spec"]["selector"] == deployment["selector"]["matchLabels"]
+    (document,) = compose
+    assert schema_errors(document) == []
+    nodes = [s for s in document["services"].values()
+             if "PYPI_STORAGE_URL" in s.get("environment", {})]
+    assert len(nodes) == 2 and "minio" in document["services"]
+    assert {n["volumes"][0] for n in nodes} == {"node1:/srv/pypicache/data", "node2:/srv/pypicache/data"}
+    rules = json.loads(_deploy_blocks("json")[0])["Rules"]
+    assert {rule["Filter"]["Prefix"] for rule in rules} == {"cache/files/", "cache/leases/"}
