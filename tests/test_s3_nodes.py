@@ -14,8 +14,7 @@ import requests
 
 from .fixture_upstream import Upstream
 from .s3_server import MotoS3
-from .servers import Proxy, add_chain, installed, pip_install
-from .test_clients import uv_install
+from .servers import Proxy, add_chain, installed, pip_install, uv_install
 
 pytestmark = pytest.mark.e2e
 MIB = 1 << 20
