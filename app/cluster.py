@@ -129,12 +129,14 @@ def node_name(store: Store) -> str:
     except FileNotFoundError:
         pass
     name = f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+    temp = store.tmp / f"node.{name}"
+    temp.write_text(name)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:  # another worker was first
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as out:
-        out.write(name)
+        os.link(temp, path)  # whole or not at all, and never over another worker's name
+    except FileExistsError:
+        name = path.read_text().strip()
+    finally:
+        temp.unlink()
     return name
 
 

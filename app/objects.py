@@ -91,7 +91,7 @@ class FileBlob:
         self.file.close()
 
 
-class _NoLease:
+class NoLease:
     """One node needs no lease across nodes: its flock already gives one download."""
 
     def release(self) -> None:
@@ -143,8 +143,8 @@ class LocalStorage:
     def url(self, path: str) -> str | None:
         return None
 
-    def lease(self, name: str) -> _NoLease:
-        return _NoLease()
+    def lease(self, name: str) -> NoLease:
+        return NoLease()
 
 
 def open_storage(url: str | None, local: Path, **options) -> Storage:

@@ -29,7 +29,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .config import s3_location
-from .objects import CHUNK, Item, _NoLease
+from .objects import CHUNK, Item, NoLease
 from .store import key as hashed
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ LEASE_SECONDS = 10.0
 PRESIGNED_SECONDS = 600  # a redirected client fetches at once; the URL need not live long
 MAX_PUT = 5 * 1024**3  # S3's limit for one PUT; larger files stay on the node that has them
 _FAULTS = (BotoCoreError, ClientError, OSError)
+AWAY_SECONDS = 30.0  # after a fault of the store, how long a node goes on without it
 NODE = f"{socket.gethostname()}-{os.getpid()}"
 
 
@@ -97,6 +98,7 @@ class S3Lease:
 
     def release(self) -> None:
         self._done.set()
+        self._thread.join(5)  # a renewal under way changes the ETag we delete by
         try:
             self.storage.client().delete_object(
                 Bucket=self.storage.bucket, Key=self.key, IfMatch=self.etag
@@ -123,6 +125,15 @@ class S3Storage:
         self._client: Any = None
         self._pid = 0
         self._lock = threading.Lock()
+        self._away_until = 0.0  # a store that failed is not asked again (and waited for) at once
+
+    def _away(self) -> bool:
+        return time.monotonic() < self._away_until
+
+    def _failed(self, what: str, error: Exception) -> None:
+        log.warning("bucket %s: %s failed (%s); going on without it for %.0f s",
+                    self.location, what, error, AWAY_SECONDS)
+        self._away_until = time.monotonic() + AWAY_SECONDS
 
     def client(self) -> Any:
         """boto3's client, made once per process after fork (it holds sockets)."""
@@ -136,17 +147,21 @@ class S3Storage:
     # --- files ---------------------------------------------------------------------------
     def get(self, path: str) -> S3Blob:
         key = self.root + path
+        if self._away():
+            raise FileNotFoundError(path)
         try:
             head = self.client().head_object(Bucket=self.bucket, Key=key)
         except _FAULTS as error:
-            if _status(error) not in (404, 403):
-                log.warning("bucket %s: %s", self.location, error)
+            if _status(error) != 404:
+                self._failed("a lookup", error)
             raise FileNotFoundError(path) from None
         return S3Blob(self, key, head["ContentLength"])
 
     def store(self, path: str, file_path: Path, meta: dict[str, str] | None = None) -> bool:
         if file_path.stat().st_size > MAX_PUT:
             log.warning("%s is larger than one PUT allows: kept on this node only", path)
+            return False
+        if self._away():
             return False
         try:
             with open(file_path, "rb") as body:
@@ -156,7 +171,7 @@ class S3Storage:
                 )
         except _FAULTS as error:
             if _status(error) not in (412, 409):  # 412/409: another node was first
-                log.warning("could not put %s in %s: %s", path, self.location, error)
+                self._failed(f"putting {path}", error)
             return False
         return True
 
@@ -188,8 +203,10 @@ class S3Storage:
         )
 
     # --- leases --------------------------------------------------------------------------
-    def lease(self, name: str) -> S3Lease | _NoLease | None:
+    def lease(self, name: str) -> S3Lease | NoLease | None:
         key = f"{self.prefix}leases/{hashed(name)}"
+        if self._away():
+            return NoLease()
         try:
             for _ in range(3):
                 etag = self._put_lease(key, if_none_match=True)
@@ -209,9 +226,9 @@ class S3Storage:
                     log.info("took over %s's expired lease %s", holder.get("node"), key)
                     return S3Lease(self, key, etag)
             return None
-        except (*_FAULTS, ValueError) as error:
-            log.warning("no lease from %s (%s): this node downloads on its own", self.location, error)
-            return _NoLease()
+        except (*_FAULTS, ValueError) as error:  # this node downloads on its own
+            self._failed("a lease", error)
+            return NoLease()
 
     def _put_lease(self, key: str, if_match: str | None = None,
                    if_none_match: bool = False) -> str | None:

@@ -72,11 +72,13 @@ def _hits(run: Run, a: Proxy, b: Proxy, redirect: Proxy) -> None:
 
 def _herd(run: Run, a: Proxy, b: Proxy, clients: int = 16) -> None:
     run.fixture.throttle(5_000_000)
+    direct = download(run.fixture.file("herd-direct")["url"])["total"]
+    run.add(W_HERD, "one direct download", "direct", direct, "s", "direct", direct)
     f = run.fixture.file("herd-s3")
     urls = [_url(a, run, "herd-s3"), _url(b, run, "herd-s3")]
     before = run.fixture.downloads(f["filename"])
     seconds = timed(_curls([urls[i % 2] for i in range(clients)]))
     count = run.fixture.downloads(f["filename"]) - before
     run.add(W_HERD, "upstream downloads", "pypicache", count, "x the file", goal="== 1")
-    run.add(W_HERD, "all clients done", "pypicache", seconds, "s",
+    run.add(W_HERD, "all clients done", "pypicache", seconds, "s", "one direct download", direct,
             note=f"{f['size'] // MIB} MiB at 5 MB/s upstream")

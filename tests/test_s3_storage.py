@@ -138,6 +138,9 @@ def test_an_unreachable_bucket_is_a_miss_not_an_error(monkeypatch, tmp_path):
     assert away.store("p/a.whl", _file(tmp_path, b"bytes")) is False
     assert away.lease("p/a.whl") is not None  # on its own: the node's flock still holds
     assert away.node_stats() == {}
+    assert away._away()  # and it does not wait for the store again at once
+    with pytest.raises(FileNotFoundError):
+        away.get("p/a.whl")
 
 
 @pytest.mark.parametrize("url", ["s3:/bucket", "gs://bucket/x", "s3://", "s3:///prefix", "s3://B/x"])
