@@ -20,13 +20,6 @@ pytestmark = pytest.mark.e2e
 MIB = 1 << 20
 
 
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory):
-    server = MotoS3(tmp_path_factory.mktemp("moto")).start()
-    yield server
-    server.stop()
-
-
 @contextlib.contextmanager
 def cluster(tmp_path: Path, moto: MotoS3, up: Upstream, count: int, **env: str):
     """`count` nodes (2 workers each: the machine has 2 cores), one bucket prefix per test."""

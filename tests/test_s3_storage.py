@@ -15,15 +15,7 @@ from app import cluster, config, s3
 from app.config import ConfigError
 from app.objects import LocalStorage, open_storage
 
-from .s3_server import MotoS3
 from .test_deploy import schema_errors
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory):
-    server = MotoS3(tmp_path_factory.mktemp("moto")).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -72,45 +72,52 @@ def _stored_response(stored: Stored, etag: str) -> Response:
     if stored.url is not None:
         stored.close()
         return redirect(stored.url, 302)  # temporary: the presigned URL expires
-    size, start, stop, status = stored.blob.size, 0, stored.blob.size, 200
+    size = stored.blob.size
     if request.if_none_match.contains(etag):
         stored.close()
-        status, stop = 304, 0
-    elif request.range and (request.if_range.etag is None and request.if_range.date is None
-                            or request.if_range.etag == etag):
-        span = request.range.range_for_length(size)
-        if span is None:
-            stored.close()
-            response = Response(status=416)
-            response.headers["Content-Range"] = f"bytes */{size}"
-            return response
-        (start, stop), status = span, 206
-    body = _first_bytes(stored.blob.chunks(start, stop)) if request.method == "GET" and stop else ()
-    response = Response(body, status=status, mimetype=OCTET_STREAM, direct_passthrough=True)
-    response.call_on_close(stored.close)
-    if status != 304:
+        response = Response(status=304)
+    elif (span := _requested(size, etag)) is None:
+        stored.close()
+        return _unsatisfiable(size)
+    else:
+        start, stop, status = span
+        body = _first_bytes(stored.blob.chunks(start, stop)) if request.method == "GET" else ()
+        response = Response(body, status=status, mimetype=OCTET_STREAM, direct_passthrough=True)
+        response.call_on_close(stored.close)
         response.content_length = stop - start
-    if status == 206:
-        response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+        if status == 206:
+            response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
     response.headers["Accept-Ranges"] = "bytes"
     response.set_etag(etag)
+    return response
+
+
+def _requested(size: int, etag: str) -> tuple[int, int, int] | None:
+    """(start, stop, status) of the bytes asked for: the Range while an If-Range still matches
+    (another ETag, or a date, means "all"), or the whole file; None for a Range past the end."""
+    if_range = request.if_range
+    current = if_range.etag is None and if_range.date is None or if_range.etag == etag
+    if not (request.range and current):
+        return 0, size, 200
+    span = request.range.range_for_length(size)
+    return None if span is None else (span[0], span[1], 206)
+
+
+def _unsatisfiable(size: int) -> Response:
+    response = Response(status=416)
+    response.headers["Content-Range"] = f"bytes */{size}"
     return response
 
 
 def _follow_response(follow: Follow, etag: str) -> Response:
     """A file still downloading; a Range is served as its bytes land (uv reads wheels so)."""
     start, stop, status = 0, None, 200
-    byte_range, if_range = request.range, request.if_range
-    # If-Range with another ETag (or a date: a download has no Last-Modified yet) means "all".
-    current = if_range.etag is None and if_range.date is None or if_range.etag == etag
-    if byte_range and follow.size is not None and current:
-        span = byte_range.range_for_length(follow.size)
-        if span is None:
+    if follow.size is not None:
+        if (span := _requested(follow.size, etag)) is None:
             follow.close()
-            response = Response(status=416)
-            response.headers["Content-Range"] = f"bytes */{follow.size}"
-            return response
-        (start, stop), status = span, 206
+            return _unsatisfiable(follow.size)
+        start, stop, status = span
+        stop = None if status == 200 else stop  # all of it: to the end, as it lands
     body = follow.stream(start, stop)
     if request.method != "HEAD":
         body = _first_bytes(body)
