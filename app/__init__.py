@@ -12,6 +12,7 @@ from . import config
 from .catalog import Catalog
 from .errors import ProxyError
 from .fetch import Fetcher
+from .metadata import Metadata
 from .objects import open_storage
 from .pages import Pages
 from .store import Store, sqlite_storage_error
@@ -30,6 +31,7 @@ class Services:
     upstream: Upstream
     fetcher: Fetcher
     pages: Pages
+    metadata: Metadata
     cluster: Any = None  # app.cluster.Cluster when files are shared through a bucket
 
     @classmethod
@@ -40,7 +42,7 @@ class Services:
         pages = Pages(settings, store, catalog, upstream)
         if not settings.storage_url:
             fetcher = Fetcher(settings, store, catalog, upstream)
-            return cls(settings, store, catalog, upstream, fetcher, pages)
+            return cls(settings, store, catalog, upstream, fetcher, pages, Metadata(fetcher))
         from .cluster import Cluster, ClusterFetcher  # boto3 only where a bucket is used
 
         bucket = open_storage(settings.storage_url, store.files,
@@ -49,7 +51,7 @@ class Services:
         cluster = Cluster(bucket, store, catalog)
         fetcher = ClusterFetcher(settings, store, catalog, upstream, cluster=cluster,
                                  redirect=settings.s3_redirect)
-        return cls(settings, store, catalog, upstream, fetcher, pages, cluster)
+        return cls(settings, store, catalog, upstream, fetcher, pages, Metadata(fetcher), cluster)
 
 
 def _log_like_gunicorn() -> None:

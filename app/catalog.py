@@ -18,6 +18,7 @@ from .index import Project
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS expected (
     path TEXT PRIMARY KEY, project TEXT NOT NULL, sha256 TEXT, size INTEGER);
+CREATE INDEX IF NOT EXISTS expected_project ON expected(project);
 CREATE TABLE IF NOT EXISTS cached (
     path TEXT PRIMARY KEY, project TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
     created REAL NOT NULL, last_used REAL NOT NULL, hits INTEGER NOT NULL DEFAULT 0);
@@ -68,21 +69,38 @@ class Catalog:
             self._local.db = None
             db.close()
 
-    def expect(self, project: Project) -> None:
+    def expect(self, project: Project) -> dict[str, str]:
+        """Record what the page promises; return the sha256 known of each wheel's .metadata
+        (the upstream's, or that of what the proxy extracted and served)."""
         rows = [(f.path, project.name, f.sha256, f.size) for f in project.files]
-        rows += [
-            (f"{f.path}.metadata", project.name, f.core_metadata.get("sha256"), None)
+        metadata = [
+            (f"{f.path}.metadata", project.name,
+             f.core_metadata.get("sha256") if isinstance(f.core_metadata, dict) else None, None)
             for f in project.files
-            if isinstance(f.core_metadata, dict)
+            if f.core_metadata or f.filename.endswith(".whl")
         ]
         db = self._connect()
         with db:
             db.execute("BEGIN IMMEDIATE")
             db.executemany(
                 "INSERT INTO expected VALUES (?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
-                "project=excluded.project, sha256=excluded.sha256, size=excluded.size",
-                rows,
+                "project=excluded.project, sha256=COALESCE(excluded.sha256, expected.sha256), "
+                "size=excluded.size",
+                rows + metadata,
             )
+            known = {}
+            for start in range(0, len(metadata), 500):  # SQLite's bound on parameters
+                paths = [row[0] for row in metadata[start:start + 500]]
+                known.update(db.execute(
+                    f"SELECT path, sha256 FROM expected WHERE sha256 IS NOT NULL AND path IN "
+                    f"({','.join('?' * len(paths))})", paths).fetchall())
+        return known
+
+    def metadata_known(self, project: str) -> int:
+        """How many of the project's .metadata hashes are known (a page renders them)."""
+        return self._connect().execute(
+            "SELECT COUNT(*) FROM expected WHERE project = ? AND sha256 IS NOT NULL "
+            "AND path LIKE '%.metadata'", (project,)).fetchone()[0]
 
     def expected(self, path: str) -> tuple[str | None, str | None, int | None]:
         """(project, sha256, size) that an index page promised for `path`, or Nones."""

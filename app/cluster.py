@@ -23,9 +23,12 @@ import time
 import uuid
 from pathlib import Path
 
+from werkzeug.datastructures import Range
+
 from .catalog import Catalog
 from .fetch import Fetcher, Follow, Hit
 from .objects import Storage, Stored
+from .ranges import Part
 from .s3 import LEASE_SECONDS
 from .store import Store
 
@@ -44,12 +47,12 @@ class ClusterFetcher(Fetcher):
         self.redirect = redirect
         self.patience = min(LEASE_SECONDS, self.stall / 2)
 
-    def open(self, path: str) -> Hit | Follow | Stored:
+    def open(self, path: str, byte_range: Range | None = None) -> Hit | Follow | Part | Stored:
         self.cluster.start()  # after fork, in the worker: a thread of its own
-        return super().open(path)
+        return super().open(path, byte_range)
 
-    def _cached(self, path: str) -> Hit | Stored | None:
-        if (hit := super()._cached(path)) is not None:
+    def cached(self, path: str) -> Hit | Stored | None:
+        if (hit := super().cached(path)) is not None:
             return hit
         try:
             blob = self.bucket.get(path)
@@ -79,14 +82,14 @@ class ClusterFetcher(Fetcher):
         deadline = time.monotonic() + self.patience
         delay = 0.05
         while (lease := self.bucket.lease(path)) is None:
-            if isinstance(found := self._cached(path), Stored):
+            if isinstance(found := self.cached(path), Stored):
                 return found
             if time.monotonic() > deadline:
                 log.info("another node is still downloading %s: downloading here too", path)
                 return None
             time.sleep(delay)
             delay = min(delay * 2, 0.25)
-        if isinstance(found := self._cached(path), Stored):  # put there as we asked
+        if isinstance(found := self.cached(path), Stored):  # put there as we asked
             lease.release()
             return found
         return lease

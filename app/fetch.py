@@ -21,8 +21,9 @@ from typing import BinaryIO, Iterator
 from urllib.parse import quote
 
 from packaging.utils import canonicalize_name
+from werkzeug.datastructures import Range
 
-from . import names
+from . import names, ranges
 from .catalog import Catalog
 from .errors import IntegrityError, NotFound, ProxyError, UpstreamTimeout
 from .store import Store, key, storage_error
@@ -60,6 +61,10 @@ class Follow:
     def __init__(self, fetcher: "Fetcher", path: str, fd: int, size: int | None, cache: str):
         self.fetcher, self.path, self.fd, self.size = fetcher, path, fd, size
         self.cache = cache  # "miss" for the client that started it, "follower" for the others
+        # A range that ends before the file's end, taken from the download on its way
+        # (Fetcher._range): its last bytes need not wait for the publish, as they are no
+        # less checked than the same range asked of the upstream.
+        self.early = False
 
     def close(self) -> None:
         if self.fd is not None:
@@ -68,6 +73,11 @@ class Follow:
 
     def published(self) -> bool:
         return self.fetcher._published(self.path, self.fd)
+
+    def landed(self, start: int, stop: int) -> bool:
+        """Whether [start, stop) can go out now or as the bytes land: it has begun landing
+        and it ends before the file's last byte (which waits for the whole download)."""
+        return self.size is not None and stop < self.size and start < os.fstat(self.fd).st_size
 
     def stream(self, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
         """Bytes [start, stop) (to the end when stop is None), as they land."""
@@ -81,7 +91,7 @@ class Follow:
         try:
             while end is None or position < end:
                 chunk = read()
-                if chunk and (end is None or position + len(chunk) < end):
+                if chunk and (end is None or position + len(chunk) < end or self.early):
                     position += len(chunk)
                     yield chunk
                     last_progress, delay = time.monotonic(), 0.001
@@ -114,16 +124,47 @@ class Fetcher:
         self.upstream = upstream
         self.stall = settings.read_timeout  # no new byte for this long: give up
 
-    def open(self, path: str) -> Hit | Follow:
-        """The cached file, or a stream of its download (started here or by another worker)."""
+    def open(self, path: str, byte_range: Range | None = None) -> Hit | Follow | ranges.Part:
+        """The cached file, or a stream of its download (started here or by another worker).
+
+        A range of a file not cached starts no download (docs/DESIGN.md): it is followed
+        in a download already under way that has reached it, else asked of the upstream.
+        """
+        if (hit := self.cached(path)) is not None:
+            return hit
+        if byte_range is not None:
+            part = self._range(path, byte_range)
+            if part is not None:
+                return part
+        return self.single_flight(path)
+
+    def _range(self, path: str, byte_range: Range) -> Follow | ranges.Part | None:
+        follow = self._follow(path)
+        if follow is not None:
+            span = byte_range.range_for_length(follow.size) if follow.size is not None else None
+            if span is not None and follow.landed(*span):
+                follow.early = True
+                return follow
+            follow.close()
+        _, _, size = self.catalog.expected(path)
+        try:
+            return ranges.part(self.upstream, self.url(path), byte_range.to_header(), size)
+        except ranges.RangesIgnored:
+            return None  # the upstream sends whole files only: follow the one download
+
+    def url(self, path: str) -> str:
+        return f"{self.files_url}/{quote(path)}"
+
+    def single_flight(self, path: str) -> Hit | Follow:
+        """The cached file, or a stream of its one download."""
         deadline = time.monotonic() + self.stall
         delay = 0.002
         while True:
-            if (hit := self._cached(path)) is not None:
+            if (hit := self.cached(path)) is not None:
                 return hit
             lock = self.store.try_lock(path)
             if lock is not None:
-                if (hit := self._cached(path)) is not None:
+                if (hit := self.cached(path)) is not None:
                     os.close(lock)
                     return hit
                 return self._lead(path, lock)
@@ -135,7 +176,7 @@ class Fetcher:
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 
-    def _cached(self, path: str) -> Hit | None:
+    def cached(self, path: str) -> Hit | None:
         try:
             return Hit(open(self.store.file(path), "rb"))
         except FileNotFoundError:
@@ -149,9 +190,7 @@ class Fetcher:
         try:
             self._clear_dead(path)
             project, sha256, size = self.catalog.expected(path)
-            response = self.upstream.get(
-                f"{self.files_url}/{quote(path)}", headers={"Accept-Encoding": "identity"}
-            )
+            response = self.upstream.get(self.url(path), headers={"Accept-Encoding": "identity"})
             length = response.headers.get("Content-Length")
             length = int(length) if length and length.isdigit() else None
             if size is not None and length is not None and size != length:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator
 from urllib.parse import unquote, urljoin, urlsplit
 
@@ -57,6 +57,19 @@ def _metadata_flag(value: Any) -> bool | dict[str, str]:
     if isinstance(value, str):
         return _hashes_from_fragment(value) or (value.strip().lower() != "false")
     return bool(value)
+
+
+def with_core_metadata(project: Project, known: dict[str, str]) -> Project:
+    """Every wheel advertises core metadata (PEP 658/714), since the proxy extracts it where
+    the upstream has none: with the upstream's hashes, else the sha256 of what was served
+    (`known`, by .metadata path) once there is one, else `true`, as the PEPs allow."""
+    files = []
+    for file in project.files:
+        if file.filename.endswith(".whl") and not isinstance(file.core_metadata, dict):
+            sha256 = known.get(file.path + ".metadata")
+            file = replace(file, core_metadata={"sha256": sha256} if sha256 else True)
+        files.append(file)
+    return replace(project, files=tuple(files))
 
 
 class Linker:

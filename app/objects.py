@@ -32,6 +32,8 @@ class Blob(Protocol):
 
     def chunks(self, start: int = 0, stop: int | None = None) -> Iterator[bytes]: ...
 
+    def read(self, offset: int, length: int) -> bytes: ...
+
     def close(self) -> None: ...
 
 
@@ -86,6 +88,9 @@ class FileBlob:
         while start < stop and (chunk := os.pread(self.file.fileno(), min(CHUNK, stop - start), start)):
             start += len(chunk)
             yield chunk
+
+    def read(self, offset: int, length: int) -> bytes:
+        return b"".join(self.chunks(offset, min(offset + length, self.size)))
 
     def close(self) -> None:
         self.file.close()

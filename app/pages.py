@@ -151,6 +151,8 @@ class Pages:
 
     def _refresh_project(self, name: str, old: dict | None) -> str:
         url = f"{self.settings.mirror_url}/{name}/"
+        if old and old.get("metadata_known", 0) < self.catalog.metadata_known(name):
+            old = None  # metadata hashes learnt since the render: render anew, even on a 304
         response = self._fetch(url, old, UPSTREAM_ACCEPT)
         if self._revalidated(name, response, old):
             return "revalidated"
@@ -159,7 +161,7 @@ class Pages:
             body += chunk
         content_type = response.headers.get("Content-Type", "text/html")
         project = index.parse(bytes(body), content_type, response.url, name, self.linker)
-        self.catalog.expect(project)
+        project = index.with_core_metadata(project, self.catalog.expect(project))
         bodies = {
             "html": render.project_html(project).encode(),
             "json": render.project_json(project).encode(),
@@ -170,11 +172,12 @@ class Pages:
             self.store.write_atomic(directory / f"page.{fmt}", data)
             self.store.write_atomic(directory / f"page.{fmt}.gz", gzip.compress(data, 6, mtime=0))
             etags[fmt] = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
-        self._write_state(name, response, etags)
+        self._write_state(name, response, etags, metadata_known=self.catalog.metadata_known(name))
         return "miss"
 
-    def _write_state(self, name: str, response, etags: dict[str, str]) -> None:
+    def _write_state(self, name: str, response, etags: dict[str, str], **more) -> None:
         state = {"status": 200, "etags": etags, "upstream_etag": response.headers.get("ETag")}
+        state.update(more)
         self.store.write_json(self.store.pages / name / "state.json", state)
 
     def _refresh_root(self, name: str, old: dict | None) -> str:

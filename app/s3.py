@@ -59,15 +59,28 @@ class S3Blob:
         if start >= stop:
             return
         try:
-            answer = self.storage.client().get_object(
-                Bucket=self.storage.bucket, Key=self.key, Range=f"bytes={start}-{stop - 1}"
-            )
-            self._body = answer["Body"]
+            self._body = self._get(f"bytes={start}-{stop - 1}")
             yield from self._body.iter_chunks(CHUNK)
         except _FAULTS as error:  # the object went (a lifecycle rule, a prune) or the store did
             raise FileNotFoundError(f"{self.key}: {error}") from None
         finally:
             self.close()
+
+    def _get(self, byte_range: str) -> Any:
+        """The object's body. A range of its size that the store calls unsatisfiable means it
+        showed the object before all of it could be read (moto's server does, for a moment,
+        when a node puts it as others read it): ask again, briefly."""
+        for attempt in range(5):
+            try:
+                return self.storage.client().get_object(
+                    Bucket=self.storage.bucket, Key=self.key, Range=byte_range)["Body"]
+            except ClientError as error:
+                if _status(error) != 416 or attempt == 4:
+                    raise
+                time.sleep(0.05 * 2 ** attempt)
+
+    def read(self, offset: int, length: int) -> bytes:
+        return b"".join(self.chunks(offset, min(offset + length, self.size)))
 
     def close(self) -> None:
         if self._body is not None:

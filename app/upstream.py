@@ -71,7 +71,9 @@ class Upstream:
             if response.status_code == 404:
                 response.close()
                 raise NotFound(f"not found upstream: {redact(url)}")
-            if response.status_code in (200, 304):
+            if response.status_code in (200, 304) or (
+                response.status_code in (206, 416) and "Range" in (headers or {})
+            ):
                 return response
             response.close()
             raise UpstreamError(f"upstream answered {response.status_code} for {redact(url)}")

@@ -92,10 +92,11 @@ class _Server(ThreadingHTTPServer):
 
 
 class Upstream:
-    def __init__(self, root, layout="absolute", formats=("html", "json"), metadata=True, throttle=None):
+    def __init__(self, root, layout="absolute", formats=("html", "json"), metadata=True, throttle=None,
+                 ranges=True):
         assert layout in ("absolute", "relative"), layout
         self.root, self.layout, self.formats = Path(root), layout, tuple(formats)
-        self.metadata, self.throttle = metadata, throttle
+        self.metadata, self.throttle, self.ranges = metadata, throttle, ranges
         (self.root / "files").mkdir(parents=True, exist_ok=True)
         base = "/pypi/web" if layout == "relative" else ""
         self.simple_path, self.package_loc = base + "/simple", base + "/packages"
@@ -105,7 +106,8 @@ class Upstream:
         self._big_root = 0
         self._faults: dict[str, str] = {}
         self._project_faults: dict[str, str] = {}
-        self._dl: Counter = Counter()
+        self._dl: Counter = Counter()  # whole-file GETs
+        self._bytes: Counter = Counter()  # body bytes sent per file name (.metadata, ranges too)
         self.requests: Counter = Counter()
         self._lock = threading.Lock()
         self._ports: list[int] = []
@@ -217,14 +219,20 @@ class Upstream:
     def downloads(self, filename) -> int:
         return self._dl[filename]
 
+    def bytes_sent(self) -> int:
+        """Body bytes of files sent so far (whole files, ranges, .metadata)."""
+        return sum(self._bytes.values())
+
     def reset_counts(self):
         with self._lock:
             self._dl.clear()
+            self._bytes.clear()
             self.requests.clear()
 
     def stats(self) -> dict:
         with self._lock:
-            return {"downloads": dict(self._dl), "requests": dict(self.requests)}
+            return {"downloads": dict(self._dl), "requests": dict(self.requests),
+                    "bytes": dict(self._bytes)}
 
     # ---- rendering ------------------------------------------------------------------
     def _href(self, f: File) -> str:
@@ -412,16 +420,22 @@ class _Handler(BaseHTTPRequestHandler):
             if not (f and up.metadata and f.metadata_sha256):
                 return self._send(404, b"not found", body=body)
             data = f.disk_path.with_name(f.filename + ".metadata").read_bytes()
+            if body:
+                with up._lock:
+                    up._bytes[f.filename + ".metadata"] += len(data)
             return self._send(200, data, "application/octet-stream", [("ETag", f'"{f.metadata_sha256}"')], body)
         f = up._by_path.get(path)
         if f is None:
             return self._send(404, b"not found", body=body)
-        if body:
+        span = self._range(f.size) if up.ranges and self.command == "GET" else None
+        if body and span is None:
             with up._lock:
                 up._dl[f.filename] += 1
         kind = up._faults.get(f.filename, "")
         if kind and self._fault(up, kind, body):
             return
+        if span is not None:
+            return self._partial(up, f, span)
         chunked = kind in ("chunked", "chunked-truncate")
         limit = f.size // 2 if kind in ("truncate", "chunked-truncate") else f.size
         self.send_response(200)
@@ -431,10 +445,37 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if body:
             self._stream(up, f, limit, chunked, kind == "corrupt")
+            with up._lock:
+                up._bytes[f.filename] += limit
         if limit < f.size:
             self.close_connection = True
         elif chunked and body:
             self.wfile.write(b"0\r\n\r\n")
+
+    def _range(self, size):
+        """(start, stop) of a single `Range: bytes=...`, "bad" when unsatisfiable, else None."""
+        m = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", "").strip())
+        if not m or m[1] == m[2] == "":
+            return None
+        if m[1] == "":
+            return (max(0, size - int(m[2])), size) if int(m[2]) else "bad"
+        start, stop = int(m[1]), min(size, int(m[2]) + 1) if m[2] else size
+        return (start, stop) if start < size and start < stop else "bad"
+
+    def _partial(self, up, f, span):
+        if span == "bad":
+            return self._send(416, b"", headers=[("Content-Range", f"bytes */{f.size}")])
+        start, stop = span
+        self.send_response(206)
+        for k, v in [("Content-Type", "application/octet-stream"), ("ETag", f'"{f.sha256}"'),
+                     ("Content-Range", f"bytes {start}-{stop - 1}/{f.size}"),
+                     ("Content-Length", str(stop - start))]:
+            self.send_header(k, v)
+        self.end_headers()
+        with open(f.disk_path, "rb") as fh:
+            self.connection.sendfile(fh, start, stop - start)
+        with up._lock:
+            up._bytes[f.filename] += stop - start
 
     def _stream(self, up, f, limit, chunked, corrupt):
         rate = up.throttle
@@ -474,6 +515,7 @@ def main(argv=None):
     p.add_argument("--layout", choices=("absolute", "relative"), default="absolute")
     p.add_argument("--formats", default="html,json")
     p.add_argument("--no-metadata", action="store_true")
+    p.add_argument("--no-ranges", action="store_true", help="answer Range requests with whole files")
     p.add_argument("--throttle", type=int, default=None, help="bytes/s per connection for file bodies")
     p.add_argument("--wheels", type=int, default=0, help="add N small wheels fixture-pkg-0000..")
     p.add_argument("--file", action="append", default=[], metavar="NAME:SIZE",
@@ -481,7 +523,8 @@ def main(argv=None):
     p.add_argument("--big-root", type=int, default=0)
     a = p.parse_args(argv)
     root = a.root or tempfile.mkdtemp(prefix="fixture-upstream-")
-    up = Upstream(root, a.layout, tuple(a.formats.split(",")), not a.no_metadata, a.throttle)
+    up = Upstream(root, a.layout, tuple(a.formats.split(",")), not a.no_metadata, a.throttle,
+                  not a.no_ranges)
     for i in range(a.wheels):
         up.add_wheel(f"fixture-pkg-{i:04d}", "1.0.0")
     files = []

@@ -66,10 +66,11 @@ def no_metadata(tmp_path):
     yield from _serve(tmp_path, metadata=False)
 
 
-def test_pip_fast_deps_reads_wheels_by_range_without_metadata(no_metadata, tmp_path):
+def test_pip_fast_deps_without_upstream_metadata(no_metadata, tmp_path):
+    """The proxy advertises metadata it extracts itself (tests/test_metadata_e2e.py)."""
     up, proxy = no_metadata
     page = requests.get(f"{proxy.url}/simple/alpha/", timeout=10).text
-    assert "data-core-metadata" not in page and "data-dist-info-metadata" not in page
+    assert 'data-core-metadata="true" data-dist-info-metadata="true"' in page
     result = pip_install(f"{proxy.url}/simple", tmp_path / "t", "--use-feature=fast-deps", "alpha")
     assert result.returncode == 0, result.stderr
     assert set(installed(tmp_path / "t")) == NAMES

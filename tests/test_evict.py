@@ -195,8 +195,8 @@ def test_a_hit_evicted_once_opened_still_gets_every_byte(app, client, monkeypatc
     fetcher = app.extensions["pypicache"].fetcher
     real_open = fetcher.open
 
-    def open_then_evicted(path):
-        result = real_open(path)
+    def open_then_evicted(path, *args):
+        result = real_open(path, *args)
         app.extensions["pypicache"].store.file(path).unlink()
         app.extensions["pypicache"].catalog.forget(path, "evicted")
         return result

@@ -192,3 +192,20 @@ def test_pip_through_one_node_then_uv_through_another_redirected_to_the_bucket(t
                 assert up.downloads(f"{name}-1.0-py3-none-any.whl") == 1
     finally:
         up.stop()
+
+
+def test_core_metadata_read_from_a_wheel_in_the_bucket(tmp_path, moto):
+    up = Upstream(tmp_path / "up", metadata=False).start()
+    gamma = add_chain(up)["gamma-1.0-py3-none-any.whl"]
+    try:
+        with cluster(tmp_path, moto, up, 2) as (first, second):
+            for node in (first, second):
+                assert requests.get(f"{node.url}/simple/gamma/", timeout=10).ok
+            assert fetch(file_url(first, gamma)) == ("miss", gamma.sha256)
+            answer = requests.get(file_url(second, gamma) + ".metadata", timeout=30)
+            assert answer.status_code == 200, answer.text
+            assert b"Name: gamma" in answer.content and b"Version: 1.0" in answer.content
+            assert up.downloads(gamma.filename) == 1
+            assert "metadata of gamma-1.0-py3-none-any.whl extracted" not in second.logs()
+    finally:
+        up.stop()

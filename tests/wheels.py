@@ -33,16 +33,26 @@ def wheel_metadata_text(name, version, requires=(), requires_python=None) -> byt
     return ("\n".join(lines) + "\n\n").encode()
 
 
-def make_wheel(name, version, requires=(), requires_python=None, payload=0):
+def make_wheel(name, version, requires=(), requires_python=None, payload=0, *, info_name=None,
+               stored_metadata=False, data_dir=False, zip64=False, prefix=b"", comment=b""):
     """Return (filename, bytes) of a wheel `<name>-<version>-py3-none-any.whl`; `payload`
-    incompressible bytes (the same for the same name and version) give it a realistic size."""
+    incompressible bytes (the same for the same name and version) give it a realistic size.
+
+    The keywords make the unusual wheels found in the wild: a .dist-info directory named
+    otherwise than the file (`info_name`, e.g. other case or punctuation), METADATA stored
+    rather than deflated, a .data directory (with a decoy METADATA deeper down), ZIP64
+    records, bytes before the zip (`prefix`) and an archive comment.
+    """
     dist = _escape(name)
     version = str(version)
-    info = f"{dist}-{version}.dist-info"
+    info = f"{info_name or dist}-{version}.dist-info"
     files = {
         f"{dist}/__init__.py": f'__version__ = "{version}"\n'.encode(),
         **({f"{dist}/data.bin": random.Random(f"{name}-{version}").randbytes(payload)}
            if payload else {}),
+        **({f"{dist}-{version}.data/scripts/{dist}-tool": b"#!python\nprint('tool')\n",
+            f"{dist}-{version}.data/purelib/decoy-1.0.dist-info/METADATA": b"Name: decoy\n"}
+           if data_dir else {}),
         f"{info}/METADATA": wheel_metadata_text(name, version, requires, requires_python),
         f"{info}/WHEEL": (b"Wheel-Version: 1.0\nGenerator: pypicache-tests\n"
                           b"Root-Is-Purelib: true\nTag: py3-none-any\n\n"),
@@ -50,13 +60,22 @@ def make_wheel(name, version, requires=(), requires_python=None, payload=0):
     record = [_record_line(p, d) for p, d in files.items()] + [f"{info}/RECORD,,"]
     files[f"{info}/RECORD"] = ("\n".join(record) + "\n").encode()
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path, data in files.items():
-            zi = zipfile.ZipInfo(path, _EPOCH)
-            # Random payload does not shrink: storing it spares the time of trying.
-            zi.compress_type = zipfile.ZIP_STORED if path.endswith("data.bin") else zipfile.ZIP_DEFLATED
-            zi.external_attr = 0o644 << 16
-            zf.writestr(zi, data)
+    buf.write(prefix)
+    limit = zipfile.ZIP64_LIMIT
+    if zip64:  # as CPython's own tests of ZIP64 do: records without writing 4 GiB
+        zipfile.ZIP64_LIMIT = 64
+    try:
+        with zipfile.ZipFile(buf, "a" if prefix else "w", zipfile.ZIP_DEFLATED) as zf:
+            for path, data in files.items():
+                zi = zipfile.ZipInfo(path, _EPOCH)
+                # Random payload does not shrink: storing it spares the time of trying.
+                stored = path.endswith("data.bin") or stored_metadata and path.endswith("/METADATA")
+                zi.compress_type = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
+                zi.external_attr = 0o644 << 16
+                zf.writestr(zi, data)
+            zf.comment = comment
+    finally:
+        zipfile.ZIP64_LIMIT = limit
     return f"{dist}-{version}-py3-none-any.whl", buf.getvalue()
 
 

@@ -6,13 +6,16 @@ from itertools import chain
 from typing import Iterator
 
 from flask import Blueprint, Response, redirect, request
+from werkzeug.datastructures import Range
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.wsgi import wrap_file
 
 from .. import names
 from ..errors import UpstreamError, UpstreamTimeout
 from ..fetch import DownloadAborted, DownloadStalled, Follow, Hit
+from ..metadata import SUFFIX as METADATA
 from ..objects import Stored
+from ..ranges import Part
 from ..stats.setup import file_served
 from ..store import key
 from . import services
@@ -28,9 +31,14 @@ CONDITIONAL = {"HTTP_RANGE", "HTTP_IF_NONE_MATCH", "HTTP_IF_MATCH", "HTTP_IF_MOD
 def package(path: str) -> Response:
     path = names.file_path(path)
     etag = key(path)  # strong: a path's bytes never change once verified
-    result = services().fetcher.open(path)
+    if path.endswith(METADATA):
+        result = services().metadata.open(path)
+    else:
+        result = services().fetcher.open(path, _cold_range(etag))
     if isinstance(result, Hit):
         response = _hit_response(result, etag)
+    elif isinstance(result, Part):
+        response = _part_response(result, etag)
     elif isinstance(result, Stored):
         response = _stored_response(result, etag)
     else:
@@ -66,6 +74,36 @@ def _hit_response(hit: Hit, etag: str) -> Response:
     return response
 
 
+def _cold_range(etag: str) -> Range | None:
+    """The one range a GET asks for, if it is to be honoured (RFC 9110 14.2: HEAD ignores
+    Range; an If-Range naming other bytes asks for the whole file)."""
+    if "HTTP_RANGE" not in request.environ or request.method != "GET":
+        return None
+    byte_range = request.range
+    if byte_range is None or len(byte_range.ranges) != 1 or not _current(etag):
+        return None
+    return byte_range
+
+
+def _current(etag: str) -> bool:
+    """If-Range is absent or names these bytes (a download has no Last-Modified to match)."""
+    if_range = request.if_range
+    return if_range.etag is None and if_range.date is None or if_range.etag == etag
+
+
+def _part_response(part: Part, etag: str) -> Response:
+    """A range of a file not cached, relayed from the upstream's 206 as it arrives."""
+    if part.status == 416:
+        return _unsatisfiable(part.size)
+    response = Response(part.chunks, status=206, mimetype=OCTET_STREAM)
+    response.call_on_close(part.close)
+    response.content_length = part.stop - part.start
+    response.headers["Content-Range"] = f"bytes {part.start}-{part.stop - 1}/{part.size}"
+    response.headers["Accept-Ranges"] = "bytes"
+    response.set_etag(etag)
+    return response
+
+
 def _stored_response(stored: Stored, etag: str) -> Response:
     """A file in the shared bucket: a redirect to it (PYPI_S3_REDIRECT), or streamed from it,
     a Range as the same range of the object."""
@@ -93,17 +131,15 @@ def _stored_response(stored: Stored, etag: str) -> Response:
 
 
 def _requested(size: int, etag: str) -> tuple[int, int, int] | None:
-    """(start, stop, status) of the bytes asked for: the Range while an If-Range still matches
-    (another ETag, or a date, means "all"), or the whole file; None for a Range past the end."""
-    if_range = request.if_range
-    current = if_range.etag is None and if_range.date is None or if_range.etag == etag
-    if not (request.range and current):
+    """(start, stop, status) of the bytes asked for: the Range while If-Range allows it, or
+    the whole file; None for a Range past the end."""
+    if not (request.range and _current(etag)):
         return 0, size, 200
     span = request.range.range_for_length(size)
     return None if span is None else (span[0], span[1], 206)
 
 
-def _unsatisfiable(size: int) -> Response:
+def _unsatisfiable(size: int | None) -> Response:
     response = Response(status=416)
     response.headers["Content-Range"] = f"bytes */{size}"
     return response

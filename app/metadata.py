@@ -1,0 +1,98 @@
+"""Core metadata (PEP 658) for every wheel: the upstream's `.metadata`, else the wheel's own."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import time
+
+from . import names, wheelmeta
+from .errors import IntegrityError, NotFound, UpstreamError, UpstreamTimeout
+from .fetch import DownloadAborted, DownloadStalled, Fetcher, Follow, Hit, _project_of
+from .objects import Stored
+from .ranges import RangeReader, RangesIgnored
+
+log = logging.getLogger(__name__)
+SUFFIX = ".whl.metadata"
+
+
+class _LocalFile:
+    """A cached wheel as a wheelmeta.Source."""
+
+    def __init__(self, file):
+        self.file = file
+        self.size = os.fstat(file.fileno()).st_size
+
+    def read(self, offset: int, length: int) -> bytes:
+        return os.pread(self.file.fileno(), length, offset)
+
+
+class Metadata:
+    """Answers `<wheel>.metadata`: the upstream's file where it has one (single flight, checked
+    against the page's hash), else the wheel's METADATA, from the cached wheel or read from the
+    upstream with Range requests, published at the same path so later hits are plain files."""
+
+    def __init__(self, fetcher: Fetcher):
+        self.fetcher, self.store, self.catalog = fetcher, fetcher.store, fetcher.catalog
+        self.wait = sum(fetcher.upstream.timeout)  # another worker's extraction: connect + read
+
+    def open(self, path: str) -> Hit | Follow:
+        try:
+            return self.fetcher.single_flight(path)
+        except NotFound:
+            pass  # the upstream has no .metadata for it (or advertised one it cannot serve)
+        with self.store.lock(path, timeout=self.wait):
+            if (hit := self.fetcher.cached(path)) is not None:
+                return hit
+            project, sha256, _ = self.catalog.expected(path)
+            data = self._extract(path[:-len(".metadata")])
+            digest = hashlib.sha256(data).hexdigest()
+            if sha256 and digest != sha256:
+                raise IntegrityError("the wheel's METADATA does not match the page's metadata hash")
+            self.store.write_atomic(self.store.file(path), data)
+            # Its catalog row, and with it the hash the next render of the page advertises,
+            # comes with the next statistics flush, as for every published file.
+            self.catalog.record_cached(path, project or _project_of(path), len(data), digest)
+        result = self.fetcher.cached(path) or self.fetcher.single_flight(path)  # just published
+        result.cache = "miss"
+        return result
+
+    def _extract(self, wheel: str) -> bytes:
+        """METADATA of the cached wheel, else by ranges, else of the wheel once downloaded."""
+        filename = names.filename(wheel)
+        hit = self.fetcher.cached(wheel)
+        if hit is None:
+            _, _, size = self.catalog.expected(wheel)
+            started = time.monotonic()
+            try:
+                url = self.fetcher.url(wheel)
+                reader = RangeReader(self.fetcher.upstream, url, wheelmeta.TAIL, size)
+                data = wheelmeta.core_metadata(reader, filename)
+                log.info("metadata of %s extracted with %d range requests in %.3f s",
+                         filename, reader.requests, time.monotonic() - started)
+                return data
+            except RangesIgnored:
+                log.info("the upstream ignores ranges: downloading %s for its metadata", filename)
+            hit = self._complete(wheel)
+        if isinstance(hit, Stored):  # in the bucket other nodes share (app/cluster.py)
+            with contextlib.closing(hit):
+                return wheelmeta.core_metadata(hit.blob, filename)
+        with hit.file:
+            return wheelmeta.core_metadata(_LocalFile(hit.file), filename)
+
+    def _complete(self, wheel: str) -> Hit:
+        """The wheel through the single-flight download (so it is cached), once published."""
+        result = self.fetcher.single_flight(wheel)
+        if isinstance(result, Follow):
+            try:
+                for _ in result.stream():  # ends once the file is published
+                    pass
+            except DownloadStalled as error:
+                raise UpstreamTimeout(str(error)) from None
+            except DownloadAborted as error:
+                raise UpstreamError(str(error)) from None
+            result = self.fetcher.cached(wheel)
+            if result is None:
+                raise UpstreamError(f"{names.filename(wheel)} was evicted before it was read")
+        return result

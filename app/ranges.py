@@ -1,0 +1,121 @@
+"""Byte ranges of files not cached, asked of the upstream: a client's range passed through,
+and random reads of a wheel for its metadata. Nothing read here is cached as a file."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterator
+
+from .errors import IntegrityError, UpstreamError
+from .upstream import Upstream
+
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+_IDENTITY = {"Accept-Encoding": "identity"}  # ranges of the stored bytes, never of a re-encoding
+
+
+class RangesIgnored(Exception):
+    """The upstream answered a Range request with the whole file."""
+
+
+@dataclass
+class Part:
+    """One range of a file, streamed from the upstream's 206 as it arrives."""
+
+    start: int
+    stop: int  # exclusive
+    size: int  # of the whole file
+    chunks: Iterator[bytes]
+    cache: str = "range"
+    status: int = 206
+
+    def close(self) -> None:
+        close = getattr(self.chunks, "close", None)
+        if close is not None:
+            close()  # the generator's finally closes the upstream response
+
+
+def _content_range(response, expected_size: int | None) -> tuple[int, int, int]:
+    """(start, stop, size) from a 206's Content-Range; a size other than the index's is a fault."""
+    match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+    if not match:
+        raise UpstreamError("upstream sent a partial answer without a usable Content-Range")
+    start, last, size = map(int, match.groups())
+    if last < start or last >= size:
+        raise UpstreamError("upstream sent an impossible Content-Range")
+    if expected_size is not None and size != expected_size:
+        raise IntegrityError(f"upstream size {size} differs from the index's {expected_size}")
+    return start, last + 1, size
+
+
+def _ask(upstream: Upstream, url: str, spec: str):
+    response = upstream.get(url, headers={"Range": spec, **_IDENTITY})
+    if response.status_code == 200:
+        response.close()
+        raise RangesIgnored(url)
+    return response
+
+
+def part(upstream: Upstream, url: str, spec: str, expected_size: int | None) -> Part:
+    """The client's range (`spec`, one range, as a Range header) from the upstream, or a 416.
+
+    Raises RangesIgnored when the upstream sends the whole file instead: the caller then
+    follows the single-flight download (whose bytes are kept) rather than relaying it.
+    """
+    response = _ask(upstream, url, spec)
+    if response.status_code == 416:
+        response.close()
+        match = re.fullmatch(r"bytes \*/(\d+)", response.headers.get("Content-Range", ""))
+        size = int(match[1]) if match else expected_size
+        if size is None:
+            raise UpstreamError("upstream refused the range without saying the file's size")
+        return Part(0, 0, size, iter(()), status=416)
+    try:
+        start, stop, size = _content_range(response, expected_size)
+    except UpstreamError:
+        response.close()
+        raise
+    return Part(start, stop, size, upstream.iter_body(response))
+
+
+class RangeReader:
+    """Random reads of an upstream file by Range requests (a wheelmeta.Source).
+
+    The first request asks for the file's last `tail` bytes (its size comes with them);
+    later reads inside a range already fetched cost nothing.
+    """
+
+    def __init__(self, upstream: Upstream, url: str, tail: int, expected_size: int | None):
+        self.upstream, self.url, self.expected_size = upstream, url, expected_size
+        self.requests = 0
+        response = _ask(upstream, url, f"bytes=-{tail}")
+        start, data, self.size = self._body(response, tail)
+        self._spans = [(start, data)]
+
+    def _body(self, response, limit: int) -> tuple[int, bytes, int]:
+        self.requests += 1
+        try:
+            if response.status_code != 206:
+                raise UpstreamError(f"upstream answered {response.status_code} to a range")
+            start, stop, size = _content_range(response, self.expected_size)
+            if stop - start > limit:
+                raise UpstreamError("upstream sent more than the range asked for")
+        except UpstreamError:
+            response.close()
+            raise
+        data = b"".join(self.upstream.iter_body(response))
+        if len(data) != stop - start:
+            raise UpstreamError("upstream sent a range of the wrong length")
+        return start, data, size
+
+    def read(self, offset: int, length: int) -> bytes:
+        for start, data in self._spans:
+            if start <= offset and offset + length <= start + len(data):
+                return data[offset - start:offset + length - start]
+        if length == 0:
+            return b""
+        response = _ask(self.upstream, self.url, f"bytes={offset}-{offset + length - 1}")
+        start, data, _ = self._body(response, length)
+        if start != offset:
+            raise UpstreamError("upstream sent another range than the one asked for")
+        self._spans.append((start, data))
+        return data
