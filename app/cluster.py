@@ -29,7 +29,7 @@ from .catalog import Catalog
 from .fetch import Fetcher, Follow, Hit
 from .objects import Storage, Stored
 from .ranges import Part
-from .s3 import LEASE_SECONDS
+from .s3 import LEASE_SECONDS, S3Storage
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ class Cluster:
     """This node among the others: every SHARE_SECONDS one worker of the node puts the node's
     totals into the bucket, and every node's dashboard reads them all."""
 
-    def __init__(self, bucket: Storage, store: Store, catalog: Catalog):
+    def __init__(self, bucket: S3Storage, store: Store, catalog: Catalog):
         self.bucket, self.store, self.catalog = bucket, store, catalog
         self.node = node_name(store)
         self._started = 0  # the pid that runs the thread: none survives a fork

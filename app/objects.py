@@ -44,8 +44,6 @@ class Lease(Protocol):
 
 
 class Storage(Protocol):
-    shared: bool  # True when other nodes read and write the same files
-
     def get(self, path: str) -> Blob:
         """The file, or FileNotFoundError (also for any fault of the storage itself)."""
 
@@ -85,7 +83,8 @@ class FileBlob:
 
     def chunks(self, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
         stop = self.size if stop is None else stop
-        while start < stop and (chunk := os.pread(self.file.fileno(), min(CHUNK, stop - start), start)):
+        fd = self.file.fileno()
+        while start < stop and (chunk := os.pread(fd, min(CHUNK, stop - start), start)):
             start += len(chunk)
             yield chunk
 
@@ -105,8 +104,6 @@ class NoLease:
 
 class LocalStorage:
     """Files under one directory; publishing is an atomic rename of a file beside it."""
-
-    shared = False
 
     def __init__(self, root: Path):
         self.root = Path(root)

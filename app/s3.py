@@ -123,8 +123,6 @@ class S3Lease:
 class S3Storage:
     """Files in a bucket under a prefix (see the module's docstring)."""
 
-    shared = True
-
     def __init__(self, url: str, connect_timeout: float = 10, read_timeout: float = 30,
                  connections: int = 32):
         self.location = url

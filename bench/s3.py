@@ -32,7 +32,8 @@ def shared_bucket(run: Run) -> None:
     nodes = []
     try:
         for name, extra in (("a", {}), ("b", {}), ("redirect", {"PYPI_S3_REDIRECT": "1"})):
-            nodes.append(Proxy(out / name / "cache", env, workers=2, PYPI_READ_TIMEOUT="", **extra).start())
+            node = Proxy(out / name / "cache", env, workers=2, PYPI_READ_TIMEOUT="", **extra)
+            nodes.append(node.start())
         _hits(run, *nodes)
         _herd(run, *nodes[:2])
     finally:

@@ -136,7 +136,7 @@ def test_an_unreachable_bucket_is_a_miss_not_an_error(monkeypatch, tmp_path):
         away.get("p/a.whl")
 
 
-@pytest.mark.parametrize("url", ["s3:/bucket", "gs://bucket/x", "s3://", "s3:///prefix", "s3://B/x"])
+@pytest.mark.parametrize("url", ["s3:/b", "gs://bucket/x", "s3://", "s3:///prefix", "s3://B/x"])
 def test_bad_storage_urls(url):
     with pytest.raises(ConfigError, match="PYPI_STORAGE_URL"):
         config.load({"PYPI_STORAGE_URL": url})
@@ -170,7 +170,8 @@ def test_prune_command_on_the_bucket(bucket, make_app, tmp_path):
     assert done.exit_code == 0, done.output
     assert "removed 2 files (800 B)" in done.output and "400 B left" in done.output
     assert len(list(bucket.list())) == 1
-    alone = make_app().test_cli_runner().invoke(args=["pypicache", "prune", "--bucket", "--to", "1"])
+    alone = make_app().test_cli_runner().invoke(
+        args=["pypicache", "prune", "--bucket", "--to", "1"])
     assert alone.exit_code != 0 and "PYPI_STORAGE_URL" in alone.output
 
 
@@ -197,6 +198,7 @@ def test_deploy_examples_parse_and_share_one_bucket():
     nodes = [s for s in document["services"].values()
              if "PYPI_STORAGE_URL" in s.get("environment", {})]
     assert len(nodes) == 2 and "minio" in document["services"]
-    assert {n["volumes"][0] for n in nodes} == {"node1:/srv/pypicache/data", "node2:/srv/pypicache/data"}
+    volumes = {node["volumes"][0] for node in nodes}
+    assert volumes == {"node1:/srv/pypicache/data", "node2:/srv/pypicache/data"}
     rules = json.loads(_deploy_blocks("json")[0])["Rules"]
     assert {rule["Filter"]["Prefix"] for rule in rules} == {"cache/files/", "cache/leases/"}
