@@ -84,9 +84,10 @@ def start(run: Run, out: Path, peers: list[str]) -> None:
         3 * MIB,
     )
     info = run.fixture.info
-    run.log("starting pypicache (default settings), nginx, the bare Flask app")
+    run.log("starting pypicache (default settings), its nginx front, nginx, the bare Flask app")
     py = servers.Pypicache(run.out, info["env"])
     run.servers["pypicache"] = py
+    run.servers["pypicache front"] = servers.PypicacheFront(py)
     static = (out / "upstream" / "files", run.extra["pages_dir"])
     run.servers["nginx"] = servers.start_nginx(run.out, *static)
     threads = int(servers.TABLE["threads"][2])
@@ -101,9 +102,9 @@ def start(run: Run, out: Path, peers: list[str]) -> None:
 
 
 def stop(run: Run) -> None:
-    py = run.servers.get("pypicache")
-    if py is not None:
-        py.stop()
+    for name in ("pypicache front", "pypicache"):
+        if name in run.servers:
+            run.servers[name].stop()
     procs.stop_all()
 
 

@@ -82,7 +82,8 @@ def warm_large(run: Run) -> None:
     weighs on each of them alike; the first round warms up and is dropped.
     """
     run.fixture.throttle(None)
-    names = ["nginx", "pypicache"] + ([] if run.quick else ["bare Flask", "proxpi", "devpi"])
+    names = ["nginx", "pypicache", "pypicache front"]
+    names += [] if run.quick else ["bare Flask", "proxpi", "devpi"]
     for key in ("large64", "large512"):
         f = run.fixture.file(key)
         urls = {}
@@ -102,7 +103,7 @@ def warm_large(run: Run) -> None:
             }
             case = f"{f['size'] // MIB} MiB, {clients} client{'s' if clients > 1 else ''}"
             for name, rate in rates.items():
-                goal = ">= 0.9" if name == "pypicache" else ""
+                goal = ">= 0.9" if name in ("pypicache", "pypicache front") else ""
                 run.add(
                     "1. Warm large file", case, name, rate, "MiB/s", "nginx", rates["nginx"], goal
                 )
@@ -134,7 +135,7 @@ def cold_throttled(run: Run) -> None:
         "direct",
         direct["total"],
     )
-    for server in run.peers("pypicache", "proxpi", "devpi"):
+    for server in run.peers("pypicache", "pypicache front", "proxpi", "devpi"):
         f = run.fixture.file(f"cold-{server.name}")
         url = server.file_url(f["project"], f["filename"])
         got = download(url)
@@ -147,7 +148,7 @@ def cold_throttled(run: Run) -> None:
             "s",
             "direct",
             direct["total"],
-            "<= 1.1" if server.name == "pypicache" else "",
+            "<= 1.1" if server.name.startswith("pypicache") else "",
             note=f"first byte after {got['ttfb'] * 1000:.0f} ms",
         )
 
@@ -160,13 +161,13 @@ def cold_herd(run: Run, clients: int = 16) -> None:
     direct = download(f["url"])
     _check([direct], f["size"], "direct")
     run.add(w, "one direct download", "direct", direct["total"], "s", "direct", direct["total"])
-    for server in run.peers("pypicache", "proxpi", "devpi"):
+    for server in run.peers("pypicache", "pypicache front", "proxpi", "devpi"):
         f = run.fixture.file(f"herd-{server.name}")
         url = server.file_url(f["project"], f["filename"])
         before = run.fixture.downloads(f["filename"])
         result = herd(url, clients)
         _check(result["clients"], f["size"], f"{server.name} herd")
-        goal = server.name == "pypicache"
+        goal = server.name.startswith("pypicache")
         count = run.fixture.downloads(f["filename"]) - before
         run.add(
             w, "upstream downloads", server.name, count, "x the file", goal="== 1" if goal else ""

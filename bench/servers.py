@@ -11,7 +11,7 @@ from urllib.parse import urljoin
 import requests
 
 from app.config import TABLE
-from tests.servers import ROOT, Proxy, clean_environ, free_port
+from tests.servers import ROOT, Front, Proxy, clean_environ, free_port
 
 from .procs import VENVS, children, spawn, wait_http
 
@@ -79,6 +79,24 @@ class Pypicache(Server):
 
     def stop(self) -> None:
         self.proxy.stop()
+
+
+class PypicacheFront(Server):
+    """The same pypicache (its gunicorn and cache) behind its nginx front, docker/nginx/."""
+
+    name = "pypicache front"
+
+    def __init__(self, app: Pypicache):
+        self.app = app
+        self.front = Front(app.proxy).start()
+        self.proc = self.front.process  # the start script execs nginx: its master
+        super().__init__(self.front.url + "/simple/")
+
+    def worker_pids(self) -> list[int]:
+        return children(self.proc.pid) + self.app.worker_pids()
+
+    def stop(self) -> None:
+        self.front.stop()
 
 
 class Proxpi(Server):

@@ -17,7 +17,7 @@ from tests.wheels import make_wheel
 MIB = 1 << 20
 STACK = 40  # packages in the design note's experiment
 STACK_BIG = 8  # of which this many carry a payload
-PEERS = ("direct", "pypicache", "proxpi", "devpi")
+PEERS = ("direct", "pypicache", "proxpi", "devpi", "pypicache front")
 
 
 def fill(up: Upstream, big: int, stack_payload: int) -> dict:

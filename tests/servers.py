@@ -118,3 +118,41 @@ def add_chain(up) -> dict:
 def installed(target: Path) -> dict[str, str]:
     """name -> version of what pip or uv put in a --target directory."""
     return dict(p.name.removesuffix(".dist-info").split("-") for p in target.glob("*.dist-info"))
+
+
+class Front:
+    """The shipped nginx front (docker/nginx/start, Debian's nginx) before a running Proxy."""
+
+    def __init__(self, proxy: Proxy, **env: str):
+        self.proxy, self.extra_env = proxy, env
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.directory = proxy.cache_dir.parent / f"nginx-{self.port}"
+        self.log = proxy.cache_dir.parent / f"nginx-{self.port}.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "Front":
+        env = clean_environ() | {
+            "PYPI_CACHE_DIR": str(self.proxy.cache_dir),
+            "PYPICACHE_APP": f"127.0.0.1:{self.proxy.port}",
+            "PYPICACHE_LISTEN": f"127.0.0.1:{self.port}",
+            "PYPICACHE_FRONT_DIR": str(self.directory),
+        } | self.extra_env
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                ["sh", str(ROOT / "docker" / "nginx" / "start")],
+                env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).ok:
+                    return self
+            except (requests.ConnectionError, requests.Timeout):
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"nginx did not start: {self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        stop_group(self.process)

@@ -67,26 +67,32 @@ def one_file(tmp_path: Path, size: int, throttle: int | None = None):
         up.stop()
 
 
+def sixteen_clients(url: str) -> list[tuple]:
+    """16 clients at once on `url`: (X-Cache, start, first byte, end, sha256) of each."""
+    results, barrier = [None] * 16, threading.Barrier(16)
+
+    def client(i: int) -> None:
+        barrier.wait()
+        start = time.monotonic()
+        with requests.get(url, stream=True, timeout=30) as response:
+            digest, first = hashlib.sha256(), None
+            for chunk in response.iter_content(256 * 1024):
+                first = first or time.monotonic()
+                digest.update(chunk)
+        results[i] = (response.headers["X-Cache"], start, first, time.monotonic(), digest.hexdigest())
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert all(results), results
+    return results
+
+
 def test_sixteen_clients_of_one_cold_file_cause_one_download(tmp_path):
     with one_file(tmp_path, 64 * MIB, throttle=32 * MIB) as (up, proxy, big, url):
-        results, barrier = [None] * 16, threading.Barrier(16)
-
-        def client(i: int) -> None:
-            barrier.wait()
-            start = time.monotonic()
-            with requests.get(url, stream=True, timeout=30) as response:
-                digest, first = hashlib.sha256(), None
-                for chunk in response.iter_content(256 * 1024):
-                    first = first or time.monotonic()
-                    digest.update(chunk)
-            results[i] = (response.headers["X-Cache"], start, first, time.monotonic(), digest.hexdigest())
-
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        assert all(results), results
+        results = sixteen_clients(url)
         assert up.downloads(big.filename) == 1
         assert sorted(r[0] for r in results) == ["follower"] * 15 + ["miss"]
         assert {r[4] for r in results} == {big.sha256}

@@ -9,6 +9,7 @@ from flask import Flask, Response, current_app, request
 
 from ..errors import NotFound, UpstreamError
 from ..evict import Evictor
+from .frontlog import FrontLog
 from .metrics import Metrics
 from .recorder import Recorder
 from .signals import file_cached
@@ -30,6 +31,8 @@ class Stats:
         self.recorder = Recorder(services.catalog, after_download=self.enforce_cap)
         self._hit = self.metrics.file_requests.labels("hit")
         self._hit_bytes = self.metrics.bytes.labels("cache")
+        # Hits the nginx front served: read from its log by one worker at a time.
+        self.front_log = FrontLog(services.store, services.catalog, self._front_hits)
 
     def enforce_cap(self) -> None:
         if self.settings.max_size:
@@ -47,7 +50,12 @@ class Stats:
         except Exception:
             log.exception("could not count the download of %s", path)
 
+    def _front_hits(self, hits: int, size: int) -> None:
+        self._hit.inc(hits)
+        self._hit_bytes.inc(size)
+
     def after_request(self, response: Response) -> Response:
+        self.front_log.start()  # here: after gunicorn's fork, in every worker
         rule = request.url_rule.rule if request.url_rule is not None else "other"
         self.metrics.requests.labels(rule, request.method, str(response.status_code)).inc()
         return response

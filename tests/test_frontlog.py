@@ -1,0 +1,69 @@
+"""The nginx front's log of hits read into the statistics: once, whoever reads, whatever is cut."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from app.catalog import Catalog
+from app.stats import frontlog
+from app.stats.frontlog import FrontLog
+from app.store import Store
+
+
+def line(path: str, method="GET", status=200, size=10, seconds=0.002) -> str:
+    """One line as docker/nginx/nginx.conf.template's log_format writes it."""
+    entry = {"t": time.time(), "m": method, "s": status, "p": path, "b": size, "rt": seconds}
+    return json.dumps(entry) + "\n"
+
+
+def readers(tmp_path, count=2):
+    """A cache with a front, and `count` readers of its log as separate workers would have."""
+    store = Store(tmp_path / "cache")
+    (store.root / "front").mkdir()
+    seen = []
+    catalog = store.root / "catalog.sqlite3"
+    made = [FrontLog(store, Catalog(catalog), lambda *counts: seen.append(counts))
+            for _ in range(count)]
+    return store, made, seen
+
+
+def test_every_complete_line_counts_once_whichever_worker_reads(tmp_path):
+    store, (one, two), seen = readers(tmp_path)
+    log = store.root / "front" / "2026-01-01T10.jsonl"
+    log.write_text(line("a/x.whl") + line("a/x.whl", status=304, size=0) + line("a/x.whl", "HEAD")
+                   + line("a/x.whl", status=416) + "not json\n" + line("b/y.whl", status=206)[:20])
+    assert one.read() == 5  # the cut last line waits for its end
+    assert two.read() == 0 and one.read() == 0
+    with open(log, "a") as out:
+        out.write(line("b/y.whl", status=206)[20:])
+    assert two.read() == 1
+    totals = one.catalog.totals()
+    assert totals["requests_hit"] == 3  # two GETs of a.whl (200, 304) and the 206
+    assert totals["bytes_hit"] == 20
+    assert totals[frontlog.OFFSET + log.name] == log.stat().st_size
+    assert seen == [(2, 10), (1, 10)]
+
+
+def test_an_hour_read_to_its_end_goes_once_nginx_has_moved_on(tmp_path):
+    store, (one,), _ = readers(tmp_path, 1)
+    old = store.root / "front" / "2026-01-01T10.jsonl"
+    new = store.root / "front" / "2026-01-01T11.jsonl"
+    old.write_text(line("a/x.whl"))
+    new.write_text(line("a/x.whl"))
+    assert one.read() == 2
+    assert old.exists()  # written to recently: nginx may still finish a request there
+    past = time.time() - frontlog.DONE_AFTER - 1
+    os.utime(old, (past, past))
+    os.utime(new, (past, past))
+    assert one.read() == 0
+    assert not old.exists() and new.exists()  # the newest stays: nginx writes there
+    assert one.catalog.totals()["requests_hit"] == 2
+
+
+def test_no_front_no_work(tmp_path):
+    store = Store(tmp_path / "cache")
+    reader = FrontLog(store, Catalog(store.root / "catalog.sqlite3"))
+    assert reader.read() == 0
+    reader.start()
+    assert reader._thread is None

@@ -1,0 +1,236 @@
+"""The shipped nginx front (docker/nginx/, Debian's nginx) before real gunicorn: what users rely
+on holds behind it, published files come from the volume, and their hits are counted once."""
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import http.client
+import time
+
+import pytest
+import requests
+
+from .servers import ROOT, Front, Proxy, add_chain, installed, pip_install, uv_install
+from .test_deploy import hadolint
+from .test_e2e import _fetch, cached_files, one_file, sixteen_clients
+from .test_simple import PIP_ACCEPT, UV_ACCEPT
+
+pytestmark = pytest.mark.e2e
+MIB = 1 << 20
+ACCEPTS = [
+    None, "*/*", "text/html", PIP_ACCEPT, UV_ACCEPT, "application/vnd.pypi.simple.v1+html",
+    "application/vnd.pypi.simple.latest+json",
+    "text/html;q=0.5, application/vnd.pypi.simple.v1+json;q=0.4",
+    "application/vnd.pypi.simple.v1+json;q=0, text/html;q=0.1", "application/json",
+]
+
+
+@contextlib.contextmanager
+def fronted(proxy: Proxy, **env: str):
+    front = Front(proxy, **env).start()
+    try:
+        yield front
+    finally:
+        front.stop()
+
+
+@pytest.fixture
+def chain(tmp_path, upstream):
+    files = add_chain(upstream)
+    proxy = Proxy(tmp_path / "cache", upstream.env()).start()
+    with fronted(proxy) as front:
+        yield upstream, proxy, front, files
+    proxy.stop()
+
+
+def _get(url: str, **headers) -> requests.Response:
+    """GET with headers given as keywords: If_None_Match="..." sends If-None-Match."""
+    return requests.get(url, headers={k.replace("_", "-"): v for k, v in headers.items()},
+                        timeout=30)
+
+
+def test_pages_negotiate_redirect_and_revalidate_as_the_app_does(chain):
+    up, proxy, front, _ = chain
+    for accept in ACCEPTS:
+        headers = {"Accept": accept} if accept else {}
+        app = requests.get(f"{proxy.url}/simple/gamma/", headers=headers, timeout=30)
+        for _ in range(2):  # the second one from the micro-cache
+            got = requests.get(f"{front.url}/simple/gamma/", headers=headers, timeout=30)
+            assert (got.status_code, got.headers.get("Content-Type")) == (
+                app.status_code, app.headers.get("Content-Type")), accept
+            assert got.content == app.content and got.headers.get("ETag") == app.headers.get("ETag")
+        if app.status_code == 200:  # a 406 is not kept
+            assert got.headers["X-Front-Cache"] in ("HIT", "UPDATING"), accept
+            assert got.headers["X-Cache"] == "hit"
+    json_page = _get(f"{front.url}/simple/gamma/", Accept=PIP_ACCEPT)
+    assert json_page.headers["Content-Type"] == "application/vnd.pypi.simple.v1+json"
+    assert {f["filename"] for f in json_page.json()["files"]} == {
+        "gamma-1.0-py3-none-any.whl", "gamma-2.0-py3-none-any.whl", "gamma-0.5.tar.gz"}
+    # gzip only for who asks, never mixed up in the cache
+    plain = _get(f"{front.url}/simple/gamma/", Accept_Encoding="identity")
+    assert "Content-Encoding" not in plain.headers and plain.text.startswith("<!DOCTYPE html>")
+    packed = _get(f"{front.url}/simple/gamma/", Accept_Encoding="gzip")
+    assert packed.headers["Content-Encoding"] == "gzip"
+    # validators: 304 from the front for the app's strong ETag
+    etag = json_page.headers["ETag"]
+    again = _get(f"{front.url}/simple/gamma/", Accept=PIP_ACCEPT, If_None_Match=etag)
+    assert again.status_code == 304 and again.headers["ETag"] == etag
+    # non-canonical names: 301 to the canonical URL, relative as the app says it
+    moves = (("/simple/Gamma/", "../gamma/"), ("/simple/gamma", "gamma/"), ("/simple", "simple/"))
+    for path, location in moves:
+        moved = requests.get(front.url + path, allow_redirects=False, timeout=30)
+        assert (moved.status_code, moved.headers["Location"]) == (301, location)
+    assert requests.get(f"{front.url}/simple/Gamma", timeout=30).url == f"{front.url}/simple/gamma/"
+    assert _get(f"{front.url}/simple/no-such-project/").status_code == 404
+    # credentials always reach the app, and its answer is never kept for others
+    private = _get(f"{front.url}/simple/gamma/", Authorization="Basic dTpw")
+    assert private.status_code == 200 and private.headers["X-Front-Cache"] == "BYPASS"
+
+
+def test_a_new_upstream_file_shows_through_the_front_once_the_app_has_it(tmp_path, upstream):
+    upstream.add_wheel("delta", "1.0")
+    proxy = Proxy(tmp_path / "cache", upstream.env(), PYPI_INDEX_TTL="1").start()
+    try:
+        with fronted(proxy) as front:
+            def names(url: str) -> set[str]:
+                return {f["filename"] for f in _get(url, Accept=PIP_ACCEPT).json()["files"]}
+
+            assert names(f"{front.url}/simple/delta/") == {"delta-1.0-py3-none-any.whl"}
+            upstream.add_wheel("delta", "2.0")
+            deadline = time.monotonic() + 30
+            while len(names(f"{proxy.url}/simple/delta/")) < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(1.5)  # the front keeps a page one second, then asks the app again
+            assert "delta-2.0-py3-none-any.whl" in names(f"{front.url}/simple/delta/")
+    finally:
+        proxy.stop()
+
+
+def test_published_files_come_from_disk_with_the_apps_headers(chain):
+    up, proxy, front, files = chain
+    sdist = up.add_file("gamma", "gamma-3.0.tar.gz", size=MIB + 7)
+    assert _get(f"{front.url}/simple/gamma/").ok  # lists it (and records its sha256)
+    url = f"{front.url}/packages/{sdist.path.split('/packages/', 1)[1]}"
+    first = _get(url, Accept_Encoding="gzip")
+    assert first.headers["X-Cache"] == "miss" and "X-Front-Cache" not in first.headers
+    body = sdist.disk_path.read_bytes()
+    for method in ("GET", "HEAD"):
+        warm = requests.request(method, url, headers={"Accept-Encoding": "gzip"}, timeout=30)
+        assert warm.status_code == 200 and warm.headers["X-Front-Cache"] == "disk"
+        assert warm.headers["Content-Type"] == "application/octet-stream"
+        assert warm.headers["Cache-Control"] == "max-age=365000000, immutable, public"
+        assert warm.headers["Content-Length"] == str(len(body))
+        assert "Content-Encoding" not in warm.headers and warm.headers["Accept-Ranges"] == "bytes"
+    assert hashlib.sha256(_get(url).content).hexdigest() == sdist.sha256
+    etag = warm.headers["ETag"]
+    assert etag.startswith('"')  # strong
+    assert _get(url, If_None_Match=etag).status_code == 304
+    for spec, start, stop in (("bytes=100-199", 100, 200), (f"bytes={MIB}-", MIB, len(body)),
+                              ("bytes=-100", len(body) - 100, len(body))):
+        part = _get(url, Range=spec)
+        assert part.status_code == 206 and part.content == body[start:stop]
+        assert part.headers["Content-Range"] == f"bytes {start}-{stop - 1}/{len(body)}"
+    assert _get(url, Range="bytes=100-199", If_Range=etag).status_code == 206
+    assert _get(url, Range="bytes=100-199", If_Range='"other"').content == body  # whole file
+    assert _get(url, Range=f"bytes={len(body)}-").status_code == 416
+    assert up.downloads(sdist.filename) == 1
+    # nothing outside files/ is reachable, however the path is spelled (sent as is)
+    (proxy.cache_dir / "tmp" / "secret.part").write_bytes(b"half")
+    for path in ("../tmp/secret.part", "%2e%2e/tmp/secret.part", "..%2ftmp/secret.part",
+                 "..%2f..%2f..%2fetc/passwd", "%00", "../catalog.sqlite3"):
+        connection = http.client.HTTPConnection("127.0.0.1", front.port, timeout=30)
+        connection.request("GET", f"/packages/{path}")
+        response = connection.getresponse()
+        assert 400 <= response.status < 500 and b"half" not in response.read(), path
+        connection.close()
+
+
+def test_sixteen_clients_of_one_cold_file_cause_one_download_and_stream(tmp_path):
+    with one_file(tmp_path, 16 * MIB, throttle=8 * MIB) as (up, proxy, big, app_url), \
+            fronted(proxy) as front:
+        url = app_url.replace(proxy.url, front.url)
+        results = sixteen_clients(url)
+        assert up.downloads(big.filename) == 1
+        assert sorted(r[0] for r in results) == ["follower"] * 15 + ["miss"]
+        assert {r[4] for r in results} == {big.sha256}
+        download_end = min(r[3] for r in results)
+        assert all(r[2] < download_end for r in results), "a client waited for the end"
+        assert _get(url).headers["X-Front-Cache"] == "disk"
+
+
+@pytest.mark.parametrize("fault", ["corrupt", "truncate"])
+def test_a_bad_upstream_file_is_never_served_by_the_front(tmp_path, fault):
+    with one_file(tmp_path, MIB) as (up, proxy, wheel, app_url), fronted(proxy) as front:
+        url = app_url.replace(proxy.url, front.url)
+        up.fault(wheel.filename, fault)
+        for _ in range(2):  # the second time too: nothing was published for nginx to find
+            completed, digest = _fetch(url)
+            assert not completed and digest != wheel.sha256
+        assert cached_files(proxy) == []
+        up.clear_faults()
+        assert _fetch(url) == (True, wheel.sha256)
+        served = _get(url)
+        assert served.headers["X-Front-Cache"] == "disk"
+        assert hashlib.sha256(served.content).hexdigest() == wheel.sha256
+
+
+def _stats(front: Front) -> dict:
+    return _get(f"{front.url}/stats.json").json()
+
+
+def _front_gets(proxy: Proxy) -> int:
+    """GETs nginx answered from the volume, from its own log (every one a hit for the app)."""
+    logs = (proxy.cache_dir / "front").glob("*.jsonl")
+    lines = (line for log in logs for line in log.read_text().splitlines())
+    return sum('"m":"GET"' in line and '"s":4' not in line for line in lines)
+
+
+def test_pip_and_uv_install_through_the_front_and_every_hit_is_counted_once(chain, tmp_path):
+    up, proxy, front, files = chain
+    first = pip_install(f"{front.url}/simple", tmp_path / "t1", "alpha")
+    assert first.returncode == 0, first.stderr
+    assert installed(tmp_path / "t1") == {"alpha": "1.0", "beta": "1.0", "gamma": "1.0"}
+    second = uv_install(f"{front.url}/simple", tmp_path / "t2", tmp_path / "uv-cache", "alpha")
+    assert second.returncode == 0, second.stderr
+    assert installed(tmp_path / "t2") == {"alpha": "1.0", "beta": "1.0", "gamma": "1.0"}
+    assert all(up.downloads(f"{n}-1.0-py3-none-any.whl") == 1 for n in ("alpha", "beta", "gamma"))
+    wheel = files["alpha-1.0-py3-none-any.whl"]
+    url = f"{front.url}/packages/{wheel.path.split('/packages/', 1)[1]}"
+    for _ in range(5):
+        assert _get(url).headers["X-Front-Cache"] == "disk"
+    served = _front_gets(proxy)
+    assert served >= 5 + 3  # ours, and uv's three wheels from the volume
+    deadline = time.monotonic() + 20
+    while _stats(front)["requests"].get("hit", 0) < served and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2.5)  # every worker has had its turn at the log: still counted once
+    assert _stats(front)["requests"]["hit"] == served
+    alpha = _get(f"{front.url}/stats/alpha.json").json()["files"]
+    assert next(f for f in alpha if f["filename"] == wheel.filename)["hits"] >= 6
+
+
+def test_with_logins_for_everything_the_front_asks_before_it_serves_from_disk(chain, tmp_path):
+    up, proxy, front, files = chain
+    wheel = files["beta-1.0-py3-none-any.whl"]
+    path = f"/packages/{wheel.path.split('/packages/', 1)[1]}"
+    assert _get(f"{front.url}/simple/beta/").ok and _get(front.url + path).ok  # published
+    password = base64.b64encode(hashlib.sha1(b"secret").digest()).decode()
+    (tmp_path / "htpasswd").write_text(f"ann:{{SHA}}{password}\n")  # a scheme nginx reads alone
+    logins = str(tmp_path / "htpasswd")
+    with fronted(proxy, PYPI_AUTH_FILE=logins, PYPI_AUTH_SCOPE="all") as guarded:
+        for url in (guarded.url + path, f"{guarded.url}/simple/beta/"):
+            assert requests.get(url, timeout=30).status_code == 401
+            wrong = requests.get(url, auth=("ann", "guess"), timeout=30)
+            assert wrong.status_code == 401
+        assert requests.get(guarded.url + "/healthz", timeout=30).ok  # probes stay open
+        served = requests.get(guarded.url + path, auth=("ann", "secret"), timeout=30)
+        assert served.headers["X-Front-Cache"] == "disk"
+        assert hashlib.sha256(served.content).hexdigest() == wheel.sha256
+    with fronted(proxy, PYPI_AUTH_FILE=logins, PYPI_AUTH_SCOPE="dashboard") as open_front:
+        assert requests.get(open_front.url + path, timeout=30).ok  # files stay public there
+
+
+def test_the_front_image_passes_hadolint():
+    result = hadolint(ROOT / "docker" / "nginx" / "Dockerfile")
+    assert result.returncode == 0, result.stdout + result.stderr
