@@ -51,14 +51,14 @@ class Upstream:
             # server behind a corporate proxy reaches its upstream at all.
         return session
 
-    def get(self, url: str, headers: dict[str, str] | None = None) -> requests.Response:
-        """GET `url` as a stream; redirects are followed only within the allowed origins."""
+    def get(self, url: str, headers: dict[str, str] | None = None, method: str = "GET") -> requests.Response:
+        """GET (or HEAD) `url` as a stream; redirects are followed only within the allowed origins."""
         for _ in range(_MAX_REDIRECTS + 1):
             if origin(url) not in self.allowed:
                 raise UpstreamError(f"refused to fetch outside the configured upstream: {redact(url)}")
             try:
-                response = self._session().get(
-                    url, headers=headers, stream=True, timeout=self.timeout, allow_redirects=False
+                response = self._session().request(
+                    method, url, headers=headers, stream=True, timeout=self.timeout, allow_redirects=False
                 )
             except requests.Timeout as error:
                 raise UpstreamTimeout(f"upstream timed out: {redact(url)}") from error
@@ -78,6 +78,13 @@ class Upstream:
             response.close()
             raise UpstreamError(f"upstream answered {response.status_code} for {redact(url)}")
         raise UpstreamError(f"too many redirects from {redact(url)}")
+
+    def head(self, url: str) -> int | None:
+        """The length the upstream gives for `url` from a HEAD (None if it gives none)."""
+        response = self.get(url, headers={"Accept-Encoding": "identity"}, method="HEAD")
+        response.close()
+        length = response.headers.get("Content-Length", "")
+        return int(length) if length.isdigit() else None
 
     @staticmethod
     def iter_body(response: requests.Response, chunk_size: int = CHUNK) -> Iterator[bytes]:

@@ -323,3 +323,27 @@ def test_an_upstream_404_for_a_page_we_have_serves_it_stale_for_a_grace_then_404
     # The hashes the page promised are kept: a cached file is still checked against them.
     project, sha256, _ = app.extensions["pypicache"].catalog.expected("ab/demo-1.0-py3-none-any.whl")
     assert (project, sha256) == ("demo", SHA)
+
+
+@responses.activate
+def test_head_of_an_uncached_file_asks_the_upstreams_head_and_downloads_nothing(app, client):
+    url, upstream = "/packages/ab/demo-1.0.tar.gz", f"{FILES}/ab/demo-1.0.tar.gz"
+    responses.head(upstream, headers={"Content-Length": "10240"})
+    responses.get(upstream, body=bytes(10240))
+    head = client.head(url)
+    assert (head.status_code, head.content_length, head.data) == (200, 10240, b"")
+    assert head.headers["X-Cache"] == "miss" and head.headers["ETag"].startswith('"')
+    assert [call.request.method for call in responses.calls] == ["HEAD"]
+    cache = app.config["PYPICACHE"].cache_dir
+    assert not [p for p in (cache / "files").rglob("*") if p.is_file()]
+    assert not list((cache / "tmp").glob("*.part"))
+    responses.head(f"{FILES}/ab/gone-1.0.tar.gz", status=404)
+    assert client.head("/packages/ab/gone-1.0.tar.gz").status_code == 404
+    responses.head(f"{FILES}/ab/down-1.0.tar.gz", status=503)
+    assert client.head("/packages/ab/down-1.0.tar.gz").status_code == 502
+    # Once cached, a HEAD is answered from disk with the same headers.
+    assert client.get(url).data == bytes(10240)
+    calls = len(responses.calls)
+    cached = client.head(url)
+    assert (cached.status_code, cached.content_length, cached.headers["X-Cache"]) == (200, 10240, "hit")
+    assert cached.headers["ETag"] == head.headers["ETag"] and len(responses.calls) == calls

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from itertools import chain
 from typing import Iterator
 
@@ -11,7 +12,7 @@ from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.wsgi import wrap_file
 
 from .. import names
-from ..errors import UpstreamError, UpstreamTimeout
+from ..errors import IntegrityError, UpstreamError, UpstreamTimeout
 from ..fetch import DownloadAborted, DownloadStalled, Follow, Hit
 from ..metadata import SUFFIX as METADATA
 from ..objects import Stored
@@ -33,6 +34,8 @@ def package(path: str) -> Response:
     etag = key(path)  # strong: a path's bytes never change once verified
     if path.endswith(METADATA):
         result = services().metadata.open(path)
+    elif request.method == "HEAD":
+        result = _head(path)
     else:
         result = services().fetcher.open(path, _cold_range(etag))
     if isinstance(result, Hit):
@@ -41,12 +44,39 @@ def package(path: str) -> Response:
         response = _part_response(result, etag)
     elif isinstance(result, Stored):
         response = _stored_response(result, etag)
+    elif isinstance(result, Head):
+        response = Response(mimetype=OCTET_STREAM)
+        response.content_length = result.size  # None: no length given, none claimed
+        response.automatically_set_content_length = False
+        response.headers["Accept-Ranges"] = "bytes"
+        response.set_etag(etag)
     else:
         response = _follow_response(result, etag)
     response.headers["Cache-Control"] = IMMUTABLE
     response.headers["X-Cache"] = result.cache
     file_served(path, result.cache, response)  # statistics and metrics (app/stats)
     return response
+
+
+@dataclass
+class Head:
+    """A file not cached, as the upstream's HEAD describes it."""
+
+    size: int | None
+    cache: str = "miss"
+
+
+def _head(path: str) -> Hit | Stored | Head:
+    """A HEAD starts no download (a whole file fetched to report its length would also let
+    anyone fill the cache at no cost to themselves): the upstream's HEAD answers it."""
+    fetcher = services().fetcher
+    if (hit := fetcher.cached(path)) is not None:
+        return hit
+    length = services().upstream.head(fetcher.url(path))
+    _, _, size = services().catalog.expected(path)
+    if size is not None and length is not None and size != length:
+        raise IntegrityError(f"upstream length {length} differs from the index's {size}")
+    return Head(size if size is not None else length)
 
 
 def _hit_response(hit: Hit, etag: str) -> Response:
