@@ -64,6 +64,12 @@ class Upstream:
                 raise UpstreamTimeout(f"upstream timed out: {redact(url)}") from error
             except requests.RequestException as error:
                 raise UpstreamError(f"upstream unreachable: {redact(url)}: {type(error).__name__}") from error
+            # What the upstream really sent, for scripts/real-index and for debugging a mirror.
+            log.debug("upstream %s %s: %s, Content-Encoding %s, Content-Length %s, %.0f ms",
+                      response.request.method, redact(url), response.status_code,
+                      response.headers.get("Content-Encoding", "-"),
+                      response.headers.get("Content-Length", "-"),
+                      response.elapsed.total_seconds() * 1000)
             if response.status_code in (301, 302, 303, 307, 308) and "Location" in response.headers:
                 response.close()
                 url = urljoin(url, response.headers["Location"])

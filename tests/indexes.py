@@ -84,15 +84,18 @@ def _spawn(command: list[str], log: Path, **kwargs) -> subprocess.Popen:
 
 
 class Index:
-    """A running index server: `simple` is its simple URL (no trailing slash)."""
+    """A running index server: `simple` is its simple URL (no trailing slash), `package_loc`
+    where it keeps its files when that is not the default /packages."""
 
-    def __init__(self, name: str, simple: str, files: str, process: subprocess.Popen, log: Path,
-                 access_log: Path | None = None):
-        self.name, self.simple, self.files = name, simple, files
+    def __init__(self, name: str, simple: str, process: subprocess.Popen, log: Path,
+                 package_loc: str | None = None, access_log: Path | None = None):
+        self.name, self.simple, self.package_loc = name, simple, package_loc
         self.process, self.log, self.access_log = process, log, access_log
 
     def env(self) -> dict[str, str]:
-        return {"PYPI_MIRROR_URL": self.simple, "PYPI_FILES_URL": self.files}
+        """The settings a user of this server gives pypicache, and no more."""
+        return {"PYPI_MIRROR_URL": self.simple} | (
+            {"PYPI_PACKAGE_LOC": self.package_loc} if self.package_loc else {})
 
     def stop(self) -> None:
         stop_group(self.process)
@@ -197,7 +200,7 @@ def start_nginx(work: Path, dists: Path, links: str = "relative") -> Index:
     process = _spawn(command, log, env=clean_environ())
     origin = f"http://127.0.0.1:{port}"
     _wait(origin + "/simple/", process, log)
-    return Index(f"nginx-{links}", origin + "/simple", origin + "/packages", process, log,
+    return Index(f"nginx-{links}", origin + "/simple", process, log,
                  access_log=directory / "access.log")
 
 
@@ -210,7 +213,7 @@ def start_pypiserver(work: Path, dists: Path) -> Index:
     process = _spawn(command, log, env=clean_environ())
     origin = f"http://127.0.0.1:{port}"
     _wait(origin + "/health", process, log)
-    return Index("pypiserver", origin + "/simple", origin + "/packages", process, log)
+    return Index("pypiserver", origin + "/simple", process, log)
 
 
 # --- devpi-server ----------------------------------------------------------------------------
@@ -241,4 +244,4 @@ def start_devpi(work: Path, dists: Path | None = None, mirror_of: str | None = N
             output = done.stdout[-1500:] + done.stderr[-1500:]
             raise RuntimeError(f"devpi {' '.join(args)}: {output}")
     name = "devpi-mirror" if mirror_of else "devpi"
-    return Index(name, f"{origin}/{index}/+simple", f"{origin}/{index}/+f", process, log)
+    return Index(name, f"{origin}/{index}/+simple", process, log, package_loc=f"/{index}/+f")

@@ -70,6 +70,8 @@ def test_proxy_pages_list_exactly_the_upstream_files(stack, dists):
             assert listing(f"{proxy.url}/simple", project, accept) == theirs, (project, accept)
     with PyPISimple(f"{proxy.url}/simple/") as client:
         assert set(client.get_index_page().projects) == {"alpha", "beta", "gamma"}
+    assert requests.get(f"{upstream.simple}/nosuch/", timeout=30).status_code == 404
+    assert requests.get(f"{proxy.url}/simple/nosuch/", timeout=30).status_code == 404
 
 
 def hashed_requirements(dists: Path, path: Path) -> Path:
