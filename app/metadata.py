@@ -38,15 +38,20 @@ class Metadata:
         self.wait = sum(fetcher.upstream.timeout)  # another worker's extraction: connect + read
 
     def open(self, path: str) -> Hit | Follow:
+        wheel = path[:-len(".metadata")]
         try:
             return self.fetcher.single_flight(path)
         except NotFound:
             pass  # the upstream has no .metadata for it (or advertised one it cannot serve)
+        except UpstreamError:
+            if not self.store.file(wheel).is_file():
+                raise
+            # The upstream is down, but the wheel is here: its METADATA is the same bytes.
         with self.store.lock(path, timeout=self.wait):
             if (hit := self.fetcher.cached(path)) is not None:
                 return hit
             project, sha256, _ = self.catalog.expected(path)
-            data = self._extract(path[:-len(".metadata")])
+            data = self._extract(wheel)
             digest = hashlib.sha256(data).hexdigest()
             if sha256 and digest != sha256:
                 raise IntegrityError("the wheel's METADATA does not match the page's metadata hash")

@@ -10,9 +10,11 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 
 from .errors import IntegrityError
 
-# The end record is 22 bytes plus a comment of at most 64 KiB; one read of this many bytes
-# from the end holds it, the ZIP64 locator, and for most wheels the whole directory too.
-TAIL = 64 * 1024
+# The first read from the end: it holds the end record (22 bytes and a comment, rarely any),
+# the ZIP64 locator, and for most wheels the whole directory and METADATA too (uv reads about
+# as much). Only a comment longer than this costs a second read, of the most there can be.
+TAIL = 16 * 1024
+_LONGEST_TAIL = 22 + 0xFFFF + 20 + 56  # end record with the longest comment, ZIP64 records
 MAX_DIRECTORY = 64 << 20  # a wheel of ~500,000 files; past this it is an upstream fault
 MAX_METADATA = 16 << 20  # core metadata is a few KB; past this it is a bomb or a fault
 _LOCAL_SLACK = 1024  # a local header's extra field, read with the member in one range
@@ -73,6 +75,12 @@ def _directory(source: Source) -> list[_Member]:
     tail_start = max(0, source.size - TAIL)
     tail = _read(source, tail_start, source.size - tail_start)
     end = _end_record(tail)
+    if end < 0 and tail_start > 0:
+        tail_start = max(0, source.size - _LONGEST_TAIL)
+        tail = _read(source, tail_start, source.size - tail_start)
+        end = _end_record(tail)
+    if end < 0:
+        raise BadWheel("no zip end record: not a zip, or truncated")
     _, disk, _, _, _, dir_size, dir_offset, _ = _END.unpack_from(tail, end)
     end_at = tail_start + end  # where the directory really ends (the records follow it)
     locator = end - _LOCATOR.size
@@ -105,14 +113,14 @@ def _directory(source: Source) -> list[_Member]:
 
 
 def _end_record(tail: bytes) -> int:
-    """Where the end record starts: the last signature whose comment ends the file."""
+    """Where the end record starts (the last signature whose comment ends the file), or -1."""
     at = len(tail)
     while (at := tail.rfind(b"PK\x05\x06", 0, at)) >= 0:
         if at + _END.size <= len(tail):
             comment = _END.unpack_from(tail, at)[7]
             if at + _END.size + comment == len(tail):
                 return at
-    raise BadWheel("no zip end record: not a zip, or truncated")
+    return -1
 
 
 def _members(data: bytes, shift: int) -> list[_Member]:

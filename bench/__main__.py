@@ -14,7 +14,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import files, pages, pipexp, procs, report, s3, servers, tools
+from . import files, pages, pipexp, procs, report, resolve, s3, servers, tools
 from .run import MIB, Run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +27,7 @@ WORKLOADS = {  # run in this order: each leaves the caches the next one expects
     "pages": pages.project_pages,
     "pip": pipexp.experiment,
     "small": pages.small_requests,
+    "resolve": resolve.resolution,  # its own upstream (no .metadata) and fresh proxies
     "s3": s3.shared_bucket,
 }
 
@@ -47,6 +48,7 @@ def main(argv=None) -> int:
     shutil.rmtree(work, ignore_errors=True)
     run = Run(out=work, quick=a.quick)
     run.extra["root_projects"] = 100_000 if a.quick else 1_000_000
+    run.extra["peers"] = peers
     run.extra["pages_dir"] = work / "pages"
     run.extra["pages_dir"].mkdir(parents=True)
     if a.no_peers:

@@ -55,6 +55,7 @@ def machine(load: str) -> list[tuple[str, str]]:
             ", ".join(metadata.version(p) for p in ("flask", "gunicorn", "requests")),
         ),
         ("pip (the client)", metadata.version("pip")),
+        ("uv (the client, workload 8)", metadata.version("uv")),
         ("proxpi", _venv_version("proxpi", "proxpi")),
         ("devpi-server", _venv_version("devpi", "devpi-server")),
         ("nginx", _cmd("nginx", "-v")),

@@ -441,6 +441,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("ETag", f'"{f.sha256}"')
+        if up.ranges:
+            self.send_header("Accept-Ranges", "bytes")  # what uv looks for before a range
         self.send_header(*(("Transfer-Encoding", "chunked") if chunked else ("Content-Length", str(f.size))))
         self.end_headers()
         if body:

@@ -124,6 +124,16 @@ def test_from_the_cached_wheel_without_asking_the_upstream_for_it(make_app, bare
     assert bare.bytes_sent() == 0
 
 
+def test_from_the_cached_wheel_with_the_upstream_down(make_app, tmp_path):
+    with Upstream(tmp_path / "up", metadata=True) as up:
+        wheel, data = add(up, "demo")
+        client = app_for(make_app, up).test_client()
+        client.get("/simple/demo/")
+        assert client.get(files_url(up, wheel)).data == data
+    answer = client.get(files_url(up, wheel) + ".metadata")  # the upstream is stopped
+    assert answer.status_code == 200 and answer.data == metadata_from_wheel(data)
+
+
 def test_an_upstream_that_ignores_ranges_gets_one_download(make_app, tmp_path):
     with Upstream(tmp_path / "up", metadata=False, ranges=False) as up:
         wheel, data = add(up, "demo", payload=MIB)

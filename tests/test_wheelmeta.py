@@ -48,6 +48,13 @@ def test_extracted_metadata_is_the_wheels_own_bytes(kind):
     assert sum(length for _, length in source.reads) <= wheelmeta.TAIL + 4096
 
 
+def test_a_long_comment_costs_a_second_read_from_the_end():
+    filename, data = make_wheel("demo", "1.0", comment=b"c" * 40_000)
+    source = Bytes(data)
+    assert core_metadata(source, filename) == wheel_metadata_text("demo", "1.0")
+    assert source.reads[:2] == [(len(data) - wheelmeta.TAIL, wheelmeta.TAIL), (0, len(data))]
+
+
 def test_a_comment_that_holds_an_end_record_signature():
     """zipfile itself gives up on this one; the end record is the one the comment ends."""
     filename, data = make_wheel("demo", "1.0", comment=b"PK\x05\x06 looks like an end record")
