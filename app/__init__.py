@@ -13,6 +13,7 @@ from .catalog import Catalog
 from .errors import Busy, ProxyError
 from .fetch import Fetcher
 from .metadata import Metadata
+from .objects import open_storage
 from .pages import Pages
 from .store import Store, sqlite_storage_error
 from .upstream import Upstream
@@ -31,6 +32,7 @@ class Services:
     fetcher: Fetcher
     pages: Pages
     metadata: Metadata
+    cluster: Any = None  # app.cluster.Cluster when files are shared through a bucket
 
     @classmethod
     def build(cls, settings: config.Settings) -> "Services":
@@ -38,16 +40,18 @@ class Services:
         catalog = Catalog(settings.cache_dir / "catalog.sqlite3", settings.catalog_max_rows)
         upstream = Upstream(settings)
         pages = Pages(settings, store, catalog, upstream)
-        fetcher = Fetcher(settings, store, catalog, upstream, pages.project)
-        return cls(
-            settings,
-            store,
-            catalog,
-            upstream,
-            fetcher,
-            pages,
-            Metadata(fetcher),
-        )
+        if not settings.storage_url:
+            fetcher = Fetcher(settings, store, catalog, upstream, pages.project)
+            return cls(settings, store, catalog, upstream, fetcher, pages, Metadata(fetcher))
+        from .cluster import Cluster, ClusterFetcher  # boto3 only where a bucket is used
+
+        bucket = open_storage(settings.storage_url, store.files,
+                              connect_timeout=settings.connect_timeout,
+                              read_timeout=settings.read_timeout, connections=settings.threads)
+        cluster = Cluster(bucket, store, catalog)
+        fetcher = ClusterFetcher(settings, store, catalog, upstream, pages.project, cluster=cluster,
+                                 redirect=settings.s3_redirect)
+        return cls(settings, store, catalog, upstream, fetcher, pages, Metadata(fetcher), cluster)
 
 
 def _log_like_gunicorn() -> None:

@@ -126,14 +126,19 @@ def _download(url: str, sha256: str | None, bar: tqdm) -> None:
 
 @pypicache.command()
 @click.option("--to", "size", help="Target size, like 10G or 512M [default: PYPI_CACHE_MAX_SIZE].")
+@click.option("--bucket", is_flag=True,
+              help="Prune the bucket of PYPI_STORAGE_URL, oldest files first, not this node.")
 @with_appcontext
-def prune(size) -> None:
+def prune(size, bucket) -> None:
     """Remove least recently used files until the cache is at most the given size."""
     services = _services()
     try:
         limit = config.TABLE["max_size"][1](size) if size else services.settings.max_size
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--to") from None
+    if bucket:
+        _prune_bucket(services, size, limit)
+        return
     if size is None and not limit:
         raise click.UsageError("no size given and PYPI_CACHE_MAX_SIZE is 0 (no cap): use --to")
     evictor = current_app.extensions["pypicache.stats"].evictor
@@ -141,6 +146,18 @@ def prune(size) -> None:
     click.echo(f"removed {result.files} files ({report.human_bytes(result.bytes)}); "
                f"{report.human_bytes(result.remaining)} cached, limit {report.human_bytes(limit)}"
                + (f"; {result.skipped} in use kept" if result.skipped else ""))
+
+
+def _prune_bucket(services, size: str | None, limit: int) -> None:
+    if services.cluster is None:
+        raise click.UsageError("--bucket needs PYPI_STORAGE_URL=s3://bucket/prefix")
+    if size is None:
+        raise click.UsageError("--bucket needs --to SIZE")
+    from .cluster import prune_bucket
+
+    files, freed, left = prune_bucket(services.cluster.bucket, limit)
+    click.echo(f"removed {files} files ({report.human_bytes(freed)}) from "
+               f"{services.settings.storage_url}; {report.human_bytes(left)} left")
 
 
 @pypicache.command()

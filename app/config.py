@@ -75,6 +75,26 @@ def _readable_file(value: str) -> Path:
 # Who must log in when PYPI_AUTH_FILE is set: every route but /healthz, or only the pages
 # that list what the organisation uses (the dashboard, its JSON and the metrics).
 AUTH_SCOPES = ("all", "dashboard")
+def s3_location(value: str) -> tuple[str, str]:
+    """s3://bucket/some/prefix -> ("bucket", "some/prefix/"); ValueError when it is not one."""
+    if not value.startswith("s3://"):
+        raise ValueError("must be s3://bucket or s3://bucket/prefix")
+    bucket, _, prefix = value[len("s3://"):].partition("/")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", bucket):
+        raise ValueError("must name a bucket (3-63 lower-case letters, digits, '.', '-')")
+    prefix = prefix.strip("/")
+    return bucket, f"{prefix}/" if prefix else ""
+
+
+def _storage_url(value: str) -> str:
+    s3_location(value)
+    return value
+
+
+def _flag(value: str) -> bool:
+    if value.lower() not in ("0", "1", "true", "false", "yes", "no"):
+        raise ValueError("must be 1 or 0")
+    return value.lower() in ("1", "true", "yes")
 
 
 def _default_cache_dir(environ: Mapping[str, str]) -> str:
@@ -120,6 +140,8 @@ class Settings:
     catalog_max_rows: int
     auth_file: Path | None
     auth_scope: str
+    storage_url: str | None
+    s3_redirect: bool
 
 
 # name -> (environment variable, parser, default). The default None means "derived below".
@@ -153,6 +175,11 @@ TABLE: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
     # An htpasswd file of bcrypt hashes (htpasswd -B); unset: no login.
     "auth_file": ("PYPI_AUTH_FILE", _readable_file, None),
     "auth_scope": ("PYPI_AUTH_SCOPE", _auth_scope, "all"),
+    # Unset: files live in PYPI_CACHE_DIR only. s3://bucket/prefix: shared by every node
+    # (endpoint, region and credentials as boto3 reads them: AWS_ENDPOINT_URL, ...).
+    "storage_url": ("PYPI_STORAGE_URL", _storage_url, None),
+    # 1: a file found in the bucket is a redirect to a presigned URL, not streamed by us.
+    "s3_redirect": ("PYPI_S3_REDIRECT", _flag, "0"),
 }
 
 

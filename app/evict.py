@@ -25,6 +25,7 @@ import logging
 from dataclasses import dataclass
 
 from .catalog import Catalog
+from .objects import LocalStorage
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class Evictor:
     def __init__(self, store: Store, catalog: Catalog):
         self.store = store
         self.catalog = catalog
+        self.files = LocalStorage(store.files)  # this node's copies; a bucket has its own cap
 
     def run(self, limit: int, reason: str = "evicted") -> Eviction:
         """Remove least recently used files until the cached bytes are at most `limit`."""
@@ -66,7 +68,7 @@ class Evictor:
                 result.skipped += 1
                 continue
             try:
-                self.store.file(path).unlink(missing_ok=True)
+                self.files.delete(path)
                 self.catalog.forget(path, reason)
             finally:
                 self.store.unlock(path, lock)

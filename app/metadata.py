@@ -1,6 +1,7 @@
 """Core metadata (PEP 658) for every wheel: the upstream's `.metadata`, else the wheel's own."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -9,6 +10,7 @@ import time
 from . import names, wheelmeta
 from .errors import IntegrityError, NotFound, UpstreamError, UpstreamTimeout
 from .fetch import DownloadAborted, DownloadStalled, Fetcher, Follow, Hit
+from .objects import Stored
 from .ranges import RangeReader, RangesIgnored
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,9 @@ class Metadata:
             except RangesIgnored:
                 log.info("the upstream ignores ranges: downloading %s for its metadata", filename)
             hit = self._complete(wheel)
+        if isinstance(hit, Stored):  # in the bucket other nodes share (app/cluster.py)
+            with contextlib.closing(hit):
+                return wheelmeta.core_metadata(hit.blob, filename)
         with hit.file:
             return wheelmeta.core_metadata(_LocalFile(hit.file), filename)
 

@@ -14,7 +14,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import files, pages, pipexp, procs, report, resolve, servers, tools
+from . import files, pages, pipexp, procs, report, resolve, s3, servers, tools
 from .run import MIB, Run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +28,7 @@ WORKLOADS = {  # run in this order: each leaves the caches the next one expects
     "pip": pipexp.experiment,
     "small": pages.small_requests,
     "resolve": resolve.resolution,  # its own upstream (no .metadata) and fresh proxies
+    "s3": s3.shared_bucket,
 }
 
 

@@ -41,6 +41,7 @@ def fill(up: Upstream, big: int, stack_payload: int) -> dict:
     for i, peer in enumerate(PEERS, 1):  # a cold file per server and test
         add(f"cold-{peer}", "cold", f"cold-1.{i}-py3-none-any.whl", size=16 * MIB)
         add(f"herd-{peer}", "herd", f"herd-1.{i}-py3-none-any.whl", size=16 * MIB)
+    add("herd-s3", "herd", "herd-1.9-py3-none-any.whl", size=16 * MIB)  # bench/s3.py
     for n in (244, 5000):
         for i in range(n):
             up.add_file(

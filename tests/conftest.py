@@ -7,6 +7,7 @@ from flask.testing import FlaskClient
 from app import create_app
 
 from .fixture_upstream import Upstream
+from .s3_server import MotoS3
 from .servers import Proxy
 
 # In-process tests mock the upstream with `responses`; these URLs are never really reached.
@@ -54,5 +55,13 @@ def upstream(tmp_path):
 @pytest.fixture
 def proxy(tmp_path, upstream):
     server = Proxy(tmp_path / "cache", upstream.env()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory):
+    """moto's S3 server on 127.0.0.1 with one bucket, for the tests of one module."""
+    server = MotoS3(tmp_path_factory.mktemp("moto")).start()
     yield server
     server.stop()

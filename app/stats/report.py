@@ -16,6 +16,7 @@ from ..catalog import Catalog
 MB = 1_000_000  # the note's unit: t = 5 MB/s, d = 200 MB/s
 NOTE_T, NOTE_D = 5.0, 200.0
 CLIENTS = (2, 3, 5, 10)
+LOCAL = ("hit", "follower", "bucket")  # answers that cost no upstream download of their own
 SORTS = {"name": 0, "files": 1, "size": 2, "hits": 3, "first": 4, "last": 5}
 
 
@@ -95,8 +96,8 @@ def overview(catalog: Catalog, max_size: int, state: dict | None = None) -> Over
         if name.startswith("requests_")
     }
     answered = sum(requests.values())
-    local = requests.get("hit", 0) + requests.get("follower", 0)
-    from_cache = int(totals.get("bytes_hit", 0) + totals.get("bytes_follower", 0))
+    local = sum(requests.get(kind, 0) for kind in LOCAL)
+    from_cache = int(sum(totals.get(f"bytes_{kind}", 0) for kind in LOCAL))
     t = _rate(totals.get("download_bytes", 0), totals.get("download_seconds", 0))
     d = _rate(totals.get("timed_hit_bytes", 0), totals.get("timed_hit_seconds", 0))
     saved = from_cache / MB / t - from_cache / MB / d if t and d else None
@@ -119,6 +120,26 @@ def overview(catalog: Catalog, max_size: int, state: dict | None = None) -> Over
         ],
         generated=time.time(),
     )
+
+
+def nodes(cluster) -> dict | None:
+    """Each node's counts as it last shared them in the bucket, and the cluster's total;
+    None on a node that shares no bucket."""
+    if cluster is None:
+        return None
+    rows = []
+    for data in cluster.nodes():
+        totals = data.get("totals", {})
+        rows.append({
+            "node": data["node"], "at": data["at"], "files": data["files"], "bytes": data["bytes"],
+            "hits": int(sum(totals.get(f"requests_{kind}", 0) for kind in LOCAL)),
+            "misses": int(totals.get("requests_miss", 0)),
+            "downloads": int(totals.get("downloads", 0)),
+            "from_upstream": int(totals.get("download_bytes", 0)),
+        })
+    keys = ("files", "bytes", "hits", "misses", "downloads", "from_upstream")
+    return {"storage": cluster.bucket.location, "this": cluster.node, "nodes": rows,
+            "total": {key: sum(row[key] for row in rows) for key in keys}}
 
 
 def _rate(size: float, seconds: float) -> float | None:

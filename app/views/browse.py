@@ -30,6 +30,7 @@ def dashboard():
         "browse/dashboard.html", overview=overview, projects=rows, query=query, sort=sort,
         descending=descending, chart=report.chart(overview.savings),
         mirror=config.redact(services().settings.mirror_url), note=(report.NOTE_T, report.NOTE_D),
+        cluster=report.nodes(services().cluster),
     )
 
 
@@ -45,7 +46,8 @@ def project(name: str):
 @bp.get("/stats.json")
 def stats_json():
     rows = report.projects(services().catalog)
-    return jsonify(_overview().as_dict() | {"project_list": [asdict(row) for row in rows]})
+    return jsonify(_overview().as_dict() | {"project_list": [asdict(row) for row in rows],
+                                            "cluster": report.nodes(services().cluster)})
 
 
 @bp.get("/stats/<path:name>.json")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Iterator
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, redirect, request
 from werkzeug.datastructures import Range
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.wsgi import wrap_file
@@ -15,6 +15,7 @@ from .. import names
 from ..errors import IntegrityError, UpstreamError, UpstreamTimeout
 from ..fetch import DownloadAborted, DownloadStalled, Follow, Hit
 from ..metadata import SUFFIX as METADATA
+from ..objects import Stored
 from ..ranges import Part
 from ..stats.setup import file_served
 from ..store import key
@@ -41,6 +42,8 @@ def package(path: str) -> Response:
         response = _hit_response(result, etag)
     elif isinstance(result, Part):
         response = _part_response(result, etag)
+    elif isinstance(result, Stored):
+        response = _stored_response(result, etag)
     elif isinstance(result, Head):
         response = Response(mimetype=OCTET_STREAM)
         response.content_length = result.size  # None: no length given, none claimed
@@ -63,7 +66,7 @@ class Head:
     cache: str = "miss"
 
 
-def _head(path: str) -> Hit | Head:
+def _head(path: str) -> Hit | Stored | Head:
     """A HEAD starts no download (a whole file fetched to report its length would also let
     anyone fill the cache at no cost to themselves): the upstream's HEAD answers it."""
     fetcher = services().fetcher
@@ -122,9 +125,7 @@ def _current(etag: str) -> bool:
 def _part_response(part: Part, etag: str) -> Response:
     """A range of a file not cached, relayed from the upstream's 206 as it arrives."""
     if part.status == 416:
-        response = Response(status=416)
-        response.headers["Content-Range"] = f"bytes */{part.size}"
-        return response
+        return _unsatisfiable(part.size)
     response = Response(part.chunks, status=206, mimetype=OCTET_STREAM)
     response.call_on_close(part.close)
     response.content_length = part.stop - part.start
@@ -134,18 +135,56 @@ def _part_response(part: Part, etag: str) -> Response:
     return response
 
 
+def _stored_response(stored: Stored, etag: str) -> Response:
+    """A file in the shared bucket: a redirect to it (PYPI_S3_REDIRECT), or streamed from it,
+    a Range as the same range of the object."""
+    if stored.url is not None:
+        stored.close()
+        return redirect(stored.url, 302)  # temporary: the presigned URL expires
+    size = stored.blob.size
+    if request.if_none_match.contains(etag):
+        stored.close()
+        response = Response(status=304)
+    elif (span := _requested(size, etag)) is None:
+        stored.close()
+        return _unsatisfiable(size)
+    else:
+        start, stop, status = span
+        body = _first_bytes(stored.blob.chunks(start, stop)) if request.method == "GET" else ()
+        response = Response(body, status=status, mimetype=OCTET_STREAM, direct_passthrough=True)
+        response.call_on_close(stored.close)
+        response.content_length = stop - start
+        if status == 206:
+            response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+    response.headers["Accept-Ranges"] = "bytes"
+    response.set_etag(etag)
+    return response
+
+
+def _requested(size: int, etag: str) -> tuple[int, int, int] | None:
+    """(start, stop, status) of the bytes asked for: the Range while If-Range allows it, or
+    the whole file; None for a Range past the end."""
+    if not (request.range and _current(etag)):
+        return 0, size, 200
+    span = request.range.range_for_length(size)
+    return None if span is None else (span[0], span[1], 206)
+
+
+def _unsatisfiable(size: int | None) -> Response:
+    response = Response(status=416)
+    response.headers["Content-Range"] = f"bytes */{size}"
+    return response
+
+
 def _follow_response(follow: Follow, etag: str) -> Response:
     """A file still downloading; a Range is served as its bytes land (uv reads wheels so)."""
     start, stop, status = 0, None, 200
-    byte_range = request.range
-    if byte_range and follow.size is not None and _current(etag):
-        span = byte_range.range_for_length(follow.size)
-        if span is None:
+    if follow.size is not None:
+        if (span := _requested(follow.size, etag)) is None:
             follow.close()
-            response = Response(status=416)
-            response.headers["Content-Range"] = f"bytes */{follow.size}"
-            return response
-        (start, stop), status = span, 206
+            return _unsatisfiable(follow.size)
+        start, stop, status = span
+        stop = None if status == 200 else stop  # all of it: to the end, as it lands
     body = follow.stream(start, stop)
     if request.method != "HEAD":
         body = _first_bytes(body)
@@ -170,6 +209,6 @@ def _first_bytes(chunks: Iterator[bytes]) -> Iterator[bytes]:
         return iter(())
     except DownloadStalled as error:
         raise UpstreamTimeout(str(error)) from None
-    except DownloadAborted as error:
+    except (DownloadAborted, FileNotFoundError) as error:  # the latter: the bucket failed
         raise UpstreamError(str(error)) from None
     return chain((first,), chunks)

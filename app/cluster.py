@@ -1,0 +1,186 @@
+"""Several nodes sharing one bucket: hits found there, one download cluster-wide, shared statistics.
+
+A node looks on its own disk first, then in the bucket (app/s3.py). A cold file is downloaded
+exactly as on one node (app/fetch.py: the node's flock, the temp file, followers, verify,
+publish), under a lease in the bucket that tells the other nodes to wait; once published on
+the downloading node, the file is put into the bucket (the first verified writer wins) and
+the lease is released, and the waiting nodes serve it from the bucket.
+
+The guarantee: one upstream download cluster-wide for a file whose download ends within
+`patience` (LEASE_SECONDS, or half the read timeout if that is less); a node cannot keep its
+clients waiting without a byte for longer (pip gives up after 15 s), so past that it
+downloads too: at most one download per node. A node that dies lets its lease expire
+(LEASE_SECONDS), and the next node takes it over.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from werkzeug.datastructures import Range
+
+from .catalog import Catalog
+from .fetch import Fetcher, Follow, Hit
+from .objects import Storage, Stored
+from .ranges import Part
+from .s3 import LEASE_SECONDS, S3Storage
+from .store import Store
+
+log = logging.getLogger(__name__)
+SHARE_SECONDS = 10.0  # how often a node puts its statistics into the bucket
+STATS_LOCK = "cluster-stats"  # not a file path (no '/'): one worker per node shares them
+
+
+class ClusterFetcher(Fetcher):
+    """The single-node fetcher, with the bucket as a second place to find files."""
+
+    def __init__(self, *args, cluster: "Cluster", redirect: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cluster = cluster
+        self.bucket = cluster.bucket
+        self.redirect = redirect
+        self.patience = min(LEASE_SECONDS, self.stall / 2)
+
+    def open(self, path: str, byte_range: Range | None = None) -> Hit | Follow | Part | Stored:
+        self.cluster.start()  # after fork, in the worker: a thread of its own
+        return super().open(path, byte_range)
+
+    def cached(self, path: str) -> Hit | Stored | None:
+        if (hit := super().cached(path)) is not None:
+            return hit
+        try:
+            blob = self.bucket.get(path)
+        except FileNotFoundError:
+            return None
+        return Stored(blob, self.bucket.url(path) if self.redirect else None)
+
+    def _lead(self, path: str, lock: int) -> Follow | Stored:
+        lease = self._claim(path)
+        if isinstance(lease, Stored):
+            self.store.unlock(path, lock)
+            return lease
+        try:
+            follow = super()._lead(path, lock)
+            # A description of our own on the temp file: its flock waits for the writer.
+            watch = os.open(f"/proc/self/fd/{follow.fd}", os.O_RDONLY)
+        except BaseException:
+            if lease is not None:
+                lease.release()
+            raise
+        threading.Thread(target=self._share, args=(path, watch, lease), daemon=False,
+                         name=f"share {path.rsplit('/', 1)[-1]}").start()
+        return follow
+
+    def _claim(self, path: str):
+        """Our lease on `path`, the file once another node has put it, or None after patience."""
+        deadline = time.monotonic() + self.patience
+        delay = 0.05
+        while (lease := self.bucket.lease(path)) is None:
+            if isinstance(found := self.cached(path), Stored):
+                return found
+            if time.monotonic() > deadline:
+                log.info("another node is still downloading %s: downloading here too", path)
+                return None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+        if isinstance(found := self.cached(path), Stored):  # put there as we asked
+            lease.release()
+            return found
+        return lease
+
+    def _share(self, path: str, watch: int, lease) -> None:
+        """After the download: put the verified file into the bucket, then let go of the lease."""
+        try:
+            fcntl.flock(watch, fcntl.LOCK_SH)  # the writer closes its temp file when done
+            if self._published(path, watch):  # the same inode: even if evicted since
+                self.bucket.store(path, Path(f"/proc/self/fd/{watch}"))
+        except Exception:
+            log.exception("could not share %s", path)
+        finally:
+            os.close(watch)
+            if lease is not None:
+                lease.release()
+
+
+def prune_bucket(bucket: Storage, limit: int) -> tuple[int, int, int]:
+    """Remove the bucket's oldest files until it holds at most `limit` bytes: (files, bytes
+    removed, bytes left). Oldest first, as S3 records no last use; a node streaming a file
+    removed meanwhile finishes it (S3 keeps a GET under way), the next request downloads it."""
+    items = sorted(bucket.list(), key=lambda item: item.mtime)
+    left = sum(item.size for item in items)
+    files = freed = 0
+    for item in items:
+        if left <= limit:
+            break
+        bucket.delete(item.path)
+        files, freed, left = files + 1, freed + item.size, left - item.size
+    return files, freed, left
+
+
+def node_name(store: Store) -> str:
+    """This node's name in the bucket: the host's, with a suffix kept in the cache directory
+    (nodes on one host, or a pod that comes back with its volume, stay apart or the same)."""
+    path = store.root / "node"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    name = f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+    temp = store.tmp / f"node.{name}"
+    temp.write_text(name)
+    try:
+        os.link(temp, path)  # whole or not at all, and never over another worker's name
+    except FileExistsError:
+        name = path.read_text().strip()
+    finally:
+        temp.unlink()
+    return name
+
+
+class Cluster:
+    """This node among the others: every SHARE_SECONDS one worker of the node puts the node's
+    totals into the bucket, and every node's dashboard reads them all."""
+
+    def __init__(self, bucket: S3Storage, store: Store, catalog: Catalog):
+        self.bucket, self.store, self.catalog = bucket, store, catalog
+        self.node = node_name(store)
+        self._started = 0  # the pid that runs the thread: none survives a fork
+
+    def start(self) -> None:
+        if self._started != os.getpid():
+            self._started = os.getpid()
+            threading.Thread(target=self._run, name="share statistics", daemon=True).start()
+
+    def _run(self) -> None:
+        guard = None
+        while True:
+            guard = guard if guard is not None else self.store.try_lock(STATS_LOCK)
+            if guard is not None:  # kept for the worker's life: the kernel frees it on death
+                try:
+                    self.share()
+                except Exception:
+                    log.exception("could not share this node's statistics")
+                finally:
+                    self.catalog.release()
+            time.sleep(SHARE_SECONDS)
+
+    def share(self) -> None:
+        self.bucket.put_node_stats(self.node, self._mine())
+
+    def _mine(self) -> dict:
+        files, size, _ = self.catalog.usage()
+        return {"node": self.node, "at": time.time(), "files": files, "bytes": size,
+                "totals": self.catalog.totals()}
+
+    def nodes(self) -> list[dict]:
+        """Every node's last shared statistics, by name; this node's fresh, and shared now."""
+        mine = self._mine()
+        self.bucket.put_node_stats(self.node, mine)
+        nodes = self.bucket.node_stats() | {self.node: mine}
+        return [nodes[name] for name in sorted(nodes)]

@@ -1,0 +1,276 @@
+"""Published files in an S3-compatible bucket shared by several nodes, and leases on downloads.
+
+Keys under s3://bucket/prefix: `files/<path>` (published, verified files), `leases/<key>` (a
+node's claim on a download in progress) and `nodes/<node>.json` (each node's statistics).
+Endpoint, region and credentials are boto3's own (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...).
+
+The first verified writer wins cluster-wide: files are put with `If-None-Match: *`, so a
+second node's put of the same path fails with 412 and changes nothing. A lease is an object
+created the same way; its holder renews it (a put with `If-Match` its last ETag) every third
+of LEASE_SECONDS, so a node that dies lets go within LEASE_SECONDS, and only one node can
+take an expired lease over (the `If-Match` on the expired ETag). Every fault of the store
+becomes FileNotFoundError, False or "no lease needed" here: a node whose bucket is away
+keeps serving from its own directory and the upstream.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .config import s3_location
+from .objects import CHUNK, Item, NoLease
+from .store import key as hashed
+
+log = logging.getLogger(__name__)
+LEASE_SECONDS = 10.0
+PRESIGNED_SECONDS = 600  # a redirected client fetches at once; the URL need not live long
+MAX_PUT = 5 * 1024**3  # S3's limit for one PUT; larger files stay on the node that has them
+_FAULTS = (BotoCoreError, ClientError, OSError)
+AWAY_SECONDS = 30.0  # after a fault of the store, how long a node goes on without it
+NODE = f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _status(error: Exception) -> int | None:
+    if isinstance(error, ClientError):
+        return error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return None
+
+
+class S3Blob:
+    """A file in the bucket; its bytes are asked for only when they are read."""
+
+    def __init__(self, storage: "S3Storage", key: str, size: int):
+        self.storage, self.key, self.size = storage, key, size
+        self._body = None
+
+    def chunks(self, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+        stop = self.size if stop is None else stop
+        if start >= stop:
+            return
+        try:
+            self._body = self._get(f"bytes={start}-{stop - 1}")
+            yield from self._body.iter_chunks(CHUNK)
+        except _FAULTS as error:  # the object went (a lifecycle rule, a prune) or the store did
+            raise FileNotFoundError(f"{self.key}: {error}") from None
+        finally:
+            self.close()
+
+    def _get(self, byte_range: str) -> Any:
+        """The object's body. A range of its size that the store calls unsatisfiable means it
+        showed the object before all of it could be read (moto's server does, for a moment,
+        when a node puts it as others read it): ask again, briefly."""
+        for attempt in range(5):
+            try:
+                return self.storage.client().get_object(
+                    Bucket=self.storage.bucket, Key=self.key, Range=byte_range)["Body"]
+            except ClientError as error:
+                if _status(error) != 416 or attempt == 4:
+                    raise
+                time.sleep(0.05 * 2 ** attempt)
+
+    def read(self, offset: int, length: int) -> bytes:
+        return b"".join(self.chunks(offset, min(offset + length, self.size)))
+
+    def close(self) -> None:
+        if self._body is not None:
+            self._body.close()
+            self._body = None
+
+
+class S3Lease:
+    """A live claim on one download, renewed by a thread of its own until released."""
+
+    def __init__(self, storage: "S3Storage", key: str, etag: str):
+        self.storage, self.key, self.etag = storage, key, etag
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name=f"lease {key}", daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        while not self._done.wait(LEASE_SECONDS / 3):
+            try:
+                etag = self.storage._put_lease(self.key, if_match=self.etag)
+            except _FAULTS as error:  # try again; if the store stays away the lease expires
+                log.warning("could not renew the lease %s: %s", self.key, error)
+                continue
+            if etag is None:
+                log.warning("lost the lease %s; the download goes on", self.key)
+                return
+            self.etag = etag
+
+    def release(self) -> None:
+        self._done.set()
+        self._thread.join(5)  # a renewal under way changes the ETag we delete by
+        try:
+            self.storage.client().delete_object(
+                Bucket=self.storage.bucket, Key=self.key, IfMatch=self.etag
+            )
+        except _FAULTS as error:  # it expires anyway
+            log.info("could not release the lease %s: %s", self.key, error)
+
+
+class S3Storage:
+    """Files in a bucket under a prefix (see the module's docstring)."""
+
+    def __init__(self, url: str, connect_timeout: float = 10, read_timeout: float = 30,
+                 connections: int = 32):
+        self.location = url
+        self.bucket, self.prefix = s3_location(url)
+        self.root = self.prefix + "files/"
+        self.config = Config(
+            connect_timeout=connect_timeout, read_timeout=read_timeout,
+            max_pool_connections=connections, retries={"mode": "standard", "max_attempts": 3},
+            signature_version="s3v4",  # presigned URLs MinIO and Ceph accept too
+        )
+        self._client: Any = None
+        self._pid = 0
+        self._lock = threading.Lock()
+        self._away_until = 0.0  # a store that failed is not asked again (and waited for) at once
+
+    def _away(self) -> bool:
+        return time.monotonic() < self._away_until
+
+    def _failed(self, what: str, error: Exception) -> None:
+        log.warning("bucket %s: %s failed (%s); going on without it for %.0f s",
+                    self.location, what, error, AWAY_SECONDS)
+        self._away_until = time.monotonic() + AWAY_SECONDS
+
+    def client(self) -> Any:
+        """boto3's client, made once per process after fork (it holds sockets)."""
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._client = boto3.session.Session().client("s3", config=self.config)
+                    self._pid = os.getpid()
+        return self._client
+
+    # --- files ---------------------------------------------------------------------------
+    def get(self, path: str) -> S3Blob:
+        key = self.root + path
+        if self._away():
+            raise FileNotFoundError(path)
+        try:
+            head = self.client().head_object(Bucket=self.bucket, Key=key)
+        except _FAULTS as error:
+            if _status(error) != 404:
+                self._failed("a lookup", error)
+            raise FileNotFoundError(path) from None
+        return S3Blob(self, key, head["ContentLength"])
+
+    def store(self, path: str, file_path: Path, meta: dict[str, str] | None = None) -> bool:
+        if file_path.stat().st_size > MAX_PUT:
+            log.warning("%s is larger than one PUT allows: kept on this node only", path)
+            return False
+        if self._away():
+            return False
+        try:
+            with open(file_path, "rb") as body:
+                self.client().put_object(
+                    Bucket=self.bucket, Key=self.root + path, Body=body, IfNoneMatch="*",
+                    ContentType="application/octet-stream", Metadata=meta or {},
+                )
+        except _FAULTS as error:
+            if _status(error) not in (412, 409):  # 412/409: another node was first
+                self._failed(f"putting {path}", error)
+            return False
+        return True
+
+    def delete(self, prefix: str) -> int:
+        items = [self.root + item.path for item in self.list(prefix)]
+        for start in range(0, len(items), 1000):
+            batch = [{"Key": key} for key in items[start:start + 1000]]
+            self.client().delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
+        return len(items)
+
+    def list(self, prefix: str = "") -> Iterator[Item]:
+        yield from self._list(self.root, prefix)
+
+    def _list(self, root: str, prefix: str) -> Iterator[Item]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=root + prefix
+        )
+        for page in pages:
+            for entry in page.get("Contents", []):
+                name = entry["Key"][len(root):]
+                if prefix and name != prefix and not name.startswith(prefix.rstrip("/") + "/"):
+                    continue  # `a/b` must not match `a/bc`
+                yield Item(name, entry["Size"], entry["LastModified"].timestamp())
+
+    def url(self, path: str) -> str:
+        return self.client().generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self.root + path},
+            ExpiresIn=PRESIGNED_SECONDS,
+        )
+
+    # --- leases --------------------------------------------------------------------------
+    def lease(self, name: str) -> S3Lease | NoLease | None:
+        key = f"{self.prefix}leases/{hashed(name)}"
+        if self._away():
+            return NoLease()
+        try:
+            for _ in range(3):
+                etag = self._put_lease(key, if_none_match=True)
+                if etag is not None:
+                    return S3Lease(self, key, etag)
+                try:
+                    current = self.client().get_object(Bucket=self.bucket, Key=key)
+                except ClientError as error:
+                    if _status(error) == 404:
+                        continue  # released between our two looks: try again
+                    raise
+                holder = json.loads(current["Body"].read())
+                if holder.get("expires", 0) > time.time():
+                    return None
+                etag = self._put_lease(key, if_match=current["ETag"])  # take the expired one
+                if etag is not None:
+                    log.info("took over %s's expired lease %s", holder.get("node"), key)
+                    return S3Lease(self, key, etag)
+            return None
+        except (*_FAULTS, ValueError) as error:  # this node downloads on its own
+            self._failed("a lease", error)
+            return NoLease()
+
+    def _put_lease(self, key: str, if_match: str | None = None,
+                   if_none_match: bool = False) -> str | None:
+        """The new ETag, or None when the condition failed (another node holds the lease)."""
+        body = {"node": NODE, "expires": time.time() + LEASE_SECONDS, "nonce": uuid.uuid4().hex}
+        condition = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"}
+        try:
+            answer = self.client().put_object(
+                Bucket=self.bucket, Key=key, Body=json.dumps(body).encode(), **condition
+            )
+        except ClientError as error:
+            if _status(error) in (412, 409):
+                return None
+            raise
+        return answer["ETag"]
+
+    # --- statistics of every node --------------------------------------------------------
+    def put_node_stats(self, node: str, data: dict) -> None:
+        try:
+            self.client().put_object(Bucket=self.bucket, Key=f"{self.prefix}nodes/{node}.json",
+                                     Body=json.dumps(data).encode())
+        except _FAULTS as error:
+            log.warning("could not share this node's statistics: %s", error)
+
+    def node_stats(self) -> dict[str, dict]:
+        nodes: dict[str, dict] = {}
+        try:
+            for item in self._list(f"{self.prefix}nodes/", ""):
+                body = self.client().get_object(Bucket=self.bucket,
+                                                Key=f"{self.prefix}nodes/{item.path}")["Body"]
+                nodes[item.path.removesuffix(".json")] = json.loads(body.read())
+        except (*_FAULTS, ValueError) as error:
+            log.warning("could not read the nodes' statistics: %s", error)
+        return nodes
