@@ -55,7 +55,7 @@ class Stats:
         self._hit_bytes.inc(size)
 
     def after_request(self, response: Response) -> Response:
-        self.front_log.start()  # here: after gunicorn's fork, in every worker
+        self.front_log.start()  # a no-op unless this process was forked since
         rule = request.url_rule.rule if request.url_rule is not None else "other"
         self.metrics.requests.labels(rule, request.method, str(response.status_code)).inc()
         return response
@@ -67,6 +67,7 @@ def install(app: Flask, services) -> Stats:
     _watch_upstream(services.upstream, stats)
     # blinker holds receivers weakly: `stats` lives as long as the app's extensions.
     file_cached.connect(stats.on_file_cached, sender=services.fetcher)
+    stats.front_log.start()  # gunicorn builds the app in each worker, after the fork
     app.after_request(stats.after_request)
     return stats
 
