@@ -23,7 +23,7 @@ from urllib.parse import quote
 from packaging.utils import canonicalize_name
 from werkzeug.datastructures import Range
 
-from . import names, ranges
+from . import indexes, names, ranges
 from .catalog import Catalog
 from .errors import IntegrityError, NotFound, ProxyError, UpstreamTimeout
 from .store import Store, key, storage_error
@@ -118,7 +118,7 @@ class Follow:
 
 class Fetcher:
     def __init__(self, settings, store: Store, catalog: Catalog, upstream: Upstream):
-        self.files_url = settings.files_url
+        self.settings = settings
         self.store = store
         self.catalog = catalog
         self.upstream = upstream
@@ -153,7 +153,9 @@ class Fetcher:
             return None  # the upstream sends whole files only: follow the one download
 
     def url(self, path: str) -> str:
-        return f"{self.files_url}/{quote(path)}"
+        """The upstream URL of a file path (its upstream's files URL: app/indexes.py)."""
+        up, upstream_path = indexes.locate(self.settings, path)
+        return f"{up.files_url}/{quote(upstream_path)}"
 
     def single_flight(self, path: str) -> Hit | Follow:
         """The cached file, or a stream of its one download."""

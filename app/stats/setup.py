@@ -7,6 +7,7 @@ import time
 
 from flask import Flask, Response, current_app, request
 
+from .. import indexes
 from ..errors import NotFound, UpstreamError
 from ..evict import Evictor
 from .frontlog import FrontLog
@@ -97,22 +98,29 @@ def _watch_upstream(upstream, stats: Stats) -> None:
     """Time every upstream request and remember the upstream's last success and failure."""
     get = upstream.get
 
+    def event(url: str, name: str, text: str | None = None) -> None:
+        stats.recorder.event(name, text)
+        # With several upstreams each has its own state too: "upstream_ok:<name>".
+        up = indexes.of_url(stats.settings, url)
+        if up is not None and up.name:
+            stats.recorder.event(f"{name}:{up.name}", text)
+
     @functools.wraps(get)
-    def watched(*args, **kwargs):
+    def watched(url: str, *args, **kwargs):
         start = time.perf_counter()
         outcome = "ok"
         try:
-            return get(*args, **kwargs)
+            return get(url, *args, **kwargs)
         except NotFound:  # the upstream answered: it is up
             outcome = "not_found"
             raise
         except UpstreamError as error:
             outcome = "error"
-            stats.recorder.event("upstream_failed", error.message)
+            event(url, "upstream_failed", error.message)
             raise
         finally:
             stats.metrics.upstream_latency.labels(outcome).observe(time.perf_counter() - start)
             if outcome != "error":
-                stats.recorder.event("upstream_ok")
+                event(url, "upstream_ok")
 
     upstream.get = watched
