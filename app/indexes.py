@@ -78,11 +78,12 @@ def build(
     indexes = []
     for name, simple, files in entries:
         try:
-            simple, default_files = default if simple == "default" else (url(simple), None)
-            if default_files is None:
+            if simple == "default":
+                simple, own_files = default
+            else:
                 origin = urlsplit(simple)
-                default_files = f"{origin.scheme}://{origin.netloc}{package_loc}"
-            indexes.append(Index(name, url(simple), url(files) if files else default_files))
+                own_files = f"{origin.scheme}://{origin.netloc}{package_loc}"
+            indexes.append(Index(name, url(simple), url(files or own_files)))
         except ValueError as error:
             raise ValueError(f"{name}: {error}") from None
     known = {index.name for index in indexes}

@@ -243,15 +243,13 @@ class Pages:
         are kept in a set to skip repeats; the last (the public index, as a rule: the big one)
         is only streamed, so the union costs no more memory than the smaller lists."""
         seen: set[str] = set()
-        *first, last = self.settings.indexes
-        for up in first:
+        last = self.settings.indexes[-1]
+        for up in self.settings.indexes:
             for project in self._root_names(self._fetch(up.url + "/", None, ROOT_ACCEPT)):
                 if project not in seen:
-                    seen.add(project)
+                    if up is not last:
+                        seen.add(project)
                     yield project
-        for project in self._root_names(self._fetch(last.url + "/", None, ROOT_ACCEPT)):
-            if project not in seen:
-                yield project
 
 
 class _Tee:

@@ -213,9 +213,11 @@ def test_files_carry_their_upstream_and_never_collide(several):
     files = app.config["PYPICACHE"].cache_dir / "files"
     assert (files / "corp/ab/same-1.0.tar.gz").read_bytes() == same[0][1]
     assert (files / "pub/ab/same-1.0.tar.gz").read_bytes() == same[1][1]
-    stats = client.get("/stats.json").json
-    assert {(p["name"], p["upstream"]) for p in stats["project_list"]} == {
-        ("other", "corp"), ("secret", "pub")}
+    deadline = time.monotonic() + 10  # a file's row lands just after its last byte went out
+    while len(rows := client.get("/stats.json").json["project_list"]) < 2:
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.02)
+    assert {(p["name"], p["upstream"]) for p in rows} == {("other", "corp"), ("secret", "pub")}
 
 
 @responses.activate
