@@ -160,7 +160,7 @@ class Pages:
         for up in indexes.candidates(self.settings, name):
             # The upstream the old page came from gets its ETag; its 404 ends the walk too,
             # so that the grace of a page gone upstream (_gone_lately) applies to it.
-            owner = old is not None and old.get("status") == 200 and old.get("upstream", "") == up.name
+            owner = bool(old) and old.get("status") == 200 and old.get("upstream", "") == up.name
             try:
                 return up, self._fetch(f"{up.url}/{name}/", old if owner else None, UPSTREAM_ACCEPT)
             except NotFound:

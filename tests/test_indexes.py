@@ -62,7 +62,8 @@ def expire(app, name):
 # --- settings --------------------------------------------------------------------------------
 def test_indexes_in_order_with_their_files_urls():
     settings = config.load({"PYPI_INDEXES": f"{INDEXES} public=default",
-                            "PYPI_PACKAGE_LOC": "/pypi/packages", "PYPI_INDEX_PINS": "Secret_Pkg=corp"})
+                            "PYPI_PACKAGE_LOC": "/pypi/packages",
+                            "PYPI_INDEX_PINS": "Secret_Pkg=corp"})
     simple, files = config.pip_default_index()
     assert [(i.name, i.url, i.files_url) for i in settings.indexes] == [
         ("corp", f"{CORP}/simple", f"{CORP}/pypi/packages"),  # origin + PYPI_PACKAGE_LOC
@@ -173,7 +174,8 @@ def test_an_unchanged_page_revalidates_with_its_own_upstream(several):
     app = several()
     client = app.test_client()
     responses.get(f"{CORP}/simple/public-lib/", status=404)
-    serve_page(PUB, "public-lib", PUB_FILES, ("public_lib-1.0.tar.gz", b"x"), headers={"ETag": '"v1"'})
+    serve_page(PUB, "public-lib", PUB_FILES, ("public_lib-1.0.tar.gz", b"x"),
+               headers={"ETag": '"v1"'})
     client.get("/simple/public-lib/")
     expire(app, "public-lib")
     responses.replace(responses.GET, f"{PUB}/simple/public-lib/", status=304)
@@ -236,7 +238,7 @@ def test_a_file_is_checked_against_its_own_upstreams_hash(several):
     assert client.get(f"/packages/corp/ab/{CORP_WHEEL[0]}").status_code == 502
 
 
-# --- the root list, health, dashboard --------------------------------------------------------------
+# --- the root list, health, dashboard ----------------------------------------------------------
 @responses.activate
 def test_the_root_list_is_the_union_each_name_once(client):
     responses.get(f"{CORP}/simple/", body='<a href="secret/">secret</a><a href="both/">both</a>',
