@@ -49,7 +49,8 @@ class Three:
 
     def env(self, private=None, **more: str) -> dict[str, str]:
         private = private or self.private
-        indexes = (f"corp={private.simple} extra={self.extra.simple},{self.extra.files} "
+        # Each as its users give it: nginx and pypiserver keep their files at /packages.
+        indexes = (f"corp={private.simple} extra={self.extra.simple} "
                    f"pub={self.public.index_url},{self.public.files_url}")
         return {"PYPI_INDEXES": indexes} | more
 
