@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
+from . import indexes
+
 
 class ConfigError(ValueError):
     """A setting has a value we cannot use; the message names the variable."""
@@ -142,6 +144,8 @@ class Settings:
     auth_scope: str
     storage_url: str | None
     s3_redirect: bool
+    indexes: tuple[indexes.Index, ...]  # in precedence order; one nameless for PYPI_MIRROR_URL
+    index_pins: Mapping[str, str]  # canonical project -> upstream name
 
 
 # name -> (environment variable, parser, default). The default None means "derived below".
@@ -180,6 +184,9 @@ TABLE: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
     "storage_url": ("PYPI_STORAGE_URL", _storage_url, None),
     # 1: a file found in the bucket is a redirect to a presigned URL, not streamed by us.
     "s3_redirect": ("PYPI_S3_REDIRECT", _flag, "0"),
+    # Several upstreams in precedence order (app/indexes.py); unset: the one above.
+    "indexes": ("PYPI_INDEXES", indexes.parse_entries, None),
+    "index_pins": ("PYPI_INDEX_PINS", indexes.parse_pins, None),
 }
 
 
@@ -213,13 +220,34 @@ def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings
         except ValueError as error:
             shown = redact(raw) if variable.endswith("_URL") else raw
             raise ConfigError(f"{variable}={shown!r}: {error}") from None
+    values["index_pins"] = values["index_pins"] or {}
+    if values["indexes"] and "indexes" not in overrides:
+        values["indexes"] = _several(environ, values)
+    elif values["index_pins"]:
+        raise ConfigError("PYPI_INDEX_PINS needs PYPI_INDEXES: pins name its upstreams")
     if values["mirror_url"] is None:
         values["mirror_url"], public_files = pip_default_index()
         values["files_url"] = values["files_url"] or public_files
     if values["files_url"] is None:
         origin = urlsplit(values["mirror_url"])
         values["files_url"] = f"{origin.scheme}://{origin.netloc}{values['package_loc']}"
+    if not values["indexes"]:
+        values["indexes"] = (indexes.Index("", values["mirror_url"], values["files_url"]),)
     if values["cache_dir"] is None:
         values["cache_dir"] = Path(_default_cache_dir(environ))
     values["cache_dir"] = Path(values["cache_dir"]).absolute()
     return Settings(**{field.name: values[field.name] for field in fields(Settings)})
+
+
+def _several(environ: Mapping[str, str], values: dict[str, Any]) -> tuple[indexes.Index, ...]:
+    """PYPI_INDEXES' upstreams; the single-upstream URLs then name the first one."""
+    for variable in ("PYPI_MIRROR_URL", "PYPI_FILES_URL"):
+        if environ.get(variable, "").strip():
+            raise ConfigError(f"{variable} and PYPI_INDEXES are both set: use one or the other")
+    try:
+        several = indexes.build(values["indexes"], values["index_pins"], _url,
+                                values["package_loc"], pip_default_index())
+    except ValueError as error:
+        raise ConfigError(f"PYPI_INDEXES / PYPI_INDEX_PINS: {error}") from None
+    values["mirror_url"], values["files_url"] = several[0].url, several[0].files_url
+    return several

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 from werkzeug.datastructures import Range
 
-from . import names, ranges
+from . import indexes, names, ranges
 from .catalog import Catalog
 from .download import Download
 from .errors import (
@@ -123,7 +123,7 @@ class Follow:
 class Fetcher:
     def __init__(self, settings, store: Store, catalog: Catalog, upstream: Upstream,
                  project_page: Callable[[str], object]):
-        self.files_url = settings.files_url
+        self.settings = settings
         self.store = store
         self.catalog = catalog
         self.upstream = upstream
@@ -166,7 +166,9 @@ class Fetcher:
             return None  # the upstream sends whole files only: follow the one download
 
     def url(self, path: str) -> str:
-        return f"{self.files_url}/{quote(path)}"
+        """The upstream URL of a file path (its upstream's files URL: app/indexes.py)."""
+        up, upstream_path = indexes.locate(self.settings, path)
+        return f"{up.files_url}/{quote(upstream_path)}"
 
     def require_listed(self, path: str) -> None:
         """Only files a page listed are fetched, so only verified bytes are kept: a file no

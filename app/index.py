@@ -75,8 +75,9 @@ def with_core_metadata(project: Project, known: dict[str, str]) -> Project:
 class Linker:
     """Maps upstream file URLs to paths under the files base; anything else is refused."""
 
-    def __init__(self, files_url: str):
+    def __init__(self, files_url: str, prefix: str = ""):
         self.base = files_url.rstrip("/") + "/"
+        self.prefix = prefix  # the upstream's name and '/' when there are several (app/indexes.py)
 
     def path(self, page_url: str, href: str) -> tuple[str, str] | None:
         href = href.strip()
@@ -89,7 +90,7 @@ class Linker:
             log.warning("dropped a file link outside the files base: %s", urlsplit(url).netloc)
             return None
         try:
-            return names.file_path(unquote(without_query[len(self.base):])), fragment
+            return self.prefix + names.file_path(unquote(without_query[len(self.base):])), fragment
         except BadRequest:
             log.warning("dropped a file link with an unsafe path: %r", href[:200])
             return None

@@ -17,9 +17,9 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-from . import index, parsing, render
+from . import index, indexes, parsing, render
 from .encoding import ACCEPT_ENCODING
 from .errors import NotFound, UpstreamError
 from .store import key
@@ -31,6 +31,8 @@ MAX_ROOT = 1 << 30  # the root list is tens of MB; decoded past this it is a bom
 STATES_KEPT = 4096  # page states a worker keeps parsed in memory
 ROOT = "_root"  # not a project name: those start with a letter or digit
 UPSTREAM_ACCEPT = f"{render.V1_JSON}, {render.V1_HTML};q=0.2, {render.HTML};q=0.1"
+# HTML first: the root list streams well as lines; JSON is parsed by the same regex.
+ROOT_ACCEPT = f"{render.HTML}, {render.V1_JSON};q=0.5"
 
 
 @dataclass
@@ -49,7 +51,7 @@ class Page:
 class Pages:
     def __init__(self, settings, store, catalog, upstream):
         self.settings, self.store, self.catalog, self.upstream = settings, store, catalog, upstream
-        self.linker = index.Linker(settings.files_url)
+        self.linkers = {up.name: index.Linker(up.files_url, up.prefix) for up in settings.indexes}
         self.parser = parsing.Parser()
         self._states: dict[str, tuple[tuple, dict]] = {}  # per worker: name -> (stat, state)
         # Per worker: names the upstream answered 404 for, and when. Not on disk, so a flood
@@ -170,11 +172,28 @@ class Pages:
             os.utime(path)
         return True
 
+    def _ask(self, name: str, old: dict | None):
+        """(upstream, response) of the first upstream in order that has the project.
+
+        The next upstream is asked only after a 404: an upstream that fails raises here, so
+        an outage never hands its projects to a later upstream (dependency confusion).
+        """
+        for up in indexes.candidates(self.settings, name):
+            # The upstream the old page came from gets its ETag; its 404 ends the walk too,
+            # so that the grace of a page gone upstream (_gone_lately) applies to it.
+            owner = bool(old) and old.get("status") == 200 and old.get("upstream", "") == up.name
+            try:
+                return up, self._fetch(f"{up.url}/{name}/", old if owner else None, UPSTREAM_ACCEPT)
+            except NotFound:
+                if owner:
+                    raise
+        raise NotFound(f"no project named {name!r} upstream")
+
     def _refresh_project(self, name: str, old: dict | None) -> str:
-        url = f"{self.settings.mirror_url}/{name}/"
         if old and old.get("metadata_known", 0) < self.catalog.metadata_known(name):
-            old = None  # metadata hashes learnt since the render: render anew, even on a 304
-        response = self._fetch(url, old, UPSTREAM_ACCEPT)
+            # metadata hashes learnt since the render: render anew (no ETag, so no 304)
+            old = {k: v for k, v in old.items() if k != "upstream_etag"}
+        up, response = self._ask(name, old)
         if self._revalidated(name, response, old):
             return "revalidated"
         body = bytearray()
@@ -182,7 +201,7 @@ class Pages:
             body += chunk
             self.store.touch_lock("page:" + name)  # progress: waiters keep waiting
         content_type = response.headers.get("Content-Type", "text/html")
-        project = self.parser.parse(bytes(body), content_type, response.url, name, self.linker)
+        project = self.parser.parse(bytes(body), content_type, response.url, name, self.linkers[up.name])
         project = index.with_core_metadata(project, self.catalog.expect(project))
         for forgotten in self.catalog.prune_expected(name):
             self._forget_page(forgotten)  # its hashes are gone: fetch it again when asked
@@ -196,7 +215,7 @@ class Pages:
         for fmt, data in bodies.items():
             self.store.write_atomic(directory / f"{version}.{fmt}", data)
             self.store.write_atomic(directory / f"{version}.{fmt}.gz", gzip.compress(data, 6, mtime=0))
-        self._write_state(name, response, etags, version, old,
+        self._write_state(name, response, etags, version, old, upstream=up.name,
                           metadata_known=self.catalog.metadata_known(name))
         return "miss"
 
@@ -204,8 +223,8 @@ class Pages:
                      old: dict | None, **more) -> None:
         """Switch readers to the new bodies in one rename, then drop all but the last two
         versions (a reader that has just read the old state may still open the old ones)."""
-        state = {"status": 200, "etags": etags, "upstream_etag": response.headers.get("ETag"),
-                 "version": version, **more}
+        etag = response.headers.get("ETag") if response is not None else None
+        state = {"status": 200, "etags": etags, "upstream_etag": etag, "version": version, **more}
         directory = self.store.pages / name
         self.store.write_json(directory / "state.json", state)
         keep = {"state", version, (old or {}).get("version", "page")}
@@ -217,14 +236,20 @@ class Pages:
         shutil.rmtree(self.store.pages / name, ignore_errors=True)
         self._states.pop(name, None)
 
+    def upstream_of(self, name: str) -> str | None:
+        """The name of the upstream a project's cached page came from (None: none cached)."""
+        state = self._state(name)
+        return state[0].get("upstream") if state and state[0]["status"] == 200 else None
+
     def _refresh_root(self, name: str, old: dict | None) -> str:
-        # HTML first: the root list streams well as lines; JSON is parsed by the same regex.
-        response = self._fetch(self.settings.mirror_url + "/", old, f"{render.HTML}, {render.V1_JSON};q=0.5")
-        if self._revalidated(name, response, old):
-            return "revalidated"
-        names = index.iter_root_names(
-            self.upstream.iter_decoded(response, MAX_ROOT), response.headers.get("Content-Type", "")
-        )
+        response = None
+        if len(self.settings.indexes) == 1:
+            response = self._fetch(self.settings.indexes[0].url + "/", old, ROOT_ACCEPT)
+            if self._revalidated(name, response, old):
+                return "revalidated"
+            names = self._root_names(response)
+        else:
+            names = self._union()
         directory = self.store.pages / name
         with contextlib.ExitStack() as cleanup:
             outputs, temps = {}, []
@@ -244,6 +269,23 @@ class Pages:
         log.info("root list refreshed: %d projects", count)
         self._write_state(name, response, etags, version, old)
         return "miss"
+
+    def _root_names(self, response) -> Iterator[str]:
+        chunks = self.upstream.iter_decoded(response, MAX_ROOT)
+        return index.iter_root_names(chunks, response.headers.get("Content-Type", ""))
+
+    def _union(self) -> Iterator[str]:
+        """Every upstream's project names, each once. The names of all upstreams but the last
+        are kept in a set to skip repeats; the last (the public index, as a rule: the big one)
+        is only streamed, so the union costs no more memory than the smaller lists."""
+        seen: set[str] = set()
+        last = self.settings.indexes[-1]
+        for up in self.settings.indexes:
+            for project in self._root_names(self._fetch(up.url + "/", None, ROOT_ACCEPT)):
+                if project not in seen:
+                    if up is not last:
+                        seen.add(project)
+                    yield project
 
 
 def _version(etags: dict[str, str]) -> str:

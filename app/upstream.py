@@ -31,7 +31,7 @@ class Upstream:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.allowed = {origin(settings.mirror_url), origin(settings.files_url)}
+        self.allowed = {origin(url) for up in settings.indexes for url in (up.url, up.files_url)}
         self.timeout = (settings.connect_timeout, settings.read_timeout)
         # Sessions are made lazily in the thread that uses them, so never before a fork.
         self._local = threading.local()
@@ -60,7 +60,7 @@ class Upstream:
             raise
         finally:
             upstream_answered.send(self, outcome=outcome, seconds=time.perf_counter() - start,
-                                   message=message)
+                                   message=message, url=url)
 
     def _get(self, url: str, headers: dict[str, str] | None, method: str) -> requests.Response:
         for _ in range(_MAX_REDIRECTS + 1):

@@ -53,17 +53,18 @@ def venv_versions(venv: Path) -> dict[str, str]:
     return {name: found.get(name) for name in CHAIN}
 
 
-def test_poetry_installs_from_a_primary_source(proxy, tmp_path):
+def poetry_install(tmp_path: Path, index_url: str, project_text: str = PROJECT) -> Path:
+    """`poetry install` of a project whose one source is `index_url`; the project's directory."""
     project = tmp_path / "demo"
     project.mkdir()
     # One primary source: poetry then asks no other index.
-    (project / "pyproject.toml").write_text(PROJECT + f"""
+    (project / "pyproject.toml").write_text(project_text + f"""
 [tool.poetry]
 package-mode = false
 
 [[tool.poetry.source]]
 name = "pypicache"
-url = "{proxy.url}/simple/"
+url = "{index_url}"
 priority = "primary"
 """)
     env = isolated(tmp_path / "home", POETRY_CONFIG_DIR=str(tmp_path / "poetry-config"),
@@ -73,6 +74,11 @@ priority = "primary"
                    POETRY_NO_INTERACTION="1")
     run([str(BIN / "poetry"), "env", "use", sys.executable], project, env)
     run([str(BIN / "poetry"), "install"], project, env)
+    return project
+
+
+def test_poetry_installs_from_a_primary_source(proxy, tmp_path):
+    project = poetry_install(tmp_path, f"{proxy.url}/simple/")
     assert venv_versions(project / ".venv") == CHAIN
     lock = (project / "poetry.lock").read_text()
     assert all(f'name = "{name}"' in lock for name in CHAIN) and "sha256:" in lock

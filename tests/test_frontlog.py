@@ -1,7 +1,6 @@
 """The nginx front's log of hits read into the statistics: once, whoever reads, whatever is cut."""
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -13,8 +12,7 @@ from app.store import Store
 
 def line(path: str, method="GET", status=200, size=10, seconds=0.002) -> str:
     """One line as docker/nginx/nginx.conf.template's log_format writes it."""
-    entry = {"t": time.time(), "m": method, "s": status, "p": path, "b": size, "rt": seconds}
-    return json.dumps(entry) + "\n"
+    return f"{time.time():.3f}\t{method}\t{status}\t{path}\t{size}\t{seconds:.3f}\n"
 
 
 def readers(tmp_path, count=2):
@@ -30,9 +28,9 @@ def readers(tmp_path, count=2):
 
 def test_every_complete_line_counts_once_whichever_worker_reads(tmp_path):
     store, (one, two), seen = readers(tmp_path)
-    log = store.root / "front" / "2026-01-01T10.jsonl"
+    log = store.root / "front" / "2026-01-01T10.log"
     log.write_text(line("a/x.whl") + line("a/x.whl", status=304, size=0) + line("a/x.whl", "HEAD")
-                   + line("a/x.whl", status=416) + "not json\n" + line("b/y.whl", status=206)[:20])
+                   + line("a/x.whl", status=416) + "not a line of ours\n" + line("b/y.whl", status=206)[:20])
     assert one.read() == 5  # the cut last line waits for its end
     assert two.read() == 0 and one.read() == 0
     with open(log, "a") as out:
@@ -47,8 +45,8 @@ def test_every_complete_line_counts_once_whichever_worker_reads(tmp_path):
 
 def test_an_hour_read_to_its_end_goes_once_nginx_has_moved_on(tmp_path):
     store, (one,), _ = readers(tmp_path, 1)
-    old = store.root / "front" / "2026-01-01T10.jsonl"
-    new = store.root / "front" / "2026-01-01T11.jsonl"
+    old = store.root / "front" / "2026-01-01T10.log"
+    new = store.root / "front" / "2026-01-01T11.log"
     old.write_text(line("a/x.whl"))
     new.write_text(line("a/x.whl"))
     assert one.read() == 2
@@ -61,9 +59,11 @@ def test_an_hour_read_to_its_end_goes_once_nginx_has_moved_on(tmp_path):
     assert one.catalog.totals()["requests_hit"] == 2
 
 
-def test_no_front_no_work(tmp_path):
+def test_no_front_no_work_and_one_thread_per_process(tmp_path):
     store = Store(tmp_path / "cache")
     reader = FrontLog(store, Catalog(store.root / "catalog.sqlite3"))
-    assert reader.read() == 0
+    assert reader.read() == 0 and reader.catalog.totals() == {}
     reader.start()
-    assert reader._thread is None
+    thread = reader._thread
+    reader.start()
+    assert reader._thread is thread and thread.is_alive()

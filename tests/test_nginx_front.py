@@ -181,9 +181,10 @@ def _stats(front: Front) -> dict:
 
 def _front_gets(proxy: Proxy) -> int:
     """GETs nginx answered from the volume, from its own log (every one a hit for the app)."""
-    logs = (proxy.cache_dir / "front").glob("*.jsonl")
+    logs = (proxy.cache_dir / "front").glob("*.log")
     lines = (line for log in logs for line in log.read_text().splitlines())
-    return sum('"m":"GET"' in line and '"s":4' not in line for line in lines)
+    fields = (line.split("\t") for line in lines)
+    return sum(method == "GET" and int(status) < 400 for _, method, status, *_ in fields)
 
 
 def test_pip_and_uv_install_through_the_front_and_every_hit_is_counted_once(chain, tmp_path):

@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from ..catalog import Catalog
+from ..upstream import redact
 
 MB = 1_000_000  # the note's unit: t = 5 MB/s, d = 200 MB/s
 NOTE_T, NOTE_D = 5.0, 200.0
@@ -42,6 +43,7 @@ class ProjectRow:
     hits: int
     first_cached: float
     last_used: float
+    upstream: str | None = None  # with several upstreams: the one its page came from
 
 
 @dataclass
@@ -81,6 +83,7 @@ class Overview:
     seconds_saved: float | None
     savings: list[dict] = field(default_factory=list)
     upstream: dict = field(default_factory=dict)
+    upstreams: list[dict] = field(default_factory=list)  # each of several, in precedence order
     removed: list[dict] = field(default_factory=list)
     generated: float = 0.0
 
@@ -88,7 +91,10 @@ class Overview:
         return asdict(self)
 
 
-def overview(catalog: Catalog, max_size: int, state: dict | None = None) -> Overview:
+def overview(catalog: Catalog, max_size: int, state: dict | None = None,
+             upstreams: tuple = ()) -> Overview:
+    """The figures of the dashboard; `upstreams` (app/indexes.Index) when there are several."""
+    state = state if state is not None else catalog.state()
     totals = catalog.totals()
     files, size, projects = catalog.usage()
     requests = {
@@ -112,7 +118,8 @@ def overview(catalog: Catalog, max_size: int, state: dict | None = None) -> Over
              "measured": saving(n, t, d) if t and d else None}
             for n in CLIENTS
         ],
-        upstream=upstream_state(state if state is not None else catalog.state()),
+        upstream=upstream_state(state),
+        upstreams=upstream_states(state, upstreams),
         removed=[
             {"path": p, "filename": p.rsplit("/", 1)[-1], "project": project, "size": s,
              "reason": reason, "at": at}
@@ -146,15 +153,25 @@ def _rate(size: float, seconds: float) -> float | None:
     return size / MB / seconds if size and seconds > 0 else None
 
 
-def upstream_state(state: dict[str, tuple[float, str | None]]) -> dict:
-    """The upstream's last known state, from what the workers saw when they talked to it."""
-    ok = state.get("upstream_ok", (None, None))[0]
-    failed, error = state.get("upstream_failed", (None, None))
+def upstream_state(state: dict[str, tuple[float, str | None]], name: str = "") -> dict:
+    """The upstream's last known state, from what the workers saw when they talked to it
+    (of all upstreams together, or of the one named)."""
+    suffix = f":{name}" if name else ""
+    ok = state.get("upstream_ok" + suffix, (None, None))[0]
+    failed, error = state.get("upstream_failed" + suffix, (None, None))
     if ok is None and failed is None:
         status = "unknown"
     else:
         status = "up" if (ok or 0) >= (failed or 0) else "down"
     return {"status": status, "last_success": ok, "last_failure": failed, "last_error": error}
+
+
+def upstream_states(state: dict[str, tuple[float, str | None]], upstreams: tuple) -> list[dict]:
+    """Each named upstream's state, in precedence order, with its URL (without credentials)."""
+    return [
+        {"name": up.name, "url": redact(up.url)} | upstream_state(state, up.name)
+        for up in upstreams if up.name
+    ]
 
 
 def projects(catalog: Catalog, query: str = "", sort: str = "name", descending: bool = False

@@ -6,6 +6,7 @@ import time
 
 from flask import Flask, Response, current_app, request
 
+from .. import indexes
 from ..evict import Evictor
 from .frontlog import FrontLog
 from .metrics import Metrics
@@ -49,20 +50,22 @@ class Stats:
             log.exception("could not count the download of %s", path)
 
     def on_upstream_answered(self, upstream, outcome: str, seconds: float,
-                             message: str | None) -> None:
-        """Time every upstream request; remember the upstream's last success and failure."""
+                             message: str | None, url: str = "") -> None:
+        """Time every upstream request; remember the upstream's last success and failure
+        (with several upstreams each has its own state too: "upstream_ok:<name>")."""
         self.metrics.upstream_latency.labels(outcome).observe(seconds)
-        if outcome == "error":
-            self.recorder.event("upstream_failed", message)
-        else:
-            self.recorder.event("upstream_ok")
+        name, text = ("upstream_failed", message) if outcome == "error" else ("upstream_ok", None)
+        self.recorder.event(name, text)
+        up = indexes.of_url(self.settings, url)
+        if up is not None and up.name:
+            self.recorder.event(f"{name}:{up.name}", text)
 
     def _front_hits(self, hits: int, size: int) -> None:
         self._hit.inc(hits)
         self._hit_bytes.inc(size)
 
     def after_request(self, response: Response) -> Response:
-        self.front_log.start()  # here: after gunicorn's fork, in every worker
+        self.front_log.start()  # a no-op unless this process was forked since
         rule = request.url_rule.rule if request.url_rule is not None else "other"
         self.metrics.requests.labels(rule, request.method, str(response.status_code)).inc()
         return response
@@ -74,6 +77,7 @@ def install(app: Flask, services) -> Stats:
     # blinker holds receivers weakly: `stats` lives as long as the app's extensions.
     file_cached.connect(stats.on_file_cached, sender=services.fetcher)
     upstream_answered.connect(stats.on_upstream_answered, sender=services.upstream)
+    stats.front_log.start()  # gunicorn builds the app in each worker, after the fork
     app.after_request(stats.after_request)
     return stats
 

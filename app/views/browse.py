@@ -15,7 +15,17 @@ bp = Blueprint("browse", __name__)
 
 def _overview() -> report.Overview:
     found = services()
-    return report.overview(found.catalog, found.settings.max_size)
+    return report.overview(found.catalog, found.settings.max_size, upstreams=found.settings.indexes)
+
+
+def _projects(*args, **kwargs) -> list[report.ProjectRow]:
+    """The cached projects, each with the upstream its page came from when there are several."""
+    found = services()
+    rows = report.projects(found.catalog, *args, **kwargs)
+    if len(found.settings.indexes) > 1:
+        for row in rows:
+            row.upstream = found.pages.upstream_of(row.name)
+    return rows
 
 
 @bp.get("/")
@@ -24,7 +34,7 @@ def dashboard():
     sort = request.args.get("sort", "name")
     sort = sort if sort in report.SORTS else "name"
     descending = request.args.get("order", "desc" if sort != "name" else "asc") == "desc"
-    rows = report.projects(services().catalog, query, sort, descending)
+    rows = _projects(query, sort, descending)
     overview = _overview()
     return render_template(
         "browse/dashboard.html", overview=overview, projects=rows, query=query, sort=sort,
@@ -45,7 +55,7 @@ def project(name: str):
 
 @bp.get("/stats.json")
 def stats_json():
-    rows = report.projects(services().catalog)
+    rows = _projects()
     return jsonify(_overview().as_dict() | {"project_list": [asdict(row) for row in rows],
                                             "cluster": report.nodes(services().cluster)})
 

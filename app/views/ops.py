@@ -5,7 +5,7 @@ from flask import Blueprint, Response, current_app, jsonify
 
 from ..stats import health
 from ..stats.metrics import CONTENT_TYPE
-from ..stats.report import upstream_state
+from ..stats.report import upstream_state, upstream_states
 from ..stats.setup import EXTENSION
 from . import services
 
@@ -28,6 +28,8 @@ def healthz():
         state[name] = max(state.get(name, seen), seen, key=lambda event: event[0])
     body = {"status": "ok" if healthy else "failing", "checks": checks,
             "upstream": upstream_state(state)}
+    if len(found.settings.indexes) > 1:
+        body["upstreams"] = upstream_states(state, found.settings.indexes)
     return jsonify(body), 200 if healthy else 503
 
 
