@@ -175,6 +175,7 @@ class Fetcher:
         cached page listed makes us get its project's page first (a 404 there is ours)."""
         if self.catalog.expected(path)[0] is not None:
             return
+        indexes.locate(self.settings, path)  # a file of no configured upstream: 404 at once
         try:
             project = names.project_name(names.project_of_file(path))
         except BadRequest:
