@@ -3,8 +3,12 @@
 #     --build-arg PYPI_MIRROR_URL=https://pypi.tuna.tsinghua.edu.cn/simple \
 #     --build-arg PYPI_PACKAGE_LOC=/packages .
 #   docker run -d --name pypicache -p 8080:80 -v pypicache:/srv/pypicache/data pypicache
-# See docs/DEPLOY.md for the JupyterHub compose file, nginx and upgrades.
-FROM python:3.11-slim
+# See docs/DEPLOY.md for the compose files, upgrades and sizing.
+
+# Any Debian-like image with python3 and its venv module: the official one by default; tests
+# build on a stand-in made from Debian's packages (tests/test_docker.py).
+ARG PYTHON_IMAGE=python:3.12-slim
+FROM ${PYTHON_IMAGE}
 
 # The upstream, baked into the image (docker-compose.jupyterhub.yml passes them from .env).
 # An empty value (the default, or an unset variable in .env) means "the default": app/config.py
@@ -15,14 +19,17 @@ ARG PYPI_PACKAGE_LOC=""
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:$PATH
 
 WORKDIR /srv/pypicache/app
 
-# Pinned requirements first, alone: this layer is rebuilt only when they change, not on
-# every edit of the code below.
+# A virtual environment: the same on the official image and on a distribution's python3,
+# whose system pip refuses to install (PEP 668). Pinned requirements first, alone: this
+# layer is rebuilt only when they change, not on every edit of the code below.
 COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt
+RUN python3 -m venv /opt/venv \
+    && pip install --no-cache-dir -r requirements.txt
 
 # A system user without a home or shell owns the cache and nothing else: the code stays
 # root-owned and read-only to the server.
@@ -31,6 +38,7 @@ RUN useradd --system --uid 10001 --user-group --no-create-home \
     && mkdir -p /srv/pypicache/data \
     && chown pypicache:pypicache /srv/pypicache/data
 
+COPY docker/pypicache/entrypoint.sh /usr/local/bin/pypicache-entrypoint
 COPY gunicorn.conf.py .
 COPY templates ./templates
 COPY app ./app
@@ -41,15 +49,16 @@ ENV PYPI_MIRROR_URL=${PYPI_MIRROR_URL} \
     PYPI_BIND=0.0.0.0:80
 
 # Declared after the chown so a new named volume starts as a copy of this directory, owned by
-# pypicache (a host bind mount must be chowned to uid 10001 by hand, see docs/DEPLOY.md).
+# pypicache.
 VOLUME /srv/pypicache/data
 
-# Non-root on port 80: since Docker 20.10 every container's network namespace has
-# net.ipv4.ip_unprivileged_port_start=0, so any user may bind port 80 inside it, no
-# capability needed. (Not with --network host, where the host's sysctl applies: set
-# PYPI_BIND=0.0.0.0:8080 there.) Port 80 because user images use http://pypicache/simple.
-# Numeric, so a runtime that checks "not root" (Kubernetes runAsNonRoot) can verify it.
-USER 10001:10001
+# No USER: the entrypoint starts as root only to give the cache volume to uid 10001 (a volume
+# written by an older image that ran as root, a host directory), then drops to that uid before
+# gunicorn starts. Started as 10001 itself (docker run --user, Kubernetes runAsUser), it
+# changes nothing and just runs the command.
+# Port 80 as non-root: since Docker 20.10 every container's network namespace has
+# net.ipv4.ip_unprivileged_port_start=0, so any user may bind port 80 inside it. (Not with
+# --network host, where the host's sysctl applies: set PYPI_BIND=0.0.0.0:8080 there.)
 EXPOSE 80
 
 # slim has no curl: ask the health endpoint with Python, on the port the server really binds
@@ -57,5 +66,7 @@ EXPOSE 80
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; from app.config import load; port = load().bind.rpartition(':')[2]; sys.exit(urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4).status != 200)"]
 
-# Exec form: gunicorn is PID 1 and gets docker stop's SIGTERM itself (graceful shutdown).
+# Exec form: after the entrypoint's exec, gunicorn is PID 1 and gets docker stop's SIGTERM
+# itself (graceful shutdown).
+ENTRYPOINT ["pypicache-entrypoint"]
 CMD ["gunicorn", "-c", "gunicorn.conf.py"]
