@@ -1,6 +1,7 @@
 """The one reader of the environment: every setting, its variable, type, default and check."""
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, fields
@@ -114,6 +115,60 @@ def redact(url: str) -> str:
     return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
+def usable_cpus(root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/self/cgroup")) -> int:
+    """CPUs this process may really use: its affinity, capped by its cgroup's CPU quota.
+
+    In a container os.cpu_count() is the host's: a 64-core host running pypicache with
+    `cpus: 2` would start 9 workers that share 2 CPUs' worth of time (and RAM for 9).
+    """
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        count = os.cpu_count() or 1
+    quotas = [quota for quota in _cgroup_quotas(root, own) if quota > 0]
+    return max(1, min([count] + [math.ceil(quota) for quota in quotas]))
+
+
+def _cgroup_quotas(root: Path, own: Path) -> list[float]:
+    """The CPU quota (in CPUs) of our cgroup and each ancestor: v2's cpu.max, v1's cfs files."""
+    try:
+        lines = own.read_text().splitlines()
+    except OSError:
+        lines = []
+    found = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: one unified tree
+            base, files = root, ("cpu.max",)
+        elif "cpu" in controllers.split(","):
+            base, files = root / controllers, ("cpu.cfs_quota_us", "cpu.cfs_period_us")
+        else:
+            continue
+        # Walk up from our own cgroup; in a container without a cgroup namespace the path
+        # names the host's tree, which is mounted as the root: the walk ends there too.
+        directory = base / path.strip("/")
+        for candidate in [directory, *directory.parents]:
+            if candidate == base.parent:
+                break
+            quota = _read_quota(candidate, files)
+            if quota is not None:
+                found.append(quota)
+    return found
+
+
+def _read_quota(directory: Path, files: tuple[str, ...]) -> float | None:
+    try:
+        if len(files) == 1:  # "max 100000" or "200000 100000"
+            quota, period = (directory / files[0]).read_text().split()
+        else:
+            quota, period = ((directory / name).read_text().strip() for name in files)
+        if quota in ("max", "-1"):
+            return None
+        return int(quota) / int(period)
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+
+
 def pip_default_index() -> tuple[str, str]:
     """The public index and its file host as pip itself defines them (so we name no host)."""
     from pip._internal.models.index import PyPI  # pip ships in every venv we run in
@@ -160,7 +215,8 @@ TABLE: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
     "read_timeout": ("PYPI_READ_TIMEOUT", _seconds, "30"),
     "max_size": ("PYPI_CACHE_MAX_SIZE", _size, "0"),
     "bind": ("PYPI_BIND", _bind, "127.0.0.1:8080"),
-    "workers": ("PYPI_WORKERS", _count, str(min(2 * (os.cpu_count() or 1) + 1, 9))),
+    # gunicorn's 2 x CPUs + 1, counting only the CPUs this container may really use.
+    "workers": ("PYPI_WORKERS", _count, str(min(2 * usable_cpus() + 1, 9))),
     # Threads mostly wait on sockets; a slow download holds one for its whole length, and a
     # worker queues connections beyond this count, so be generous.
     "threads": ("PYPI_THREADS", _count, "32"),
