@@ -1,9 +1,10 @@
 """Deployment files read with real parsers, and the image's command run outside Docker.
 
-No Docker engine runs here, so the Dockerfile is read with dockerfile-parse and linted with
-hadolint, the compose file is checked against the compose specification's JSON schema (the
-copy vendored by check-jsonschema: no network at test time), and the image's CMD with its
-ENV is started as a process on 127.0.0.1 and pip-installs through it.
+Fast checks beside tests/test_docker.py (which builds and runs it all on a real engine): the
+Dockerfiles are read with dockerfile-parse and linted with hadolint, the compose files are
+checked against the compose specification's JSON schema (the copy vendored by
+check-jsonschema: no network at test time), and the image's CMD with its ENV is started as a
+process on 127.0.0.1 and pip-installs through it.
 """
 from __future__ import annotations
 
@@ -29,7 +30,11 @@ from dockerfile_parse import DockerfileParser
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 NOTEBOOK_DOCKERFILE = ROOT / "docker" / "notebook" / "Dockerfile"
+HUB_DOCKERFILE = ROOT / "docker" / "jupyterhub" / "Dockerfile"
+DOCKERFILES = [DOCKERFILE, HUB_DOCKERFILE, NOTEBOOK_DOCKERFILE]
 COMPOSE = ROOT / "docker-compose.jupyterhub.yml"
+FLEET = ROOT / "docker-compose.fleet.yml"
+COMPOSE_FILES = [COMPOSE, FLEET]
 ENV_EXAMPLE = ROOT / ".env.example"
 BIN = Path(sys.executable).parent  # the venv's scripts: gunicorn, hadolint
 
@@ -76,8 +81,14 @@ def schema_errors(document: dict) -> list[str]:
     )
 
 
-def load_compose() -> dict:
-    return yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+def load_compose(path: Path = COMPOSE) -> dict:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def base_image_args(path: Path) -> dict[str, str]:
+    """The ARGs declared before the first FROM (dockerfile-parse's .args holds only later ones)."""
+    head = path.read_text(encoding="utf-8").split("\nFROM ", 1)[0]
+    return dict(re.findall(r"^ARG (\w+)=(\S+)$", head, re.MULTILINE))
 
 
 def strings(node) -> list[str]:
@@ -128,19 +139,26 @@ def hadolint(path: Path) -> subprocess.CompletedProcess:
 
 # ---- Dockerfile -----------------------------------------------------------------------------
 
-def test_dockerfile_passes_hadolint():
-    result = hadolint(DOCKERFILE)
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda path: str(path.relative_to(ROOT)))
+def test_dockerfile_passes_hadolint(path):
+    result = hadolint(path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_notebook_dockerfile_passes_hadolint():
-    result = hadolint(NOTEBOOK_DOCKERFILE)
-    assert result.returncode == 0, result.stdout + result.stderr
+@pytest.mark.parametrize(("path", "arg", "official"), [
+    (DOCKERFILE, "PYTHON_IMAGE", r"python:3\.\d+-slim"),
+    (HUB_DOCKERFILE, "PYTHON_IMAGE", r"python:3\.\d+-slim"),
+    (NOTEBOOK_DOCKERFILE, "NOTEBOOK_IMAGE", r"quay\.io/jupyter/[a-z]+-notebook:\S+"),
+], ids=["pypicache", "hub", "notebook"])
+def test_every_base_image_is_a_build_arg_defaulting_to_the_official_image(path, arg, official):
+    parser = parse_dockerfile(path)
+    default = base_image_args(path)[arg]
+    assert re.fullmatch(official, default) and parser.baseimage == default
+    assert parse_dockerfile(path, build_args={arg: "stand-in:local"}).baseimage == "stand-in:local"
 
 
-def test_dockerfile_base_is_slim_python_and_requirements_install_before_the_code():
+def test_dockerfile_installs_requirements_before_the_code():
     parser = parse_dockerfile()
-    assert re.fullmatch(r"python:3\.\d+-slim", parser.baseimage), parser.baseimage
     steps = [(item["instruction"], item["value"]) for item in parser.structure]
     copies = [value for name, value in steps if name == "COPY"]
     assert copies[0].split()[0] == "requirements.txt", "requirements alone first (layer cache)"
@@ -184,17 +202,20 @@ def test_volume_is_the_cache_dir():
     assert volumes == [parser.envs["PYPI_CACHE_DIR"]] == ["/srv/pypicache/data"]
 
 
-def test_runs_as_a_user_other_than_root_on_port_80():
+def test_the_server_runs_as_the_user_that_owns_the_cache_on_port_80():
     parser = parse_dockerfile()
-    users = instructions(parser, "USER")
-    assert users, "no USER: the server would run as root"
-    user, _, group = users[-1].partition(":")
-    assert user not in ("root", "0") and group not in ("root", "0"), users[-1]
+    assert not instructions(parser, "USER"), "the entrypoint drops root after fixing the volume"
     assert instructions(parser, "EXPOSE") == ["80"]
     assert parser.envs["PYPI_BIND"].rpartition(":")[2] == "80"
-    # The user that owns the volume is the one that runs: the chown names the same uid.
-    setup = " ".join(instructions(parser, "RUN"))
-    assert f"--uid {user}" in setup and "chown" in setup and parser.envs["PYPI_CACHE_DIR"] in setup
+    # The entrypoint gives the cache to the uid the image creates, then runs the command as it
+    # (tests/test_docker.py runs it on a volume written by root).
+    (entrypoint,) = [value.split() for value in instructions(parser, "COPY") if "entrypoint" in value]
+    assert exec_form(instructions(parser, "ENTRYPOINT")[0]) == [Path(entrypoint[1]).name]
+    uid = re.search(r"--uid (\d+)", " ".join(instructions(parser, "RUN")))[1]
+    script = (ROOT / entrypoint[0]).read_text()
+    assert re.search(rf"^\s*uid={uid}\b", script, re.MULTILINE)
+    assert 'chown -h "$uid:$uid"' in script and '--reuid="$uid" --regid="$uid"' in script
+    assert (ROOT / entrypoint[0]).stat().st_mode & 0o111, "the entrypoint must be executable"
 
 
 def test_cmd_is_gunicorn_with_the_config_file():
@@ -277,8 +298,12 @@ def test_gunicorn_refuses_to_start_with_a_one_line_config_error(tmp_path):
 
 # ---- compose file and .env.example ---------------------------------------------------------
 
-def test_compose_file_is_valid_against_the_compose_specification():
-    document = load_compose()
+compose_files = pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda path: path.name)
+
+
+@compose_files
+def test_compose_file_is_valid_against_the_compose_specification(path):
+    document = load_compose(path)
     assert schema_errors(document) == []
     # And once .env.example is substituted, as `docker compose config` would do.
     assert schema_errors(interpolate(document, read_env_file())) == []
@@ -297,29 +322,44 @@ def test_the_schema_check_rejects_the_design_notes_indentation_mistakes():
     assert schema_errors(misplaced)
 
 
-def test_compose_uses_the_current_format():
-    document = load_compose()
+@compose_files
+def test_compose_comes_up_with_nothing_made_by_hand(path):
+    """No `version:`, no external volume or network, nothing to write but .env."""
+    document = load_compose(path)
     assert "version" not in document, "`version:` is obsolete in the compose specification"
     for section in ("volumes", "networks"):
-        for name, definition in document[section].items():
-            assert definition.get("external") is True, f"{section}.{name}"
-            assert isinstance(definition.get("name"), str), f"{section}.{name}: needs name:"
+        for name, definition in document.get(section, {}).items():
+            assert not definition.get("external"), f"{section}.{name}: `up` must create it"
+            assert re.fullmatch(r"\$\{\w+\}", definition.get("name", "")), f"{section}.{name}"
+    for name, service in document["services"].items():
+        assert "env_file" not in service, f"{name}: a file to write before the first `up`"
+        build = service.get("build", {})
+        if build:
+            context = ROOT / build["context"]
+            assert (context / build.get("dockerfile", "Dockerfile")).is_file(), name
 
 
-def test_env_example_defines_every_variable_the_compose_file_uses():
-    used = compose_variables(load_compose())
-    defined = read_env_file()
+@compose_files
+def test_env_example_defines_every_variable_the_compose_file_uses(path):
+    used = compose_variables(load_compose(path))
     note = {"PYPI_CACHE_HOST", "PYPI_CACHE_CONTAINER", "PYPI_MIRROR_URL", "PYPI_PACKAGE_LOC"}
-    assert note <= used
-    assert used - set(defined) == set()
+    assert note | {"PYPI_CACHE_MAX_SIZE"} <= used
+    assert used - set(read_env_file()) == set()
 
 
-def test_pypicache_service_matches_the_image():
-    service = load_compose()["services"]["pypicache"]
+@compose_files
+def test_pypicache_service_matches_the_image(path):
+    service = load_compose(path)["services"]["pypicache"]
     parser = parse_dockerfile()
-    assert service["container_name"] == "pypicache"
-    assert service["build"]["args"] == {name: f"${{{name}}}" for name in parser.args}
+    build_args = set(parser.args) | set(base_image_args(DOCKERFILE))
+    assert service["build"] == {"context": ".", "args": {name: f"${{{name}}}" for name in build_args}}
     assert service["volumes"] == ["pypicache:${PYPI_CACHE_CONTAINER}"]
+    # Every setting it passes is one app/config.py reads, the size cap among them.
+    from app.config import TABLE
+
+    variables = {variable for variable, _, _ in TABLE.values()}
+    assert "PYPI_CACHE_MAX_SIZE" in service["environment"]
+    assert set(service["environment"]) <= variables
     # .env.example mounts the volume exactly where the image keeps its cache.
     assert read_env_file()["PYPI_CACHE_CONTAINER"] == parser.envs["PYPI_CACHE_DIR"]
     # Room for gunicorn's graceful_timeout before docker kills the container.
@@ -331,15 +371,27 @@ def test_pypicache_service_matches_the_image():
 def test_hub_notebooks_and_pypicache_share_the_network():
     document = load_compose()
     services = document["services"]
-    default = document["networks"]["default"]
-    assert default == {"external": True, "name": "${DOCKER_NETWORK_NAME}"}
+    assert services["pypicache"]["container_name"] == "pypicache"
+    assert document["networks"]["default"] == {"name": "${DOCKER_NETWORK_NAME}"}
     for name in ("pypicache", "hub"):
         assert "network_mode" not in services[name], name
         assert "default" in services[name].get("networks", ["default"]), name
     hub = services["hub"]
     # DockerSpawner puts every notebook on this network: the same one as pypicache.
     assert hub["environment"]["DOCKER_NETWORK_NAME"] == "${DOCKER_NETWORK_NAME}"
-    assert "pypicache" in hub["depends_on"] and "pypicache" in hub["links"]
+    assert hub["depends_on"]["pypicache"] == {"condition": "service_healthy"}
+    # The hub spawns the image the notebook service builds, once it is built.
+    assert hub["environment"]["DOCKER_NOTEBOOK_IMAGE"] == services["notebook"]["image"]
+    assert hub["depends_on"]["notebook"] == {"condition": "service_completed_successfully"}
+
+
+def test_hub_config_reads_what_compose_passes_and_is_never_an_open_hub():
+    hub = load_compose()["services"]["hub"]
+    config = (ROOT / "docker" / "jupyterhub" / "jupyterhub_config.py").read_text()
+    read = set(re.findall(r"os\.environ(?:\.get\(|\[)\"(\w+)\"", config))
+    assert read == set(hub["environment"])
+    assert 'authenticator_class = "shared-password"' in config
+    assert "container_name" in hub and f'hub_connect_ip = "{hub["container_name"]}"' in config
 
 
 def test_notebook_image_points_pip_and_uv_at_the_container_name():
@@ -379,6 +431,8 @@ def image_workdir(parser: DockerfileParser, workdir: Path) -> Path:
     """The image's WORKDIR as its COPY instructions fill it: nothing else of the repo is there."""
     for value in instructions(parser, "COPY"):
         source, destination = value.split()
+        if destination.startswith("/"):  # outside the WORKDIR (the entrypoint)
+            continue
         origin, target = ROOT / source, workdir / destination
         if origin.is_dir():
             shutil.copytree(origin, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -505,3 +559,76 @@ def test_uv_installs_through_the_image_command_with_the_user_images_settings(ser
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert {"alpha", "beta"} <= {p.name for p in target.iterdir()}, result.stderr
+
+
+# ---- workers from the CPUs a container may use (app.config.usable_cpus) -------------------------
+
+def fake_cgroups(tmp_path: Path, own: str, files: dict[str, str]) -> tuple[Path, Path]:
+    """A /sys/fs/cgroup tree holding `files` and a /proc/self/cgroup that reads `own`."""
+    root = tmp_path / "cgroup"
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    proc = tmp_path / "self-cgroup"
+    proc.write_text(own)
+    return root, proc
+
+
+@pytest.fixture
+def eight_cpus(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+
+
+def test_cpus_are_capped_by_a_cgroup_v2_quota(tmp_path, eight_cpus):
+    from app.config import usable_cpus
+
+    # docker run --cpus 1.5 with a cgroup namespace: the container's cpu.max is at the root.
+    root, own = fake_cgroups(tmp_path, "0::/\n", {"cpu.max": "150000 100000\n"})
+    assert usable_cpus(root, own) == 2
+    # Unlimited: the affinity mask counts.
+    root, own = fake_cgroups(tmp_path / "free", "0::/\n", {"cpu.max": "max 100000\n"})
+    assert usable_cpus(root, own) == 8
+
+
+def test_cpus_take_the_smallest_quota_of_the_cgroup_and_its_parents(tmp_path, eight_cpus):
+    from app.config import usable_cpus
+
+    root, own = fake_cgroups(tmp_path, "0::/system.slice/pypicache.service\n", {
+        "system.slice/cpu.max": "300000 100000\n",
+        "system.slice/pypicache.service/cpu.max": "max 100000\n",
+    })
+    assert usable_cpus(root, own) == 3
+
+
+def test_cpus_are_capped_by_a_cgroup_v1_quota(tmp_path, eight_cpus):
+    from app.config import usable_cpus
+
+    # cgroup v1 without a namespace (Debian's docker.io here): /proc/self/cgroup names the host's
+    # path, and the container sees its own cgroup mounted as the controller's root.
+    files = {"cpu,cpuacct/cpu.cfs_quota_us": "200000\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}
+    root, own = fake_cgroups(tmp_path, "4:cpu,cpuacct:/docker/0123abcd\n2:memory:/docker/0123abcd\n",
+                             files)
+    assert usable_cpus(root, own) == 2
+    files["cpu,cpuacct/cpu.cfs_quota_us"] = "-1\n"
+    root, own = fake_cgroups(tmp_path / "free", "4:cpu,cpuacct:/\n", files)
+    assert usable_cpus(root, own) == 8
+
+
+def test_cpus_follow_the_affinity_mask_and_never_fall_below_one(tmp_path, monkeypatch):
+    from app.config import usable_cpus
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})  # docker run --cpuset-cpus 0,1
+    root, own = fake_cgroups(tmp_path, "0::/\n", {"cpu.max": "800000 100000\n"})
+    assert usable_cpus(root, own) == 2
+    root, own = fake_cgroups(tmp_path / "tiny", "0::/\n", {"cpu.max": "10000 100000\n"})
+    assert usable_cpus(root, own) == 1
+    # No cgroup files at all (not Linux's layout): the affinity mask alone.
+    assert usable_cpus(tmp_path / "none", tmp_path / "none" / "cgroup") == 2
+
+
+def test_default_workers_are_two_per_usable_cpu_plus_one(monkeypatch):
+    from app.config import load, usable_cpus
+
+    monkeypatch.delenv("PYPI_WORKERS", raising=False)
+    # tests/test_docker.py shows it in a container started with --cpus 1: 3 workers boot.
+    assert load().workers == min(2 * usable_cpus() + 1, 9)
