@@ -63,7 +63,7 @@ EXPOSE 80
 
 # slim has no curl: ask the health endpoint with Python, on the port the server really binds
 # (read through app.config like everything else); any error or a non-200 answer is exit 1.
-HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
+HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; from app.config import load; port = load().bind.rpartition(':')[2]; sys.exit(urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4).status != 200)"]
 
 # Exec form: after the entrypoint's exec, gunicorn is PID 1 and gets docker stop's SIGTERM

@@ -1,0 +1,392 @@
+"""The JupyterHub deployment on a real Docker engine: built, brought up, used by two users.
+
+Image registries are out of reach, so the base images are stand-ins made here from Debian's
+packages (mmdebstrap, then `docker import`) and passed as the Dockerfiles' build arguments;
+only image builds reach the package registries. The upstream is the suite's fixture index, in
+a container on the compose network: nothing at test time reaches the internet.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.jupyterhub.yml"
+
+# The stand-in for the official python image: Debian 12's python3 with venv and pip. This
+# machine's egress to the package registries needs its CA bundle, so the stand-in carries it
+# and points pip, requests and npm at it (the official images need none of this).
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+MMDEBSTRAP = [
+    "mmdebstrap", "--variant=minbase",
+    "--include=python3,python3-venv,python3-pip,ca-certificates,passwd",
+    # As on this machine's own apt: the archive's Valid-Until may not match its clock.
+    "--aptopt=Acquire::Check-Valid-Until \"false\"", "--aptopt=Acquire::Check-Date \"false\"",
+    f"--customize-hook=copy-in {CA_BUNDLE} /etc/ssl/certs",
+    "bookworm", "-", "http://deb.debian.org/debian",
+]
+IMPORT_CHANGES = [
+    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    f"ENV SSL_CERT_FILE={CA_BUNDLE} PIP_CERT={CA_BUNDLE} REQUESTS_CA_BUNDLE={CA_BUNDLE}"
+    f" NODE_EXTRA_CA_CERTS={CA_BUNDLE}",
+    'CMD ["python3"]',
+]
+# The stand-in for the official notebook image: what DockerSpawner and the user image rely on
+# (user jovyan with a pip it may use, ~/work, jupyterhub-singleuser as the command).
+NOTEBOOK_STANDIN = """\
+ARG BASE
+FROM ${BASE}
+RUN useradd --create-home --uid 1000 --shell /bin/bash jovyan \\
+    && mkdir /home/jovyan/work && chown jovyan:jovyan /home/jovyan/work \\
+    && python3 -m venv /opt/venv \\
+    && /opt/venv/bin/pip install --no-cache-dir jupyterhub==6.1.1 jupyter_server==2.17.0 \\
+    && chown -R jovyan:jovyan /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+USER jovyan
+WORKDIR /home/jovyan
+CMD ["jupyterhub-singleuser"]
+"""
+
+PROJECT = "pypicachetest"
+NETWORK = "pypicache-test-network"
+CACHE_VOLUME = "pypicache-test-cache"
+USERS = ("pypicacheada", "pypicachebob")  # no "-": DockerSpawner escapes it in names
+TOKEN = hashlib.sha256(os.urandom(32)).hexdigest()
+UPSTREAM = "pypicache-test-upstream"
+
+# A small data stack with a dependency tree, as a notebook user would install it. The wheels
+# carry incompressible payloads; the upstream sends each file at the design note's t = 5 MB/s.
+STACK = [
+    ("datastack", "1.0", ["arraylib", "framelib>=2", "plotlib"], 0),
+    ("arraylib", "1.26.0", [], 8 << 20),
+    ("framelib", "2.2.0", ["arraylib", "tzlib"], 6 << 20),
+    ("plotlib", "3.8.0", ["arraylib", "colorlib"], 4 << 20),
+    ("colorlib", "0.4.6", [], 1 << 20),
+    ("tzlib", "2024.1", [], 512 << 10),
+]
+THROTTLE = 5 << 20
+# The fixture upstream, run from this checkout's tests/ inside the pypicache image, bound to
+# the container's address on the network instead of 127.0.0.1.
+UPSTREAM_SCRIPT = """
+import json, sys, threading
+from tests import fixture_upstream
+from tests.wheels import make_wheel
+
+class OnTheNetwork(fixture_upstream._Server):
+    def __init__(self, address, upstream, role):
+        super().__init__(("0.0.0.0", 8000), upstream, role)
+
+fixture_upstream._Server = OnTheNetwork
+stack, throttle = json.loads(sys.argv[1])
+up = fixture_upstream.Upstream("/tmp/upstream", layout="relative", throttle=throttle)
+for name, version, requires, payload in stack:
+    filename, data = make_wheel(name, version, requires, payload=payload)
+    up.add_file(name, filename, data)
+up.start()
+print("serving", flush=True)
+threading.Event().wait()
+"""
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
+
+
+# ---- the engine ------------------------------------------------------------------------------
+
+def run(*argv: str, timeout: float = 600, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kwargs)
+    if check and result.returncode != 0:
+        pytest.fail(f"{' '.join(argv[:6])} ... exited {result.returncode}:\n"
+                    f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def docker(*argv: str, **kwargs) -> subprocess.CompletedProcess:
+    return run("docker", *argv, **kwargs)
+
+
+def engine_answers() -> bool:
+    return docker("info", check=False, timeout=30).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    """A running dockerd: this machine's, or one started here (and stopped at the end)."""
+    missing = [tool for tool in ("docker", "dockerd", "docker-compose", "mmdebstrap")
+               if not shutil.which(tool)]
+    assert not missing, f"{missing} missing: scripts/test-deps installs them (as root)"
+    daemon = None
+    if not engine_answers():
+        assert os.geteuid() == 0, "no Docker engine runs, and only root may start dockerd"
+        log = tmp_path_factory.mktemp("dockerd") / "dockerd.log"
+        with open(log, "wb") as out:
+            daemon = subprocess.Popen(["dockerd"], stdout=out, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+        deadline = time.monotonic() + 60
+        while not engine_answers():
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"dockerd did not come up (exit {daemon.poll()}):\n"
+                            f"{log.read_text()[-4000:]}")
+            time.sleep(1)
+    yield
+    if daemon is not None:
+        daemon.terminate()
+        try:
+            daemon.wait(60)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+
+
+def image_exists(tag: str) -> bool:
+    return docker("image", "inspect", tag, check=False).returncode == 0
+
+
+def content_tag(name: str, *parts: object) -> str:
+    """A tag that changes with what makes the image: a second run finds it and builds nothing."""
+    return f"{name}:{hashlib.sha256(repr(parts).encode()).hexdigest()[:12]}"
+
+
+@pytest.fixture(scope="module")
+def standins(engine, tmp_path_factory) -> dict[str, str]:
+    python = content_tag("pypicache-standin/python", MMDEBSTRAP, IMPORT_CHANGES,
+                         Path(CA_BUNDLE).read_bytes())
+    if not image_exists(python):
+        log = tmp_path_factory.mktemp("mmdebstrap") / "log"
+        changes = [arg for change in IMPORT_CHANGES for arg in ("--change", change)]
+        with open(log, "wb") as errors:
+            debootstrap = subprocess.Popen(MMDEBSTRAP, stdout=subprocess.PIPE, stderr=errors)
+            with debootstrap.stdout:
+                imported = subprocess.run(["docker", "import", *changes, "-", python],
+                                          stdin=debootstrap.stdout, capture_output=True,
+                                          timeout=900)
+        assert debootstrap.wait() == 0 and imported.returncode == 0, (
+            log.read_text()[-3000:] + imported.stderr.decode())
+    notebook = content_tag("pypicache-standin/notebook", python, NOTEBOOK_STANDIN)
+    if not image_exists(notebook):
+        docker("build", "--build-arg", f"BASE={python}", "-t", notebook, "-",
+               input=NOTEBOOK_STANDIN, timeout=900)
+    return {"python": python, "notebook": notebook}
+
+
+# ---- the deployment --------------------------------------------------------------------------
+
+def write_env(path: Path, **values: str) -> Path:
+    """.env.example with the test's values: every other line as a user would copy it."""
+    lines = []
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        name = line.partition("=")[0]
+        lines.append(f"{name}={values.pop(name)}" if name in values else line)
+    assert not values, f"not in .env.example: {values}"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Deployment:
+    def __init__(self, env_file: Path, hub_port: int):
+        self.env_file, self.hub_port = env_file, hub_port
+
+    def compose(self, *argv: str, timeout: float = 900, check: bool = True):
+        return run("docker-compose", "--project-name", PROJECT, "--file", str(COMPOSE),
+                   "--env-file", str(self.env_file), *argv, timeout=timeout, check=check)
+
+    def hub(self, method: str, path: str, body: dict | None = None, token: str | None = TOKEN):
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.hub_port}/hub/api{path}", method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"token {token}"} if token else {},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                text = response.read().decode()
+                return response.status, json.loads(text) if text else None
+        except urllib.error.HTTPError as error:
+            return error.code, None
+
+    def stats(self) -> dict:
+        code = ("import sys, urllib.request; "
+                "sys.stdout.write(urllib.request.urlopen('http://127.0.0.1/stats.json').read().decode())")
+        return json.loads(docker("exec", "pypicache", "python", "-c", code).stdout)
+
+    def wait_healthy(self, container: str, limit: float = 180) -> None:
+        deadline = time.monotonic() + limit
+        while True:
+            state = docker("inspect", "--format", "{{.State.Health.Status}} {{.State.Status}}",
+                           container, check=False).stdout.strip()
+            if state.startswith("healthy"):
+                return
+            if time.monotonic() > deadline:
+                logs = docker("logs", "--tail", "40", container, check=False)
+                pytest.fail(f"{container} not healthy in {limit} s ({state}):\n"
+                            f"{logs.stdout}{logs.stderr}")
+            time.sleep(1)
+
+
+def remove_leftovers(deployment: Deployment) -> None:
+    docker("rm", "--force", UPSTREAM, *(f"jupyter-{user}" for user in USERS), check=False)
+    deployment.compose("down", "--volumes", "--remove-orphans", check=False)
+    docker("volume", "rm", "--force", *(f"jupyterhub-user-{user}" for user in USERS),
+           check=False)
+
+
+@pytest.fixture(scope="module")
+def deployment(standins, tmp_path_factory):
+    """The compose file built on the stand-ins and brought up, the upstream beside it."""
+    from tests.servers import free_port
+
+    base = tmp_path_factory.mktemp("compose")
+    hub_port = free_port()
+    env_file = write_env(
+        base / ".env", PYPI_CACHE_HOST=CACHE_VOLUME, DATA_VOLUME_HOST="pypicache-test-hub",
+        PYPI_MIRROR_URL=f"http://{UPSTREAM}:8000/pypi/web/simple",
+        PYPI_PACKAGE_LOC="/pypi/web/packages", PYPI_CACHE_MAX_SIZE="1G",
+        PYTHON_IMAGE=standins["python"], NOTEBOOK_IMAGE=standins["notebook"],
+        LOCAL_NOTEBOOK_IMAGE="pypicache-test-user", DOCKER_NETWORK_NAME=NETWORK,
+        JUPYTERHUB_PUBLISH=f"127.0.0.1:{hub_port}", JUPYTERHUB_OPS_TOKEN=TOKEN,
+    )
+    deployment = Deployment(env_file, hub_port)
+    remove_leftovers(deployment)
+    figures = {}
+    started = time.monotonic()
+    deployment.compose("build", timeout=1500)
+    figures["build_s"] = time.monotonic() - started
+    # The volume as the design note's image left it: written by root. The image must take it
+    # over (no crash loop on "not writable").
+    docker("volume", "create", CACHE_VOLUME)
+    docker("run", "--rm", "--user", "0", "--entrypoint", "sh", "--volume", f"{CACHE_VOLUME}:/old",
+           "pypicache", "-c", "mkdir -p /old/files/old && echo old > /old/files/old/root-file")
+    started = time.monotonic()
+    deployment.compose("up", "--detach", timeout=600)
+    deployment.wait_healthy("pypicache")
+    deployment.wait_healthy("jupyterhub")
+    figures["up_s"] = time.monotonic() - started
+    docker("run", "--detach", "--name", UPSTREAM, "--network", NETWORK, "--user", "10001",
+           "--volume", f"{ROOT / 'tests'}:/srv/pypicache/app/tests:ro", "--entrypoint", "python",
+           "pypicache", "-c", UPSTREAM_SCRIPT, json.dumps([STACK, THROTTLE]))
+    deadline = time.monotonic() + 60
+    while "serving" not in docker("logs", UPSTREAM).stdout:
+        assert time.monotonic() < deadline, docker("logs", UPSTREAM).stderr
+        time.sleep(0.5)
+    try:
+        yield deployment, figures
+    finally:
+        print(f"\ndocker deployment figures: {json.dumps(figures)}", file=sys.stderr)
+        remove_leftovers(deployment)
+
+
+# ---- the test --------------------------------------------------------------------------------
+
+def spawn(deployment: Deployment, user: str, limit: float = 180) -> str:
+    """Create `user` and start their server through the REST API; the container's name."""
+    assert deployment.hub("POST", f"/users/{user}")[0] in (201, 409)
+    assert deployment.hub("POST", f"/users/{user}/server")[0] in (201, 202)
+    deadline = time.monotonic() + limit
+    while not deployment.hub("GET", f"/users/{user}")[1]["servers"].get("", {}).get("ready"):
+        assert time.monotonic() < deadline, docker("logs", "jupyterhub").stderr[-4000:]
+        time.sleep(1)
+    return f"jupyter-{user}"
+
+
+def pip_install(container: str, *extra: str) -> float:
+    """`pip install` the stack with the image's own settings (its pip.conf); the seconds it took."""
+    started = time.monotonic()
+    result = docker(*extra, container, "pip", "install", "--no-cache-dir",
+                    "--disable-pip-version-check", "datastack", timeout=300, check=False)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Successfully installed" in result.stdout and "pypicache/simple" in result.stdout
+    return elapsed
+
+
+def settled_stats(deployment: Deployment, **expected: int) -> dict:
+    """/stats.json once the workers have flushed their counters (about once a second)."""
+    deadline = time.monotonic() + 30
+    while True:
+        stats = deployment.stats()
+        counts = {"downloads": stats["downloads"], "files": stats["files"],
+                  **{key: stats["requests"].get(key, 0) for key in ("hit", "miss")}}
+        if all(counts[key] >= value for key, value in expected.items()):
+            return stats
+        assert time.monotonic() < deadline, (counts, expected)
+        time.sleep(0.5)
+
+
+def served(filename: str) -> list[tuple[str, int]]:
+    """(X-Cache, milliseconds) of each GET of `filename` in pypicache's access log, in order."""
+    log = docker("logs", "pypicache").stdout
+    # access_log_format: ... "%(r)s" %(s)s %({content-length}o)s %({x-cache}o)s %(M)sms
+    return [(match[1], int(match[2])) for line in log.splitlines()
+            if '"GET ' in line and f"/{filename} " in line
+            for match in [re.search(r'" \d{3} \S+ (\S+) (\d+)ms$', line)]]
+
+
+def test_two_users_install_through_the_cache_and_the_cache_survives_down_and_up(deployment):
+    deployment, figures = deployment
+    wheels = [f"{name}-{version}-py3-none-any.whl" for name, version, _, _ in STACK]
+
+    # Taken over from root, not crash-looping: the old file now belongs to the server's user.
+    owner = docker("exec", "pypicache", "stat", "-c", "%u", "/srv/pypicache/data/files/old/root-file")
+    assert owner.stdout.strip() == "10001"
+    status = docker("exec", "pypicache", "cat", "/proc/1/status").stdout
+    assert re.search(r"^Uid:\t10001\t10001\t10001\t10001$", status, re.MULTILINE), status
+    # Never an open hub: the API wants a token, the shared password was made on first start.
+    assert deployment.hub("GET", "/users", token=None)[0] == 403
+    password = docker("exec", "jupyterhub", "cat", "/data/shared-password").stdout.strip()
+    assert len(password) >= 16
+
+    first, second = (spawn(deployment, user) for user in USERS)
+    figures["cold_install_s"] = pip_install(first, "exec")
+    stats = settled_stats(deployment, downloads=len(STACK), files=len(STACK), miss=len(STACK))
+    assert stats["downloads"] == len(STACK)
+    figures["warm_install_s"] = pip_install(second, "exec")
+    stats = settled_stats(deployment, hit=len(STACK))
+    # Nothing more left the upstream: every file of the second user was a cache hit.
+    assert (stats["downloads"], stats["files"]) == (len(STACK), len(STACK))
+    assert stats["bytes_from_upstream"] == stats["bytes"] > sum(payload for *_, payload in STACK)
+    requests = [served(wheel) for wheel in wheels]
+    assert [[state for state, _ in each] for each in requests] == [["miss", "hit"]] * len(STACK)
+    figures["stack_mb"] = stats["bytes"] / (1 << 20)
+    # What the proxy spent sending the files, beside pip's own wall time above.
+    figures["cold_files_ms"], figures["warm_files_ms"] = (
+        sum(each[i][1] for each in requests) for i in (0, 1))
+
+    # down, then up: the cache is kept. The upstream is gone by then: the third install comes
+    # from the cache alone (its index pages and files), in a fresh container of the user image.
+    for user in USERS:
+        deployment.hub("DELETE", f"/users/{user}/server")
+    docker("rm", "--force", UPSTREAM)
+    deployment.compose("down")
+    deployment.compose("up", "--detach")
+    deployment.wait_healthy("pypicache")
+    figures["after_restart_install_s"] = pip_install(
+        "pypicache-test-user", "run", "--rm", "--network", NETWORK)
+    stats = settled_stats(deployment, hit=2 * len(STACK))
+    assert stats["downloads"] == len(STACK)
+    assert [[state for state, _ in served(wheel)] for wheel in wheels] == [["hit"]] * len(STACK)
+
+
+def test_workers_follow_the_cpus_the_container_may_use(engine, deployment):
+    count = "from app.config import load; print(load().workers)"
+    assert docker("run", "--rm", "--cpus", "1", "pypicache", "python", "-c", count).stdout == "3\n"
+    assert docker("run", "--rm", "--cpuset-cpus", "0", "pypicache", "python", "-c",
+                  count).stdout == "3\n"
+
+
+@pytest.mark.parametrize("name", ["docker-compose.jupyterhub.yml", "docker-compose.fleet.yml"])
+def test_compose_config_is_clean_with_env_example(name, tmp_path):
+    """docker-compose (v1, Debian's) reads the file as a user's `cp .env.example .env` has it."""
+    assert shutil.which("docker-compose"), "scripts/test-deps installs docker-compose (as root)"
+    shutil.copy(ROOT / ".env.example", tmp_path / ".env")
+    result = run("docker-compose", "--project-directory", str(ROOT), "--file", str(ROOT / name),
+                 "--env-file", str(tmp_path / ".env"), "config", check=False)
+    assert result.returncode == 0 and "WARNING" not in result.stderr, result.stderr
