@@ -200,10 +200,10 @@ class Deployment:
         return run("docker-compose", "--project-name", PROJECT, "--file", str(COMPOSE),
                    "--env-file", str(self.env_file), *argv, timeout=timeout, check=check)
 
-    def hub(self, method: str, path: str, body: dict | None = None, token: str | None = TOKEN):
+    def hub(self, method: str, path: str, token: str | None = TOKEN) -> tuple[int, dict | None]:
+        """A call of the hub's REST API: (status, parsed body)."""
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.hub_port}/hub/api{path}", method=method,
-            data=None if body is None else json.dumps(body).encode(),
             headers={"Authorization": f"token {token}"} if token else {},
         )
         try:
@@ -330,6 +330,18 @@ def served(filename: str) -> list[tuple[str, int]]:
             for match in [re.search(r'" \d{3} \S+ (\S+) (\d+)ms$', line)]]
 
 
+def worker_rss_kib() -> list[int]:
+    """VmRSS of each gunicorn worker (the children of PID 1, the arbiter) in pypicache."""
+    code = ("import glob, re\n"
+            "for status in glob.glob('/proc/[0-9]*/status'):\n"
+            "    text = open(status).read()\n"
+            "    if re.search(r'^PPid:\\t1$', text, re.M) and 'gunicorn' in open(status[:-6] + 'cmdline').read():\n"
+            "        print(re.search(r'^VmRSS:\\s+(\\d+)', text, re.M)[1])\n")
+    values = [int(line) for line in docker("exec", "pypicache", "python", "-c", code).stdout.split()]
+    assert values, "no gunicorn worker found in pypicache"
+    return values
+
+
 def test_two_users_install_through_the_cache_and_the_cache_survives_down_and_up(deployment):
     deployment, figures = deployment
     wheels = [f"{name}-{version}-py3-none-any.whl" for name, version, _, _ in STACK]
@@ -359,6 +371,7 @@ def test_two_users_install_through_the_cache_and_the_cache_survives_down_and_up(
     # What the proxy spent sending the files, beside pip's own wall time above.
     figures["cold_files_ms"], figures["warm_files_ms"] = (
         sum(each[i][1] for each in requests) for i in (0, 1))
+    figures["worker_rss_mib"] = max(worker_rss_kib()) / 1024
 
     # down, then up: the cache is kept. The upstream is gone by then: the third install comes
     # from the cache alone (its index pages and files), in a fresh container of the user image.
