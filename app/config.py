@@ -137,6 +137,8 @@ def _cgroup_quotas(root: Path, own: Path) -> list[float]:
         lines = []
     found = []
     for line in lines:
+        if line.count(":") < 2:
+            continue
         _, controllers, path = line.split(":", 2)
         if controllers == "":  # v2: one unified tree
             base, files = root, ("cpu.max",)
