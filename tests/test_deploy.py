@@ -209,7 +209,8 @@ def test_the_server_runs_as_the_user_that_owns_the_cache_on_port_80():
     assert parser.envs["PYPI_BIND"].rpartition(":")[2] == "80"
     # The entrypoint gives the cache to the uid the image creates, then runs the command as it
     # (tests/test_docker.py runs it on a volume written by root).
-    (entrypoint,) = [value.split() for value in instructions(parser, "COPY") if "entrypoint" in value]
+    copies = instructions(parser, "COPY")
+    (entrypoint,) = [value.split() for value in copies if "entrypoint" in value]
     assert exec_form(instructions(parser, "ENTRYPOINT")[0]) == [Path(entrypoint[1]).name]
     uid = re.search(r"--uid (\d+)", " ".join(instructions(parser, "RUN")))[1]
     script = (ROOT / entrypoint[0]).read_text()
@@ -352,7 +353,8 @@ def test_pypicache_service_matches_the_image(path):
     service = load_compose(path)["services"]["pypicache"]
     parser = parse_dockerfile()
     build_args = set(parser.args) | set(base_image_args(DOCKERFILE))
-    assert service["build"] == {"context": ".", "args": {name: f"${{{name}}}" for name in build_args}}
+    args = {name: f"${{{name}}}" for name in build_args}
+    assert service["build"] == {"context": ".", "args": args}
     assert service["volumes"] == ["pypicache:${PYPI_CACHE_CONTAINER}"]
     # Every setting it passes is one app/config.py reads, the size cap among them.
     from app.config import TABLE
@@ -605,9 +607,10 @@ def test_cpus_are_capped_by_a_cgroup_v1_quota(tmp_path, eight_cpus):
 
     # cgroup v1 without a namespace (Debian's docker.io here): /proc/self/cgroup names the host's
     # path, and the container sees its own cgroup mounted as the controller's root.
-    files = {"cpu,cpuacct/cpu.cfs_quota_us": "200000\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}
-    root, own = fake_cgroups(tmp_path, "4:cpu,cpuacct:/docker/0123abcd\n2:memory:/docker/0123abcd\n",
-                             files)
+    files = {"cpu,cpuacct/cpu.cfs_quota_us": "200000\n",
+             "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}
+    own = "4:cpu,cpuacct:/docker/0123abcd\n2:memory:/docker/0123abcd\n"
+    root, own = fake_cgroups(tmp_path, own, files)
     assert usable_cpus(root, own) == 2
     files["cpu,cpuacct/cpu.cfs_quota_us"] = "-1\n"
     root, own = fake_cgroups(tmp_path / "free", "4:cpu,cpuacct:/\n", files)

@@ -103,7 +103,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 # ---- the engine ------------------------------------------------------------------------------
 
-def run(*argv: str, timeout: float = 600, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+def run(*argv: str, timeout: float = 600, check: bool = True,
+        **kwargs) -> subprocess.CompletedProcess:
     result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kwargs)
     if check and result.returncode != 0:
         pytest.fail(f"{' '.join(argv[:6])} ... exited {result.returncode}:\n"
@@ -214,8 +215,8 @@ class Deployment:
             return error.code, None
 
     def stats(self) -> dict:
-        code = ("import sys, urllib.request; "
-                "sys.stdout.write(urllib.request.urlopen('http://127.0.0.1/stats.json').read().decode())")
+        code = ("import sys, urllib.request; sys.stdout.write("
+                "urllib.request.urlopen('http://127.0.0.1/stats.json').read().decode())")
         return json.loads(docker("exec", "pypicache", "python", "-c", code).stdout)
 
     def wait_healthy(self, container: str, limit: float = 180) -> None:
@@ -257,6 +258,16 @@ def deployment(standins, tmp_path_factory):
     deployment = Deployment(env_file, hub_port)
     remove_leftovers(deployment)
     figures = {}
+    try:
+        bring_up(deployment, figures)
+        yield deployment, figures
+    finally:
+        print(f"\ndocker deployment figures: {json.dumps(figures)}", file=sys.stderr)
+        remove_leftovers(deployment)
+
+
+def bring_up(deployment: Deployment, figures: dict) -> None:
+    """Build, take over a root-owned cache volume, compose up, start the upstream."""
     started = time.monotonic()
     deployment.compose("build", timeout=1500)
     figures["build_s"] = time.monotonic() - started
@@ -277,11 +288,6 @@ def deployment(standins, tmp_path_factory):
     while "serving" not in docker("logs", UPSTREAM).stdout:
         assert time.monotonic() < deadline, docker("logs", UPSTREAM).stderr
         time.sleep(0.5)
-    try:
-        yield deployment, figures
-    finally:
-        print(f"\ndocker deployment figures: {json.dumps(figures)}", file=sys.stderr)
-        remove_leftovers(deployment)
 
 
 # ---- the test --------------------------------------------------------------------------------
@@ -330,14 +336,19 @@ def served(filename: str) -> list[tuple[str, int]]:
             for match in [re.search(r'" \d{3} \S+ (\S+) (\d+)ms$', line)]]
 
 
+# Run in pypicache: the resident KiB of each gunicorn worker (the children of PID 1, the arbiter).
+WORKER_RSS = r"""
+import glob, re
+for status in glob.glob("/proc/[0-9]*/status"):
+    text = open(status).read()
+    if re.search(r"^PPid:\t1$", text, re.M) and "gunicorn" in open(status[:-6] + "cmdline").read():
+        print(re.search(r"^VmRSS:\s+(\d+)", text, re.M)[1])
+"""
+
+
 def worker_rss_kib() -> list[int]:
-    """VmRSS of each gunicorn worker (the children of PID 1, the arbiter) in pypicache."""
-    code = ("import glob, re\n"
-            "for status in glob.glob('/proc/[0-9]*/status'):\n"
-            "    text = open(status).read()\n"
-            "    if re.search(r'^PPid:\\t1$', text, re.M) and 'gunicorn' in open(status[:-6] + 'cmdline').read():\n"
-            "        print(re.search(r'^VmRSS:\\s+(\\d+)', text, re.M)[1])\n")
-    values = [int(line) for line in docker("exec", "pypicache", "python", "-c", code).stdout.split()]
+    output = docker("exec", "pypicache", "python", "-c", WORKER_RSS).stdout
+    values = [int(kib) for kib in output.split()]
     assert values, "no gunicorn worker found in pypicache"
     return values
 
@@ -347,7 +358,8 @@ def test_two_users_install_through_the_cache_and_the_cache_survives_down_and_up(
     wheels = [f"{name}-{version}-py3-none-any.whl" for name, version, _, _ in STACK]
 
     # Taken over from root, not crash-looping: the old file now belongs to the server's user.
-    owner = docker("exec", "pypicache", "stat", "-c", "%u", "/srv/pypicache/data/files/old/root-file")
+    owner = docker("exec", "pypicache", "stat", "-c", "%u",
+                   "/srv/pypicache/data/files/old/root-file")
     assert owner.stdout.strip() == "10001"
     status = docker("exec", "pypicache", "cat", "/proc/1/status").stdout
     assert re.search(r"^Uid:\t10001\t10001\t10001\t10001$", status, re.MULTILINE), status

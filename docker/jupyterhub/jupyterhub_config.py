@@ -1,4 +1,4 @@
-"""JupyterHub of docker-compose.jupyterhub.yml: DockerSpawner on the compose network, a shared password."""
+"""JupyterHub of docker-compose.jupyterhub.yml: DockerSpawner on its network, a shared password."""
 import os
 import secrets
 from pathlib import Path
