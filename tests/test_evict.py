@@ -158,8 +158,10 @@ def test_cap_evicts_least_recently_used_and_a_streamed_file_survives(tmp_path):
 
 @pytest.mark.e2e
 def test_a_download_in_progress_is_never_pruned(tmp_path):
-    up = Upstream(tmp_path / "up", throttle=4 * MIB).start()
-    slow = up.add_file("slow", "slow-1.0.tar.gz", size=8 * MIB)
+    # The download must outlast the prune command's start-up (a new Python process: seconds on
+    # a loaded machine), so it takes about 12 s.
+    up = Upstream(tmp_path / "up", throttle=MIB // 4).start()
+    slow = up.add_file("slow", "slow-1.0.tar.gz", size=3 * MIB)
     done = up.add_file("done", "done-1.0.tar.gz", size=MIB)
     proxy = Proxy(tmp_path / "cache", up.env()).start()
     try:
