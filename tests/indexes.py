@@ -228,7 +228,8 @@ def start_devpi(work: Path, dists: Path | None = None, mirror_of: str | None = N
                "--host", "127.0.0.1", "--port", str(port)]
     process = _spawn(command, log, env=env)
     origin = f"http://127.0.0.1:{port}"
-    _wait(origin + "/+api", process, log)
+    # devpi-server takes about 5 s to start on an idle machine and over 40 s on a loaded one.
+    _wait(origin + "/+api", process, log, timeout=180)
     if mirror_of:
         index = "root/mirror"
         steps = [["index", "-c", index, "type=mirror", f"mirror_url={mirror_of}/"]]

@@ -31,7 +31,11 @@ def start(name: str, work: Path, dists: Path) -> list[indexes.Index]:
     if name == "devpi":
         return [indexes.start_devpi(work, dists)]
     behind = indexes.start_pypiserver(work, dists)
-    return [indexes.start_devpi(work, mirror_of=behind.simple), behind]
+    try:
+        return [indexes.start_devpi(work, mirror_of=behind.simple), behind]
+    except BaseException:
+        behind.stop()  # never left running (and warned about) when devpi fails
+        raise
 
 
 @pytest.fixture(scope="module", params=UPSTREAMS)
