@@ -1,1 +1,1 @@
-"""Side-by-side benchmarks of pypicache (issue 7): `python -m bench [--quick]`."""
+"""Side-by-side benchmarks of pypicache: `python -m bench [--quick]`."""

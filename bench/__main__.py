@@ -1,4 +1,4 @@
-"""`python -m bench` (or `make bench`): every workload of issue 7 in one run, on 127.0.0.1 only.
+"""`python -m bench` (or `make bench`): every workload in one run, on 127.0.0.1 only.
 
 Writes docs/BENCHMARKS.md and docs/bench-experiment.png (a --quick run writes them under
 bench/out/ instead, unless --docs is given).

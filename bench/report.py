@@ -149,7 +149,7 @@ def plot(run: Run, path: Path) -> bool:
 
 
 INTRO = """\
-Written by `python -m bench` (issue 7): run it again rather than edit this file. Every server
+Written by `python -m bench`: run it again rather than edit this file. Every server
 runs on 127.0.0.1 on this machine in one run, and every figure is compared with a reference
 measured in that same run. pypicache runs under gunicorn with its default settings;
 "pypicache front" is the same gunicorn and cache behind the shipped nginx front (docker/nginx/:
