@@ -26,9 +26,10 @@ from pathlib import Path
 from werkzeug.datastructures import Range
 
 from .catalog import Catalog
-from .fetch import Fetcher, Follow, Hit
+from .fetch import Fetcher
 from .objects import Storage, Stored
 from .ranges import Part
+from .results import Follow, Hit
 from .s3 import LEASE_SECONDS, S3Storage
 from .store import Store
 
@@ -98,7 +99,7 @@ class ClusterFetcher(Fetcher):
         """After the download: put the verified file into the bucket, then let go of the lease."""
         try:
             fcntl.flock(watch, fcntl.LOCK_SH)  # the writer closes its temp file when done
-            if self._published(path, watch):  # the same inode: even if evicted since
+            if self.store.published(path, watch):  # the same inode: even if evicted since
                 self.bucket.store(path, Path(f"/proc/self/fd/{watch}"))
         except Exception:
             log.exception("could not share %s", path)

@@ -16,8 +16,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator
+from typing import Callable
 from urllib.parse import quote
 
 from werkzeug.datastructures import Range
@@ -29,95 +28,14 @@ from .errors import (
     BadRequest, IntegrityError, NotFound, ProxyError, StorageError, UpstreamError, UpstreamTimeout,
 )
 from .limits import Slots
+from .objects import Stored
+from .results import Follow, Head, Hit
 from .store import Store, key
-from .upstream import CHUNK, Upstream
+from .upstream import Upstream
 
 log = logging.getLogger(__name__)
 # What a waiter answers when the leader it waited on failed with this status.
 _SHARED = {404: NotFound, 504: UpstreamTimeout, 507: StorageError}
-
-
-class DownloadAborted(Exception):
-    """The download this response follows failed: the connection must be cut, not ended."""
-
-
-class DownloadStalled(DownloadAborted):
-    """No new byte of the download for the read timeout."""
-
-
-@dataclass
-class Hit:
-    """A cached file, already open: eviction may unlink it now and this reader still gets
-    every byte (an open descriptor keeps the inode), so there is no check-then-open race."""
-
-    file: BinaryIO
-    cache: str = "hit"
-
-
-class Follow:
-    """A download in progress, read from its temp file as it grows.
-
-    `size` is known when the index or the upstream said it. The bytes that end the requested
-    range go out only once the file is published, so a failed download always ends in an
-    aborted response, never in a complete-looking wrong body.
-    """
-
-    def __init__(self, fetcher: "Fetcher", path: str, fd: int, size: int | None, cache: str):
-        self.fetcher, self.path, self.fd, self.size = fetcher, path, fd, size
-        self.cache = cache  # "miss" for the client that started it, "follower" for the others
-        # A range that ends before the file's end, taken from the download on its way
-        # (Fetcher._range): its last bytes need not wait for the publish, as they are no
-        # less checked than the same range asked of the upstream.
-        self.early = False
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-    def published(self) -> bool:
-        return self.fetcher._published(self.path, self.fd)
-
-    def landed(self, start: int, stop: int) -> bool:
-        """Whether [start, stop) can go out now or as the bytes land: it has begun landing
-        and it ends before the file's last byte (which waits for the whole download)."""
-        return self.size is not None and stop < self.size and start < os.fstat(self.fd).st_size
-
-    def stream(self, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
-        """Bytes [start, stop) (to the end when stop is None), as they land."""
-        end = self.size if stop is None else stop
-        store, stall = self.fetcher.store, self.fetcher.stall
-        position, last_progress, delay = start, time.monotonic(), 0.001
-
-        def read() -> bytes:
-            return os.pread(self.fd, CHUNK if end is None else min(CHUNK, end - position), position)
-
-        try:
-            while end is None or position < end:
-                chunk = read()
-                if chunk and (end is None or position + len(chunk) < end or self.early):
-                    position += len(chunk)
-                    yield chunk
-                    last_progress, delay = time.monotonic(), 0.001
-                    continue
-                # Nothing new, or the last bytes: those wait for the publish. Published means
-                # verified; what the writer does after (the catalog, under load a slow SQLite
-                # lock) must not hold the client's last bytes back.
-                if self.published():
-                    while (end is None or position < end) and (chunk := read()):
-                        position += len(chunk)
-                        yield chunk
-                    return
-                if not store.held_by_other(self.fd):
-                    if self.published():  # published between the two looks
-                        continue
-                    raise DownloadAborted(f"download of {names.filename(self.path)} failed")
-                if time.monotonic() - last_progress > stall:
-                    raise DownloadStalled(f"download of {names.filename(self.path)} stalled")
-                time.sleep(delay)
-                delay = min(delay * 2, 0.02)
-        finally:
-            self.close()
 
 
 class Fetcher:
@@ -150,6 +68,16 @@ class Fetcher:
             if part is not None:
                 return part
         return self.single_flight(path)
+
+    def describe(self, path: str) -> Hit | Stored | Head:
+        """The cached file (here or, for ClusterFetcher, in the bucket), or what the upstream's
+        HEAD says of it. A HEAD starts no download (a whole file fetched to report its length
+        would also let anyone fill the cache at no cost to themselves)."""
+        if (hit := self.cached(path)) is not None:
+            return hit
+        self.require_listed(path)
+        length = self.upstream.head(self.url(path))
+        return Head(_agreed(self.catalog.expected(path)[2], length))
 
     def _range(self, path: str, byte_range: Range) -> Follow | ranges.Part | None:
         follow = self._follow(path)
@@ -236,10 +164,7 @@ class Fetcher:
             slot = self.slots.acquire()
             response = self.upstream.get(self.url(path), headers={"Accept-Encoding": "identity"})
             length = response.headers.get("Content-Length")
-            length = int(length) if length and length.isdigit() else None
-            if size is not None and length is not None and size != length:
-                raise IntegrityError(f"upstream length {length} differs from the index's {size}")
-            size = size if size is not None else length
+            size = _agreed(size, int(length) if length and length.isdigit() else None)
             fd, part = self.store.new_temp(key(path))
             self.store.write_json(self.store.announce_path(path), {"part": part.name, "size": size})
             follow = self._follow(path, cache="miss")
@@ -280,15 +205,14 @@ class Fetcher:
             fd = os.open(self.store.tmp / announce["part"], os.O_RDONLY)
         except (OSError, ValueError, KeyError):
             return None  # not announced yet, or already gone: the caller looks again
-        if not self.store.held_by_other(fd) and not self._published(path, fd):
+        if not self.store.held_by_other(fd) and not self.store.published(path, fd):
             os.close(fd)  # a dead writer's leftovers
             return None
-        return Follow(self, path, fd, announce["size"], cache)
+        return Follow(self.store, self.stall, path, fd, announce["size"], cache)
 
-    def _published(self, path: str, fd: int) -> bool:
-        try:
-            done = os.stat(self.store.file(path))
-        except OSError:
-            return False
-        mine = os.fstat(fd)
-        return (done.st_ino, done.st_dev) == (mine.st_ino, mine.st_dev)
+
+def _agreed(size: int | None, length: int | None) -> int | None:
+    """The file's size from the index's `size` and the upstream's `length`, either unknown."""
+    if size is not None and length is not None and size != length:
+        raise IntegrityError(f"upstream length {length} differs from the index's {size}")
+    return size if size is not None else length

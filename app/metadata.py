@@ -9,9 +9,10 @@ import time
 
 from . import names, wheelmeta
 from .errors import IntegrityError, NotFound, UpstreamError, UpstreamTimeout
-from .fetch import DownloadAborted, DownloadStalled, Fetcher, Follow, Hit
+from .fetch import Fetcher
 from .objects import Stored
 from .ranges import RangeReader, RangesIgnored
+from .results import DownloadAborted, DownloadStalled, Follow, Hit
 
 log = logging.getLogger(__name__)
 SUFFIX = ".whl.metadata"

@@ -142,6 +142,15 @@ class Store:
         except OSError as error:
             raise storage_error(error) from error
 
+    def published(self, path: str, fd: int) -> bool:
+        """Whether the open temp file `fd` is the file now published at `path` (its inode)."""
+        try:
+            done = os.stat(self.file(path))
+        except OSError:
+            return False
+        mine = os.fstat(fd)
+        return (done.st_ino, done.st_dev) == (mine.st_ino, mine.st_dev)
+
     def write_atomic(self, target: Path, data: bytes) -> None:
         # The temp file stays open, and so flocked, until it is renamed: a worker booting
         # meanwhile (a HUP reload) runs sweep_temp, which removes only unlocked temp files.

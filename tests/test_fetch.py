@@ -8,7 +8,7 @@ import pytest
 import requests
 import responses
 
-from app.fetch import DownloadAborted
+from app.results import DownloadAborted
 
 from .conftest import FILES, MIRROR
 
@@ -104,6 +104,20 @@ def test_size_mismatch_with_the_index_is_a_502_before_any_byte(app, client):
     client.get("/simple/demo/")
     response = client.get(f"/packages/{PATH}")
     assert response.status_code == 502 and cached(app) == []
+
+
+@responses.activate
+def test_head_of_a_file_not_cached_is_the_upstreams_head_checked_against_the_index(app, client):
+    list_page(responses, size=len(BODY))
+    responses.head(f"{FILES}/{PATH}", headers={"Content-Length": str(len(BODY))})
+    head = client.head(f"/packages/{PATH}")
+    assert (head.status_code, head.content_length, head.headers["X-Cache"]) == (
+        200, len(BODY), "miss")
+    longer = {"Content-Length": str(len(BODY) + 1)}
+    responses.replace(responses.HEAD, f"{FILES}/{PATH}", headers=longer)
+    assert client.head(f"/packages/{PATH}").status_code == 502  # the index's size differs
+    methods = [call.request.method for call in responses.calls]
+    assert cached(app) == [] and methods == ["GET", "HEAD", "HEAD"]  # nothing downloaded
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from itertools import chain
 from typing import Iterator
 
@@ -12,11 +11,11 @@ from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.wsgi import wrap_file
 
 from .. import names
-from ..errors import IntegrityError, UpstreamError, UpstreamTimeout
-from ..fetch import DownloadAborted, DownloadStalled, Follow, Hit
+from ..errors import UpstreamError, UpstreamTimeout
 from ..metadata import SUFFIX as METADATA
 from ..objects import Stored
 from ..ranges import Part
+from ..results import DownloadAborted, DownloadStalled, Follow, Head, Hit
 from ..stats.setup import file_served
 from ..store import key
 from . import services
@@ -35,7 +34,7 @@ def package(path: str) -> Response:
     if path.endswith(METADATA):
         result = services().metadata.open(path)
     elif request.method == "HEAD":
-        result = _head(path)
+        result = services().fetcher.describe(path)
     else:
         result = services().fetcher.open(path, _cold_range(etag))
     if isinstance(result, Hit):
@@ -56,28 +55,6 @@ def package(path: str) -> Response:
     response.headers["X-Cache"] = result.cache
     file_served(path, result.cache, response)  # statistics and metrics (app/stats)
     return response
-
-
-@dataclass
-class Head:
-    """A file not cached, as the upstream's HEAD describes it."""
-
-    size: int | None
-    cache: str = "miss"
-
-
-def _head(path: str) -> Hit | Stored | Head:
-    """A HEAD starts no download (a whole file fetched to report its length would also let
-    anyone fill the cache at no cost to themselves): the upstream's HEAD answers it."""
-    fetcher = services().fetcher
-    if (hit := fetcher.cached(path)) is not None:
-        return hit
-    fetcher.require_listed(path)
-    length = services().upstream.head(fetcher.url(path))
-    _, _, size = services().catalog.expected(path)
-    if size is not None and length is not None and size != length:
-        raise IntegrityError(f"upstream length {length} differs from the index's {size}")
-    return Head(size if size is not None else length)
 
 
 def _hit_response(hit: Hit, etag: str) -> Response:

@@ -1,0 +1,103 @@
+"""What the fetch layer answers a file request with: the cached file, a download in progress
+to follow as it grows, or the upstream's description of a file not cached (a HEAD)."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator
+
+from . import names
+from .store import Store
+from .upstream import CHUNK
+
+
+class DownloadAborted(Exception):
+    """The download this response follows failed: the connection must be cut, not ended."""
+
+
+class DownloadStalled(DownloadAborted):
+    """No new byte of the download for the read timeout."""
+
+
+@dataclass
+class Hit:
+    """A cached file, already open: eviction may unlink it now and this reader still gets
+    every byte (an open descriptor keeps the inode), so there is no check-then-open race."""
+
+    file: BinaryIO
+    cache: str = "hit"
+
+
+class Follow:
+    """A download in progress, read from its temp file as it grows.
+
+    `size` is known when the index or the upstream said it. The bytes that end the requested
+    range go out only once the file is published, so a failed download always ends in an
+    aborted response, never in a complete-looking wrong body.
+    """
+
+    def __init__(self, store: Store, stall: float, path: str, fd: int, size: int | None,
+                 cache: str):
+        self.store, self.stall, self.path, self.fd, self.size = store, stall, path, fd, size
+        self.cache = cache  # "miss" for the client that started it, "follower" for the others
+        # A range that ends before the file's end, taken from the download on its way
+        # (Fetcher._range in app/fetch.py): its last bytes need not wait for the publish, as they are no
+        # less checked than the same range asked of the upstream.
+        self.early = False
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def published(self) -> bool:
+        return self.store.published(self.path, self.fd)
+
+    def landed(self, start: int, stop: int) -> bool:
+        """Whether [start, stop) can go out now or as the bytes land: it has begun landing
+        and it ends before the file's last byte (which waits for the whole download)."""
+        return self.size is not None and stop < self.size and start < os.fstat(self.fd).st_size
+
+    def stream(self, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+        """Bytes [start, stop) (to the end when stop is None), as they land."""
+        end = self.size if stop is None else stop
+        position, last_progress, delay = start, time.monotonic(), 0.001
+
+        def read() -> bytes:
+            return os.pread(self.fd, CHUNK if end is None else min(CHUNK, end - position), position)
+
+        try:
+            while end is None or position < end:
+                chunk = read()
+                if chunk and (end is None or position + len(chunk) < end or self.early):
+                    position += len(chunk)
+                    yield chunk
+                    last_progress, delay = time.monotonic(), 0.001
+                    continue
+                # Nothing new, or the last bytes: those wait for the publish. Published means
+                # verified; what the writer does after (the catalog, under load a slow SQLite
+                # lock) must not hold the client's last bytes back.
+                if self.published():
+                    while (end is None or position < end) and (chunk := read()):
+                        position += len(chunk)
+                        yield chunk
+                    return
+                if not self.store.held_by_other(self.fd):
+                    if self.published():  # published between the two looks
+                        continue
+                    raise DownloadAborted(f"download of {names.filename(self.path)} failed")
+                if time.monotonic() - last_progress > self.stall:
+                    raise DownloadStalled(f"download of {names.filename(self.path)} stalled")
+                time.sleep(delay)
+                delay = min(delay * 2, 0.02)
+        finally:
+            self.close()
+
+
+@dataclass
+class Head:
+    """A file not cached, as the upstream's HEAD describes it."""
+
+    size: int | None
+    cache: str = "miss"
