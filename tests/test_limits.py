@@ -96,7 +96,7 @@ def _refresh_twice(pages) -> None:
 @responses.activate
 def test_a_big_page_is_parsed_in_a_helper_process(make_app):
     app = make_app()
-    parser = app.extensions["pypicache"].pages.parser
+    parser = app.extensions["pypicache"].pages.refresher.parser
     parser.threshold = 0  # every page is big
     responses.get(f"{MIRROR}/demo/", body=_page("1.0", "2.0"), content_type=V1_JSON)
     files = app.test_client().get("/simple/demo/", headers={"Accept": V1_JSON}).json["files"]
