@@ -16,7 +16,7 @@ from flask.cli import with_appcontext
 from packaging.utils import canonicalize_name
 from tqdm import tqdm
 
-from . import config, names
+from . import convert, names
 from .stats import report
 
 CHUNK = 1 << 20
@@ -133,7 +133,7 @@ def prune(size, bucket) -> None:
     """Remove least recently used files until the cache is at most the given size."""
     services = _services()
     try:
-        limit = config.TABLE["max_size"][1](size) if size else services.settings.max_size
+        limit = convert.size(size) if size else services.settings.max_size
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--to") from None
     if bucket:

@@ -1,103 +1,18 @@
-"""The one reader of the environment: every setting, its variable, type, default and check."""
+"""The one reader of the environment: every setting, its variable, parser and default."""
 from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
-from . import indexes
+from . import convert, indexes
 
 
 class ConfigError(ValueError):
     """A setting has a value we cannot use; the message names the variable."""
-
-
-def _url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an http:// or https:// URL with a host")
-    if parts.query or parts.fragment:
-        raise ValueError("must not have a query or fragment")
-    return value.rstrip("/")
-
-
-def _location(value: str) -> str:
-    if not value.startswith("/") or "?" in value or "#" in value:
-        raise ValueError("must be a URI path starting with '/', like /packages")
-    return "/" + value.strip("/") if value.strip("/") else ""
-
-
-def _seconds(value: str) -> float:
-    number = float(value)
-    if not number > 0:
-        raise ValueError("must be a positive number of seconds")
-    return number
-
-
-def _count(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise ValueError("must be a whole number of at least 1")
-    return number
-
-
-_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def _size(value: str) -> int:
-    """A byte count like 50G, 512M or 1000000; 0 means no cap."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", value, re.IGNORECASE)
-    if not match:
-        raise ValueError("must be a size like 50G, 512M or a number of bytes")
-    return int(float(match[1]) * _UNITS[match[2].upper()])
-
-
-def _bind(value: str) -> str:
-    if not re.fullmatch(r"(unix:\S+|[\w.\-\[\]:]*:\d{1,5})", value):
-        raise ValueError("must be HOST:PORT or unix:PATH")
-    return value
-
-
-def _auth_scope(value: str) -> str:
-    if value not in AUTH_SCOPES:
-        raise ValueError("must be one of " + ", ".join(AUTH_SCOPES))
-    return value
-
-
-def _readable_file(value: str) -> Path:
-    path = Path(value)
-    if not path.is_file():
-        raise ValueError("must be a readable file")
-    return path.absolute()
-
-
-# Who must log in when PYPI_AUTH_FILE is set: every route but /healthz, or only the pages
-# that list what the organisation uses (the dashboard, its JSON and the metrics).
-AUTH_SCOPES = ("all", "dashboard")
-def s3_location(value: str) -> tuple[str, str]:
-    """s3://bucket/some/prefix -> ("bucket", "some/prefix/"); ValueError when it is not one."""
-    if not value.startswith("s3://"):
-        raise ValueError("must be s3://bucket or s3://bucket/prefix")
-    bucket, _, prefix = value[len("s3://"):].partition("/")
-    if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", bucket):
-        raise ValueError("must name a bucket (3-63 lower-case letters, digits, '.', '-')")
-    prefix = prefix.strip("/")
-    return bucket, f"{prefix}/" if prefix else ""
-
-
-def _storage_url(value: str) -> str:
-    s3_location(value)
-    return value
-
-
-def _flag(value: str) -> bool:
-    if value.lower() not in ("0", "1", "true", "false", "yes", "no"):
-        raise ValueError("must be 1 or 0")
-    return value.lower() in ("1", "true", "yes")
 
 
 def _default_cache_dir(environ: Mapping[str, str]) -> str:
@@ -207,41 +122,41 @@ class Settings:
 
 # name -> (environment variable, parser, default). The default None means "derived below".
 TABLE: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
-    "mirror_url": ("PYPI_MIRROR_URL", _url, None),
-    "package_loc": ("PYPI_PACKAGE_LOC", _location, "/packages"),
-    "files_url": ("PYPI_FILES_URL", _url, None),
+    "mirror_url": ("PYPI_MIRROR_URL", convert.url, None),
+    "package_loc": ("PYPI_PACKAGE_LOC", convert.location, "/packages"),
+    "files_url": ("PYPI_FILES_URL", convert.url, None),
     "cache_dir": ("PYPI_CACHE_DIR", Path, None),
-    "index_ttl": ("PYPI_INDEX_TTL", _seconds, "600"),
-    "connect_timeout": ("PYPI_CONNECT_TIMEOUT", _seconds, "10"),
+    "index_ttl": ("PYPI_INDEX_TTL", convert.seconds, "600"),
+    "connect_timeout": ("PYPI_CONNECT_TIMEOUT", convert.seconds, "10"),
     # Between two reads of one upstream response; pip itself waits 15 s.
-    "read_timeout": ("PYPI_READ_TIMEOUT", _seconds, "30"),
-    "max_size": ("PYPI_CACHE_MAX_SIZE", _size, "0"),
-    "bind": ("PYPI_BIND", _bind, "127.0.0.1:8080"),
+    "read_timeout": ("PYPI_READ_TIMEOUT", convert.seconds, "30"),
+    "max_size": ("PYPI_CACHE_MAX_SIZE", convert.size, "0"),
+    "bind": ("PYPI_BIND", convert.bind, "127.0.0.1:8080"),
     # gunicorn's 2 x CPUs + 1, counting only the CPUs this container may really use.
-    "workers": ("PYPI_WORKERS", _count, str(min(2 * usable_cpus() + 1, 9))),
+    "workers": ("PYPI_WORKERS", convert.count, str(min(2 * usable_cpus() + 1, 9))),
     # Threads mostly wait on sockets; a slow download holds one for its whole length, and a
     # worker queues connections beyond this count, so be generous.
-    "threads": ("PYPI_THREADS", _count, "32"),
+    "threads": ("PYPI_THREADS", convert.count, "32"),
     # Upstream downloads at once, per worker and over all workers; past either, a request
     # waits its turn up to PYPI_DOWNLOAD_WAIT seconds, then gets 503 with Retry-After.
-    "max_downloads": ("PYPI_MAX_DOWNLOADS", _count, "16"),
-    "max_downloads_total": ("PYPI_MAX_DOWNLOADS_TOTAL", _count, "64"),
-    "download_wait": ("PYPI_DOWNLOAD_WAIT", _seconds, "10"),
+    "max_downloads": ("PYPI_MAX_DOWNLOADS", convert.count, "16"),
+    "max_downloads_total": ("PYPI_MAX_DOWNLOADS_TOTAL", convert.count, "64"),
+    "download_wait": ("PYPI_DOWNLOAD_WAIT", convert.seconds, "10"),
     # No project page is near this; a bigger body is an upstream fault (502).
-    "max_page_size": ("PYPI_MAX_PAGE_SIZE", _size, "64M"),
+    "max_page_size": ("PYPI_MAX_PAGE_SIZE", convert.size, "64M"),
     # Project names the upstream answered 404 for, remembered per worker (a minute each).
-    "negative_cache": ("PYPI_NEGATIVE_CACHE", _count, "10000"),
+    "negative_cache": ("PYPI_NEGATIVE_CACHE", convert.count, "10000"),
     # Hashes promised by index pages (one row per file); past it, the pages refreshed
     # longest ago are forgotten whole and fetched again when next asked for.
-    "catalog_max_rows": ("PYPI_CATALOG_MAX_ROWS", _count, "1000000"),
+    "catalog_max_rows": ("PYPI_CATALOG_MAX_ROWS", convert.count, "1000000"),
     # An htpasswd file of bcrypt hashes (htpasswd -B); unset: no login.
-    "auth_file": ("PYPI_AUTH_FILE", _readable_file, None),
-    "auth_scope": ("PYPI_AUTH_SCOPE", _auth_scope, "all"),
+    "auth_file": ("PYPI_AUTH_FILE", convert.readable_file, None),
+    "auth_scope": ("PYPI_AUTH_SCOPE", convert.auth_scope, "all"),
     # Unset: files live in PYPI_CACHE_DIR only. s3://bucket/prefix: shared by every node
     # (endpoint, region and credentials as boto3 reads them: AWS_ENDPOINT_URL, ...).
-    "storage_url": ("PYPI_STORAGE_URL", _storage_url, None),
+    "storage_url": ("PYPI_STORAGE_URL", convert.storage_url, None),
     # 1: a file found in the bucket is a redirect to a presigned URL, not streamed by us.
-    "s3_redirect": ("PYPI_S3_REDIRECT", _flag, "0"),
+    "s3_redirect": ("PYPI_S3_REDIRECT", convert.flag, "0"),
     # Several upstreams in precedence order (app/indexes.py); unset: the one above.
     "indexes": ("PYPI_INDEXES", indexes.parse_entries, None),
     "index_pins": ("PYPI_INDEX_PINS", indexes.parse_pins, None),
@@ -303,8 +218,8 @@ def _several(environ: Mapping[str, str], values: dict[str, Any]) -> tuple[indexe
         if environ.get(variable, "").strip():
             raise ConfigError(f"{variable} and PYPI_INDEXES are both set: use one or the other")
     try:
-        several = indexes.build(values["indexes"], values["index_pins"], _url,
-                                values["package_loc"], pip_default_index())
+        several = indexes.build(values["indexes"], values["index_pins"], values["package_loc"],
+                                pip_default_index())
     except ValueError as error:
         raise ConfigError(f"PYPI_INDEXES / PYPI_INDEX_PINS: {error}") from None
     values["mirror_url"], values["files_url"] = several[0].url, several[0].files_url

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Mapping
 from urllib.parse import urlsplit
 
-from . import names
+from . import convert, names
 from .errors import BadRequest, NotFound
 
 # Lower case, as it appears in file URLs and cache paths; a valid path segment (app/names.py).
@@ -68,13 +68,12 @@ def parse_pins(value: str) -> dict[str, str]:
 def build(
     entries: tuple[tuple[str, str, str | None], ...],
     pins: Mapping[str, str],
-    url: Callable[[str], str],
     package_loc: str,
     default: tuple[str, str],
 ) -> tuple[Index, ...]:
-    """The upstreams of PYPI_INDEXES, each URL checked with `url`; a files URL not given is the
-    public index's own for `default`, else the upstream's origin + PYPI_PACKAGE_LOC, as for the
-    single upstream."""
+    """The upstreams of PYPI_INDEXES, each URL checked as any URL setting; a files URL not given
+    is the public index's own for `default`, else the upstream's origin + PYPI_PACKAGE_LOC, as
+    for the single upstream."""
     indexes = []
     for name, simple, files in entries:
         try:
@@ -83,7 +82,7 @@ def build(
             else:
                 origin = urlsplit(simple)
                 own_files = f"{origin.scheme}://{origin.netloc}{package_loc}"
-            indexes.append(Index(name, url(simple), url(files or own_files)))
+            indexes.append(Index(name, convert.url(simple), convert.url(files or own_files)))
         except ValueError as error:
             raise ValueError(f"{name}: {error}") from None
     known = {index.name for index in indexes}

@@ -28,7 +28,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .config import s3_location
+from .convert import s3_location
 from .objects import CHUNK, Item, NoLease
 from .store import key as hashed
 

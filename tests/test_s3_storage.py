@@ -11,7 +11,7 @@ import pytest
 import requests
 import yaml
 
-from app import cluster, config, s3
+from app import cluster, config, convert, s3
 from app.config import ConfigError
 from app.objects import LocalStorage, open_storage
 
@@ -143,8 +143,8 @@ def test_bad_storage_urls(url):
 
 
 def test_storage_settings(tmp_path):
-    assert config.s3_location("s3://bucket") == ("bucket", "")
-    assert config.s3_location("s3://my.bucket/a/b/") == ("my.bucket", "a/b/")
+    assert convert.s3_location("s3://bucket") == ("bucket", "")
+    assert convert.s3_location("s3://my.bucket/a/b/") == ("my.bucket", "a/b/")
     unset = config.load({})
     assert unset.storage_url is None and unset.s3_redirect is False
     assert config.load({"PYPI_S3_REDIRECT": "1"}).s3_redirect is True
