@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 import statistics
 import time
+
+import requests
 
 from .clients import PIP_ACCEPT, latencies, median_ms, wrk
 from .procs import cpu_seconds, peak, reset_peak, rss
@@ -82,10 +83,13 @@ def project_pages(run: Run) -> None:
 
 def _copy_page(run: Run, project: str) -> None:
     """nginx and the bare app serve pypicache's rendered JSON page: the same bytes pip gets."""
-    cache = run.servers["pypicache"].proxy.cache_dir
-    shutil.copyfile(
-        cache / "pages" / project / "page.json", run.extra["pages_dir"] / f"{project}.json"
+    page = requests.get(
+        run.servers["pypicache"].page_url(project),
+        headers=PIP_ACCEPT | {"Accept-Encoding": "identity"},
+        timeout=120,
     )
+    page.raise_for_status()
+    (run.extra["pages_dir"] / f"{project}.json").write_bytes(page.content)
 
 
 def _until_ok(url: str, timeout: float = 20) -> None:
@@ -150,7 +154,8 @@ def small_requests(run: Run) -> None:
         us = {name: cpu[name] / max(count[name], 1) * 1e6 for name in measured}
         w, case = "2. Warm small requests, 64 connections", what
         if "pypicache front" in rps:
-            note = f"{us['pypicache front']:.0f} us CPU/request (nginx and gunicorn)"
+            note = (f"{us['pypicache front']:.0f} us CPU/request (nginx and gunicorn), nginx alone"
+                    f" {us['nginx']:.0f} us")
             front, goal = rps["pypicache front"], FRONT_GOALS[what]
             run.add(w, case, "pypicache front vs nginx", front, "req/s", "nginx", rps["nginx"],
                     goal, note=note)
