@@ -43,7 +43,7 @@ def test_every_complete_line_counts_once_whichever_worker_reads(tmp_path):
     assert seen == [(2, 10), (1, 10)]
 
 
-def test_an_hour_read_to_its_end_goes_once_nginx_has_moved_on(tmp_path):
+def test_a_log_read_to_its_end_goes_once_nginx_has_moved_on(tmp_path):
     store, (one,), _ = readers(tmp_path, 1)
     old = store.root / "front" / "2026-01-01T10.log"
     new = store.root / "front" / "2026-01-01T11.log"

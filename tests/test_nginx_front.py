@@ -179,12 +179,29 @@ def _stats(front: Front) -> dict:
     return _get(f"{front.url}/stats.json").json()
 
 
-def _front_gets(proxy: Proxy) -> int:
-    """GETs nginx answered from the volume, from its own log (every one a hit for the app)."""
-    logs = (proxy.cache_dir / "front").glob("*.log")
-    lines = (line for log in logs for line in log.read_text().splitlines())
-    fields = (line.split("\t") for line in lines)
-    return sum(method == "GET" and int(status) < 400 for _, method, status, *_ in fields)
+def _front_gets(proxy: Proxy, at_least: int) -> int:
+    """GETs nginx answered from the volume, from its own log (every one a hit for the app),
+    once it has flushed them all (nginx buffers the log for up to a second)."""
+    def count() -> int:
+        logs = (proxy.cache_dir / "front").glob("*.log")
+        lines = (line for log in logs for line in log.read_text().splitlines())
+        fields = (line.split("\t") for line in lines)
+        return sum(method == "GET" and int(status) < 400 for _, method, status, *_ in fields)
+
+    deadline = time.monotonic() + 20
+    while count() < at_least and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.5)  # past the flush interval: any later line is in the file now
+    return count()
+
+
+def _counted_once(front: Front, served: int) -> int:
+    """The hits the app counted once every worker has had its turn at the log."""
+    deadline = time.monotonic() + 20
+    while _stats(front)["requests"].get("hit", 0) < served and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2.5)  # every worker has had its turn at the log: still counted once
+    return _stats(front)["requests"]["hit"]
 
 
 def test_pip_and_uv_install_through_the_front_and_every_hit_is_counted_once(chain, tmp_path):
@@ -200,13 +217,9 @@ def test_pip_and_uv_install_through_the_front_and_every_hit_is_counted_once(chai
     url = f"{front.url}/packages/{wheel.path.split('/packages/', 1)[1]}"
     for _ in range(5):
         assert _get(url).headers["X-Front-Cache"] == "disk"
-    served = _front_gets(proxy)
+    served = _front_gets(proxy, 5 + 3)
     assert served >= 5 + 3  # ours, and uv's three wheels from the volume
-    deadline = time.monotonic() + 20
-    while _stats(front)["requests"].get("hit", 0) < served and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(2.5)  # every worker has had its turn at the log: still counted once
-    assert _stats(front)["requests"]["hit"] == served
+    assert _counted_once(front, served) == served
     alpha = _get(f"{front.url}/stats/alpha.json").json()["files"]
     assert next(f for f in alpha if f["filename"] == wheel.filename)["hits"] >= 6
 
@@ -235,3 +248,27 @@ def test_with_logins_for_everything_the_front_asks_before_it_serves_from_disk(ch
 def test_the_front_image_passes_hadolint():
     result = hadolint(ROOT / "docker" / "nginx" / "Dockerfile")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_hit_served_across_log_renames_is_counted_once(tmp_path, upstream):
+    """nginx gets a new log name every PYPICACHE_LOG_ROTATE seconds (a reload): hits keep
+    coming from the volume during the reloads, and the app counts each exactly once."""
+    files = add_chain(upstream)
+    proxy = Proxy(tmp_path / "cache", upstream.env()).start()
+    try:
+        with fronted(proxy, PYPICACHE_LOG_ROTATE="1") as front:
+            wheel = files["beta-1.0-py3-none-any.whl"]
+            url = f"{front.url}/packages/{wheel.path.split('/packages/', 1)[1]}"
+            assert _fetch(url) == (True, wheel.sha256)  # the miss, through the app
+            deadline = time.monotonic() + 4  # four reloads or so
+            gets = 0
+            with requests.Session() as session:  # keep-alive across reloads, as pip does
+                while time.monotonic() < deadline:
+                    got = session.get(url, timeout=30)
+                    assert got.status_code == 200 and got.headers["X-Front-Cache"] == "disk"
+                    gets += 1
+            assert len(list((proxy.cache_dir / "front").glob("*.log"))) >= 3
+            assert _front_gets(proxy, gets) == gets
+            assert _counted_once(front, gets) == gets
+    finally:
+        proxy.stop()
