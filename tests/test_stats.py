@@ -156,7 +156,7 @@ def test_hits_and_misses_hammered_across_workers_add_up_exactly(tmp_path):
     assert totals["timed_hit_seconds"] > 0 and totals["timed_hit_bytes"] == hit_bytes
 
 
-def _poll_stats(proxy: Proxy, answered: int, timeout: float = 10) -> dict:
+def _poll_stats(proxy: Proxy, answered: int, timeout: float = 30) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         data = requests.get(f"{proxy.url}/stats.json", timeout=10).json()
