@@ -133,8 +133,14 @@ def test_an_outage_of_the_first_upstream_hands_nothing_to_the_next(three, tmp_pa
         # A project the proxy has not seen: the private index might have it, so no answer.
         assert requests.get(f"{proxy.url}/simple/pub-lib/", timeout=30).status_code == 502
         assert dict(three.public.requests) == before  # the public index was not asked
-        upstreams = requests.get(f"{proxy.url}/healthz", timeout=10).json()["upstreams"]
-        health = {upstream["name"]: upstream["status"] for upstream in upstreams}
+        # Each worker adds what it saw to the shared state about once a second.
+        deadline = time.monotonic() + 10
+        while True:
+            upstreams = requests.get(f"{proxy.url}/healthz", timeout=10).json()["upstreams"]
+            health = {upstream["name"]: upstream["status"] for upstream in upstreams}
+            if health["corp"] == "down" or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert health["corp"] == "down" and "down" not in (health["extra"], health["pub"])
     finally:
         proxy.stop()
