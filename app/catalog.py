@@ -14,6 +14,7 @@ Reads never write: rows of published files are buffered (record_cached) and writ
 """
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 import threading
 import time
@@ -52,18 +53,21 @@ class Catalog:
         self._local = threading.local()
         self._pending: list[tuple] = []  # rows of published files, see record_cached
         self._pending_lock = threading.Lock()
-        # Created with a connection of its own, closed at once: nothing opened here survives
-        # into a forked worker.
-        db = sqlite3.connect(path, timeout=30)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
-            columns = {row[1] for row in db.execute("PRAGMA table_info(expected)")}
-            if "at" not in columns:  # a catalog from before the bound
-                db.execute("ALTER TABLE expected ADD COLUMN at REAL NOT NULL DEFAULT 0")
-            db.execute("CREATE INDEX IF NOT EXISTS expected_at ON expected(at)")
-        finally:
-            db.close()
+        # Created with a connection closed at once (nothing survives into a forked worker), by
+        # one process at a time: SQLite may refuse two workers switching a new file to WAL at
+        # once ("database is locked", unwaited). flock leaves SQLite's fcntl locks alone.
+        with open(path, "ab") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            db = sqlite3.connect(path, timeout=30)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(SCHEMA)
+                columns = {row[1] for row in db.execute("PRAGMA table_info(expected)")}
+                if "at" not in columns:  # a catalog from before the bound
+                    db.execute("ALTER TABLE expected ADD COLUMN at REAL NOT NULL DEFAULT 0")
+                db.execute("CREATE INDEX IF NOT EXISTS expected_at ON expected(at)")
+            finally:
+                db.close()
 
     def _connect(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)

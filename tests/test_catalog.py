@@ -1,4 +1,7 @@
 """The catalog's promised hashes and removal log: what a page can change, and their bounds."""
+import multiprocessing
+from pathlib import Path
+
 from app import catalog as catalog_module
 from app.catalog import Catalog
 from app.index import File, Project
@@ -41,3 +44,24 @@ def test_the_removal_log_keeps_only_the_latest_rows(tmp_path, monkeypatch):
     for i in range(12):
         catalog.forget(f"aa/demo-{i}.tar.gz", "evicted")
     assert [row[0] for row in catalog.removed()] == [f"aa/demo-{i}.tar.gz" for i in range(11, 6, -1)]
+
+
+def _open_catalog(path: str, start) -> None:
+    start.wait()
+    Catalog(Path(path))
+
+
+def test_workers_starting_together_all_open_a_new_catalog(tmp_path):
+    """gunicorn's workers create the catalog at the same moment: SQLite refused one of two
+    switching the new file to WAL about once in a hundred starts, and that worker died."""
+    context = multiprocessing.get_context("fork")
+    for round_ in range(30):
+        path = tmp_path / f"{round_}.sqlite3"
+        start = context.Barrier(6)
+        workers = [context.Process(target=_open_catalog, args=(str(path), start))
+                   for _ in range(6)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        assert [worker.exitcode for worker in workers] == [0] * 6, round_
