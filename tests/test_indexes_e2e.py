@@ -117,8 +117,9 @@ def test_poetry_installs_the_private_project_not_the_public_namesake(three, prox
 
 def test_an_outage_of_the_first_upstream_hands_nothing_to_the_next(three, tmp_path):
     private = start_pypiserver(tmp_path, three.private_dists)  # this test's own, to stop
-    proxy = Proxy(tmp_path / "cache", three.env(private, PYPI_INDEX_TTL="1"), workers=2).start()
+    proxy = Proxy(tmp_path / "cache", three.env(private, PYPI_INDEX_TTL="1"), workers=2)
     try:
+        proxy.start()
         warm = pip_install(f"{proxy.url}/simple", tmp_path / "t1", "corp-secret")
         assert warm.returncode == 0, warm.stderr
         private.stop()
