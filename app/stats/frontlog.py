@@ -1,7 +1,7 @@
 """The hits the nginx front served from the cache volume, added to the statistics exactly once.
 
 nginx (docker/nginx/) writes one line per file it serves from files/ to
-<cache>/front/<time>.log, a new name every few minutes (names sort in time order). One worker at a time (a non-blocking flock) reads the complete
+<cache>/front/<time>.log, a new file every few minutes (names sort in time order). One worker at a time (a non-blocking flock) reads the complete
 lines that are new and adds them to the catalog in one transaction together with how far it
 has read that file (a total named after it), so a crash on either side of the commit neither
 loses nor repeats a line. A file read to its end and no longer written is deleted.
@@ -23,9 +23,7 @@ log = logging.getLogger(__name__)
 LOCK = "front-log"
 OFFSET = "front_log_offset:"  # + file name: the bytes of that file already counted
 INTERVAL = 1.0  # seconds between two reads, like the recorder's flushes
-# Seconds without a write before a file read to its end may go, once nginx has a newer one:
-# an old nginx worker writes a request's line when the request ends, and a download may last.
-DONE_AFTER = 3600.0
+DONE_AFTER = 120.0  # seconds without a write before a file read to its end may go
 MAX_READ = 4 << 20  # bytes read per transaction
 
 
