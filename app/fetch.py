@@ -25,7 +25,8 @@ from . import indexes, names, ranges
 from .catalog import Catalog
 from .download import Download
 from .errors import (
-    BadRequest, IntegrityError, NotFound, ProxyError, StorageError, UpstreamError, UpstreamTimeout,
+    BadRequest, Busy, IntegrityError, NotFound, ProxyError, StorageError, UpstreamError,
+    UpstreamTimeout,
 )
 from .limits import Slots
 from .objects import Stored
@@ -145,7 +146,10 @@ class Fetcher:
             return
         if isinstance(note, dict) and note.get("failed") and note.get("at", 0) >= since:
             self.store.unlock(path, lock)
-            raise _SHARED.get(note["failed"], UpstreamError)(note.get("message", "upstream failed"))
+            message = note.get("message", "upstream failed")
+            if note["failed"] == Busy.status:  # no slot: the same 503 and Retry-After
+                raise Busy(message, note.get("retry_after") or 1)
+            raise _SHARED.get(note["failed"], UpstreamError)(message)
 
     def cached(self, path: str) -> Hit | None:
         try:
@@ -173,7 +177,8 @@ class Fetcher:
             if isinstance(error, ProxyError):  # for the clients waiting on us (_share_failure)
                 with contextlib.suppress(ProxyError, OSError):
                     self.store.write_json(self.store.announce_path(path), {
-                        "failed": error.status, "message": error.message, "at": time.time()})
+                        "failed": error.status, "message": error.message, "at": time.time(),
+                        "retry_after": getattr(error, "retry_after", None)})
             if response is not None:
                 response.close()
             if fd is not None:

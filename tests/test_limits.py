@@ -43,6 +43,29 @@ def test_past_the_download_slots_a_request_waits_then_gets_503_with_retry_after(
 
 
 @responses.activate
+def test_clients_waiting_on_a_download_that_found_no_slot_get_the_same_503(make_app):
+    app = make_app(max_downloads=1, download_wait=0.5)
+    responses.get(f"{MIRROR}/demo/", body=_page("1.0"), content_type=V1_JSON)
+    responses.get(f"{FILES}/{PATH}", body=BODY)
+    fetcher = app.extensions["pypicache"].fetcher
+    slot = fetcher.slots.acquire()  # a download of this worker holds the only slot
+    assert app.test_client().get("/simple/demo/").status_code == 200
+    answers = []
+
+    def client() -> None:
+        response = app.test_client().get(f"/packages/{PATH}")
+        answers.append((response.status_code, response.headers.get("Retry-After")))
+
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    fetcher.slots.release(slot)
+    assert answers == [(503, "1")] * 3  # the leader's answer, and its followers' (not 502)
+
+
+@responses.activate
 def test_slots_are_shared_by_every_worker(make_app):
     app = make_app(max_downloads_total=2, download_wait=0.1)
     other = Store(app.config["PYPICACHE"].cache_dir)  # another worker's slots: the same files
