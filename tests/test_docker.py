@@ -1,4 +1,7 @@
-"""The JupyterHub deployment on a real Docker engine: built, brought up, used by two users.
+"""The compose deployments on a real Docker engine: built, brought up, installed through.
+
+The fleet file with its nginx front: two installs from this host, the second from nginx's
+disk, every hit counted. The JupyterHub file: used by two users, then down and up again.
 
 Image registries are out of reach, so the base images are stand-ins made here from Debian's
 packages (mmdebstrap, then `docker import`) and passed as the Dockerfiles' build arguments;
@@ -16,7 +19,9 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -64,6 +69,8 @@ CACHE_VOLUME = "pypicache-test-cache"
 USERS = ("pypicacheada", "pypicachebob")  # no "-": DockerSpawner escapes it in names
 TOKEN = hashlib.sha256(os.urandom(32)).hexdigest()
 UPSTREAM = "pypicache-test-upstream"
+# Build arguments of the pypicache image too: both deployments give the same, so it is built once.
+MIRROR_URL, PACKAGE_LOC = f"http://{UPSTREAM}:8000/pypi/web/simple", "/pypi/web/packages"
 
 # A small data stack with a dependency tree, as a notebook user would install it. The wheels
 # carry incompressible payloads; the upstream sends each file at the design note's t = 5 MB/s.
@@ -193,6 +200,20 @@ def write_env(path: Path, **values: str) -> Path:
     return path
 
 
+def wait_healthy(container: str, limit: float = 180) -> None:
+    deadline = time.monotonic() + limit
+    while True:
+        state = docker("inspect", "--format", "{{.State.Health.Status}} {{.State.Status}}",
+                       container, check=False).stdout.strip()
+        if state.startswith("healthy"):
+            return
+        if time.monotonic() > deadline:
+            logs = docker("logs", "--tail", "40", container, check=False)
+            pytest.fail(f"{container} not healthy in {limit} s ({state}):\n"
+                        f"{logs.stdout}{logs.stderr}")
+        time.sleep(1)
+
+
 class Deployment:
     def __init__(self, env_file: Path, hub_port: int):
         self.env_file, self.hub_port = env_file, hub_port
@@ -219,19 +240,6 @@ class Deployment:
                 "urllib.request.urlopen('http://127.0.0.1/stats.json').read().decode())")
         return json.loads(docker("exec", "pypicache", "python", "-c", code).stdout)
 
-    def wait_healthy(self, container: str, limit: float = 180) -> None:
-        deadline = time.monotonic() + limit
-        while True:
-            state = docker("inspect", "--format", "{{.State.Health.Status}} {{.State.Status}}",
-                           container, check=False).stdout.strip()
-            if state.startswith("healthy"):
-                return
-            if time.monotonic() > deadline:
-                logs = docker("logs", "--tail", "40", container, check=False)
-                pytest.fail(f"{container} not healthy in {limit} s ({state}):\n"
-                            f"{logs.stdout}{logs.stderr}")
-            time.sleep(1)
-
 
 def remove_leftovers(deployment: Deployment) -> None:
     docker("rm", "--force", UPSTREAM, *(f"jupyter-{user}" for user in USERS), check=False)
@@ -249,8 +257,7 @@ def deployment(standins, tmp_path_factory):
     hub_port = free_port()
     env_file = write_env(
         base / ".env", PYPI_CACHE_HOST=CACHE_VOLUME, DATA_VOLUME_HOST="pypicache-test-hub",
-        PYPI_MIRROR_URL=f"http://{UPSTREAM}:8000/pypi/web/simple",
-        PYPI_PACKAGE_LOC="/pypi/web/packages", PYPI_CACHE_MAX_SIZE="1G",
+        PYPI_MIRROR_URL=MIRROR_URL, PYPI_PACKAGE_LOC=PACKAGE_LOC, PYPI_CACHE_MAX_SIZE="1G",
         PYTHON_IMAGE=standins["python"], NOTEBOOK_IMAGE=standins["notebook"],
         LOCAL_NOTEBOOK_IMAGE="pypicache-test-user", DOCKER_NETWORK_NAME=NETWORK,
         JUPYTERHUB_PUBLISH=f"127.0.0.1:{hub_port}", JUPYTERHUB_OPS_TOKEN=TOKEN,
@@ -271,23 +278,200 @@ def bring_up(deployment: Deployment, figures: dict) -> None:
     started = time.monotonic()
     deployment.compose("build", timeout=1500)
     figures["build_s"] = time.monotonic() - started
-    # The volume as the design note's image left it: written by root. The image must take it
-    # over (no crash loop on "not writable").
-    docker("volume", "create", CACHE_VOLUME)
-    docker("run", "--rm", "--user", "0", "--entrypoint", "sh", "--volume", f"{CACHE_VOLUME}:/old",
-           "pypicache", "-c", "mkdir -p /old/files/old && echo old > /old/files/old/root-file")
+    root_owned_volume(CACHE_VOLUME)
     started = time.monotonic()
     deployment.compose("up", "--detach", timeout=600)
-    deployment.wait_healthy("pypicache")
-    deployment.wait_healthy("jupyterhub")
+    wait_healthy("pypicache")
+    wait_healthy("jupyterhub")
     figures["up_s"] = time.monotonic() - started
-    docker("run", "--detach", "--name", UPSTREAM, "--network", NETWORK, "--user", "10001",
+    start_upstream(UPSTREAM, NETWORK, STACK, THROTTLE)
+
+
+def root_owned_volume(name: str) -> None:
+    """The volume as the design note's image left it: written by root. The image must take it
+    over (no crash loop on "not writable")."""
+    docker("volume", "create", name)
+    docker("run", "--rm", "--user", "0", "--entrypoint", "sh", "--volume", f"{name}:/old",
+           "pypicache", "-c", "mkdir -p /old/files/old && echo old > /old/files/old/root-file")
+
+
+def start_upstream(name: str, network: str, stack: list, throttle: int | None,
+                   *options: str) -> None:
+    docker("run", "--detach", "--name", name, "--network", network, "--user", "10001", *options,
            "--volume", f"{ROOT / 'tests'}:/srv/pypicache/app/tests:ro", "--entrypoint", "python",
-           "pypicache", "-c", UPSTREAM_SCRIPT, json.dumps([STACK, THROTTLE]))
+           "pypicache", "-c", UPSTREAM_SCRIPT, json.dumps([stack, throttle]))
     deadline = time.monotonic() + 60
-    while "serving" not in docker("logs", UPSTREAM).stdout:
-        assert time.monotonic() < deadline, docker("logs", UPSTREAM).stderr
+    while "serving" not in docker("logs", name).stdout:
+        assert time.monotonic() < deadline, docker("logs", name).stderr
         time.sleep(0.5)
+
+
+# ---- the fleet file with its nginx front (before the hub: one deployment up at a time) -------
+
+FLEET = ROOT / "docker-compose.fleet.yml"
+FLEET_PROJECT = "pypicachefleet"  # its containers and network: pypicachefleet_*
+FLEET_VOLUME = "pypicache-fleet-cache"
+FLEET_UPSTREAM = "pypicache-fleet-upstream"
+CACHE = "/srv/pypicache/data"  # .env.example's PYPI_CACHE_CONTAINER
+# A small chain, as a CI job installs it: fleetapp -> fleetlib -> fleetbase.
+CHAIN = [
+    ("fleetapp", "1.0", ["fleetlib>=2"], 0),
+    ("fleetlib", "2.0", ["fleetbase"], 256 << 10),
+    ("fleetbase", "0.1", [], 64 << 10),
+]
+
+
+class Fleet:
+    """docker-compose.fleet.yml with `--profile front`, runners' address on 127.0.0.1."""
+
+    def __init__(self, env_file: Path, front_port: int):
+        self.env_file, self.url = env_file, f"http://127.0.0.1:{front_port}"
+
+    def compose(self, *argv: str, timeout: float = 900, check: bool = True):
+        return run("docker-compose", "--project-name", FLEET_PROJECT, "--file", str(FLEET),
+                   "--env-file", str(self.env_file), "--profile", "front", *argv,
+                   timeout=timeout, check=check)
+
+    def container(self, service: str) -> str:
+        return self.compose("ps", "--quiet", service).stdout.strip()
+
+    def get(self, path: str, **headers: str) -> tuple[Message, bytes]:
+        """GET through the front's published port: (headers, body)."""
+        request = urllib.request.Request(self.url + path, headers=headers)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.headers, response.read()
+
+    def stats(self) -> dict:
+        return json.loads(self.get("/stats.json")[1])
+
+    def up(self) -> None:
+        """`up`, and wait until the front answers (once the app is healthy, it starts)."""
+        self.compose("up", "--detach", timeout=600)
+        wait_healthy(self.container("pypicache"))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.get("/healthz")
+                return
+            except OSError as error:
+                logs = docker("logs", self.container("front"), check=False)
+                assert time.monotonic() < deadline, f"{error}\n{logs.stdout}{logs.stderr}"
+                time.sleep(0.5)
+
+    def remove(self) -> None:
+        docker("rm", "--force", FLEET_UPSTREAM, check=False)
+        self.compose("down", "--volumes", "--remove-orphans", check=False)
+
+
+@pytest.fixture
+def fleet(standins, tmp_path):
+    """The fleet file with its front, built on the stand-ins (not up), removed at the end."""
+    from tests.servers import free_port
+
+    front_port = free_port()
+    env_file = write_env(
+        tmp_path / ".env", PYPI_CACHE_HOST=FLEET_VOLUME, PYPI_MIRROR_URL=MIRROR_URL,
+        PYPI_PACKAGE_LOC=PACKAGE_LOC, PYPI_CACHE_MAX_SIZE="1G", PYTHON_IMAGE=standins["python"],
+        NGINX_BASE=standins["python"], PYPI_PUBLISH=f"127.0.0.1:{free_port()}",
+        PYPI_FRONT_PUBLISH=f"127.0.0.1:{front_port}",
+    )
+    fleet = Fleet(env_file, front_port)
+    fleet.remove()
+    try:
+        fleet.compose("build", timeout=1500)
+        yield fleet
+    finally:
+        fleet.remove()
+
+
+def front_gets(container: str) -> int:
+    """GETs nginx answered from the volume, from its own hits log (each one a hit to count)."""
+    lines = docker("exec", container, "sh", "-c", f"cat {CACHE}/front/*.log").stdout
+    fields = (line.split("\t") for line in lines.splitlines())
+    return sum(method == "GET" and int(status) < 400 for _, method, status, *_ in fields)
+
+
+def test_a_fleet_installs_through_the_front_and_warm_files_come_from_nginx(fleet, tmp_path):
+    from tests.servers import installed, pip_install
+
+    root_owned_volume(FLEET_VOLUME)
+    fleet.up()
+    # Under the name the image was built for, on the network compose made for the file.
+    start_upstream(FLEET_UPSTREAM, f"{FLEET_PROJECT}_default", CHAIN, None,
+                   "--network-alias", UPSTREAM)
+    app, front = fleet.container("pypicache"), fleet.container("front")
+    # Both run as uid 10001, on a volume root wrote: the app took it over before the front
+    # started and made its log directory.
+    for container in (app, front):
+        status = docker("exec", container, "cat", "/proc/1/status").stdout
+        assert re.search(r"^Uid:\t10001\t", status, re.MULTILINE), status
+    owners = docker("exec", front, "stat", "-c", "%u", f"{CACHE}/files/old/root-file",
+                    f"{CACHE}/front").stdout.split()
+    assert owners == ["10001", "10001"]
+
+    # Real pip from this host through the published port, twice, as two runners would.
+    for target in ("first", "second"):
+        result = pip_install(f"{fleet.url}/simple", tmp_path / target, "fleetapp")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert installed(tmp_path / target) == {name: version for name, version, *_ in CHAIN}
+    wheels = [f"{name}-{version}-py3-none-any.whl" for name, version, _, _ in CHAIN]
+    # The app saw each wheel once, a miss: the second install's came from nginx.
+    assert [[state for state, _ in served(wheel, app)] for wheel in wheels] == [["miss"]] * 3
+
+    # Pages negotiate through the micro-cache as the app does (q-values included).
+    json_type, html_type = "application/vnd.pypi.simple.v1+json", "text/html"
+    for accept, expected in [
+        (json_type, json_type), (html_type, html_type),
+        (f"{json_type};q=0.2, {html_type};q=0.9", html_type),
+    ]:
+        headers, body = fleet.get("/simple/fleetlib/", Accept=accept)
+        assert headers["Content-Type"].startswith(expected), (accept, headers)
+        assert "Accept" in headers["Vary"]
+        assert headers["X-Front-Cache"] in ("MISS", "HIT", "EXPIRED", "UPDATING")
+    page = json.loads(fleet.get("/simple/fleetlib/", Accept=json_type)[1])
+    (wheel,) = page["files"]
+    url = urllib.parse.urljoin("/simple/fleetlib/", wheel["url"])
+    headers, body = fleet.get(url)
+    assert headers["X-Front-Cache"] == "disk"
+    assert headers["Cache-Control"] == "max-age=365000000, immutable, public"
+    assert headers["Content-Type"] == "application/octet-stream"
+    assert "Content-Encoding" not in headers
+    assert hashlib.sha256(body).hexdigest() == wheel["hashes"]["sha256"]
+
+    # Every GET nginx answered is counted once in /stats.json, nothing left the upstream twice.
+    answered = front_gets(front)
+    assert answered >= len(wheels) + 1
+    deadline = time.monotonic() + 30
+    while fleet.stats()["requests"].get("hit", 0) < answered:
+        assert time.monotonic() < deadline, (fleet.stats()["requests"], answered)
+        time.sleep(0.5)
+    time.sleep(2.5)  # every worker has had its turn at the log: still counted once
+    stats = fleet.stats()
+    assert stats["requests"]["hit"] == answered
+    # The upstream's own count: each wheel and each .metadata fetched once, by the first install.
+    ask = f"print(urllib.request.urlopen('http://{UPSTREAM}:8000/_stats').read().decode())"
+    upstream = json.loads(docker("exec", app, "python", "-c", f"import urllib.request; {ask}")
+                          .stdout)
+    assert upstream["downloads"] == dict.fromkeys(wheels, 1)
+    fetched = {request: count for request, count in upstream["requests"].items()
+               if "/packages/" in request}
+    assert set(fetched.values()) == {1}
+    assert stats["downloads"] == stats["files"] == len(fetched)
+    assert stats["bytes_from_upstream"] == stats["bytes"]
+
+
+def test_the_front_starts_on_a_fresh_volume_too(fleet):
+    """Not only on a volume root wrote (above): on a new one, the front writes its log too."""
+    fleet.up()
+    front = fleet.container("front")
+    assert docker("exec", front, "stat", "-c", "%u", f"{CACHE}/front").stdout.split() == ["10001"]
+    # A file in the cache, as the app's user puts it there: nginx serves it and logs the hit.
+    docker("exec", "--user", "10001", fleet.container("pypicache"), "sh", "-c",
+           f"mkdir -p {CACHE}/files/fresh && echo fresh > {CACHE}/files/fresh/probe.whl")
+    headers, body = fleet.get("/packages/fresh/probe.whl")
+    assert (headers["X-Front-Cache"], body) == ("disk", b"fresh\n")
+    assert front_gets(front) == 1
+
 
 
 # ---- the test --------------------------------------------------------------------------------
@@ -327,9 +511,9 @@ def settled_stats(deployment: Deployment, **expected: int) -> dict:
         time.sleep(0.5)
 
 
-def served(filename: str) -> list[tuple[str, int]]:
+def served(filename: str, container: str = "pypicache") -> list[tuple[str, int]]:
     """(X-Cache, milliseconds) of each GET of `filename` in pypicache's access log, in order."""
-    log = docker("logs", "pypicache").stdout
+    log = docker("logs", container).stdout
     # access_log_format: ... "%(r)s" %(s)s %({content-length}o)s %({x-cache}o)s %(M)sms
     return [(match[1], int(match[2])) for line in log.splitlines()
             if '"GET ' in line and f"/{filename} " in line
@@ -392,7 +576,7 @@ def test_two_users_install_through_the_cache_and_the_cache_survives_down_and_up(
     docker("rm", "--force", UPSTREAM)
     deployment.compose("down")
     deployment.compose("up", "--detach")
-    deployment.wait_healthy("pypicache")
+    wait_healthy("pypicache")
     figures["after_restart_install_s"] = pip_install(
         "pypicache-test-user", "run", "--rm", "--network", NETWORK)
     stats = settled_stats(deployment, hit=2 * len(STACK))
@@ -407,11 +591,15 @@ def test_workers_follow_the_cpus_the_container_may_use(engine, deployment):
                   count).stdout == "3\n"
 
 
-@pytest.mark.parametrize("name", ["docker-compose.jupyterhub.yml", "docker-compose.fleet.yml"])
-def test_compose_config_is_clean_with_env_example(name, tmp_path):
+@pytest.mark.parametrize(("name", "profiles"), [
+    ("docker-compose.jupyterhub.yml", []),
+    ("docker-compose.fleet.yml", []),
+    ("docker-compose.fleet.yml", ["--profile", "front"]),
+])
+def test_compose_config_is_clean_with_env_example(name, profiles, tmp_path):
     """docker-compose (v1, Debian's) reads the file as a user's `cp .env.example .env` has it."""
     assert shutil.which("docker-compose"), "scripts/test-deps installs docker-compose (as root)"
     shutil.copy(ROOT / ".env.example", tmp_path / ".env")
     result = run("docker-compose", "--project-directory", str(ROOT), "--file", str(ROOT / name),
-                 "--env-file", str(tmp_path / ".env"), "config", check=False)
+                 "--env-file", str(tmp_path / ".env"), *profiles, "config", check=False)
     assert result.returncode == 0 and "WARNING" not in result.stderr, result.stderr
