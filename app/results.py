@@ -42,8 +42,8 @@ class Follow:
         self.store, self.stall, self.path, self.fd, self.size = store, stall, path, fd, size
         self.cache = cache  # "miss" for the client that started it, "follower" for the others
         # A range that ends before the file's end, taken from the download on its way
-        # (Fetcher._range in app/fetch.py): its last bytes need not wait for the publish, as they are no
-        # less checked than the same range asked of the upstream.
+        # (Fetcher._range in app/fetch.py): its last bytes need not wait for the publish, as
+        # they are no less checked than the same range asked of the upstream.
         self.early = False
 
     def close(self) -> None:

@@ -1,10 +1,11 @@
 """The hits the nginx front served from the cache volume, added to the statistics exactly once.
 
 nginx (docker/nginx/) writes one line per file it serves from files/ to
-<cache>/front/<time>.log, a new file every few minutes (names sort in time order). One worker at a time (a non-blocking flock) reads the complete
-lines that are new and adds them to the catalog in one transaction together with how far it
-has read that file (a total named after it), so a crash on either side of the commit neither
-loses nor repeats a line. A file read to its end and no longer written is deleted.
+<cache>/front/<time>.log, a new file every few minutes (names sort in time order). One worker
+at a time (a non-blocking flock) reads the complete lines that are new and adds them to the
+catalog in one transaction together with how far it has read that file (a total named after
+it), so a crash on either side of the commit neither loses nor repeats a line. A file read to
+its end and no longer written is deleted.
 """
 from __future__ import annotations
 
