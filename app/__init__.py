@@ -10,7 +10,7 @@ from flask import Flask, Response
 
 from . import config
 from .catalog import Catalog
-from .errors import Busy, ProxyError
+from .errors import ProxyError
 from .fetch import Fetcher
 from .metadata import Metadata
 from .objects import open_storage
@@ -80,7 +80,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         if error.status >= 500:
             log.warning("%s: %s", type(error).__name__, error.message)
         response = Response(error.message + "\n", status=error.status, mimetype="text/plain")
-        if isinstance(error, Busy):
+        if error.retry_after is not None:
             response.headers["Retry-After"] = str(error.retry_after)
         return response
 

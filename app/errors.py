@@ -7,9 +7,10 @@ class ProxyError(Exception):
 
     status = 500
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, retry_after: int | None = None):
         super().__init__(message)
         self.message = message
+        self.retry_after = retry_after  # seconds, sent as Retry-After when given
 
 
 class BadRequest(ProxyError):
@@ -44,7 +45,3 @@ class Busy(ProxyError):
     """Every upstream download slot stayed taken for the bounded wait: 503, try again later."""
 
     status = 503
-
-    def __init__(self, message: str, retry_after: int):
-        super().__init__(message)
-        self.retry_after = retry_after

@@ -36,7 +36,7 @@ from .upstream import Upstream
 
 log = logging.getLogger(__name__)
 # What a waiter answers when the leader it waited on failed with this status.
-_SHARED = {404: NotFound, 504: UpstreamTimeout, 507: StorageError}
+_SHARED = {404: NotFound, 503: Busy, 504: UpstreamTimeout, 507: StorageError}
 
 
 class Fetcher:
@@ -146,10 +146,8 @@ class Fetcher:
             return
         if isinstance(note, dict) and note.get("failed") and note.get("at", 0) >= since:
             self.store.unlock(path, lock)
-            message = note.get("message", "upstream failed")
-            if note["failed"] == Busy.status:  # no slot: the same 503 and Retry-After
-                raise Busy(message, note.get("retry_after") or 1)
-            raise _SHARED.get(note["failed"], UpstreamError)(message)
+            raise _SHARED.get(note["failed"], UpstreamError)(
+                note.get("message", "upstream failed"), note.get("retry_after"))
 
     def cached(self, path: str) -> Hit | None:
         try:
@@ -178,7 +176,7 @@ class Fetcher:
                 with contextlib.suppress(ProxyError, OSError):
                     self.store.write_json(self.store.announce_path(path), {
                         "failed": error.status, "message": error.message, "at": time.time(),
-                        "retry_after": getattr(error, "retry_after", None)})
+                        "retry_after": error.retry_after})
             if response is not None:
                 response.close()
             if fd is not None:
