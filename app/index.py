@@ -241,6 +241,8 @@ def _html_links(text: str | bytes) -> _Links:
     if isinstance(text, bytes):  # PEP 503 pages are UTF-8; a stray byte is replaced, not fatal
         text = text.decode("utf-8", "replace")
     links = _Links()
+    if not text.strip():  # an empty page lists no file (lxml calls it an error)
+        return links
     parser = lxml.etree.HTMLParser(target=links)
     try:
         for start in range(0, len(text), _FEED):

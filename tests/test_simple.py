@@ -1,6 +1,7 @@
 """The Simple API's header rules, in one process with `responses` as the upstream."""
 import gzip
 import os
+import threading
 import time
 
 import pytest
@@ -8,6 +9,7 @@ import requests
 import responses
 
 from app import pages
+from app.errors import StorageError
 from app.results import DownloadAborted
 
 from .conftest import FILES, MIRROR
@@ -390,3 +392,54 @@ def test_a_page_without_hashes_keeps_the_ones_an_earlier_page_gave(app, client):
         status = "cut"
     assert status in (502, "cut")
     assert not (app.config["PYPICACHE"].cache_dir / "files" / "ab" / "demo-0.9.tar.gz").exists()
+
+
+@responses.activate
+def test_a_page_that_cannot_be_refreshed_for_lack_of_disk_is_served_stale(app, client, monkeypatch):
+    upstream_page()
+    fresh = client.get("/simple/demo/")
+    expire(app)
+    responses.replace(responses.GET, f"{MIRROR}/demo/", body=PAGE.replace("0.9", "0.8"),
+                      content_type="text/html")  # a new page: it must be written
+
+    def full(*args, **kwargs):
+        raise StorageError("the cache disk is full")
+
+    monkeypatch.setattr(app.extensions["pypicache"].store, "write_atomic", full)
+    stale = client.get("/simple/demo/")
+    assert (stale.status_code, stale.headers["X-Cache"], stale.data) == (200, "stale", fresh.data)
+    monkeypatch.undo()  # the space is back: the next request refreshes
+    assert client.get("/simple/demo/").headers["X-Cache"] == "miss"
+
+
+@responses.activate
+def test_readers_of_a_page_being_refreshed_get_the_old_copy_at_once(app, monkeypatch):
+    """Only the reader that takes the page's lock waits for the upstream; the others are
+    answered with the copy they have. (A reader used to let go of the lock it had tried and
+    wait for it again, and so queued behind whoever took it in between.)"""
+    upstream_page()
+    app.test_client().get("/simple/demo/")
+    expire(app)
+    store = app.extensions["pypicache"].store
+    unlock = store.unlock
+
+    def slow_unlock(name, fd):  # widens the moment between two looks at the lock
+        unlock(name, fd)
+        if name == "page:demo":
+            time.sleep(0.05)
+
+    def slow_upstream(request):
+        time.sleep(0.5)
+        return 200, {"Content-Type": "text/html"}, PAGE.replace("0.9", "0.8")
+
+    monkeypatch.setattr(store, "unlock", slow_unlock)
+    responses.remove(responses.GET, f"{MIRROR}/demo/")
+    responses.add_callback(responses.GET, f"{MIRROR}/demo/", callback=slow_upstream)
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(
+        app.test_client().get("/simple/demo/").headers["X-Cache"])) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(answers) == ["miss"] + ["updating"] * 7
