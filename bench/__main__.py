@@ -14,7 +14,8 @@ import time
 import traceback
 from pathlib import Path
 
-from . import files, pages, pipexp, procs, report, resolve, s3, servers, tools
+from . import classroom, coldscale, far, files, pages, pipexp, procs, report, resolve, s3
+from . import servers, tools
 from .run import MIB, Run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +30,9 @@ WORKLOADS = {  # run in this order: each leaves the caches the next one expects
     "small": pages.small_requests,
     "resolve": resolve.resolution,  # its own upstream (no .metadata) and fresh proxies
     "s3": s3.shared_bucket,
+    "coldscale": coldscale.cold_scale,  # its own upstream and fresh proxies
+    "delay": far.far_upstream,  # the upstream's stack-00 behind fresh proxies
+    "classroom": classroom.classroom,  # its own upstream and fresh proxies
 }
 
 
