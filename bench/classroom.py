@@ -140,7 +140,9 @@ def _case(run, up, files, case, client, clients, version, bandwidth, work) -> No
     goal = ("<= 0.3" if bandwidth else "<= 1.0") if client == "pip" else ""
     for name in ("pypicache", "pypicache front"):
         up.reset_counts()
-        app = servers.Pypicache(work / name.replace(" ", "-"), up.env())
+        home = work / f"{client}-{version}-{name.replace(' ', '-')}"  # a new, empty cache
+        shutil.rmtree(home, ignore_errors=True)
+        app = servers.Pypicache(home, up.env())
         front = servers.PypicacheFront(app) if name == "pypicache front" else None
         try:
             server = front or app
@@ -149,7 +151,7 @@ def _case(run, up, files, case, client, clients, version, bandwidth, work) -> No
             sampler = _Sampler(pids)
             sampler.start()
             wall, errors = _lesson(client, server.simple.rstrip("/"), clients, version,
-                                   work / name.replace(" ", "-") / "clients")
+                                   home / "clients")
             most_threads = sampler.stop()
             rss = max(peak(pid) for pid in pids)
         finally:
