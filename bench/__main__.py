@@ -1,7 +1,7 @@
 """`python -m bench` (or `make bench`): every workload in one run, on 127.0.0.1 only.
 
-Writes docs/BENCHMARKS.md and docs/bench-experiment.png (a --quick run writes them under
-bench/out/ instead, unless --docs is given).
+Writes docs/BENCHMARKS.md and docs/bench-experiment.png (a --quick run, or one of some
+workloads with --only, writes them under bench/out/ instead, unless --docs is given).
 """
 
 from __future__ import annotations
@@ -39,11 +39,13 @@ WORKLOADS = {  # run in this order: each leaves the caches the next one expects
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument(
-        "--quick", action="store_true", help="smaller files and shorter runs (about 3 minutes)"
+        "--quick", action="store_true", help="smaller files and shorter runs (about 10 minutes)"
     )
     p.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(WORKLOADS)}")
     p.add_argument("--no-peers", action="store_true", help="skip proxpi and devpi-server")
-    p.add_argument("--docs", action="store_true", help="write docs/ even for a --quick run")
+    p.add_argument(
+        "--docs", action="store_true", help="write docs/ even for a --quick or --only run"
+    )
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     a = p.parse_args(argv)
     tools.ensure_tools()
@@ -73,7 +75,7 @@ def main(argv=None) -> int:
     finally:
         stop(run)
     run.extra["elapsed"] = time.monotonic() - run.t0
-    docs = ROOT / "docs" if (not a.quick or a.docs) else a.out
+    docs = ROOT / "docs" if (not (a.quick or a.only) or a.docs) else a.out
     report.write(run, docs, sys.argv[1:])
     run.log(f"wrote {docs / 'BENCHMARKS.md'}")
     return 0

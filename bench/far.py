@@ -13,7 +13,6 @@ through the same proxy, for scale: what is left when nothing waits for the upstr
 from __future__ import annotations
 
 import shutil
-import statistics
 import tempfile
 from pathlib import Path
 
@@ -46,7 +45,6 @@ def _install(client: str, index: str, work: Path) -> float:
 
 
 def far_upstream(run: Run) -> None:
-    rounds = 1 if run.quick else 2
     work = run.out / "far"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -54,26 +52,17 @@ def far_upstream(run: Run) -> None:
     fixture.throttle(None)
     fixture.bandwidth(None)
     fixture.delay(DELAY)
-    times: dict[tuple[str, str], list[float]] = {}
     try:
-        for round_ in range(rounds):  # interleaved, so other load weighs on both alike
-            for client in GOALS:
-                times.setdefault((client, "direct"), []).append(
-                    _install(client, fixture.info["index_url"], work))
-                proxy = servers.Pypicache(work / f"{round_}-{client.split()[0]}",
-                                          fixture.info["env"])
-                try:
-                    for state in ("cold", "warm"):
-                        took = _install(client, proxy.simple.rstrip("/"), work)
-                        times.setdefault((client, state), []).append(took)
-                finally:
-                    proxy.stop()
+        for client, goal in GOALS.items():
+            direct = _install(client, fixture.info["index_url"], work)
+            run.add(W12, client, "direct", direct, "s", "direct", direct)
+            proxy = servers.Pypicache(work / client.split()[0], fixture.info["env"])
+            try:
+                cold = _install(client, proxy.simple.rstrip("/"), work)
+                warm = _install(client, proxy.simple.rstrip("/"), work)
+            finally:
+                proxy.stop()
+            run.add(W12, f"{client}, cold", "pypicache", cold, "s", "direct", direct, goal)
+            run.add(W12, f"{client}, warm", "pypicache", warm, "s", "direct", direct)
     finally:
         fixture.delay(0)
-    for client, goal in GOALS.items():
-        ref = statistics.median(times[(client, "direct")])
-        for state, server in (("direct", "direct"), ("cold", "pypicache"), ("warm", "pypicache")):
-            ts = times[(client, state)]
-            run.add(W12, f"{client}, {state}" if state != "direct" else client, server,
-                    statistics.median(ts), "s", "direct", ref, goal if state == "cold" else "",
-                    note="runs: " + ", ".join(f"{t:.1f}" for t in ts) + " s")
