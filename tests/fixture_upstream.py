@@ -551,15 +551,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         with open(f.disk_path, "rb") as fh:
+            at = start
             if not up.bandwidth:
                 self.connection.sendfile(fh, start, stop - start)
-                start = stop
-            fh.seek(start)
-            while start < stop:
-                chunk = fh.read(min(64 * 1024, stop - start))
+                at = stop
+            fh.seek(at)
+            while at < stop:
+                chunk = fh.read(min(64 * 1024, stop - at))
                 up._pace(len(chunk))
                 self.wfile.write(chunk)
-                start += len(chunk)
+                at += len(chunk)
         with up._lock:
             up._bytes[f.filename] += stop - start
 
