@@ -13,7 +13,8 @@ pip processes installing such a stack at once. With the upstream's bandwidth at 
 by all connections, the direct run lasts N x (stack + big wheel) / 5 MB/s; a proxy's run is one
 copy at 5 MB/s plus that CPU floor. For the 0.3x goal to measure the proxy rather than pip, the
 direct run must last well past 37 s / 0.3 = 125 s; with a 32 MiB wheel it lasts about 215 s
-(30 x 36 MB / 5 MB/s), under 4 minutes, where a 64 MiB one (as unthrottled) would take 7.
+(30 x 36 MB / 5 MB/s) on an idle machine, under 4 minutes, where a 64 MiB one (as unthrottled)
+would take 7.
 """
 
 from __future__ import annotations
