@@ -13,7 +13,7 @@ import requests
 from app.config import TABLE
 from tests.servers import ROOT, Front, Proxy, clean_environ, free_port
 
-from .procs import VENVS, children, spawn, wait_http
+from .procs import VENVS, children, spawn, stop, wait_http
 
 
 class _Links(HTMLParser):
@@ -181,6 +181,27 @@ class Devpi(Server):
             )
         super().__init__(f"{url}/root/pypi/+simple/")
         self.pids = [self.proc.pid]
+
+
+def fresh(out: Path, upstream_env: dict, index_url: str, peers, skipped: list, label: str) -> dict:
+    """A new pypicache (empty cache), and new proxpi and devpi-server of `peers`, before one
+    upstream: name -> Server. A peer that does not start is noted in `skipped` under `label`."""
+    started = {"pypicache": Pypicache(out, upstream_env)}
+    for name, cls in (("proxpi", Proxpi), ("devpi", Devpi)):
+        if name in peers:
+            try:
+                started[name] = cls(out, index_url)
+            except Exception as error:  # a peer that does not start must not hide the rest
+                skipped.append(f"{label}: {name} did not start: {error}")
+    return started
+
+
+def stop_fresh(started: dict) -> None:
+    for server in started.values():
+        if isinstance(server, (Pypicache, PypicacheFront)):
+            server.stop()
+        else:
+            stop(server.proc)
 
 
 class Static(Server):
