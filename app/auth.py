@@ -33,10 +33,11 @@ FRONT_KEY, FRONT_CLIENT = "X-Pypicache-Front-Key", "X-Pypicache-Client"
 REMEMBERED = 4096  # verified and refused logins kept per worker, each as a 32-byte digest
 CHECKS_AT_ONCE = 1  # bcrypt checks per worker: each takes a core for a quarter of a second
 CHECK_WAIT = 2.0  # seconds a login waits for that; then 429
-# Failed checks allowed per worker (burst, then one per interval in seconds): per client
-# address (IPv6 by /64, what one host is given), per user name, and in all.
-BY_ADDRESS, BY_USER, IN_ALL = (5, 10.0), (10, 10.0), (20, 5.0)
-KEYS = 10000  # addresses and user names remembered by each budget
+# Failed checks allowed (burst, then one per interval in seconds), shared by the workers:
+# per client address (IPv6 by /64, what one host is given), per user name, and in all. Each
+# check takes a core for a quarter of a second: at most BURST of them at once, and then
+# 1/60 + 1/30 + 1/10 of a check a second (a few per cent of one core) under any flood.
+BY_ADDRESS, BY_USER, IN_ALL = (5, 60.0), (10, 30.0), (20, 10.0)
 
 
 @dataclass(frozen=True)
@@ -91,13 +92,14 @@ class Logins:
     passwords spend budgets per address, per user and in all; past one, logins are not
     checked but answered "try again later"."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, budgets: Path):
         self.htpasswd = Htpasswd(path)
         self._key = secrets.token_bytes(32)
         self._lock = threading.Lock()
         self._known: OrderedDict[bytes, bool] = OrderedDict()  # digest -> accepted
         self._slots = threading.BoundedSemaphore(CHECKS_AT_ONCE)
-        self.budgets = (Budget(*BY_ADDRESS, KEYS), Budget(*BY_USER, KEYS), Budget(*IN_ALL, 1))
+        self.budgets = tuple(Budget(budgets / name, *limits) for name, limits in
+                             (("address", BY_ADDRESS), ("user", BY_USER), ("all", IN_ALL)))
 
     def check(self, user: str, password: str, address: str) -> Verdict:
         found = self.htpasswd.load()
@@ -182,7 +184,7 @@ def install(app: Flask, auth_file: Path | None, scope: str, cache_dir: Path) -> 
     """Require a login on every route but /healthz (scope "all"), or on the dashboard's."""
     if auth_file is None:
         return
-    logins = app.extensions["pypicache.logins"] = Logins(auth_file)
+    logins = app.extensions["pypicache.logins"] = Logins(auth_file, cache_dir / "logins")
     front = FrontKey(cache_dir / "front" / "key")
 
     def guarded(endpoint: str | None) -> bool:

@@ -132,22 +132,28 @@ def test_ipv6_clients_are_throttled_by_their_64_network():
     assert auth.client_key("192.0.2.7") == "192.0.2.7"
 
 
-def test_a_budget_refills_one_failure_per_interval_and_forgets_the_oldest_key():
+def test_a_budget_refills_one_failure_per_interval_and_is_shared_by_every_worker(tmp_path):
     now = [100.0]
-    budget = Budget(2, 10.0, keys=2, clock=lambda: now[0])
+    budget = Budget(tmp_path / "budget", 2, 10.0, clock=lambda: now[0])
+    other_worker = Budget(tmp_path / "budget", 2, 10.0, clock=lambda: now[0])
     budget.spend("a")
-    budget.spend("a")
-    assert budget.wait("a") == 10 and budget.wait("b") == 0
+    other_worker.spend("a")
+    assert budget.wait("a") == 10 and other_worker.wait("a") == 10 and budget.wait("b") == 0
     now[0] += 4
     assert budget.wait("a") == 6
     now[0] += 6
+    assert other_worker.wait("a") == 0
+    now[0] = 50.0  # counted before a reboot: forgotten
     assert budget.wait("a") == 0
-    budget.spend("a")
-    budget.spend("b")
-    budget.spend("c")  # "a" failed longest ago: forgotten
-    assert budget.wait("a") == 0 and budget.wait("b") == 0
-    budget.spend("c")
-    assert budget.wait("c") > 0
+
+
+def test_a_flood_of_new_keys_takes_no_room(tmp_path):
+    budget = Budget(tmp_path / "budget", 1, 60.0, slots=64)
+    size = (tmp_path / "budget").stat().st_size
+    for n in range(1000):
+        budget.spend(f"user{n}")
+    assert (tmp_path / "budget").stat().st_size == size
+    assert sum(budget.wait(f"other{n}") > 0 for n in range(100)) == 100  # shared buckets: sooner
 
 
 def test_one_bcrypt_check_at_a_time_and_the_rest_wait_or_are_told_to_retry(
