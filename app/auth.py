@@ -107,23 +107,17 @@ class Logins:
         hashed = stored or found.dummy
         digest = hmac.new(self._key, b"\0".join((user.encode(), password.encode(), hashed)),
                           hashlib.sha256).digest()
-        keys = (client_key(address), user, "")
-        known = self._known.get(digest)
-        if known is not None:
+        if (known := self._known.get(digest)) is not None:
             return Verdict(known)
-        if wait := self._wait(keys):
-            login_checked.send(self, outcome="throttled")
-            return Verdict(False, wait)
-        if not self._slots.acquire(timeout=CHECK_WAIT):
-            login_checked.send(self, outcome="throttled")
-            return Verdict(False, 1)
+        keys = (client_key(address), user, "")
+        wait = self._wait(keys)  # before the slot: a throttled login waits for nothing
+        if wait or not self._slots.acquire(timeout=CHECK_WAIT):
+            return self._throttled(wait or 1)
         try:  # the same login may have been checked while this one waited for the slot
-            known = self._known.get(digest)
-            if known is not None:
+            if (known := self._known.get(digest)) is not None:
                 return Verdict(known)
             if wait := self._wait(keys):
-                login_checked.send(self, outcome="throttled")
-                return Verdict(False, wait)
+                return self._throttled(wait)
             try:
                 accepted = bcrypt.checkpw(password.encode(), hashed) and stored is not None
             except ValueError:  # a malformed hash in the file
@@ -136,6 +130,10 @@ class Logins:
                 budget.spend(key)
         login_checked.send(self, outcome="accepted" if accepted else "refused")
         return Verdict(accepted)
+
+    def _throttled(self, wait: int) -> Verdict:
+        login_checked.send(self, outcome="throttled")
+        return Verdict(False, wait)
 
     def _wait(self, keys: tuple[str, ...]) -> int:
         return max(budget.wait(key) for budget, key in zip(self.budgets, keys))

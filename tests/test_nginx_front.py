@@ -231,8 +231,9 @@ def test_pip_and_uv_install_through_the_front_and_every_hit_is_counted_once(chai
 def _logins(tmp_path, **users: str):
     """An htpasswd file of bcrypt hashes as `htpasswd -B` writes them (a low cost: fast)."""
     path = tmp_path / "htpasswd"
-    path.write_text("".join(f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()}\n"
-                            for user, password in users.items()))
+    hashed = {user: bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)) for user, password in
+              users.items()}
+    path.write_text("".join(f"{user}:{value.decode()}\n" for user, value in hashed.items()))
     return path
 
 
