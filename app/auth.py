@@ -205,8 +205,9 @@ def install(app: Flask, auth_file: Path | None, scope: str, cache_dir: Path) -> 
         if verdict.accepted:
             return None
         if verdict.retry_after:
-            # 429 with Retry-After: pip (urllib3) and uv wait and ask again, where a 401 ends
-            # their install; the front's auth_request passes only 401 and 403 on (RFC 6585).
+            # 429 with Retry-After (RFC 6585): pip (urllib3) waits that long and asks again,
+            # uv retries after its backoff, where a 401 ends their install. The front's
+            # auth_request passes only 401 and 403 on; it turns this 403 into the 429.
             status = 403 if request.endpoint == "auth.login" else 429
             return Response("too many failed logins: try again later\n", status,
                             {"Retry-After": str(verdict.retry_after)}, mimetype="text/plain")
