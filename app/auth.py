@@ -1,7 +1,6 @@
 """Optional HTTP basic auth against an htpasswd file of bcrypt hashes (PYPI_AUTH_FILE)."""
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 import logging
@@ -11,6 +10,7 @@ import threading
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import bcrypt
 from flask import Flask, Response, request
@@ -101,15 +101,16 @@ class Logins:
         self.budgets = tuple(Budget(budgets / name, *limits) for name, limits in
                              (("address", BY_ADDRESS), ("user", BY_USER), ("all", IN_ALL)))
 
-    def check(self, user: str, password: str, address: str) -> Verdict:
+    def check(self, user: str, password: str, address: Callable[[], str]) -> Verdict:
+        """The verdict on a login; `address` (the client's) is asked for only to check one."""
         found = self.htpasswd.load()
         stored = found.users.get(user)
         hashed = stored or found.dummy
-        digest = hmac.new(self._key, b"\0".join((user.encode(), password.encode(), hashed)),
-                          hashlib.sha256).digest()
+        digest = hmac.digest(self._key, b"\0".join((user.encode(), password.encode(), hashed)),
+                             "sha256")
         if (known := self._known.get(digest)) is not None:
             return Verdict(known)
-        keys = (client_key(address), user, "")
+        keys = (client_key(address()), user, "")
         wait = self._wait(keys)  # before the slot: a throttled login waits for nothing
         if wait or not self._slots.acquire(timeout=CHECK_WAIT):
             return self._throttled(wait or 1)
@@ -201,7 +202,7 @@ def install(app: Flask, auth_file: Path | None, scope: str, cache_dir: Path) -> 
         given = request.authorization
         if given is None or given.type != "basic":
             return Response("login required\n", 401, CHALLENGE, mimetype="text/plain")
-        verdict = logins.check(given.username or "", given.password or "", address())
+        verdict = logins.check(given.username or "", given.password or "", address)
         if verdict.accepted:
             return None
         if verdict.retry_after:
