@@ -14,8 +14,8 @@ import time
 import traceback
 from pathlib import Path
 
-from . import classroom, coldscale, far, files, pages, pipexp, procs, report, resolve, s3
-from . import servers, tools
+from . import auth, classroom, coldscale, far, files, pages, pipexp, procs, report, resolve
+from . import s3, servers, tools
 from .run import MIB, Run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +28,7 @@ WORKLOADS = {  # run in this order: each leaves the caches the next one expects
     "pages": pages.project_pages,
     "pip": pipexp.experiment,
     "small": pages.small_requests,
+    "auth": auth.logins,  # its own pypicache and front, with logins
     "resolve": resolve.resolution,  # its own upstream (no .metadata) and fresh proxies
     "s3": s3.shared_bucket,
     "coldscale": coldscale.cold_scale,  # its own upstream and fresh proxies
@@ -110,9 +111,10 @@ def start(run: Run, out: Path, peers: list[str]) -> None:
 
 
 def stop(run: Run) -> None:
-    for name in ("pypicache front", "pypicache"):
-        if name in run.servers:
-            run.servers[name].stop()
+    fronts = [s for s in run.servers.values() if isinstance(s, servers.PypicacheFront)]
+    apps = [s for s in run.servers.values() if isinstance(s, servers.Pypicache)]
+    for server in fronts + apps:  # the fronts first: they talk to the apps
+        server.stop()
     procs.stop_all()
 
 

@@ -69,17 +69,32 @@ def parallel_curl(url: str, clients: int) -> str:
     return start + "; for x in $p; do wait $x || exit 1; done"
 
 
+def wrk_command(url: str, seconds: float, headers: dict | None = None, connections: int = 64,
+                threads: int = 2, script: Path | None = None, *args: str) -> list[str]:
+    """wrk's command line; a Lua `script` (wrk -s) gets `args` after `--`."""
+    extra = [arg for k, v in (headers or {}).items() for arg in ("-H", f"{k}: {v}")]
+    if script is not None:
+        extra += ["-s", str(script)]
+    tail = ["--", *args] if args else []
+    return ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", *extra, url,
+            *tail]
+
+
 def wrk(
     url: str, seconds: float, headers: dict | None = None, connections: int = 64, threads: int = 2
 ) -> dict:
     """Requests per second at `connections` keep-alive connections; errors are reported."""
-    extra = [arg for k, v in (headers or {}).items() for arg in ("-H", f"{k}: {v}")]
     out = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", *extra, url],
+        wrk_command(url, seconds, headers, connections, threads),
         capture_output=True,
         text=True,
         timeout=seconds + 60,
     ).stdout
+    return wrk_figures(out)
+
+
+def wrk_figures(out: str) -> dict:
+    """wrk's report: requests per second and in all, non-2xx answers, socket errors."""
     count = re.search(r"(\d+) requests in", out)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)

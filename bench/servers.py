@@ -31,6 +31,7 @@ class Server:
 
     name = "?"
     pids: list[int] = []
+    login: tuple[str, str] | None = None  # (user, password) for a server that asks
 
     def __init__(self, simple: str):
         self.simple = simple.rstrip("/") + "/"
@@ -41,7 +42,7 @@ class Server:
     def file_url(self, project: str, filename: str) -> str:
         page = self.page_url(project)
         parser = _Links()
-        parser.feed(requests.get(page, timeout=120).text)
+        parser.feed(requests.get(page, auth=self.login, timeout=120).text)
         for href in parser.hrefs:
             url = urljoin(page, href).split("#", 1)[0]
             if url.rsplit("/", 1)[-1] == filename:
@@ -60,16 +61,16 @@ class Server:
 class Pypicache(Server):
     name = "pypicache"
 
-    def __init__(self, out: Path, upstream_env: dict[str, str]):
+    def __init__(self, out: Path, upstream_env: dict[str, str], directory: str = "pypicache",
+                 **env: str):
         # The product's defaults: an empty variable means "default" (README), so the test
         # helper's own choices (workers, read timeout) are blanked here.
         workers = int(TABLE["workers"][2])
         self.proxy = Proxy(
-            out / "pypicache" / "cache",
+            out / directory / "cache",
             upstream_env,
             workers=workers,
-            PYPI_WORKERS="",
-            PYPI_READ_TIMEOUT="",
+            **({"PYPI_WORKERS": "", "PYPI_READ_TIMEOUT": ""} | env),
         ).start()
         self.workers = workers
         super().__init__(self.proxy.url + "/simple/")
@@ -86,9 +87,9 @@ class PypicacheFront(Server):
 
     name = "pypicache front"
 
-    def __init__(self, app: Pypicache):
-        self.app = app
-        self.front = Front(app.proxy).start()
+    def __init__(self, app: Pypicache, **env: str):
+        self.app, self.login = app, app.login
+        self.front = Front(app.proxy, **env).start()
         self.proc = self.front.process  # the start script execs nginx: its master
         super().__init__(self.front.url + "/simple/")
 
