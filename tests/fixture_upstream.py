@@ -550,6 +550,8 @@ class _Handler(BaseHTTPRequestHandler):
                      ("Content-Length", str(stop - start))]:
             self.send_header(k, v)
         self.end_headers()
+        with up._lock:  # counted first: a fast client may look before the last write returns
+            up._bytes[f.filename] += stop - start
         with open(f.disk_path, "rb") as fh:
             at = start
             if not up.bandwidth:
@@ -561,8 +563,6 @@ class _Handler(BaseHTTPRequestHandler):
                 up._pace(len(chunk))
                 self.wfile.write(chunk)
                 at += len(chunk)
-        with up._lock:
-            up._bytes[f.filename] += stop - start
 
     def _stream(self, up, f, limit, chunked, corrupt):
         rate = up.throttle
