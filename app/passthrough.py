@@ -27,6 +27,10 @@ _NOT_ADVERTISED = re.compile(
     rb'"core-metadata"\s*:\s*false\s*,\s*"data-dist-info-metadata"\s*:\s*false\s*,\s*'
     rb'("filename"\s*:\s*"([^"\\]*\.whl)")')
 _NAME = re.compile(rb'"name"\s*:\s*"[^"\\]*"')
+# A false flag says what an absent one says; the long way drops them, and so does HTML.
+_FLAG_KEY = rb'"(?:core-metadata|data-dist-info-metadata)"\s*:\s*false'
+_FALSE_AFTER = re.compile(rb",\s*" + _FLAG_KEY + rb"(?=\s*[,}])")
+_FALSE_FIRST = re.compile(rb"(?<=\{)\s*" + _FLAG_KEY + rb"\s*,\s*")
 _RELATIVE = b'"url":"../../packages/'
 HIGHEST = (1, 4)
 
@@ -55,6 +59,7 @@ def rewrite(body: bytes, files_base: str, prefix: str, name: str,
     body = _advertise(body, wheels, known)
     if body is None:
         return None
+    body = _FALSE_FIRST.sub(b"", _FALSE_AFTER.sub(b"", body))
     body = _NAME.sub(b'"name":"' + name.encode() + b'"', body, count=1)
     return body, [_path_of(body, filename) for filename in odd]
 
