@@ -286,7 +286,7 @@ def test_ranges_on_a_cached_file(client):
     url = "/packages/ab/demo-1.0.tar.gz"
     full = client.get(url)
     assert full.data == body and full.headers["Accept-Ranges"] == "bytes"
-    etag = full.headers["ETag"]
+    etag = client.head(url).headers["ETag"]  # none on the miss: the mock gave no length
     cases = {"bytes=0-9": body[:10], "bytes=10000-": body[10000:], "bytes=-5": body[-5:], "bytes=100-199": body[100:200]}
     for header, expected in cases.items():
         part = client.get(url, headers={"Range": header})
