@@ -58,23 +58,24 @@ def _respond(result: Hit | Follow | Part | Stored | Head, path: str, ask: Ask) -
         result.close()
         return _bare(answer, file)
     stop = answer.stop if answer.stop is not None else (file.size if file else None)
+    # Headers as a list: a hit is the request this server answers most, and each header set
+    # one by one costs a scan of the others.
+    headers = [("Accept-Ranges", "bytes"), *_validators(file)]
+    if stop is not None:  # none claimed while no length is known
+        headers.append(("Content-Length", str(stop - answer.start)))
+    if answer.status == 206:
+        headers.append(("Content-Range", f"bytes {answer.start}-{stop - 1}/{file.size}"))
     if isinstance(result, Hit) and stop == file.size:
         # To its end: sendfile from the file's offset (gunicorn sends Content-Length bytes from
         # there; another WSGI server reads the file to its end), so as it is, not wrapped.
         result.file.seek(answer.start)
-        response = Response(wrap_file(request.environ, result.file), status=answer.status,
+        response = Response(wrap_file(request.environ, result.file), answer.status, headers,
                             mimetype=OCTET_STREAM, direct_passthrough=True)
     else:
-        response = Response(_body(result, answer.start, stop), status=answer.status,
+        response = Response(_body(result, answer.start, stop), answer.status, headers,
                             mimetype=OCTET_STREAM)
         response.call_on_close(result.close)
-    response.automatically_set_content_length = False  # no length claimed while none is known
-    if stop is not None:
-        response.content_length = stop - answer.start
-    if answer.status == 206:
-        response.headers["Content-Range"] = f"bytes {answer.start}-{stop - 1}/{file.size}"
-    response.headers["Accept-Ranges"] = "bytes"
-    _validators(response, file)
+    response.automatically_set_content_length = False
     return response
 
 
@@ -94,18 +95,15 @@ def _body(result: Hit | Follow | Part | Stored | Head, start: int,
 
 def _bare(answer: Answer, file: Validator | None) -> Response:
     """A 304, 412 or 416: headers only."""
-    response = Response(status=answer.status)
     if answer.status == 416:
-        response.headers["Content-Range"] = f"bytes */{file.size}"
-    elif answer.status == 304:
-        _validators(response, file)
-    return response
+        return Response(status=416, headers=[("Content-Range", f"bytes */{file.size}")])
+    return Response(status=answer.status, headers=_validators(file) if answer.status == 304 else [])
 
 
-def _validators(response: Response, file: Validator | None) -> None:
-    if file is not None:  # none yet for a download whose size nobody gave
-        response.headers["ETag"] = file.etag
-        response.headers["Last-Modified"] = file.last_modified
+def _validators(file: Validator | None) -> list[tuple[str, str]]:
+    if file is None:  # none yet for a download whose size nobody gave
+        return []
+    return [("ETag", file.etag), ("Last-Modified", file.last_modified)]
 
 
 def _first_bytes(chunks: Iterator[bytes]) -> Iterator[bytes]:
