@@ -304,6 +304,27 @@ def test_ranges_on_a_cached_file(client):
 
 
 @responses.activate
+def test_a_refused_range_or_precondition_counts_nowhere(app, client):
+    """As the nginx front's log is read (app/stats/frontlog.py): a 4xx is neither a hit nor a use."""
+    listed = {"meta": {"api-version": "1.0"}, "name": "demo", "files": [
+        {"filename": "demo-1.0.tar.gz", "url": f"{FILES}/ab/demo-1.0.tar.gz", "hashes": {}}]}
+    responses.get(f"{MIRROR}/demo/", json=listed, content_type="application/vnd.pypi.simple.v1+json")
+    responses.get(f"{FILES}/ab/demo-1.0.tar.gz", body=b"x" * 100)
+    url = "/packages/ab/demo-1.0.tar.gz"
+    assert client.get(url).data == b"x" * 100
+    stats = app.extensions["pypicache.stats"]
+    stats.recorder.flush()
+    before = stats.catalog.totals()
+    assert client.get(url, headers={"Range": "bytes=100-"}).status_code == 416
+    assert client.get(url, headers={"If-Match": '"other"'}).status_code == 412
+    stats.recorder.flush()
+    assert stats.catalog.totals() == before
+    assert client.get(url).headers["X-Cache"] == "hit"
+    stats.recorder.flush()
+    assert stats.catalog.totals()["requests_hit"] == before.get("requests_hit", 0) + 1
+
+
+@responses.activate
 def test_an_upstream_404_for_a_page_we_have_serves_it_stale_for_a_grace_then_404(app, client, monkeypatch):
     """A mirror in the middle of a sync answers 404 for projects it has: users keep the page."""
     upstream_page(headers={"ETag": '"v1"'})
