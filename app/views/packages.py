@@ -45,7 +45,12 @@ def package(path: str) -> Response:
 
 def _respond(result: Hit | Follow | Part | Stored | Head, path: str, ask: Ask) -> Response:
     """Every kind of result answered alike, as the nginx front answers a published file:
-    the same validators, conditionals and ranges (app/conditional.py)."""
+    the same validators, conditionals and ranges (app/conditional.py).
+
+    Built by hand rather than with send_file: a warm hit is the request this server answers
+    most, and send_file's guessing and conditional machinery was a third of its cost. The
+    type is fixed (a guess would add Content-Encoding: gzip to .tar.gz, which breaks uv).
+    """
     if isinstance(result, Hit):
         file = of_open_file(result.file.fileno())
     else:
@@ -61,7 +66,7 @@ def _respond(result: Hit | Follow | Part | Stored | Head, path: str, ask: Ask) -
     # Headers as a list: a hit is the request this server answers most, and each header set
     # one by one costs a scan of the others.
     headers = [("Accept-Ranges", "bytes"), *_validators(file)]
-    if stop is not None:  # none claimed while no length is known
+    if stop is not None:
         headers.append(("Content-Length", str(stop - answer.start)))
     if answer.status == 206:
         headers.append(("Content-Range", f"bytes {answer.start}-{stop - 1}/{file.size}"))
@@ -75,6 +80,7 @@ def _respond(result: Hit | Follow | Part | Stored | Head, path: str, ask: Ask) -
         response = Response(_body(result, answer.start, stop), answer.status, headers,
                             mimetype=OCTET_STREAM)
         response.call_on_close(result.close)
+    # No length claimed while none is known (a HEAD's empty body is not the file's length).
     response.automatically_set_content_length = False
     return response
 
