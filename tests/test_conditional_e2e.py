@@ -171,7 +171,8 @@ def test_any_range_header_gets_the_answer_nginx_gives(published, pieces, unit):
 
 
 def test_a_download_in_progress_answers_as_the_table_says(tmp_path):
-    up = Upstream(tmp_path / "up", throttle=SIZE // 6).start()  # six seconds for the file
+    # Twelve seconds for the file: every question is asked long before its end, under load too.
+    up = Upstream(tmp_path / "up", throttle=SIZE // 12).start()
     proxy = Proxy(tmp_path / "cache", up.env(), workers=2)
     try:
         with started(proxy) as front:
