@@ -12,10 +12,12 @@ from . import config
 from .catalog import Catalog
 from .errors import ProxyError
 from .fetch import Fetcher
+from .listings import Listings
 from .metadata import Metadata
 from .objects import open_storage
 from .pages import Pages
-from .store import Store, sqlite_storage_error
+from .catalog import storage_error as catalog_error_of
+from .store import Store
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -31,27 +33,31 @@ class Services:
     upstream: Upstream
     fetcher: Fetcher
     pages: Pages
+    listings: Listings
     metadata: Metadata
     cluster: Any = None  # app.cluster.Cluster when files are shared through a bucket
 
     @classmethod
     def build(cls, settings: config.Settings) -> "Services":
         store = Store(settings.cache_dir)
-        catalog = Catalog(settings.cache_dir / "catalog.sqlite3", settings.catalog_max_rows)
+        catalog = Catalog(settings.cache_dir / "catalog.sqlite3")
         upstream = Upstream(settings)
         pages = Pages(settings, store, catalog, upstream)
+        listings = Listings(settings, pages, catalog)
         if not settings.storage_url:
-            fetcher = Fetcher(settings, store, catalog, upstream, pages.project)
-            return cls(settings, store, catalog, upstream, fetcher, pages, Metadata(fetcher))
+            fetcher = Fetcher(settings, store, catalog, upstream, listings)
+            return cls(settings, store, catalog, upstream, fetcher, pages, listings,
+                       Metadata(fetcher))
         from .cluster import Cluster, ClusterFetcher  # boto3 only where a bucket is used
 
         bucket = open_storage(settings.storage_url, store.files,
                               connect_timeout=settings.connect_timeout,
                               read_timeout=settings.read_timeout, connections=settings.threads)
         cluster = Cluster(bucket, store, catalog)
-        fetcher = ClusterFetcher(settings, store, catalog, upstream, pages.project, cluster=cluster,
+        fetcher = ClusterFetcher(settings, store, catalog, upstream, listings, cluster=cluster,
                                  redirect=settings.s3_redirect)
-        return cls(settings, store, catalog, upstream, fetcher, pages, Metadata(fetcher), cluster)
+        return cls(settings, store, catalog, upstream, fetcher, pages, listings, Metadata(fetcher),
+                   cluster)
 
 
 def _log_like_gunicorn() -> None:
@@ -86,8 +92,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     @app.errorhandler(sqlite3.OperationalError)
     def catalog_error(error: sqlite3.OperationalError) -> Response:
-        # A full or read-only cache disk reaches the catalog too: a clear 507, not a 500.
-        storage = sqlite_storage_error(error)
+        # A full or read-only cache disk reaches the catalog too: a clear 507 (a busy one, 503).
+        storage = catalog_error_of(error)
         if storage is None:
             raise error
         return proxy_error(storage)

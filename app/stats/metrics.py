@@ -72,7 +72,12 @@ class _CacheSize:
         self.catalog = catalog
 
     def collect(self):
-        files, size, projects = self.catalog.usage()
-        yield GaugeMetricFamily("pypicache_cache_bytes", "Bytes of cached files", value=size)
-        yield GaugeMetricFamily("pypicache_cache_files", "Cached files", value=files)
-        yield GaugeMetricFamily("pypicache_cache_projects", "Projects cached", value=projects)
+        usage = self.catalog.usage()
+        yield GaugeMetricFamily("pypicache_cache_bytes", "Bytes of cached files", value=usage.bytes)
+        yield GaugeMetricFamily("pypicache_cache_files", "Cached files", value=usage.files)
+        yield GaugeMetricFamily("pypicache_cache_projects", "Projects cached", value=usage.projects)
+        yield GaugeMetricFamily("pypicache_cache_page_bytes", "Bytes of cached index pages",
+                                value=usage.page_bytes)
+        yield GaugeMetricFamily("pypicache_cache_disk_bytes", "Bytes the cache takes on disk: "
+                                "files, index pages and catalog (what the size cap bounds)",
+                                value=usage.disk)

@@ -82,6 +82,11 @@ def install(app: Flask, services) -> Stats:
     return stats
 
 
+def page_served(name: str) -> None:
+    """The page route's hook: the page's last use (the size cap removes the least recent)."""
+    current_app.extensions[EXTENSION].recorder.page_request(name)
+
+
 def file_served(path: str, cache: str, response: Response) -> None:
     """The file route's hook: count the request; time a hit's bytes until gunicorn sent them."""
     stats: Stats = current_app.extensions[EXTENSION]

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+from typing import BinaryIO
 
 from flask import Blueprint, Response, redirect, request
 from werkzeug.wsgi import wrap_file
 
 from .. import names, render
-from ..pages import Page
+from ..pages import ROOT
+from ..stats.setup import page_served
 from . import services
 
 bp = Blueprint("simple", __name__)
@@ -20,39 +22,47 @@ def _redirect(location: str) -> Response:
     return redirect(location + ("?" + query if query else ""), 301)
 
 
-def _page_response(page: Page) -> Response:
+def _page_response(name: str) -> Response:
     media_type = render.negotiate(request.headers.get("Accept", ""), request.args.get("format"))
     if media_type is None:
         offered = ", ".join(render.OFFERS)
         return Response(f"Not acceptable; this index offers {offered}\n", 406, mimetype="text/plain")
     fmt = "json" if render.is_json(media_type) else "html"
     compressed = request.accept_encodings["gzip"] > 0  # "gzip;q=0" refuses it
-    etag = page.etags[fmt]
-    if compressed:
-        etag = etag[:-1] + '-gz"'  # a strong ETag names the exact bytes of this representation
+    found = services()
+    page, body = found.pages.open(name, fmt, compressed)
+    etag = page.etag(fmt, compressed)
     # If-None-Match compares weakly (RFC 9110 13.1.2): a W/ tag from a gzipping front matches.
     if request.if_none_match.contains_weak(etag.strip('"')):
+        if not isinstance(body, bytes):
+            body.close()
         response = Response(status=304)
     else:
-        body = open(page.body(fmt, compressed), "rb")
-        size = os.fstat(body.fileno()).st_size
-        if size < SMALL:
-            with body:
-                response = Response(body.read(), mimetype=media_type)
-        else:  # the root list: sendfile, never in memory
-            response = Response(
-                wrap_file(request.environ, body), mimetype=media_type, direct_passthrough=True
-            )
-            response.content_length = size
+        response = _body_response(body, media_type)
         if compressed:
             response.content_encoding = "gzip"
     response.headers["ETag"] = etag
     response.headers["Vary"] = "Accept, Accept-Encoding"
-    response.headers["Cache-Control"] = f"max-age={int(services().settings.index_ttl)}, public"
+    response.headers["Cache-Control"] = f"max-age={int(found.settings.index_ttl)}, public"
     response.headers["X-Cache"] = page.cache
     response.headers["Age"] = str(int(page.age)) if page.cache != "miss" else "0"
     if page.cache == "stale":
         response.headers["Warning"] = '110 pypicache "Response is Stale"'
+    page_served(name)  # its last use, for the size cap (app/stats)
+    return response
+
+
+def _body_response(body: BinaryIO | bytes, media_type: str) -> Response:
+    """Bytes just rendered, a small file read at once, or a big one (the root list) by sendfile."""
+    if isinstance(body, bytes):
+        return Response(body, mimetype=media_type)
+    size = os.fstat(body.fileno()).st_size
+    if size < SMALL:
+        with body:
+            return Response(body.read(), mimetype=media_type)
+    response = Response(wrap_file(request.environ, body), mimetype=media_type,
+                        direct_passthrough=True)
+    response.content_length = size
     return response
 
 
@@ -63,7 +73,7 @@ def root_without_slash() -> Response:
 
 @bp.get("/simple/")
 def root() -> Response:
-    return _page_response(services().pages.root())
+    return _page_response(ROOT)
 
 
 @bp.get("/simple/<project>")
@@ -76,4 +86,4 @@ def project(project: str) -> Response:
     name = names.project_name(project)
     if name != project:
         return _redirect(f"../{name}/")
-    return _page_response(services().pages.project(name))
+    return _page_response(name)
