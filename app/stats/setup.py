@@ -11,7 +11,7 @@ from ..evict import Evictor
 from .frontlog import FrontLog
 from .metrics import Metrics
 from .recorder import Recorder
-from .signals import file_cached, upstream_answered
+from .signals import file_cached, login_checked, upstream_answered
 
 log = logging.getLogger(__name__)
 EXTENSION = "pypicache.stats"
@@ -60,6 +60,9 @@ class Stats:
         if up is not None and up.name:
             self.recorder.event(f"{name}:{up.name}", text)
 
+    def on_login_checked(self, logins, outcome: str) -> None:
+        self.metrics.logins.labels(outcome).inc()
+
     def _front_hits(self, hits: int, size: int) -> None:
         self._hit.inc(hits)
         self._hit_bytes.inc(size)
@@ -77,6 +80,8 @@ def install(app: Flask, services) -> Stats:
     # blinker holds receivers weakly: `stats` lives as long as the app's extensions.
     file_cached.connect(stats.on_file_cached, sender=services.fetcher)
     upstream_answered.connect(stats.on_upstream_answered, sender=services.upstream)
+    if (logins := app.extensions.get("pypicache.logins")) is not None:
+        login_checked.connect(stats.on_login_checked, sender=logins)
     stats.front_log.start()  # gunicorn builds the app in each worker, after the fork
     app.after_request(stats.after_request)
     return stats
