@@ -23,13 +23,12 @@ import time
 import uuid
 from pathlib import Path
 
-from werkzeug.datastructures import Range
-
 from .catalog import Catalog
+from .conditional import PLAIN, Ask
 from .fetch import Fetcher
 from .objects import Storage, Stored
 from .ranges import Part
-from .results import Follow, Hit
+from .results import Follow, Head, Hit
 from .s3 import LEASE_SECONDS, S3Storage
 from .store import Store
 
@@ -48,9 +47,9 @@ class ClusterFetcher(Fetcher):
         self.redirect = redirect
         self.patience = min(LEASE_SECONDS, self.stall / 2)
 
-    def open(self, path: str, byte_range: Range | None = None) -> Hit | Follow | Part | Stored:
+    def open(self, path: str, ask: Ask = PLAIN) -> Hit | Follow | Part | Head | Stored:
         self.cluster.start()  # after fork, in the worker: a thread of its own
-        return super().open(path, byte_range)
+        return super().open(path, ask)
 
     def cached(self, path: str) -> Hit | Stored | None:
         if (hit := super().cached(path)) is not None:

@@ -36,7 +36,7 @@ class Download:
                 raise IntegrityError(f"got {written} bytes, expected {self.size}")
             if self.sha256 and digest.hexdigest() != self.sha256:
                 raise IntegrityError("sha256 does not match the index")
-            store.publish(self.part, store.file(self.path))
+            store.publish_file(self.part, self.path)
             self.fetcher.catalog.record_cached(
                 self.path, self.project or names.project_of_file(self.path), written, digest.hexdigest()
             )

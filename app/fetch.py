@@ -18,9 +18,7 @@ import threading
 import time
 from urllib.parse import quote
 
-from werkzeug.datastructures import Range
-
-from . import indexes, names, ranges
+from . import conditional, indexes, names, ranges
 from .catalog import Catalog
 from .download import Download
 from .errors import (
@@ -54,19 +52,21 @@ class Fetcher:
         # How long a leader may take to announce: a slot, then the upstream's headers.
         self.start_wait = settings.download_wait + settings.connect_timeout + settings.read_timeout
 
-    def open(self, path: str, byte_range: Range | None = None) -> Hit | Follow | ranges.Part:
+    def open(self, path: str, ask: conditional.Ask = conditional.PLAIN
+             ) -> Hit | Follow | ranges.Part | Head:
         """The cached file, or a stream of its download (started here or by another worker).
 
-        A range of a file not cached starts no download (docs/DESIGN.md): it is followed
-        in a download already under way that has reached it, else asked of the upstream.
+        A request for less than the whole file starts no download (docs/DESIGN.md): a range
+        is followed in a download already under way that has reached it, else asked of the
+        upstream; a 304, 412 or 416 is a Head of the file's size, answered as it says.
         """
         if (hit := self.cached(path)) is not None:
             return hit
-        self.listings.require(path)
-        if byte_range is not None:
-            part = self._range(path, byte_range)
-            if part is not None:
-                return part
+        listed = self.listings.require(path)
+        if not ask.plain:
+            early = self._before_download(path, ask, listed.size)
+            if early is not None:
+                return early
         return self.single_flight(path)
 
     def describe(self, path: str) -> Hit | Stored | Head:
@@ -79,18 +79,33 @@ class Fetcher:
         length = self.upstream.head(self.url(path))
         return Head(_agreed(listed.size, length))
 
-    def _range(self, path: str, byte_range: Range) -> Follow | ranges.Part | None:
+    def _before_download(self, path: str, ask: conditional.Ask,
+                         size: int | None) -> Follow | ranges.Part | Head | None:
+        """What a conditional or range request gets without a download, if anything: the
+        answer follows from the file's size (the index's, else the upstream's HEAD), as it
+        will once the file is published (app/conditional.py)."""
+        if size is None:
+            try:
+                size = self.upstream.head(self.url(path))
+            except UpstreamTimeout:
+                raise
+            except UpstreamError:  # an upstream may refuse a HEAD and still send the file
+                return None
+        answer = conditional.resolve(ask, conditional.validator(path, size))
+        if answer.status == 206:
+            return self._range(path, answer, size)
+        return None if answer.has_body else Head(size)
+
+    def _range(self, path: str, answer: conditional.Answer,
+               size: int) -> Follow | ranges.Part | None:
         follow = self._follow(path)
         if follow is not None:
-            span = byte_range.range_for_length(follow.size) if follow.size is not None else None
-            if span is not None and follow.landed(*span):
+            if follow.size == size and follow.landed(answer.start, answer.stop):
                 follow.early = True
                 return follow
             follow.close()
-        listed = self.listings.find(path)
-        size = listed.size if listed else None
         try:
-            return ranges.part(self.upstream, self.url(path), byte_range.to_header(), size)
+            return ranges.part(self.upstream, self.url(path), answer.start, answer.stop, size)
         except ranges.RangesIgnored:
             return None  # the upstream sends whole files only: follow the one download
 

@@ -61,7 +61,7 @@ class Metadata:
             digest = hashlib.sha256(data).hexdigest()
             if sha256 and digest != sha256:
                 raise IntegrityError("the wheel's METADATA does not match the page's metadata hash")
-            self.store.write_atomic(self.store.file(path), data)
+            self.store.write_file(path, data)
             # Its catalog row, and with it the hash the next render of the page advertises,
             # comes with the next statistics flush, as for every published file.
             self.catalog.record_cached(path, project or names.project_of_file(path), len(data), digest)

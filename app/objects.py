@@ -69,6 +69,7 @@ class Stored:
 
     def __init__(self, blob: Blob, url: str | None):
         self.blob, self.url = blob, url
+        self.size = blob.size
 
     def close(self) -> None:
         self.blob.close()

@@ -26,7 +26,6 @@ class Part:
     size: int  # of the whole file
     chunks: Iterator[bytes]
     cache: str = "range"
-    status: int = 206
 
     def close(self) -> None:
         close = getattr(self.chunks, "close", None)
@@ -55,22 +54,20 @@ def _ask(upstream: Upstream, url: str, spec: str):
     return response
 
 
-def part(upstream: Upstream, url: str, spec: str, expected_size: int | None) -> Part:
-    """The client's range (`spec`, one range, as a Range header) from the upstream, or a 416.
+def part(upstream: Upstream, url: str, start: int, stop: int, size: int) -> Part:
+    """Bytes [start, stop) of a file of `size` bytes, from the upstream's 206 as it arrives.
 
+    The range was resolved here (app/conditional.py) and is asked for by its positions, so an
+    upstream that mistakes a suffix longer than the file for an error gives the same bytes.
     Raises RangesIgnored when the upstream sends the whole file instead: the caller then
     follows the single-flight download (whose bytes are kept) rather than relaying it.
     """
-    response = _ask(upstream, url, spec)
-    if response.status_code == 416:
-        response.close()
-        match = re.fullmatch(r"bytes \*/(\d+)", response.headers.get("Content-Range", ""))
-        size = int(match[1]) if match else expected_size
-        if size is None:
-            raise UpstreamError("upstream refused the range without saying the file's size")
-        return Part(0, 0, size, iter(()), status=416)
+    response = _ask(upstream, url, f"bytes={start}-{stop - 1}")
     try:
-        start, stop, size = _content_range(response, expected_size)
+        if response.status_code != 206:  # a 416 for a range of the index's size
+            raise UpstreamError(f"upstream answered {response.status_code} to a range of the file")
+        if _content_range(response, size) != (start, stop, size):
+            raise UpstreamError("upstream sent another range than the one asked for")
     except UpstreamError:
         response.close()
         raise

@@ -1,5 +1,6 @@
 """What the fetch layer answers a file request with: the cached file, a download in progress
-to follow as it grows, or the upstream's description of a file not cached (a HEAD)."""
+to follow as it grows, or a file not cached described by its size (a HEAD, or a request
+whose answer has no body)."""
 from __future__ import annotations
 
 import json
@@ -33,6 +34,9 @@ class Hit:
 
     file: BinaryIO
     cache: str = "hit"
+
+    def close(self) -> None:
+        self.file.close()
 
 
 class Follow:
@@ -112,7 +116,10 @@ class Follow:
 
 @dataclass
 class Head:
-    """A file not cached, as the upstream's HEAD describes it."""
+    """A file not cached, as the index or the upstream's HEAD describes it."""
 
     size: int | None
     cache: str = "miss"
+
+    def close(self) -> None:
+        pass

@@ -38,6 +38,19 @@ def key(name: str) -> str:
     return hashlib.sha1(name.encode()).hexdigest()
 
 
+# Published files' mtimes lie in 2000-2019: in the past (a Last-Modified in the future is
+# invalid, RFC 9110 8.8.2.1) and spread by path, so that no two files share an ETag by chance.
+_MTIME_EPOCH = 946684800  # 2000-01-01T00:00:00Z
+_MTIME_SPAN = 20 * 365 * 86400
+
+
+def published_mtime(path: str) -> int:
+    """The mtime of the file published at `path`: a function of the path alone, so that its
+    validators (app/conditional.py) are known before its download ends, and are the same on
+    every node, after a restart and after an eviction and a new download."""
+    return _MTIME_EPOCH + int(key(path)[:8], 16) % _MTIME_SPAN
+
+
 class Store:
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -134,13 +147,19 @@ class Store:
         fcntl.flock(fd, fcntl.LOCK_EX)
         return fd, Path(name)
 
-    def publish(self, temp: Path, target: Path) -> None:
+    def publish(self, temp: Path, target: Path, mtime: int | None = None) -> None:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(temp, 0o644)
+            if mtime is not None:
+                os.utime(temp, (time.time(), mtime))
             os.replace(temp, target)
         except OSError as error:
             raise storage_error(error) from error
+
+    def publish_file(self, temp: Path, path: str) -> None:
+        """Publish the verified file `temp` at `path`, with its published_mtime."""
+        self.publish(temp, self.file(path), published_mtime(path))
 
     def published(self, path: str, fd: int) -> bool:
         """Whether the open temp file `fd` is the file now published at `path` (its inode)."""
@@ -151,7 +170,11 @@ class Store:
         mine = os.fstat(fd)
         return (done.st_ino, done.st_dev) == (mine.st_ino, mine.st_dev)
 
-    def write_atomic(self, target: Path, data: bytes) -> None:
+    def write_file(self, path: str, data: bytes) -> None:
+        """Publish bytes made here (a wheel's METADATA) at `path`, as publish_file does."""
+        self.write_atomic(self.file(path), data, published_mtime(path))
+
+    def write_atomic(self, target: Path, data: bytes, mtime: int | None = None) -> None:
         # The temp file stays open, and so flocked, until it is renamed: a worker booting
         # meanwhile (a HUP reload) runs sweep_temp, which removes only unlocked temp files.
         fd, temp = self.new_temp(key(str(target)))
@@ -160,7 +183,7 @@ class Store:
                 write_all(fd, data)
             except OSError as error:  # ENOSPC lands here, not in mkstemp (an inode is free)
                 raise storage_error(error) from error
-            self.publish(temp, target)
+            self.publish(temp, target, mtime)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise

@@ -6,9 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 
 from .fixture_upstream import Upstream
-from .servers import Proxy, add_chain, clean_environ
+from .servers import Front, Proxy, add_chain, clean_environ
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
@@ -82,6 +83,46 @@ def test_poetry_installs_from_a_primary_source(proxy, tmp_path):
     assert venv_versions(project / ".venv") == CHAIN
     lock = (project / "poetry.lock").read_text()
     assert all(f'name = "{name}"' in lock for name in CHAIN) and "sha256:" in lock
+
+
+def test_poetry_installs_through_the_nginx_front(proxy, tmp_path):
+    front = Front(proxy).start()
+    try:
+        project = poetry_install(tmp_path, f"{front.url}/simple/")
+        assert venv_versions(project / ".venv") == CHAIN
+    finally:
+        front.stop()
+
+
+def test_poetry_reads_a_small_wheel_by_its_tail_on_every_path(tmp_path):
+    """poetry's lazy wheel, for a wheel without PEP 658 metadata, first asks `bytes=-10000`,
+    longer than a small wheel: a cold file (relayed from the upstream), a hit and the nginx
+    front each answer it with the whole wheel (RFC 9110 14.1.2), so one request reads it."""
+    from poetry.inspection.lazy_wheel import metadata_from_wheel_url
+
+    up = Upstream(tmp_path / "up").start()
+    wheel = up.add_wheel("alpha", "1.0")
+    assert wheel.size < 10_000
+    proxy = Proxy(tmp_path / "cache", up.env(), workers=2).start()
+    front = Front(proxy).start()
+    try:
+        assert requests.get(f"{proxy.url}/simple/alpha/", timeout=30).ok
+        path = "/packages/" + wheel.path.split("/packages/", 1)[1]
+        answers: list[tuple[int, str | None]] = []
+        session = requests.Session()
+        session.hooks["response"].append(
+            lambda response, *args, **kwargs: answers.append(
+                (response.status_code, response.headers.get("X-Cache"))))
+        read = lambda base: metadata_from_wheel_url("alpha", base + path, session)  # noqa: E731
+        assert read(proxy.url)["name"] == "alpha"  # cold: nothing is downloaded for it
+        assert up.downloads(wheel.filename) == 0
+        assert requests.get(proxy.url + path, timeout=30).content == wheel.disk_path.read_bytes()
+        assert read(proxy.url)["version"] == "1.0" and read(front.url)["name"] == "alpha"
+        assert answers == [(206, "range"), (206, "hit"), (206, "hit")]
+    finally:
+        front.stop()
+        proxy.stop()
+        up.stop()
 
 
 def test_pdm_installs_from_its_source(proxy, tmp_path):

@@ -300,7 +300,7 @@ def test_ranges_on_a_cached_file(client):
     url = "/packages/ab/demo-1.0.tar.gz"
     full = client.get(url)
     assert full.data == body and full.headers["Accept-Ranges"] == "bytes"
-    etag = full.headers["ETag"]
+    etag = client.head(url).headers["ETag"]  # none on the miss: the mock gave no length
     cases = {"bytes=0-9": body[:10], "bytes=10000-": body[10000:], "bytes=-5": body[-5:], "bytes=100-199": body[100:200]}
     for header, expected in cases.items():
         part = client.get(url, headers={"Range": header})
@@ -315,6 +315,27 @@ def test_ranges_on_a_cached_file(client):
     assert head.status_code == 200 and head.data == b"" and head.content_length == len(body)
     assert client.get(url, headers={"If-None-Match": etag}).status_code == 304
     assert client.get(url, headers={"If-None-Match": f"W/{etag}"}).status_code == 304  # weak
+
+
+@responses.activate
+def test_a_refused_range_or_precondition_counts_nowhere(app, client):
+    """As the nginx front's log is read (app/stats/frontlog.py): a 4xx is neither a hit nor a use."""
+    listed = {"meta": {"api-version": "1.0"}, "name": "demo", "files": [
+        {"filename": "demo-1.0.tar.gz", "url": f"{FILES}/ab/demo-1.0.tar.gz", "hashes": {}}]}
+    responses.get(f"{MIRROR}/demo/", json=listed, content_type="application/vnd.pypi.simple.v1+json")
+    responses.get(f"{FILES}/ab/demo-1.0.tar.gz", body=b"x" * 100)
+    url = "/packages/ab/demo-1.0.tar.gz"
+    assert client.get(url).data == b"x" * 100
+    stats = app.extensions["pypicache.stats"]
+    stats.recorder.flush()
+    before = stats.catalog.totals()
+    assert client.get(url, headers={"Range": "bytes=100-"}).status_code == 416
+    assert client.get(url, headers={"If-Match": '"other"'}).status_code == 412
+    stats.recorder.flush()
+    assert stats.catalog.totals() == before
+    assert client.get(url).headers["X-Cache"] == "hit"
+    stats.recorder.flush()
+    assert stats.catalog.totals()["requests_hit"] == before.get("requests_hit", 0) + 1
 
 
 @responses.activate

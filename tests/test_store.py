@@ -22,9 +22,9 @@ def test_a_lock_file_lives_only_while_held_and_a_waiter_on_the_old_file_tries_ag
 
 def test_write_atomic_keeps_its_temp_file_locked_until_the_rename(tmp_path):
     class Rebooting(Store):
-        def publish(self, temp, target):
+        def publish(self, temp, target, mtime=None):
             Store(self.root).sweep_temp()  # another worker booting meanwhile (a HUP reload)
-            super().publish(temp, target)
+            super().publish(temp, target, mtime)
 
     store = Rebooting(tmp_path)
     store.write_atomic(store.pages / "demo" / "page.html", b"<html>")

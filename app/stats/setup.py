@@ -95,6 +95,8 @@ def page_served(name: str) -> None:
 def file_served(path: str, cache: str, response: Response) -> None:
     """The file route's hook: count the request; time a hit's bytes until gunicorn sent them."""
     stats: Stats = current_app.extensions[EXTENSION]
+    if response.status_code >= 400:  # a 412 or 416 counts nowhere, as at the front
+        return
     method = request.method
     size = 0
     if method == "GET" and response.status_code in (200, 206):
