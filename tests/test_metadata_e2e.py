@@ -15,7 +15,7 @@ from app.store import key
 
 from .fixture_upstream import Upstream
 from .servers import Proxy, clean_environ, installed, pip_install, uv_install
-from .wheels import make_wheel, metadata_from_wheel
+from .wheels import local_header_at, make_wheel, metadata_from_wheel, short_zip64_extra
 
 MIB = 1 << 20
 UV = str(Path(sys.executable).with_name("uv"))
@@ -164,6 +164,27 @@ def test_a_damaged_wheel_gets_a_502_and_nothing_is_cached(make_app, bare, damage
     assert "METADATA" in answer.text or "zip" in answer.text
     assert not [p for p in (cache_dir(app) / "files").rglob("*") if p.is_file()]
     assert not list((cache_dir(app) / "tmp").glob("*.part"))
+
+
+@pytest.mark.parametrize("damage", ["short zip64 extra field", "local header past the end"])
+def test_a_malformed_zip_record_is_a_502_not_a_500(make_app, bare, damage):
+    """Records a hand-written parser once read with struct and failed on (a 500)."""
+    name = "demo-1.0.dist-info/METADATA"
+    if damage == "short zip64 extra field":
+        filename, data = make_wheel("demo", "1.0", zip64=True)
+        data = short_zip64_extra(data, name)
+    else:
+        filename, data = make_wheel("demo", "1.0")
+        data = local_header_at(data, name, len(data) - 10)
+    wheel = bare.add_file("demo", filename, data)
+    app = app_for(make_app, bare)
+    client = app.test_client()
+    client.get("/simple/demo/")
+    answer = client.get(files_url(bare, wheel) + ".metadata")
+    assert answer.status_code == 502, answer.text
+    assert not [p for p in (cache_dir(app) / "files").rglob("*") if p.is_file()]
+    assert not list((cache_dir(app) / "tmp").glob("*.part"))
+    assert bare.downloads(wheel.filename) == 0  # ranges only, as for a sound wheel
 
 
 def test_a_metadata_hash_the_wheel_does_not_match_is_a_502(make_app, tmp_path):
