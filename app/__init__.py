@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask, Response
 
-from . import config
+from . import config, database
 from .catalog import Catalog
 from .errors import ProxyError
 from .fetch import Fetcher
@@ -36,8 +36,9 @@ class Services:
 
     @classmethod
     def build(cls, settings: config.Settings) -> "Services":
+        """The services of these settings; building them writes nothing to the cache."""
         store = Store(settings.cache_dir)
-        catalog = Catalog(settings.cache_dir / "catalog.sqlite3", settings.catalog_max_rows)
+        catalog = Catalog(settings.cache_dir / database.NAME, settings.catalog_max_rows)
         upstream = Upstream(settings)
         pages = Pages(settings, store, catalog, upstream)
         if not settings.storage_url:
@@ -71,9 +72,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     overrides = dict(test_config or {})
     settings = config.load(overrides.pop("environ", None), **overrides)
     services = Services.build(settings)
-    services.store.sweep_temp()  # leftovers of a crash; live downloads hold their flock
     app.extensions["pypicache"] = services
     app.config["PYPICACHE"] = settings
+    # Nothing above wrote to the cache, so a read-only command (`pypicache stats`) leaves it
+    # as it is: gunicorn prepares it as the server starts, a process's first write otherwise.
 
     @app.errorhandler(ProxyError)
     def proxy_error(error: ProxyError) -> Response:

@@ -14,67 +14,52 @@ Reads never write: rows of published files are buffered (record_cached) and writ
 """
 from __future__ import annotations
 
-import fcntl
 import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from . import names
+from . import database, names
 from .index import Project
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS expected (
-    path TEXT PRIMARY KEY, project TEXT NOT NULL, sha256 TEXT, size INTEGER,
-    at REAL NOT NULL DEFAULT 0);
-CREATE INDEX IF NOT EXISTS expected_project ON expected(project);
-CREATE TABLE IF NOT EXISTS cached (
-    path TEXT PRIMARY KEY, project TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
-    created REAL NOT NULL, last_used REAL NOT NULL, hits INTEGER NOT NULL DEFAULT 0);
-CREATE INDEX IF NOT EXISTS cached_last_used ON cached(last_used);
-CREATE INDEX IF NOT EXISTS cached_project ON cached(project);
-CREATE TABLE IF NOT EXISTS totals (name TEXT PRIMARY KEY, value REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, at REAL NOT NULL, text TEXT);
-CREATE TABLE IF NOT EXISTS removed (
-    path TEXT NOT NULL, project TEXT NOT NULL, size INTEGER NOT NULL, reason TEXT NOT NULL,
-    at REAL NOT NULL);
-"""
 FILE_COLUMNS = "path, project, size, sha256, created, last_used, hits"
 REMOVED_KEPT = 1000  # the dashboard shows the latest 50 removals
 DEFAULT_MAX_ROWS = 1_000_000
 
 
 class Catalog:
-    def __init__(self, path: Path, max_rows: int = DEFAULT_MAX_ROWS):
+    """The catalog file, read and written (once `prepare`d), or only read (`readonly`)."""
+
+    def __init__(self, path: Path, max_rows: int = DEFAULT_MAX_ROWS, readonly: bool = False):
         self.path = path
         self.max_rows = max_rows
+        self.readonly = readonly
+        self._prepared = False
         # One connection per thread, opened lazily: never shared across a fork or threads.
         self._local = threading.local()
         self._pending: list[tuple] = []  # rows of published files, see record_cached
         self._pending_lock = threading.Lock()
-        # Created with a connection closed at once (nothing survives into a forked worker), by
-        # one process at a time: SQLite may refuse two workers switching a new file to WAL at
-        # once ("database is locked", unwaited). flock leaves SQLite's fcntl locks alone.
-        with open(path, "ab") as guard:
-            fcntl.flock(guard, fcntl.LOCK_EX)
-            db = sqlite3.connect(path, timeout=30)
-            try:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.executescript(SCHEMA)
-                columns = {row[1] for row in db.execute("PRAGMA table_info(expected)")}
-                if "at" not in columns:  # a catalog from before the bound
-                    db.execute("ALTER TABLE expected ADD COLUMN at REAL NOT NULL DEFAULT 0")
-                db.execute("CREATE INDEX IF NOT EXISTS expected_at ON expected(at)")
-            finally:
-                db.close()
+
+    def prepare(self) -> "Catalog":
+        """Create the file or bring an older one up to date: gunicorn does as the server
+        starts, and a process's first connection that may write does (a read-only catalog
+        never does)."""
+        database.prepare(self.path)
+        self._prepared = True
+        return self
 
     def _connect(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            if self.readonly:
+                db = database.read_only(self.path)
+            else:
+                if not self._prepared:
+                    self.prepare()
+                db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
         return db
 
@@ -301,3 +286,4 @@ class Catalog:
         return self._connect().execute(
             "SELECT path, project, size, reason, at FROM removed ORDER BY at DESC LIMIT ?", (limit,)
         ).fetchall()
+

@@ -16,7 +16,8 @@ from flask.cli import with_appcontext
 from packaging.utils import canonicalize_name
 from tqdm import tqdm
 
-from . import convert, names
+from . import convert, database, names
+from .catalog import Catalog
 from .stats import report
 
 CHUNK = 1 << 20
@@ -227,10 +228,15 @@ def _remove(store, catalog, path: str, reason: str) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print the dashboard's data as JSON.")
 @with_appcontext
 def stats(as_json: bool) -> None:
-    """Show what is cached, hits and misses, and the time the cache saved."""
-    services = _services()
-    overview = report.overview(services.catalog, services.settings.max_size)
-    projects = report.projects(services.catalog, sort="size", descending=True)
+    """Show what is cached, hits and misses, and the time the cache saved (writing nothing)."""
+    settings = _services().settings
+    path = settings.cache_dir / database.NAME
+    if not path.is_file():
+        raise click.ClickException(f"no cache at {settings.cache_dir} (PYPI_CACHE_DIR): "
+                                   "nothing cached yet, or another directory")
+    catalog = Catalog(path, readonly=True)
+    overview = report.overview(catalog, settings.max_size)
+    projects = report.projects(catalog, sort="size", descending=True)
     if as_json:
         data = overview.as_dict() | {"project_list": [vars(p) for p in projects]}
         click.echo(json.dumps(data, indent=2))

@@ -77,9 +77,14 @@ def install(app: Flask, services) -> Stats:
     # blinker holds receivers weakly: `stats` lives as long as the app's extensions.
     file_cached.connect(stats.on_file_cached, sender=services.fetcher)
     upstream_answered.connect(stats.on_upstream_answered, sender=services.upstream)
-    stats.front_log.start()  # gunicorn builds the app in each worker, after the fork
     app.after_request(stats.after_request)
     return stats
+
+
+def worker_started(app: Flask) -> None:
+    """gunicorn's post_worker_init: read the nginx front's log from the worker's start, not
+    from the first request that reaches it (behind the front, warm hits never do)."""
+    app.extensions[EXTENSION].front_log.start()
 
 
 def file_served(path: str, cache: str, response: Response) -> None:
