@@ -231,6 +231,15 @@ class Catalog:
         self._transaction(add)
         return unmatched
 
+    def drop_total(self, name: str, then: Callable[[], None] = lambda: None) -> None:
+        """Remove the total `name` and run `then` in the same transaction: if `then` raises,
+        or the commit fails, the total stays."""
+        def drop(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM totals WHERE name = ?", (name,))
+            then()
+
+        self._transaction(drop)
+
     def totals(self) -> dict[str, float]:
         return dict(self._connect().execute("SELECT name, value FROM totals").fetchall())
 
