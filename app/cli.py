@@ -16,7 +16,7 @@ from flask.cli import with_appcontext
 from packaging.utils import canonicalize_name
 from tqdm import tqdm
 
-from . import convert, database, names
+from . import config, convert, database, names
 from .catalog import Catalog
 from .stats import report
 
@@ -49,7 +49,7 @@ def warm(requirements, proxy, python_version, platforms) -> None:
     """
     proxy = (proxy or f"http://{_services().settings.bind}").rstrip("/")
     files = _resolve(proxy, requirements, python_version, platforms)
-    click.echo(f"{len(files)} files to warm through {proxy}/simple")
+    click.echo(f"{len(files)} files to warm through {config.redact(proxy)}/simple")
     failed = 0
     total = sum(size for _, _, size in files)
     with tqdm(total=total, unit="B", unit_scale=True, desc="warming", file=sys.stdout) as bar:
@@ -58,7 +58,7 @@ def warm(requirements, proxy, python_version, platforms) -> None:
                 _download(url, sha256, bar)
             except (OSError, ValueError) as error:  # urllib's errors are OSErrors
                 failed += 1
-                tqdm.write(f"failed: {url}: {error}")
+                tqdm.write(f"failed: {config.redact(url)}: {config.redact_text(str(error))}")
     if failed:
         raise click.ClickException(f"{failed} of {len(files)} files failed")
     click.echo(f"warmed {len(files)} files")

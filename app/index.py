@@ -11,6 +11,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 from bs4 import BeautifulSoup
 
 from . import names
+from .config import redact_text
 from .errors import BadRequest, UpstreamError
 
 log = logging.getLogger(__name__)
@@ -87,12 +88,15 @@ class Linker:
         without_fragment, _, fragment = url.partition("#")
         without_query = without_fragment.split("?", 1)[0]
         if not without_query.startswith(self.base):
-            log.warning("dropped a file link outside the files base: %s", urlsplit(url).netloc)
+            # The host only: a relative link resolved against the page's URL carries the
+            # upstream's credentials, if it has any.
+            log.warning("dropped a file link outside the files base: %s",
+                        urlsplit(url).netloc.rpartition("@")[2])
             return None
         try:
             return self.prefix + names.file_path(unquote(without_query[len(self.base):])), fragment
         except BadRequest:
-            log.warning("dropped a file link with an unsafe path: %r", href[:200])
+            log.warning("dropped a file link with an unsafe path: %r", redact_text(href[:200]))
             return None
 
 
