@@ -201,6 +201,38 @@ def test_a_metadata_hash_the_wheel_does_not_match_is_a_502(make_app, tmp_path):
         assert not list((cache_dir(client.application) / "files").rglob("*.metadata"))
 
 
+@pytest.mark.parametrize("own_metadata", [True, False])
+def test_a_head_of_metadata_fetches_nothing_and_caches_nothing(make_app, tmp_path, own_metadata):
+    """As a HEAD of a file: the upstream's HEAD only. Where the upstream has no .metadata, the
+    answer is a GET's status without extracting anything, so without a length."""
+    with Upstream(tmp_path / "up", metadata=own_metadata) as up:
+        wheel, data = add(up, "demo", payload=MIB)
+        gone, _ = add(up, "demo", "2.0")
+        app = app_for(make_app, up)
+        client = app.test_client()
+        client.get("/simple/demo/")
+        up.reset_counts()
+        head = client.head(files_url(up, wheel) + ".metadata")
+        assert head.status_code == 200 and head.data == b""
+        length = len(metadata_from_wheel(data))
+        assert head.content_length == (length if own_metadata else None)
+        assert head.headers["Content-Type"] == "application/octet-stream"
+        assert {request.split()[0] for request in up.requests} == {"HEAD"}
+        assert not [p for p in (cache_dir(app) / "files").rglob("*") if p.is_file()]
+        up.fault(gone.filename, "status:404")  # a wheel the upstream lost: what a GET would say
+        expected = 200 if own_metadata else 404
+        assert client.head(files_url(up, gone) + ".metadata").status_code == expected
+        up.fault(gone.filename, "status:503")
+        assert client.head(files_url(up, gone) + ".metadata").status_code == (
+            200 if own_metadata else 502)
+        assert {request.split()[0] for request in up.requests} == {"HEAD"}
+        assert client.get(files_url(up, wheel) + ".metadata").data == metadata_from_wheel(data)
+        up.reset_counts()
+        cached = client.head(files_url(up, wheel) + ".metadata")
+        assert (cached.headers["X-Cache"], cached.content_length) == ("hit", length)
+        assert not up.requests
+
+
 # --- ranges of cold files ------------------------------------------------------------------
 def test_a_range_of_a_cold_file_comes_from_the_upstream_without_a_download(make_app, bare):
     big = bare.add_file("big", "big-1.0.tar.gz", size=8 * MIB)

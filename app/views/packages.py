@@ -31,10 +31,11 @@ CONDITIONAL = {"HTTP_RANGE", "HTTP_IF_NONE_MATCH", "HTTP_IF_MATCH", "HTTP_IF_MOD
 def package(path: str) -> Response:
     path = names.file_path(path)
     etag = key(path)  # strong: a path's bytes never change once verified
-    if path.endswith(METADATA):
+    metadata = path.endswith(METADATA)
+    if request.method == "HEAD":  # starts no download and extracts nothing
+        result = (services().metadata if metadata else services().fetcher).describe(path)
+    elif metadata:
         result = services().metadata.open(path)
-    elif request.method == "HEAD":
-        result = services().fetcher.describe(path)
     else:
         result = services().fetcher.open(path, _cold_range(etag))
     if isinstance(result, Hit):
