@@ -25,9 +25,11 @@ def _default_cache_dir(environ: Mapping[str, str]) -> str:
 
 def redact(url: str) -> str:
     """The URL without credentials, for pages, logs and error messages."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
+    if "@" not in url:
         return url
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:  # a password with '/', '?' or '#' in it breaks the parse
+        return redact_text(url)
     return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
