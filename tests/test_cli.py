@@ -120,7 +120,8 @@ def _stopped_servers_cache(cache: Path) -> None:
     file.parent.mkdir(parents=True)
     file.write_bytes(b"x" * 2000)
     catalog = Catalog(cache / "catalog.sqlite3")
-    catalog.add_cached("aa/demo-1.0.tar.gz", "demo", 2000, hashlib.sha256(file.read_bytes()).hexdigest())
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()
+    catalog.add_cached("aa/demo-1.0.tar.gz", "demo", 2000, digest)
     catalog.add_stats([(1, 1.0, "aa/demo-1.0.tar.gz")], {"requests_hit": 1}, {})
     catalog.release()
     for directory in ("pages", "tmp", "locks", "front"):

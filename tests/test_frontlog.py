@@ -86,7 +86,7 @@ def test_a_log_that_goes_takes_its_offset_with_it(tmp_path):
 
 def test_a_crash_while_a_log_goes_never_counts_its_lines_twice(tmp_path, monkeypatch):
     store, (one,), _ = readers(tmp_path, 1)
-    old, new = store.root / "front" / "2026-01-01T10.log", store.root / "front" / "2026-01-01T11.log"
+    old, new = (store.root / "front" / f"2026-01-01T1{hour}.log" for hour in (0, 1))
     old.write_text(line("a/x.whl") + line("a/x.whl"))
     new.write_text("")
     past = time.time() - frontlog.DONE_AFTER - 1

@@ -68,7 +68,8 @@ def test_healthz_names_no_project_in_the_upstreams_last_error(client):
     responses.get(f"{MIRROR}/private-project/", body=requests.ConnectionError("refused"))
     assert client.get("/simple/private-project/").status_code == 502
     health = client.get("/healthz")
-    assert health.json["upstream"]["last_error"] == "upstream unreachable: http://127.0.0.1:9: ConnectionError"
+    error = health.json["upstream"]["last_error"]
+    assert error == "upstream unreachable: http://127.0.0.1:9: ConnectionError"
     assert "private-project" not in health.text
 
 

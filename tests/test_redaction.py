@@ -33,9 +33,11 @@ def test_a_server_run_shows_the_upstreams_login_nowhere(tmp_path):
         up.stop()
         assert requests.get(f"{proxy.url}/simple/delta/", timeout=30).status_code == 502
         deadline = time.monotonic() + 30  # workers share what they saw about once a second
-        while '"last_error":null' in (health := requests.get(f"{proxy.url}/healthz", timeout=10).text):
+        health = requests.get(proxy.url + "/healthz", timeout=10).text
+        while '"last_error":null' in health:
             assert time.monotonic() < deadline, health
             time.sleep(0.2)
+            health = requests.get(proxy.url + "/healthz", timeout=10).text
         pages = [health] + [requests.get(proxy.url + path, timeout=10).text
                             for path in ("/", "/stats.json", "/metrics")]
     finally:
