@@ -42,9 +42,8 @@ class Catalog:
         self._pending_lock = threading.Lock()
 
     def prepare(self) -> "Catalog":
-        """Create the file or bring an older one up to date: gunicorn does as the server
-        starts, and a process's first connection that may write does (a read-only catalog
-        never does)."""
+        """Create the file or bring an older one up to date (app/database.py): done by the
+        first connection that may write, so never by a read-only catalog."""
         database.prepare(self.path)
         self._prepared = True
         return self
@@ -295,4 +294,3 @@ class Catalog:
         return self._connect().execute(
             "SELECT path, project, size, reason, at FROM removed ORDER BY at DESC LIMIT ?", (limit,)
         ).fetchall()
-

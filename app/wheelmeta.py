@@ -26,7 +26,7 @@ _INFO = ".dist-info"
 # that is not UTF-8 (ValueError), a version or method it does not know, a deflate stream that
 # ends early (EOFError) or does not inflate, a seek before the start (OSError).
 _MALFORMED = (zipfile.BadZipFile, zlib.error, struct.error, EOFError, NotImplementedError,
-              RuntimeError, ValueError, OverflowError, OSError)
+              ValueError, OSError)
 
 
 class BadWheel(IntegrityError):

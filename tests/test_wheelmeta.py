@@ -1,6 +1,7 @@
 """Core metadata read out of wheels by random reads (app/wheelmeta.py), on the suite's wheels,
 unusual ones and damaged ones, against what zipfile reads of the sound wheel."""
 import io
+import os
 import struct
 import zipfile
 
@@ -288,7 +289,8 @@ def damaged(draw):
 
 
 @given(damaged())
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("PYPICACHE_FUZZ_EXAMPLES", 600)), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 def test_whatever_the_damage_only_bad_wheel_or_the_right_bytes(case):
     filename, sound, data = case
     try:

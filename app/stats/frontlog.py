@@ -64,9 +64,9 @@ class FrontLog:
         try:
             done = self.catalog.totals()
             paths = sorted(self.directory.glob("*.log"))
-            for gone in {name for name in done if name.startswith(OFFSET)} - {
-                    OFFSET + path.name for path in paths}:
-                self.catalog.drop_total(gone)
+            present = {OFFSET + path.name for path in paths}
+            for gone in [name for name in done if name.startswith(OFFSET) and name not in present]:
+                self.catalog.drop_total(gone)  # its file went, a crash stopped the commit
             return sum(
                 self._read_file(path, int(done.get(OFFSET + path.name, 0)), path == paths[-1])
                 for path in paths
