@@ -4,9 +4,11 @@ first, then real gunicorn with real uv and pip resolving and installing through 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -97,6 +99,28 @@ def test_unusual_wheels_through_the_proxy(make_app, bare, kind):
     client.get("/simple/odd-name/")
     answer = client.get(files_url(bare, wheel) + ".metadata")
     assert answer.status_code == 200 and answer.data == metadata_from_wheel(data)
+
+
+def test_a_wheel_with_a_big_directory_costs_three_ranges(make_app, bare):
+    """The tail, the directory before it, then the member with its local header: requests
+    and bytes counted by the upstream."""
+    filename, data = make_wheel("many", "1.0", payload=2 * MIB)
+    buf = io.BytesIO(data)
+    with zipfile.ZipFile(buf, "a") as zf:  # a directory of ~190 KB, before the last 16 KiB
+        for index in range(2000):
+            zf.writestr(f"many/module_with_a_long_name_{index:05d}.py", b"")
+    data = buf.getvalue()
+    wheel = bare.add_file("many", filename, data)
+    client = app_for(make_app, bare).test_client()
+    client.get("/simple/many/")
+    bare.reset_counts()
+    answer = client.get(files_url(bare, wheel) + ".metadata")
+    assert answer.status_code == 200 and answer.data == metadata_from_wheel(data)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        directory = len(data) - 22 - zf.start_dir
+        member = zf.getinfo("many-1.0.dist-info/METADATA").compress_size
+    assert bare.requests[f"GET {wheel.path}"] == 3 and bare.downloads(wheel.filename) == 0
+    assert bare.bytes_sent() <= 16 * 1024 + directory + member + 30 + 64 + 1024
 
 
 def test_equal_to_the_upstreams_own_metadata(make_app, tmp_path):
