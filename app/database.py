@@ -3,6 +3,7 @@ connections that only read."""
 from __future__ import annotations
 
 import fcntl
+import os
 import sqlite3
 from pathlib import Path
 
@@ -30,10 +31,15 @@ def prepare(path: Path) -> None:
 
     Done with a connection closed at once (nothing survives into a forked worker), by one
     process at a time: SQLite may refuse two workers switching a new file to WAL at once
-    ("database is locked", unwaited). flock leaves SQLite's fcntl locks alone.
+    ("database is locked", unwaited). The lock is a flock on the directory, never an open of
+    the file itself: closing any descriptor of the file drops every fcntl lock this process
+    holds on it (POSIX), SQLite's included, and another process that then finds no lock on
+    the file takes itself for the last reader and deletes the WAL under the connections of
+    this one (which go on reading what they had, and writing to a deleted file).
     """
     path.parent.mkdir(parents=True, exist_ok=True)  # the cache directory itself, on first use
-    with open(path, "ab") as guard:
+    guard = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
         fcntl.flock(guard, fcntl.LOCK_EX)
         db = sqlite3.connect(path, timeout=30)
         try:
@@ -45,6 +51,8 @@ def prepare(path: Path) -> None:
             db.execute("CREATE INDEX IF NOT EXISTS expected_at ON expected(at)")
         finally:
             db.close()
+    finally:
+        os.close(guard)  # and with it the flock
 
 
 def read_only(path: Path) -> sqlite3.Connection:

@@ -1,8 +1,10 @@
 """The catalog's promised hashes and removal log: what a page can change, and their bounds."""
 import multiprocessing
+import subprocess
+import sys
 from pathlib import Path
 
-from app import catalog as catalog_module
+from app import catalog as catalog_module, database
 from app.catalog import Catalog
 from app.index import File, Project
 
@@ -65,3 +67,21 @@ def test_workers_starting_together_all_open_a_new_catalog(tmp_path):
         for worker in workers:
             worker.join(60)
         assert [worker.exitcode for worker in workers] == [0] * 6, round_
+
+
+def test_preparing_the_file_again_leaves_this_processs_connections_whole(tmp_path):
+    """A process's first write prepares the catalog while other connections of the process
+    may be open (another app, another thread). Closing a descriptor of the file would drop
+    their fcntl locks: another process leaving then deleted the WAL under them, and they read
+    on without the other processes' writes (a file listed on a page answered 404)."""
+    path = tmp_path / "catalog.sqlite3"
+    mine = Catalog(path).prepare()
+    mine.add_cached("a/one-1.0.tar.gz", "one", 1, "0" * 64)  # this process's connection, open
+    database.prepare(path)
+    visit = ("import sqlite3, sys; "
+             "sqlite3.connect(sys.argv[1]).execute('SELECT COUNT(*) FROM cached').fetchone()")
+    write = ("import sqlite3, sys; sqlite3.connect(sys.argv[1], isolation_level=None).execute("
+             "\"INSERT INTO cached VALUES ('b/two-1.0.tar.gz', 'two', 1, '0', 0, 0, 0)\")")
+    for code in (visit, write):  # another process in and out, then a third that writes
+        subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=60)
+    assert sorted(row[0] for row in mine.files()) == ["a/one-1.0.tar.gz", "b/two-1.0.tar.gz"]
