@@ -12,10 +12,11 @@ from . import config, database
 from .catalog import Catalog
 from .errors import ProxyError
 from .fetch import Fetcher
+from .listings import Listings
 from .metadata import Metadata
 from .objects import open_storage
 from .pages import Pages
-from .store import Store, sqlite_storage_error
+from .store import Store
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class Services:
     upstream: Upstream
     fetcher: Fetcher
     pages: Pages
+    listings: Listings
     metadata: Metadata
     cluster: Any = None  # app.cluster.Cluster when files are shared through a bucket
 
@@ -38,21 +40,24 @@ class Services:
     def build(cls, settings: config.Settings) -> "Services":
         """The services of these settings; building them writes nothing to the cache."""
         store = Store(settings.cache_dir)
-        catalog = Catalog(settings.cache_dir / database.NAME, settings.catalog_max_rows)
+        catalog = Catalog(settings.cache_dir / database.NAME)
         upstream = Upstream(settings)
         pages = Pages(settings, store, catalog, upstream)
+        listings = Listings(settings, pages, catalog)
         if not settings.storage_url:
-            fetcher = Fetcher(settings, store, catalog, upstream, pages.project)
-            return cls(settings, store, catalog, upstream, fetcher, pages, Metadata(fetcher))
+            fetcher = Fetcher(settings, store, catalog, upstream, listings)
+            return cls(settings, store, catalog, upstream, fetcher, pages, listings,
+                       Metadata(fetcher))
         from .cluster import Cluster, ClusterFetcher  # boto3 only where a bucket is used
 
         bucket = open_storage(settings.storage_url, store.files,
                               connect_timeout=settings.connect_timeout,
                               read_timeout=settings.read_timeout, connections=settings.threads)
         cluster = Cluster(bucket, store, catalog)
-        fetcher = ClusterFetcher(settings, store, catalog, upstream, pages.project, cluster=cluster,
+        fetcher = ClusterFetcher(settings, store, catalog, upstream, listings, cluster=cluster,
                                  redirect=settings.s3_redirect)
-        return cls(settings, store, catalog, upstream, fetcher, pages, Metadata(fetcher), cluster)
+        return cls(settings, store, catalog, upstream, fetcher, pages, listings, Metadata(fetcher),
+                   cluster)
 
 
 def _log_like_gunicorn() -> None:
@@ -88,8 +93,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     @app.errorhandler(sqlite3.OperationalError)
     def catalog_error(error: sqlite3.OperationalError) -> Response:
-        # A full or read-only cache disk reaches the catalog too: a clear 507, not a 500.
-        storage = sqlite_storage_error(error)
+        # A full or read-only cache disk reaches the catalog too: a clear 507 (a busy one, 503).
+        storage = database.storage_error(error)
         if storage is None:
             raise error
         return proxy_error(storage)
@@ -99,7 +104,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .stats.setup import install
     from .views import browse, ops, packages, simple
 
-    auth.install(app, settings.auth_file, settings.auth_scope)
+    auth.install(app, settings.auth_file, settings.auth_scope, settings.cache_dir)
     app.register_blueprint(simple.bp)
     app.register_blueprint(packages.bp)
     app.register_blueprint(ops.bp)

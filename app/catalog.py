@@ -1,44 +1,62 @@
-"""What the cache knows about files, in SQLite (WAL, short transactions) shared by all workers.
+"""What the cache knows about its files and pages, in SQLite (WAL, short transactions) shared
+by all workers.
 
-`expected` holds the sha256 and size each index page promised for a file path (recorded when
-the page is rendered, checked when the file is downloaded); `cached` holds what is on disk,
-with its hits and last use. `totals` and `state` hold the statistics every worker adds to in
-short transactions (app/stats), `removed` remembers what eviction and `verify` deleted.
+`cached` holds the files on disk with their hits and last use; `pages` the bytes and last use
+of each cached index page (its files are in pages/, app/pages.py); `totals` and `state` the
+statistics every worker adds to (app/stats); `removed` what eviction and `verify` deleted
+(its latest REMOVED_KEPT rows). What a page promises about a file (sha256, size) is not copied
+here: the page's own model says it (app/listings.py), so a page miss writes no row per file.
+`listed_under` holds the rare file whose page is not the project its name says
+(names.project_of_file), so that it is still found.
 
-Both growing tables are bounded: `removed` keeps its latest REMOVED_KEPT rows, and `expected`
-at most `max_rows` (the pages refreshed longest ago are forgotten whole by `prune_expected`,
-which returns their names so that their pages are fetched again when next asked for).
-
-Reads never write: rows of published files are buffered (record_cached) and written by
-`write_pending`, which the statistics thread calls about once a second.
+Reads never write: rows of published files and page sizes are buffered (record_cached,
+record_page) and written by `write_pending`, which the statistics thread calls about once a
+second.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 from . import database, names
-from .index import Project
+from .database import translated
 
+
+class Usage(NamedTuple):
+    files: int
+    bytes: int  # of the cached files
+    projects: int
+    pages: int
+    page_bytes: int
+    catalog_bytes: int  # the catalog itself, with its WAL
+
+    @property
+    def disk(self) -> int:
+        """The disk the cache takes: what the size cap bounds and the dashboard shows."""
+        return self.bytes + self.page_bytes + self.catalog_bytes
+
+
+WAL_LIMIT = 4 << 20  # bytes the WAL is truncated to after a checkpoint
 FILE_COLUMNS = "path, project, size, sha256, created, last_used, hits"
 REMOVED_KEPT = 1000  # the dashboard shows the latest 50 removals
-DEFAULT_MAX_ROWS = 1_000_000
 
 
 class Catalog:
     """The catalog file, read and written (once `prepare`d), or only read (`readonly`)."""
 
-    def __init__(self, path: Path, max_rows: int = DEFAULT_MAX_ROWS, readonly: bool = False):
+    def __init__(self, path: Path, readonly: bool = False):
         self.path = path
-        self.max_rows = max_rows
         self.readonly = readonly
         self._prepared = False
         # One connection per thread, opened lazily: never shared across a fork or threads.
         self._local = threading.local()
         self._pending: list[tuple] = []  # rows of published files, see record_cached
+        self._pending_pages: dict[str, int] = {}  # page sizes, see record_page
         self._pending_lock = threading.Lock()
 
     def prepare(self) -> "Catalog":
@@ -56,9 +74,11 @@ class Catalog:
             else:
                 if not self._prepared:
                     self.prepare()
-                db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                db = sqlite3.connect(self.path, timeout=database.BUSY_TIMEOUT,
+                                     isolation_level=None)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
+                db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
             self._local.db = db
         return db
 
@@ -73,73 +93,42 @@ class Catalog:
             self._local.db = None
             db.close()
 
-    def expect(self, project: Project) -> dict[str, str]:
-        """Record what the page promises; return the sha256 known of each wheel's .metadata
-        (the upstream's, or that of what the proxy extracted and served). A page without a
-        hash for a file keeps the hash an earlier page (or the verified download) gave."""
-        now = time.time()
-        rows = [(f.path, project.name, f.sha256, f.size, now) for f in project.files]
-        metadata = [
-            (f"{f.path}.metadata", project.name,
-             f.core_metadata.get("sha256") if isinstance(f.core_metadata, dict) else None, None, now)
-            for f in project.files
-            if f.core_metadata or f.filename.endswith(".whl")
-        ]
-        db = self._connect()
-        with db:
-            db.execute("BEGIN IMMEDIATE")
-            db.executemany(
-                "INSERT INTO expected VALUES (?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
-                "project=excluded.project, sha256=COALESCE(excluded.sha256, expected.sha256), "
-                "size=COALESCE(excluded.size, expected.size), at=excluded.at",
-                rows + metadata,
-            )
-            known = {}
-            for start in range(0, len(metadata), 500):  # SQLite's bound on parameters
-                paths = [row[0] for row in metadata[start:start + 500]]
-                known.update(db.execute(
-                    f"SELECT path, sha256 FROM expected WHERE sha256 IS NOT NULL AND path IN "
-                    f"({','.join('?' * len(paths))})", paths).fetchall())
-        return known
+    def checkpoint(self) -> None:
+        """Move the WAL into the database and truncate it (the statistics thread, now and
+        then, and at exit): without it a busy cache's WAL only grows."""
+        self._connect().execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def metadata_known(self, project: str) -> int:
-        """How many of the project's .metadata hashes are known (a page renders them)."""
-        return self._connect().execute(
-            "SELECT COUNT(*) FROM expected WHERE project = ? AND sha256 IS NOT NULL "
-            "AND path LIKE '%.metadata'", (project,)).fetchone()[0]
+    # --- what pages say (app/pages.py, app/listings.py) ----------------------------------
+    def metadata_hashes(self, project: str) -> dict[str, str]:
+        """The sha256 of each `.metadata` of the project served from the cache, by path."""
+        with translated():
+            return dict(self._connect().execute(
+                "SELECT path, sha256 FROM cached WHERE project = ? AND path LIKE '%.metadata'",
+                (project,)).fetchall())
 
-    def prune_expected(self, keep: str) -> list[str]:
-        """Forget whole projects (never `keep`), least recently refreshed first, until the
-        promised hashes are under the cap; their names, whose pages must go too."""
-        db = self._connect()
-        if db.execute("SELECT COUNT(*) FROM expected").fetchone()[0] <= self.max_rows:
-            return []
-        with db:
-            db.execute("BEGIN IMMEDIATE")
-            return self._prune_expected(db, keep)
+    def record_listed(self, project: str, paths: list[str]) -> None:
+        """Files the project's page lists whose names say another project: looked up here."""
+        if not paths:
+            return
+        with translated():
+            db = self._connect()
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany("INSERT OR REPLACE INTO listed_under VALUES (?, ?)",
+                               [(path, project) for path in paths])
 
-    def _prune_expected(self, db: sqlite3.Connection, keep: str) -> list[str]:
-        excess = db.execute("SELECT COUNT(*) FROM expected").fetchone()[0] - self.max_rows
-        if excess <= 0:
-            return []
-        # The oldest rows hold at least `excess` rows' worth of projects; a tenth more so
-        # that the next pages do not prune again at once.
-        oldest = db.execute(
-            "SELECT DISTINCT project FROM (SELECT project FROM expected ORDER BY at LIMIT ?)",
-            (excess + self.max_rows // 10,),
-        ).fetchall()
-        forgotten = [name for (name,) in oldest if name != keep]
-        db.executemany("DELETE FROM expected WHERE project = ?", [(n,) for n in forgotten])
-        return forgotten
+    def listed_under(self, path: str) -> str | None:
+        with translated():
+            row = self._connect().execute(
+                "SELECT project FROM listed_under WHERE path = ?", (path,)).fetchone()
+        return row[0] if row else None
 
-    def expected(self, path: str) -> tuple[str | None, str | None, int | None]:
-        """(project, sha256, size) that an index page promised for `path`, or Nones (no
-        page listed it, or its page was forgotten under the cap)."""
-        row = self._connect().execute(
-            "SELECT project, sha256, size FROM expected WHERE path = ?", (path,)
-        ).fetchone()
-        return row or (None, None, None)
+    def record_page(self, project: str, size: int) -> None:
+        """A page's bytes on disk now (0: it is gone); written with the next flush."""
+        with self._pending_lock:
+            self._pending_pages[project] = size
 
+    # --- files on disk -------------------------------------------------------------------
     def record_cached(self, path: str, project: str, size: int, sha256: str) -> None:
         """A file was published: its row is written with the worker's next statistics flush
         (app/stats, about a second; at once after a download), not here. Under load a write
@@ -149,25 +138,29 @@ class Catalog:
         with self._pending_lock:
             self._pending.append((path, project, size, sha256, time.time()))
 
-    def _write_pending(self, db: sqlite3.Connection) -> list[tuple]:
+    def _write_pending(self, db: sqlite3.Connection) -> tuple[list[tuple], dict[str, int]]:
         """Inside an open write transaction: the buffered rows (returned, to put back on failure)."""
         with self._pending_lock:
             rows, self._pending = self._pending, []
+            pages, self._pending_pages = self._pending_pages, {}
         for path, project, size, sha256, now in rows:
             db.execute(
                 "INSERT INTO cached VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT(path) DO UPDATE SET "
                 "size=excluded.size, sha256=excluded.sha256, last_used=excluded.last_used",
                 (path, project, size, sha256, now, now),
             )
-            # A file fetched without a hash on its page: remember what we computed.
-            db.execute(
-                "UPDATE expected SET sha256 = ? WHERE path = ? AND sha256 IS NULL", (sha256, path)
-            )
-        return rows
+        now = time.time()
+        for project, size in pages.items():
+            if size:
+                db.execute("INSERT INTO pages VALUES (?, ?, ?) ON CONFLICT(project) DO UPDATE "
+                           "SET size=excluded.size", (project, size, now))
+            else:
+                db.execute("DELETE FROM pages WHERE project = ?", (project,))
+        return rows, pages
 
     def write_pending(self) -> None:
-        """Write the buffered rows of published files now."""
-        if self._pending:
+        """Write the buffered rows of published files and page sizes now."""
+        if self._pending or self._pending_pages:
             self._transaction()
 
     def add_cached(self, path: str, project: str, size: int, sha256: str) -> None:
@@ -176,19 +169,21 @@ class Catalog:
         self._transaction()
 
     def _transaction(self, work: Callable[[sqlite3.Connection], None] | None = None) -> None:
-        """One short write transaction: the buffered rows of published files, then `work`;
-        on failure the rows go back to the buffer for the next one."""
+        """One short write transaction: the buffered rows, then `work`; on failure the rows go
+        back to the buffer for the next one."""
         db = self._connect()
         rows: list[tuple] = []
+        pages: dict[str, int] = {}
         try:
             with db:
                 db.execute("BEGIN IMMEDIATE")
-                rows = self._write_pending(db)  # new files first: their hits update them
+                rows, pages = self._write_pending(db)  # new files first: their hits update them
                 if work is not None:
                     work(db)
         except BaseException:
             with self._pending_lock:
                 self._pending[:0] = rows
+                self._pending_pages = pages | self._pending_pages
             raise
 
     def cached_files(self) -> list[tuple]:
@@ -201,13 +196,14 @@ class Catalog:
         files: Iterable[tuple[int, float, str]],
         totals: dict[str, float],
         state: dict[str, tuple[float, str | None]],
+        pages: dict[str, float] | None = None,
     ) -> list[tuple[int, float, str]]:
         """One worker's counts since its last flush, added in one short transaction.
 
         `files` holds (hits, last_used, path); `totals` are added to; `state` keeps the latest
-        time of each named event (the upstream's last success and failure) with its text.
-        Returns the `files` rows that found no file row (not written yet by the worker that
-        published the file, or evicted).
+        time of each named event (the upstream's last success and failure) with its text;
+        `pages` the last use of each page served. Returns the `files` rows that found no file
+        row (not written yet by the worker that published the file, or evicted).
         """
         unmatched: list[tuple[int, float, str]] = []
 
@@ -226,6 +222,8 @@ class Catalog:
                 "SET at = excluded.at, text = excluded.text WHERE excluded.at > state.at",
                 [(name, at, text) for name, (at, text) in state.items()],
             )
+            db.executemany("UPDATE pages SET last_used = MAX(last_used, ?) WHERE project = ?",
+                           [(at, project) for project, at in (pages or {}).items()])
 
         self._transaction(add)
         return unmatched
@@ -246,12 +244,29 @@ class Catalog:
         rows = self._connect().execute("SELECT name, at, text FROM state").fetchall()
         return {name: (at, text) for name, at, text in rows}
 
-    def usage(self) -> tuple[int, int, int]:
-        """(files, bytes, projects) cached."""
-        row = self._connect().execute(
+    def usage(self) -> Usage:
+        """What the cache holds and the disk it takes."""
+        db = self._connect()
+        files, size, projects = db.execute(
             "SELECT COUNT(*), COALESCE(SUM(size), 0), COUNT(DISTINCT project) FROM cached"
         ).fetchone()
-        return row
+        pages, page_bytes = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM pages").fetchone()
+        catalog_bytes = 0
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                catalog_bytes += os.stat(f"{self.path}{suffix}").st_size
+        return Usage(files, size, projects, pages, page_bytes, catalog_bytes)
+
+    def least_recent(self) -> list[tuple[str, str, int]]:
+        """("file", path, size) and ("page", project, size), least recently used first."""
+        rows = self._connect().execute(
+            "SELECT 'file', path, size, last_used, created FROM cached UNION ALL "
+            "SELECT 'page', project, size, last_used, 0 FROM pages ORDER BY 4, 5").fetchall()
+        return [row[:3] for row in rows]
+
+    def forget_page(self, project: str) -> None:
+        """Drop an evicted page's row, at once (its lock is held by the evictor)."""
+        self._transaction(lambda db: db.execute("DELETE FROM pages WHERE project = ?", (project,)))
 
     def projects(self) -> list[tuple[str, int, int, int, float, float]]:
         """(project, files, bytes, hits, first cached, last used) of every cached project."""

@@ -144,8 +144,9 @@ def prune(size, bucket) -> None:
         raise click.UsageError("no size given and PYPI_CACHE_MAX_SIZE is 0 (no cap): use --to")
     evictor = current_app.extensions["pypicache.stats"].evictor
     result = evictor.run(limit, reason="pruned")
-    click.echo(f"removed {result.files} files ({report.human_bytes(result.bytes)}); "
-               f"{report.human_bytes(result.remaining)} cached, limit {report.human_bytes(limit)}"
+    pages = f" and {result.pages} pages" if result.pages else ""
+    click.echo(f"removed {result.files} files{pages} ({report.human_bytes(result.bytes)}); "
+               f"{report.human_bytes(result.remaining)} on disk, limit {report.human_bytes(limit)}"
                + (f"; {result.skipped} in use kept" if result.skipped else ""))
 
 
@@ -166,11 +167,11 @@ def _prune_bucket(services, size: str | None, limit: int) -> None:
 def verify() -> None:
     """Re-hash every cached file against its recorded sha256; remove (and log) those that differ.
 
-    Files on disk the catalog does not know are checked against the hash their index page
-    promised, and adopted into the catalog when they match (or when no page gave a hash).
+    Files on disk the catalog does not know are checked against the hash their cached index
+    page promised, and adopted into the catalog when they match (or when no page gave a hash).
     """
     services = _services()
-    store, catalog = services.store, services.catalog
+    store, catalog, listings = services.store, services.catalog, services.listings
     rows = catalog.files()
     known = {row[0] for row in rows}
     strays = [f for f in store.files.rglob("*")
@@ -185,7 +186,8 @@ def verify() -> None:
                 removed += _remove(store, catalog, path, reason)
         for file in strays:
             path = file.relative_to(store.files).as_posix()
-            project, expected, _ = catalog.expected(path)
+            listed = listings.find(path)
+            project, expected = (listed.project, listed.sha256) if listed else (None, None)
             digest = _hash(file, bar)
             if digest is not None and expected in (None, digest):
                 size = file.stat().st_size
@@ -247,7 +249,9 @@ def stats(as_json: bool) -> None:
     t = "-" if o.upstream_mb_s is None else f"{o.upstream_mb_s:.1f} MB/s"
     d = "-" if o.local_mb_s is None else f"{o.local_mb_s:.0f} MB/s"
     saved = "-" if o.seconds_saved is None else f"{o.seconds_saved:.1f} s"
-    click.echo(f"cached: {o.files} files, {o.projects} projects, {report.human_bytes(o.bytes)}{cap}")
+    click.echo(f"cached: {o.files} files, {o.projects} projects, {report.human_bytes(o.bytes)}; "
+               f"{o.pages} index pages, {report.human_bytes(o.page_bytes)}; disk use "
+               f"{report.human_bytes(o.disk)}{cap}")
     counts = ", ".join(f"{n} {kind}" for kind, n in sorted(o.requests.items())) or "none"
     click.echo(f"file requests: {counts}; hit ratio {ratio}")
     click.echo(f"served from cache {report.human_bytes(o.bytes_from_cache)}, from upstream "

@@ -183,8 +183,8 @@ class Cluster:
         self.bucket.put_node_stats(self.node, self._mine())
 
     def _mine(self) -> dict:
-        files, size, _ = self.catalog.usage()
-        return {"node": self.node, "at": time.time(), "files": files, "bytes": size,
+        usage = self.catalog.usage()
+        return {"node": self.node, "at": time.time(), "files": usage.files, "bytes": usage.bytes,
                 "totals": self.catalog.totals()}
 
     def nodes(self) -> list[dict]:

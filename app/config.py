@@ -139,7 +139,6 @@ class Settings:
     download_wait: float
     max_page_size: int
     negative_cache: int
-    catalog_max_rows: int
     auth_file: Path | None
     auth_scope: str
     storage_url: str | None
@@ -174,9 +173,6 @@ TABLE: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
     "max_page_size": ("PYPI_MAX_PAGE_SIZE", convert.size, "64M"),
     # Project names the upstream answered 404 for, remembered per worker (a minute each).
     "negative_cache": ("PYPI_NEGATIVE_CACHE", convert.count, "10000"),
-    # Hashes promised by index pages (one row per file); past it, the pages refreshed
-    # longest ago are forgotten whole and fetched again when next asked for.
-    "catalog_max_rows": ("PYPI_CATALOG_MAX_ROWS", convert.count, "1000000"),
     # An htpasswd file of bcrypt hashes (htpasswd -B); unset: no login.
     "auth_file": ("PYPI_AUTH_FILE", convert.readable_file, None),
     "auth_scope": ("PYPI_AUTH_SCOPE", convert.auth_scope, "all"),

@@ -1,4 +1,5 @@
-"""The size cap: remove the least recently used files until the cache fits, safely across workers.
+"""The size cap: remove the least recently used files and pages until the cache fits, safely
+across workers.
 
 Why removing a file is safe, and what it must not race with:
 
@@ -14,7 +15,12 @@ Why removing a file is safe, and what it must not race with:
   (Fetcher.open), and on Linux an open descriptor keeps the inode alive, so the reader
   finishes with the whole, correct body; the space comes back when it closes. There is no
   window between an existence check and an open: the open is the check.
+- A *page* (pages/<project>/) goes under the page's own lock, taken without waiting (a page
+  being refreshed stays). A worker that read its state just before finds the bodies gone
+  and fetches the page again (Pages.open).
 - Two workers never evict at once (a lock of its own, not waited for: one pass is enough).
+
+What counts against the cap is the disk the cache takes: files, pages and the catalog.
 
 Last use comes from the catalog, which every worker updates about once a second; a hit
 in the last second may not count yet, which changes the order only among near-ties.
@@ -22,10 +28,12 @@ in the last second may not count yet, which changes the order only among near-ti
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 
 from .catalog import Catalog
 from .objects import LocalStorage
+from .refresh import lock_name
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -36,8 +44,9 @@ EVICT_LOCK = "evict"  # not a file path: those never lack a '/' or an extension 
 class Eviction:
     files: int = 0
     bytes: int = 0
-    remaining: int = 0  # bytes cached after the pass
-    skipped: int = 0  # files in use by a download that had to stay
+    remaining: int = 0  # bytes the cache takes on disk after the pass
+    skipped: int = 0  # files in use by a download, or pages being refreshed, that had to stay
+    pages: int = 0
 
 
 class Evictor:
@@ -47,35 +56,56 @@ class Evictor:
         self.files = LocalStorage(store.files)  # this node's copies; a bucket has its own cap
 
     def run(self, limit: int, reason: str = "evicted") -> Eviction:
-        """Remove least recently used files until the cached bytes are at most `limit`."""
+        """Remove least recently used files and pages until the cache takes at most `limit`
+        bytes of disk (files, pages and the catalog)."""
         guard = self.store.try_lock(EVICT_LOCK)
         if guard is None:
-            return Eviction(remaining=self.catalog.usage()[1])  # another worker is at it
+            return Eviction(remaining=self.catalog.usage().disk)  # another worker is at it
         try:
             return self._pass(limit, reason)
         finally:
             self.store.unlock(EVICT_LOCK, guard)
 
     def _pass(self, limit: int, reason: str) -> Eviction:
-        result = Eviction(remaining=self.catalog.usage()[1])
+        result = Eviction(remaining=self.catalog.usage().disk)
         if result.remaining <= limit:
             return result
-        for path, project, size, *_ in self.catalog.files():  # least recently used first
+        for kind, name, size in self.catalog.least_recent():
             if result.remaining <= limit:
                 break
-            lock = self.store.try_lock(path)
-            if lock is None:
-                result.skipped += 1
-                continue
-            try:
-                self.files.delete(path)
-                self.catalog.forget(path, reason)
-            finally:
-                self.store.unlock(path, lock)
-            result.files += 1
+            if kind == "page":
+                if not self._evict_page(name):
+                    result.skipped += 1
+                    continue
+                result.pages += 1
+            else:
+                lock = self.store.try_lock(name)
+                if lock is None:
+                    result.skipped += 1
+                    continue
+                try:
+                    self.files.delete(name)
+                    self.catalog.forget(name, reason)
+                finally:
+                    self.store.unlock(name, lock)
+                result.files += 1
             result.bytes += size
             result.remaining -= size
-        if result.files:
-            log.info("evicted %d files (%d bytes) of least recent use; %d bytes cached",
-                     result.files, result.bytes, result.remaining)
+        if result.files or result.pages:
+            log.info("evicted %d files and %d pages (%d bytes) of least recent use; %d bytes "
+                     "on disk", result.files, result.pages, result.bytes, result.remaining)
         return result
+
+    def _evict_page(self, name: str) -> bool:
+        """Remove a cached page unless it is being refreshed right now (its lock is not waited
+        for). A reader that has just read its state finds its bodies gone and asks for the page
+        again (app/pages.py, Pages.open)."""
+        fd = self.store.try_lock(lock_name(name))
+        if fd is None:
+            return False
+        try:
+            shutil.rmtree(self.store.pages / name, ignore_errors=True)
+            self.catalog.forget_page(name)
+        finally:
+            self.store.unlock(lock_name(name), fd)
+        return True

@@ -16,7 +16,6 @@ import logging
 import os
 import threading
 import time
-from typing import Callable
 from urllib.parse import quote
 
 from werkzeug.datastructures import Range
@@ -25,10 +24,10 @@ from . import indexes, names, ranges
 from .catalog import Catalog
 from .download import Download
 from .errors import (
-    BadRequest, Busy, IntegrityError, NotFound, ProxyError, StorageError, UpstreamError,
-    UpstreamTimeout,
+    Busy, IntegrityError, NotFound, ProxyError, StorageError, UpstreamError, UpstreamTimeout,
 )
 from .limits import Slots
+from .listings import Listings
 from .objects import Stored
 from .results import Follow, Head, Hit
 from .store import Store, key
@@ -41,12 +40,12 @@ _SHARED = {404: NotFound, 503: Busy, 504: UpstreamTimeout, 507: StorageError}
 
 class Fetcher:
     def __init__(self, settings, store: Store, catalog: Catalog, upstream: Upstream,
-                 project_page: Callable[[str], object]):
+                 listings: Listings):
         self.settings = settings
         self.store = store
         self.catalog = catalog
         self.upstream = upstream
-        self.project_page = project_page  # fetches (or finds) a project's page: its hashes
+        self.listings = listings  # what the pages promise of each file (fetching them if need be)
         # No new byte for this long: give up. A second more than the leader's own read
         # timeout, so that a stalled upstream ends in the leader's clean abort first.
         self.stall = settings.read_timeout + 1
@@ -63,7 +62,7 @@ class Fetcher:
         """
         if (hit := self.cached(path)) is not None:
             return hit
-        self.require_listed(path)
+        self.listings.require(path)
         if byte_range is not None:
             part = self._range(path, byte_range)
             if part is not None:
@@ -76,9 +75,9 @@ class Fetcher:
         would also let anyone fill the cache at no cost to themselves)."""
         if (hit := self.cached(path)) is not None:
             return hit
-        self.require_listed(path)
+        listed = self.listings.require(path)
         length = self.upstream.head(self.url(path))
-        return Head(_agreed(self.catalog.expected(path)[2], length))
+        return Head(_agreed(listed.size, length))
 
     def _range(self, path: str, byte_range: Range) -> Follow | ranges.Part | None:
         follow = self._follow(path)
@@ -88,7 +87,8 @@ class Fetcher:
                 follow.early = True
                 return follow
             follow.close()
-        _, _, size = self.catalog.expected(path)
+        listed = self.listings.find(path)
+        size = listed.size if listed else None
         try:
             return ranges.part(self.upstream, self.url(path), byte_range.to_header(), size)
         except ranges.RangesIgnored:
@@ -98,20 +98,6 @@ class Fetcher:
         """The upstream URL of a file path (its upstream's files URL: app/indexes.py)."""
         up, upstream_path = indexes.locate(self.settings, path)
         return f"{up.files_url}/{quote(upstream_path)}"
-
-    def require_listed(self, path: str) -> None:
-        """Only files a page listed are fetched, so only verified bytes are kept: a file no
-        cached page listed makes us get its project's page first (a 404 there is ours)."""
-        if self.catalog.expected(path)[0] is not None:
-            return
-        indexes.locate(self.settings, path)  # a file of no configured upstream: 404 at once
-        try:
-            project = names.project_name(names.project_of_file(path))
-        except BadRequest:
-            raise NotFound(f"no project for a file named {names.filename(path)}") from None
-        self.project_page(project)
-        if self.catalog.expected(path)[0] is None:
-            raise NotFound(f"{names.filename(path)} is not listed on the page of {project}")
 
     def single_flight(self, path: str) -> Hit | Follow:
         """The cached file, or a stream of its one download."""
@@ -162,7 +148,8 @@ class Fetcher:
         response = fd = part = slot = None
         try:
             self._clear_dead(path)
-            project, sha256, size = self.catalog.expected(path)
+            listed = self.listings.require(path)
+            project, sha256, size = listed.project, listed.sha256, listed.size
             slot = self.slots.acquire()
             response = self.upstream.get(self.url(path), headers={"Accept-Encoding": "identity"})
             length = response.headers.get("Content-Length")

@@ -43,7 +43,7 @@ class Metadata:
             return hit
         wheel = path[:-len(".metadata")]
         if not self.store.file(wheel).is_file():  # nothing of an unlisted wheel is asked upstream
-            self.fetcher.require_listed(path)
+            self.fetcher.listings.require(path)
         try:
             return self.fetcher.single_flight(path)
         except NotFound:
@@ -55,7 +55,8 @@ class Metadata:
         with self.store.lock(path, timeout=self.wait):
             if (hit := self.fetcher.cached(path)) is not None:
                 return hit
-            project, sha256, _ = self.catalog.expected(path)
+            listed = self.fetcher.listings.find(path)
+            project, sha256 = (listed.project, listed.sha256) if listed else (None, None)
             data = self._extract(wheel)
             digest = hashlib.sha256(data).hexdigest()
             if sha256 and digest != sha256:
@@ -95,7 +96,8 @@ class Metadata:
         filename = names.filename(wheel)
         hit = self.fetcher.cached(wheel)
         if hit is None:
-            _, _, size = self.catalog.expected(wheel)
+            listed = self.fetcher.listings.find(wheel)
+            size = listed.size if listed else None
             started = time.monotonic()
             try:
                 url = self.fetcher.url(wheel)

@@ -3,13 +3,7 @@ from __future__ import annotations
 
 import re
 
-from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
-    canonicalize_name,
-    parse_sdist_filename,
-    parse_wheel_filename,
-)
+from packaging.utils import canonicalize_name
 
 from .errors import BadRequest
 
@@ -17,7 +11,9 @@ from .errors import BadRequest
 _PROJECT = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,200}[A-Za-z0-9])?")
 # One segment of a file path as upstreams use them: no '/', no '%', nothing a shell or a
 # header could misread; '+' and '!' appear in local versions and epochs.
-_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!~=-]{0,254}")
+_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._+!~=-]{0,254}"
+# A whole path of such segments in one match: a page lists thousands of files, each checked.
+_PATH = re.compile(rf"(?:{_SEGMENT}/)*{_SEGMENT}")
 MAX_PATH = 1024
 
 
@@ -32,8 +28,7 @@ def file_path(raw: str) -> str:
     """A relative file path ('ab/cd/<hash>/name.whl') safe to join under the cache root."""
     if len(raw) > MAX_PATH:
         raise BadRequest("file path too long")
-    segments = raw.split("/")
-    if not all(_SEGMENT.fullmatch(segment) for segment in segments):
+    if not _PATH.fullmatch(raw):
         raise BadRequest(f"not a valid file path: {raw[:200]!r}")
     return raw
 
@@ -43,14 +38,20 @@ def filename(path: str) -> str:
 
 
 def project_of_file(path: str) -> str:
-    """The canonical project a file path belongs to, guessed from its name (wheels and sdists
-    by packaging's own parsers; anything else by the part before the first '-')."""
+    """The canonical project a file path belongs to, as its name says: a wheel's name ends at
+    its first '-' (PEP 427 escapes the others), an sdist's at its last (PEP 625), anything else
+    is guessed at its first. Without validating the rest: pages list thousands of files, and a
+    guess that is wrong only sends the lookup to the catalog's list of exceptions."""
     name = filename(path).removesuffix(".metadata")
-    try:
-        if name.endswith(".whl"):
-            return parse_wheel_filename(name)[0]
-        if name.endswith((".tar.gz", ".zip")):
-            return parse_sdist_filename(name)[0]
-    except (InvalidWheelFilename, InvalidSdistFilename):
-        pass
+    if name.endswith((".tar.gz", ".zip")) and "-" in name:
+        return canonicalize_name(name.rsplit("-", 1)[0])
     return canonicalize_name(name.split("-", 1)[0])
+
+
+def names_project(filename: str, project: str) -> bool:
+    """Whether a file's name says it is of `project` (canonical): project_of_file's answer,
+    without its regex for the usual name (lower case, no '_' or '.'); a page has thousands."""
+    name = filename.removesuffix(".metadata")
+    sdist = name.endswith((".tar.gz", ".zip")) and "-" in name
+    head = name.rsplit("-", 1)[0] if sdist else name.split("-", 1)[0]
+    return head == project or project_of_file(filename) == project

@@ -1,65 +1,117 @@
-"""Index pages cached on disk, rendered once per TTL and shared by every worker.
+"""Index pages cached on disk and shared by every worker: when a page is fetched anew, what is
+served meanwhile, and the bodies clients get.
 
-A project page is fetched from the upstream (JSON preferred, HTML parsed otherwise), turned
-into the page model, and rendered once into HTML and JSON (and their gzip), so that a warm
-request only sends a file. After the TTL one worker revalidates with the upstream's ETag while
-the others keep serving the old copy; if the upstream fails, the old copy is served as stale.
-This module decides when a page is fetched and what is served meanwhile; app/refresh.py
-fetches and writes it.
+A project page is fetched from the upstream and kept as our PEP 691 document of it
+(`v<version>.json`, app/refresh.py, app/index.py), which is also its JSON body. The other
+bodies (the gzip of it, HTML and its gzip) are made the first time a client asks for them and
+kept beside it, so a page miss costs the upstream's answer, one pass over its files and the
+one body that client wants, and a warm request only sends a file. After the TTL one worker
+revalidates with the upstream's ETag while the others keep serving the old copy; if the
+upstream fails, or the disk cannot take the new copy, the old one is served as stale.
 """
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import logging
 import os
 import shutil
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
-from .errors import NotFound, UpstreamError
-from .refresh import Refresher, lock_name
+from . import render
+from .errors import Busy, NotFound, StorageError, UpstreamError
+from .pagemodel import FILE_PREFIX, File, Project, find_file, project_of
+from .refresh import STATE_FORMAT, Refresher, lock_name
 
 log = logging.getLogger(__name__)
 NEGATIVE_TTL = 60.0  # an upstream 404 is remembered this long (a new project appears soon)
 GONE_GRACE = 86400.0  # a page we have outlives an upstream 404 this long (mirrors mid-sync)
 STATES_KEPT = 4096  # page states a worker keeps parsed in memory
+MODEL_FILES_KEPT = 50_000  # files of the page models a worker keeps loaded (file lookups)
+GZIP_LEVEL = 1  # a tenth of level 6's time for a page 20 % larger; one level, so one ETag
+BASES_KEPT = 8  # host names (link bases) a page version keeps bodies for; past it, made per request
 ROOT = "_root"  # not a project name: those start with a letter or digit
+# What serving a stale copy answers for: the upstream failed, or our disk or catalog did.
+_REFRESH_FAULTS = (UpstreamError, StorageError, Busy)
 
 
 @dataclass
 class Page:
+    name: str
     directory: Path
-    etags: dict[str, str]
+    version: str  # the name stem of its files: a refresh writes new names (app/refresh.py)
     cache: str  # hit, miss, revalidated, stale, updating
     age: float
 
-    version: str = "page"  # the bodies' name stem: a refresh writes new names (app/refresh.py)
+    def etag(self, body: Body) -> str:
+        """A strong ETag per body: the version names the document, the body follows from it."""
+        return '"' + self.version + body.suffix.replace(".", "-") + '"'
 
-    def body(self, fmt: str, compressed: bool) -> Path:
-        return self.directory / (f"{self.version}.{fmt}.gz" if compressed else f"{self.version}.{fmt}")
+    def path(self, body: Body) -> Path:
+        return self.directory / (self.version + body.suffix)
+
+
+@dataclass(frozen=True)
+class Body:
+    """One body of a page: its format, gzipped or not, and the URL its file links start with
+    (None: relative links, `../../packages/`, right behind any host name and path prefix)."""
+
+    fmt: str = "json"
+    compressed: bool = False
+    base: str | None = None
+
+    @property
+    def suffix(self) -> str:
+        links = "." + hashlib.sha256(self.base.encode()).hexdigest()[:12] if self.base else ""
+        return f"{links}.{self.fmt}{'.gz' if self.compressed else ''}"
+
+
+class PageGone(Exception):
+    """The page's files went (evicted) after its state was read: ask for the page again."""
 
 
 class Pages:
     def __init__(self, settings, store, catalog, upstream):
-        self.settings, self.store = settings, store
-        self.refresher = Refresher(settings, store, catalog, upstream, forget=self._forget_page)
+        self.settings, self.store, self.catalog = settings, store, catalog
+        self.refresher = Refresher(settings, store, catalog, upstream)
         self._states: dict[str, tuple[tuple, dict]] = {}  # per worker: name -> (stat, state)
         # Per worker: names the upstream answered 404 for, and when. Not on disk, so a flood
         # of made-up names leaves nothing behind; at most PYPI_NEGATIVE_CACHE, oldest out first.
         self._missing: dict[str, float] = {}
+        # Per worker: loaded models by (name, version), with their files by path (lookups of
+        # files to download need them; app/listings.py), at most MODEL_FILES_KEPT files.
+        self._models: OrderedDict[tuple[str, str], tuple[Project, dict[str, File]]] = OrderedDict()
+        self._model_files = 0
 
-    def project(self, name: str) -> Page:
-        return self._get(name, self.refresher.project)
+    def project(self, name: str, want: Body | None = None) -> Page:
+        """A project's page; `want` is the body a refresh makes at once."""
+        return self._get(name, lambda old: self.refresher.project(name, old), want)
 
     def root(self) -> Page:
-        return self._get(ROOT, self.refresher.root)
+        return self._get(ROOT, lambda old: self.refresher.root(ROOT, old), None)
+
+    def open(self, name: str, want: Body) -> tuple[Page, BinaryIO | bytes]:
+        """A page and that body of it: an open file, or the bytes just made."""
+        if name == ROOT:  # written whole by its refresh, with relative links only
+            want = Body(want.fmt, want.compressed)
+        for _ in range(3):  # evicted between the state and the body: fetched again
+            page = self.root() if name == ROOT else self.project(name, want)
+            try:
+                return page, self.body(page, want)
+            except PageGone:
+                self._states.pop(name, None)
+        raise StorageError(f"the cached page of {name} keeps disappearing")
 
     # --- freshness and single-flight -----------------------------------------------------
     def _state(self, name: str) -> tuple[dict, float] | None:
         """(state, age): one stat per warm request; the file is re-read only when it changed
-        (it is replaced atomically, and touched when revalidated)."""
+        (it is replaced atomically, and touched when revalidated). A state of an older
+        format (an earlier release's cache) counts as none: the page is fetched anew."""
         path = self.store.pages / name / "state.json"
         try:
             stat = path.stat()
@@ -71,13 +123,13 @@ class Pages:
                 known = self._states[name] = (signature, json.loads(path.read_bytes()))
         except (OSError, ValueError):
             return None
+        if known[1].get("format") != STATE_FORMAT:
+            return None
         return known[1], time.time() - stat.st_mtime
 
     def _answer(self, name: str, state: tuple[dict, float], cache: str) -> Page:
         data, age = state
-        if data["status"] == 404:  # a page state from before the negative cache was in memory
-            raise NotFound(f"no project named {name!r} upstream")
-        return Page(self.store.pages / name, data["etags"], cache, age, data.get("version", "page"))
+        return Page(name, self.store.pages / name, data["version"], cache, age)
 
     def _known_missing(self, name: str) -> bool:
         seen = self._missing.get(name)
@@ -90,43 +142,58 @@ class Pages:
         self._missing[name] = time.monotonic()
 
     def _fresh(self, state) -> bool:
-        data, age = state
-        return age < (self.settings.index_ttl if data["status"] == 200 else NEGATIVE_TTL)
+        return state[1] < self.settings.index_ttl
 
-    def _get(self, name: str, refresh: Callable[[str, dict | None], str]) -> Page:
+    def _get(self, name: str, refresh: Callable[[dict | None], str],
+             want: Body | None) -> Page:
         state = self._state(name)
         if state and self._fresh(state):
             return self._answer(name, state, "hit")
         if state is None and self._known_missing(name):
             raise NotFound(f"no project named {name!r} upstream")
         lock = lock_name(name)
-        if state and state[0]["status"] == 200:
+        if state is not None:
+            # A copy to serve: whoever holds the lock is refreshing it, and we answer with the
+            # old one rather than wait. If we get the lock we keep it for our own refresh:
+            # letting go and waiting for it again let another worker's slow refresh in between.
             fd = self.store.try_lock(lock)
-            if fd is None:  # another worker is revalidating: the old copy is good enough
+            if fd is None:
                 return self._answer(name, state, "updating")
-            self.store.unlock(lock, fd)
-        # As long as the leader's own wait for headers, and longer while its body arrives:
-        # the leader touches the lock at each chunk (Store.lock counts from the last touch).
-        wait = self.settings.connect_timeout + self.settings.read_timeout
-        with self.store.lock(lock, timeout=wait):
-            state = self._state(name)
-            if state and self._fresh(state):
-                return self._answer(name, state, "hit")
             try:
-                cache = refresh(name, state[0] if state else None)
-            except NotFound:
-                if state and state[0]["status"] == 200 and self._gone_lately(name, state[0]):
-                    log.warning("upstream has no page for %s; serving the cached one", name)
-                    return self._answer(name, state, "stale")
-                self._forget_page(name)
-                self._remember_missing(name)
-                raise
-            except UpstreamError as error:
-                if state and state[0]["status"] == 200:
-                    log.warning("serving a stale page for %s: %s", name, error.message)
-                    return self._answer(name, state, "stale")
-                raise
-            return self._answer(name, self._state(name), cache)
+                return self._refresh(name, refresh, want)
+            finally:
+                self.store.unlock(lock, fd)
+        # Nothing to serve meanwhile: wait as long as the leader's own wait for headers, and
+        # longer while its body arrives (it touches the lock at each chunk).
+        with self.store.lock(lock, timeout=self.settings.connect_timeout
+                             + self.settings.read_timeout):
+            return self._refresh(name, refresh, want)
+
+    def _refresh(self, name: str, refresh, want: Body | None) -> Page:
+        """Under the page's lock: the page fetched anew, or the old copy if that fails."""
+        state = self._state(name)
+        if state and self._fresh(state):
+            return self._answer(name, state, "hit")
+        try:
+            cache = refresh(state[0] if state else None)
+        except NotFound:
+            if state and self._gone_lately(name, state[0]):
+                log.warning("upstream has no page for %s; serving the cached one", name)
+                return self._answer(name, state, "stale")
+            self.forget(name)
+            self._remember_missing(name)
+            raise
+        except _REFRESH_FAULTS as error:
+            if state:
+                log.warning("serving a stale page for %s: %s", name, error.message)
+                return self._answer(name, state, "stale")
+            raise
+        page = self._answer(name, self._state(name), cache)
+        if cache == "miss" and want is not None and name != ROOT:
+            body = self.body(page, want)  # clients asking at once find the body they all want
+            if not isinstance(body, bytes):
+                body.close()
+        return page
 
     def _gone_lately(self, name: str, data: dict) -> bool:
         """Whether the upstream's 404 for a page we have began less than GONE_GRACE ago.
@@ -146,12 +213,105 @@ class Pages:
             os.utime(path, ns=(validated.st_atime_ns, validated.st_mtime_ns))
         return True
 
-    def _forget_page(self, name: str) -> None:
+    def forget(self, name: str) -> None:
+        """Drop a page from the disk (its lock held, or its project gone upstream)."""
         shutil.rmtree(self.store.pages / name, ignore_errors=True)
         self._states.pop(name, None)
+        self.catalog.record_page(name, 0)
 
     def upstream_of(self, name: str) -> str | None:
         """The name of the upstream a project's cached page came from (None: none cached)."""
         state = self._state(name)
-        return state[0].get("upstream") if state and state[0]["status"] == 200 else None
+        return state[0].get("upstream") if state else None
 
+    # --- bodies and models ---------------------------------------------------------------
+    def body(self, page: Page, want: Body) -> BinaryIO | bytes:
+        """The body as a file when it is on disk; else made (one worker at a time per body),
+        kept, and returned as bytes."""
+        path = page.path(want)
+        try:
+            return open(path, "rb")
+        except FileNotFoundError:
+            if page.name == ROOT or want == Body():  # written by the refresh
+                raise PageGone(page.name) from None
+        with self.store.lock(f"page-body:{path}", timeout=self.settings.read_timeout):
+            try:
+                return open(path, "rb")
+            except FileNotFoundError:
+                pass
+            data = self._make(page, want)
+            if want.base and self._bases(page) >= BASES_KEPT:
+                return data  # a flood of made-up host names must not fill the disk
+            try:
+                self.store.write_atomic(path, data)
+                self.refresher.record_size(page.name)
+            except StorageError as error:  # the client still gets its page; the next makes it
+                log.warning("could not keep a body of the page of %s: %s", page.name, error.message)
+            return data
+
+    def _make(self, page: Page, want: Body) -> bytes:
+        if want.base:  # the relative body's links made absolute (see app/views/simple.py)
+            relative = Body(want.fmt)
+            found = self.body(page, relative)
+            if not isinstance(found, bytes):
+                with found:
+                    found = found.read()
+            attribute = b'"url":"' if want.fmt == "json" else b'href="'
+            data = found.replace(attribute + FILE_PREFIX.encode(),
+                                 attribute + want.base.encode())
+        elif want.fmt == "json":
+            try:
+                data = page.path(Body()).read_bytes()
+            except FileNotFoundError:
+                raise PageGone(page.name) from None
+        else:
+            data = render.project_html(self._load(page)[0]).encode()
+        return gzip.compress(data, GZIP_LEVEL, mtime=0) if want.compressed else data
+
+    def _bases(self, page: Page) -> int:
+        """How many link bases the page's current version has bodies for."""
+        stems = (name.split(".") for name in os.listdir(page.directory))
+        return len({parts[1] for parts in stems
+                    if parts[0] == page.version and len(parts) > 2 and parts[1] not in ("json", "html")})
+
+    def find(self, name: str, path: str) -> File | None:
+        """A file of a project's cached page (however old the page), or None: from the page
+        when this worker has it loaded, else by a search of its bytes for the file's link."""
+        state = self._state(name)
+        if state is None:
+            return None
+        page = self._answer(name, state, "hit")
+        loaded = self._models.get((name, page.version))
+        if loaded is not None:
+            return loaded[1].get(path)
+        try:
+            return find_file(page.path(Body()).read_bytes(), path)
+        except (OSError, ValueError):
+            return None
+
+    def files(self, name: str) -> dict[str, File] | None:
+        """The files of a project's cached page by path (however old the page; None: none)."""
+        state = self._state(name)
+        if state is None:
+            return None
+        try:
+            return self._load(self._answer(name, state, "hit"))[1]
+        except PageGone:
+            return None
+
+    def _load(self, page: Page) -> tuple[Project, dict[str, File]]:
+        key = (page.name, page.version)
+        loaded = self._models.get(key)
+        if loaded is not None:
+            self._models.move_to_end(key)
+            return loaded
+        try:
+            project = project_of(json.loads(page.path(Body()).read_bytes()))
+        except (OSError, ValueError):
+            raise PageGone(page.name) from None
+        loaded = self._models[key] = (project, {f.path: f for f in project.files})
+        self._model_files += len(project.files)
+        while self._model_files > MODEL_FILES_KEPT and len(self._models) > 1:
+            _, (old, _) = self._models.popitem(last=False)
+            self._model_files -= len(old.files)
+        return loaded

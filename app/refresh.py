@@ -1,5 +1,5 @@
-"""Index pages fetched anew: the upstream that has the project (of several, in order), its
-page rendered into new versioned bodies, and state.json switched to them in one rename."""
+"""Index pages fetched anew: the upstream that has the project (of several, in order), our
+document of its page written under a new version, and state.json switched to it in one rename."""
 from __future__ import annotations
 
 import contextlib
@@ -7,14 +7,17 @@ import gzip
 import hashlib
 import logging
 import os
-from typing import Callable, Iterator
+from typing import Iterator
 
 from . import index, indexes, parsing, render
 from .encoding import ACCEPT_ENCODING
 from .errors import NotFound
 from .store import key
+from .upstream import RedirectedAway
 
 log = logging.getLogger(__name__)
+STATE_FORMAT = 2  # state.json names our document of the page (v<version>.json): app/index.py
+RENDERING = "2"  # part of every version: a change to how pages render changes their ETags
 MAX_ROOT = 1 << 30  # the root list is tens of MB; decoded past this it is a bomb or a fault
 UPSTREAM_ACCEPT = f"{render.V1_JSON}, {render.V1_HTML};q=0.2, {render.HTML};q=0.1"
 # HTML first: the root list streams well as lines; JSON is parsed by the same regex.
@@ -28,18 +31,22 @@ def lock_name(name: str) -> str:
 
 class Refresher:
     """Fetches a page from the upstream and writes it to disk; each refresh returns how the
-    page was answered: "miss" (rendered anew) or "revalidated" (the upstream's 304)."""
+    page was answered: "miss" (fetched anew) or "revalidated" (the upstream's 304), and for a
+    project page fetched anew its model."""
 
-    def __init__(self, settings, store, catalog, upstream, forget: Callable[[str], None]):
+    def __init__(self, settings, store, catalog, upstream):
         self.settings, self.store, self.catalog, self.upstream = settings, store, catalog, upstream
-        self.forget = forget  # drops a cached page whose hashes the catalog let go
         self.linkers = {up.name: index.Linker(up.files_url, up.prefix) for up in settings.indexes}
         self.parser = parsing.Parser()
+        self._redirected: set[str] = set()  # projects whose redirect away was logged
 
     def project(self, name: str, old: dict | None) -> str:
         """Fetch a project's page anew (revalidated with the ETag of `old`, its last state)."""
-        if old and old.get("metadata_known", 0) < self.catalog.metadata_known(name):
-            # metadata hashes learnt since the render: render anew (no ETag, so no 304)
+        # The sha256 of each wheel's .metadata the proxy served (the upstream's, or extracted
+        # from the wheel): a page advertises them (PEP 658), so when there are more than the
+        # page was written with, it is written anew (no ETag, so no 304).
+        metadata = self.catalog.metadata_hashes(name)
+        if old and old.get("metadata_known", 0) < len(metadata):
             old = {k: v for k, v in old.items() if k != "upstream_etag"}
         up, response = self._ask(name, old)
         if self._revalidated(name, response, old):
@@ -49,24 +56,14 @@ class Refresher:
             body += chunk
             self.store.touch_lock(lock_name(name))  # progress: waiters keep waiting
         content_type = response.headers.get("Content-Type", "text/html")
-        linker = self.linkers[up.name]
-        project = self.parser.parse(bytes(body), content_type, response.url, name, linker)
-        project = index.with_core_metadata(project, self.catalog.expect(project))
-        for forgotten in self.catalog.prune_expected(name):
-            self.forget(forgotten)  # its hashes are gone: fetch it again when asked
-        bodies = {
-            "html": render.project_html(project).encode(),
-            "json": render.project_json(project).encode(),
-        }
-        etags = {fmt: _etag(hashlib.sha256(data)) for fmt, data in bodies.items()}
-        version = _version(etags)
-        directory = self.store.pages / name
-        for fmt, data in bodies.items():
-            self.store.write_atomic(directory / f"{version}.{fmt}", data)
-            packed = gzip.compress(data, 6, mtime=0)
-            self.store.write_atomic(directory / f"{version}.{fmt}.gz", packed)
-        self._write_state(name, response, etags, version, old, upstream=up.name,
-                          metadata_known=self.catalog.metadata_known(name))
+        earlier = self.store.pages / name / f"{old['version']}.json" if old else None
+        body, misfiled = self.parser.document(bytes(body), content_type, response.url, name,
+                                              self.linkers[up.name], metadata, earlier)
+        self.catalog.record_listed(name, misfiled)
+        version = "v" + hashlib.sha256(RENDERING.encode() + body).hexdigest()[:16]
+        self.store.write_atomic(self.store.pages / name / f"{version}.json", body)
+        self._write_state(name, response, version, old, upstream=up.name,
+                          metadata_known=len(metadata))
         return "miss"
 
     def root(self, name: str, old: dict | None) -> str:
@@ -90,36 +87,54 @@ class Refresher:
                 cleanup.callback(plain[1].unlink, missing_ok=True)
                 cleanup.callback(packed[1].unlink, missing_ok=True)
             count = render.write_root(names, outputs["html"], outputs["json"])
-            etags = {fmt: _etag(out.digest) for fmt, out in outputs.items()}
             for out in outputs.values():
                 out.close()
-            version = _version(etags)
+            digests = sorted(out.digest.hexdigest() for out in outputs.values())
+            version = "v" + hashlib.sha256("".join(digests).encode()).hexdigest()[:16]
             for temp, suffix in temps:
                 self.store.publish(temp, directory / f"{version}.{suffix}")
         log.info("root list refreshed: %d projects", count)
-        self._write_state(name, response, etags, version, old)
+        self._write_state(name, response, version, old)
         return "miss"
 
     def _ask(self, name: str, old: dict | None):
         """(upstream, response) of the first upstream in order that has the project.
 
-        The next upstream is asked only after a 404: an upstream that fails raises here, so
-        an outage never hands its projects to a later upstream (dependency confusion).
+        The next upstream is asked only after a 404 (or a redirect off the configured origins,
+        below): an upstream that fails raises here, so an outage never hands its projects to a
+        later upstream (dependency confusion).
         """
         for up in indexes.candidates(self.settings, name):
             # The upstream the old page came from gets its ETag; its 404 ends the walk too,
             # so that the grace of a page gone upstream (Pages._gone_lately) applies to it.
-            owner = bool(old) and old.get("status") == 200 and old.get("upstream", "") == up.name
+            owner = bool(old) and old.get("upstream", "") == up.name
             try:
                 return up, self._fetch(f"{up.url}/{name}/", old if owner else None, UPSTREAM_ACCEPT)
+            except RedirectedAway:
+                # An index that sends the projects it lacks elsewhere (pypiserver's default
+                # fallback redirects them to the public index) has said "not here": ask the
+                # next upstream, as after a 404. Files never follow such a redirect.
+                self._log_redirect(up.name, name)
+                if owner:
+                    raise NotFound(f"no project named {name!r} upstream") from None
             except NotFound:
                 if owner:
                     raise
         raise NotFound(f"no project named {name!r} upstream")
 
+    def _log_redirect(self, upstream: str, project: str) -> None:
+        """Once per project and worker (a flood of names must not flood the log)."""
+        if project in self._redirected:
+            return
+        if len(self._redirected) >= 10000:
+            self._redirected.clear()
+        self._redirected.add(project)
+        log.info("upstream %s redirected %s off the configured upstreams: taken as not there",
+                 upstream or "(the one)", project)
+
     def _fetch(self, url: str, old: dict | None, accept: str):
         headers = {"Accept": accept, "Accept-Encoding": ACCEPT_ENCODING}
-        if old and old.get("status") == 200 and old.get("upstream_etag"):
+        if old and old.get("upstream_etag"):
             headers["If-None-Match"] = old["upstream_etag"]
         return self.upstream.get(url, headers=headers)
 
@@ -134,18 +149,30 @@ class Refresher:
             os.utime(path)
         return True
 
-    def _write_state(self, name: str, response, etags: dict[str, str], version: str,
-                     old: dict | None, **more) -> None:
-        """Switch readers to the new bodies in one rename, then drop all but the last two
+    def _write_state(self, name: str, response, version: str, old: dict | None, **more) -> None:
+        """Switch readers to the new version in one rename, then drop all but the last two
         versions (a reader that has just read the old state may still open the old ones)."""
         etag = response.headers.get("ETag") if response is not None else None
-        state = {"status": 200, "etags": etags, "upstream_etag": etag, "version": version, **more}
+        state = {"format": STATE_FORMAT, "status": 200, "upstream_etag": etag,
+                 "version": version, **more}
         directory = self.store.pages / name
         self.store.write_json(directory / "state.json", state)
-        keep = {"state", version, (old or {}).get("version", "page")}
+        keep = {"state", version, (old or {}).get("version")}
         for entry in directory.iterdir():
             if entry.name.split(".", 1)[0] not in keep:
                 entry.unlink(missing_ok=True)
+        self.record_size(name)
+
+    def record_size(self, name: str) -> None:
+        """The page's bytes on disk, for the disk use and the size cap (written with the next
+        statistics flush, as the rows of files are)."""
+        total = 0
+        for entry in os.scandir(self.store.pages / name):
+            try:
+                total += entry.stat().st_size
+            except FileNotFoundError:  # an old version removed meanwhile
+                pass
+        self.catalog.record_page(name, total)
 
     def _root_names(self, response) -> Iterator[str]:
         chunks = self.upstream.iter_decoded(response, MAX_ROOT)
@@ -163,17 +190,6 @@ class Refresher:
                     if up is not last:
                         seen.add(project)
                     yield project
-
-
-def _etag(digest) -> str:
-    """A page body's ETag, from the sha256 of its bytes."""
-    return f'"{digest.hexdigest()[:32]}"'
-
-
-def _version(etags: dict[str, str]) -> str:
-    """The name stem of a page's bodies: new bodies get new names, so that a refresh never
-    rewrites a file a reader of the current state.json may open."""
-    return "v" + hashlib.sha256("".join(sorted(etags.values())).encode()).hexdigest()[:16]
 
 
 class _Tee:

@@ -219,22 +219,6 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-# SQLite's primary result codes for storage faults (the catalog lives in the cache directory).
-_SQLITE_STORAGE = {
-    13: "the cache disk is full",  # SQLITE_FULL
-    8: "the cache directory is not writable",  # SQLITE_READONLY
-    14: "the cache directory is not writable",  # SQLITE_CANTOPEN
-    10: "cache storage failed: disk I/O error",  # SQLITE_IOERR
-}
-
-
-def sqlite_storage_error(error: Exception) -> StorageError | None:
-    """The StorageError a catalog failure amounts to, or None when it is not about storage."""
-    code = getattr(error, "sqlite_errorcode", None)
-    message = _SQLITE_STORAGE.get(code & 0xFF) if code is not None else None
-    return StorageError(message) if message else None
-
-
 def storage_error(error: OSError) -> StorageError:
     if error.errno == errno.ENOSPC:
         return StorageError("the cache disk is full")

@@ -21,6 +21,11 @@ CHUNK = 256 * 1024
 _MAX_REDIRECTS = 5
 
 
+class RedirectedAway(UpstreamError):
+    """The upstream redirected outside the configured origins: refused (no SSRF), a 502 for a
+    file; for a project page the caller may take it as "not here" (app/refresh.py)."""
+
+
 def origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}".lower()
@@ -63,8 +68,11 @@ class Upstream:
                                    message=message, url=url)
 
     def _get(self, url: str, headers: dict[str, str] | None, method: str) -> requests.Response:
-        for _ in range(_MAX_REDIRECTS + 1):
+        for hop in range(_MAX_REDIRECTS + 1):
             if origin(url) not in self.allowed:
+                if hop:
+                    raise RedirectedAway("refused to follow a redirect outside the configured "
+                                         f"upstream: {redact(url)}")
                 raise UpstreamError(f"refused to fetch outside the configured upstream: {redact(url)}")
             try:
                 response = self._session().request(

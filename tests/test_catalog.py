@@ -1,43 +1,92 @@
-"""The catalog's promised hashes and removal log: what a page can change, and their bounds."""
+"""The catalog: what it holds (files, pages, rare listings), its bounds, its start-up."""
 import multiprocessing
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from app import catalog as catalog_module, database
 from app.catalog import Catalog
-from app.index import File, Project
+from app.errors import Busy, StorageError
 
 SHA = "a" * 64
 
 
-def _project(name: str, count: int, sha256: str | None = SHA) -> Project:
-    files = tuple(
-        File(f"{name}-{i}.tar.gz", f"aa/{name}-{i}.tar.gz",
-             {"sha256": sha256} if sha256 else {}, size=None if sha256 is None else 10)
-        for i in range(count))
-    return Project(name, files)
+def test_a_catalog_of_an_earlier_release_loses_its_per_file_rows_and_their_space(tmp_path):
+    path = tmp_path / "catalog.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE expected (path TEXT PRIMARY KEY, project TEXT, sha256 TEXT, "
+                "size INTEGER, at REAL)")
+    old.executemany("INSERT INTO expected VALUES (?, 'demo', ?, 10, 0)",
+                    [(f"aa/demo-{i}.tar.gz", SHA) for i in range(20_000)])
+    old.commit()
+    old.close()
+    before = path.stat().st_size
+    catalog = Catalog(path)
+    tables = {row[0] for row in catalog._connect().execute("SELECT name FROM sqlite_master")}
+    assert "expected" not in tables and {"cached", "pages", "listed_under"} <= tables
+    assert path.stat().st_size < before / 4
 
 
-def test_a_page_without_hashes_never_erases_a_known_hash(tmp_path):
+def test_pages_count_in_the_disk_use_and_in_the_least_recent_order(tmp_path):
     catalog = Catalog(tmp_path / "catalog.sqlite3")
-    catalog.expect(_project("demo", 1))
-    catalog.expect(_project("demo", 1, sha256=None))  # the same file, re-read from bare HTML
-    assert catalog.expected("aa/demo-0.tar.gz") == ("demo", SHA, 10)
-    catalog.expect(_project("demo", 1, sha256="b" * 64))  # a page that names another hash wins
-    assert catalog.expected("aa/demo-0.tar.gz")[1] == "b" * 64
+    catalog.add_cached("aa/old-1.0.tar.gz", "old", 1000, SHA)
+    catalog.record_page("old", 300)
+    catalog.record_page("new", 200)
+    catalog.write_pending()
+    db = catalog._connect()
+    db.execute("UPDATE cached SET last_used = 20")
+    db.execute("UPDATE pages SET last_used = 10 WHERE project = 'old'")
+    db.execute("UPDATE pages SET last_used = 30 WHERE project = 'new'")
+    usage = catalog.usage()
+    assert (usage.files, usage.bytes, usage.pages, usage.page_bytes) == (1, 1000, 2, 500)
+    assert usage.disk == 1500 + usage.catalog_bytes and usage.catalog_bytes > 0
+    assert catalog.least_recent() == [("page", "old", 300), ("file", "aa/old-1.0.tar.gz", 1000),
+                                      ("page", "new", 200)]
+    catalog.add_stats([], {}, {}, pages={"old": 40.0})  # served again: now the most recent
+    assert catalog.least_recent()[-1] == ("page", "old", 300)
+    catalog.record_page("old", 0)  # gone from the disk
+    catalog.write_pending()
+    assert catalog.usage().pages == 1
 
 
-def test_promised_hashes_stay_under_the_row_cap_forgetting_whole_old_projects(tmp_path):
-    catalog = Catalog(tmp_path / "catalog.sqlite3", max_rows=10)
-    catalog.expect(_project("first", 6))
-    assert catalog.prune_expected("first") == []
-    catalog.expect(_project("second", 6))
-    assert catalog.prune_expected("second") == ["first"]
-    assert catalog.expected("aa/first-0.tar.gz") == (None, None, None)
-    assert catalog.expected("aa/second-5.tar.gz")[0] == "second"
-    rows = catalog._connect().execute("SELECT COUNT(*) FROM expected").fetchone()[0]
-    assert rows == 6
+def test_files_listed_under_another_project_are_found_and_nothing_else_is_written(tmp_path):
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    catalog.record_listed("demo", [])  # the usual case: no write at all
+    catalog.record_listed("demo", ["aa/Odd_Name-1.0.tar.bz2"])
+    assert catalog.listed_under("aa/Odd_Name-1.0.tar.bz2") == "demo"
+    assert catalog.listed_under("aa/other-1.0.tar.gz") is None
+
+
+def test_metadata_hashes_are_those_of_cached_metadata_files(tmp_path):
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    catalog.add_cached("aa/demo-1.0-py3-none-any.whl.metadata", "demo", 10, SHA)
+    catalog.add_cached("aa/demo-1.0-py3-none-any.whl", "demo", 100, "b" * 64)
+    catalog.add_cached("aa/other-1.0-py3-none-any.whl.metadata", "other", 10, "c" * 64)
+    assert catalog.metadata_hashes("demo") == {"aa/demo-1.0-py3-none-any.whl.metadata": SHA}
+
+
+@pytest.mark.parametrize("code, error", [(5, Busy), (6, Busy), (13, StorageError), (8, StorageError)])
+def test_sqlite_faults_of_storage_become_our_errors(code, error):
+    fault = sqlite3.OperationalError("database is locked")
+    fault.sqlite_errorcode = code
+    with pytest.raises(error):
+        with database.translated():
+            raise fault
+    assert database.storage_error(sqlite3.OperationalError("no such table")) is None
+
+
+def test_the_wal_is_truncated_by_a_checkpoint(tmp_path):
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    for i in range(2000):
+        catalog.record_cached(f"aa/demo-{i}.tar.gz", "demo", 10, SHA)
+    catalog.write_pending()
+    wal = tmp_path / "catalog.sqlite3-wal"
+    assert wal.stat().st_size > 0
+    catalog.checkpoint()
+    assert wal.stat().st_size == 0
 
 
 def test_the_removal_log_keeps_only_the_latest_rows(tmp_path, monkeypatch):
@@ -50,7 +99,7 @@ def test_the_removal_log_keeps_only_the_latest_rows(tmp_path, monkeypatch):
 
 def _open_catalog(path: str, start) -> None:
     start.wait()
-    Catalog(Path(path))
+    Catalog(Path(path)).prepare()
 
 
 def test_workers_starting_together_all_open_a_new_catalog(tmp_path):

@@ -14,6 +14,7 @@ import responses
 
 from app.catalog import Catalog
 from app.evict import Evictor
+from app.refresh import lock_name
 from app.store import Store
 
 from .conftest import FILES, MIRROR
@@ -37,10 +38,16 @@ def cache(tmp_path):
     return store, catalog
 
 
+def _catalog_bytes(catalog) -> int:
+    """The catalog's own file counts against the cap too."""
+    return catalog.usage().catalog_bytes
+
+
 def test_least_recently_used_go_first_until_the_cap_holds(cache):
     store, catalog = cache
-    result = Evictor(store, catalog).run(1500)
-    assert (result.files, result.bytes, result.remaining) == (2, 2000, 1000)
+    own = _catalog_bytes(catalog)
+    result = Evictor(store, catalog).run(1500 + own)
+    assert (result.files, result.bytes, result.remaining) == (2, 2000, 1000 + own)
     assert [row[0] for row in catalog.files()] == ["aa/new-1.0.tar.gz"]
     assert not store.file("aa/old-1.0.tar.gz").exists() and store.file("aa/new-1.0.tar.gz").exists()
     assert [(r[0], r[3]) for r in catalog.removed()] == [
@@ -51,7 +58,7 @@ def test_a_file_whose_lock_is_held_is_skipped(cache):
     store, catalog = cache
     held = store.try_lock("aa/old-1.0.tar.gz")  # as a download of it would hold it
     try:
-        result = Evictor(store, catalog).run(1000)
+        result = Evictor(store, catalog).run(1000 + _catalog_bytes(catalog))
     finally:
         os.close(held)
     assert result.skipped == 1 and store.file("aa/old-1.0.tar.gz").exists()
@@ -60,8 +67,27 @@ def test_a_file_whose_lock_is_held_is_skipped(cache):
 
 def test_under_the_cap_nothing_goes(cache):
     store, catalog = cache
-    assert Evictor(store, catalog).run(3000).files == 0
+    assert Evictor(store, catalog).run(3000 + _catalog_bytes(catalog)).files == 0
     assert len(catalog.files()) == 3
+
+
+def test_pages_go_by_last_use_too_unless_being_refreshed(cache):
+    store, catalog = cache
+    for name, size, last_used in (("stale", 500, 999.0), ("busy", 500, 999.5)):
+        (store.pages / name).mkdir(parents=True)
+        (store.pages / name / "state.json").write_bytes(b"x" * size)
+        catalog.record_page(name, size)
+        catalog.write_pending()
+        catalog._connect().execute("UPDATE pages SET last_used = ? WHERE project = ?",
+                                   (last_used, name))
+    held = store.try_lock(lock_name("busy"))  # a refresh of it is under way
+    try:
+        result = Evictor(store, catalog).run(3000 + _catalog_bytes(catalog))
+    finally:
+        store.unlock(lock_name("busy"), held)
+    assert (result.pages, result.files, result.skipped) == (1, 1, 1)
+    assert not (store.pages / "stale").exists() and (store.pages / "busy").exists()
+    assert catalog.usage().pages == 1 and not store.file("aa/old-1.0.tar.gz").exists()
 
 
 def test_one_evictor_at_a_time(cache):
@@ -111,7 +137,8 @@ def test_cap_evicts_least_recently_used_and_a_streamed_file_survives(tmp_path):
     alpha = up.add_file("alpha", "alpha-1.0.tar.gz", size=MIB)
     bravo = up.add_file("bravo", "bravo-1.0.tar.gz", size=MIB)
     charlie = up.add_file("charlie", "charlie-1.0.tar.gz", size=2 * MIB)
-    proxy = Proxy(tmp_path / "cache", up.env(), PYPI_CACHE_MAX_SIZE="27M").start()
+    # Half a MiB for what counts too: the pages (a few KB) and the catalog (tens of KB).
+    proxy = Proxy(tmp_path / "cache", up.env(), PYPI_CACHE_MAX_SIZE="27.5M").start()
     try:
         for f in (stream, alpha, bravo, charlie):
             assert requests.get(f"{proxy.url}/simple/{f.project}/", timeout=10).ok
@@ -121,7 +148,8 @@ def test_cap_evicts_least_recently_used_and_a_streamed_file_survives(tmp_path):
             assert requests.get(_url(proxy, f), timeout=30).headers["X-Cache"] == "hit"
             _wait_for_hits(proxy, f.project, 1)  # bravo is now the least recently used
 
-        # 28 MiB after charlie: the download thread's worker evicts bravo, and only bravo.
+        # 28 MiB after charlie: the download thread's worker evicts bravo (after the pages,
+        # used before any file), and only bravo.
         assert requests.get(_url(proxy, charlie), timeout=30).headers["X-Cache"] == "miss"
         deadline = time.monotonic() + 10
         while "bravo-1.0.tar.gz" in _cached(proxy) and time.monotonic() < deadline:

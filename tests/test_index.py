@@ -124,3 +124,9 @@ def test_a_dropped_link_is_logged_without_the_upstreams_credentials(caplog):
     assert "outside the files base: 127.0.0.1:9000" in caplog.text
     assert "unsafe path" in caplog.text
     assert secret not in caplog.text
+
+
+@pytest.mark.parametrize("page", ["", "  \n", "<html></html>", "no markup at all", "<a>no href</a>"])
+def test_a_page_without_links_lists_no_file(page):
+    linker = index.Linker("http://127.0.0.1:9000/packages")
+    assert index.parse_html(page, "http://127.0.0.1:9000/simple/demo/", "demo", linker).files == ()

@@ -11,6 +11,7 @@ import pytest
 import responses
 
 from app.errors import UpstreamTimeout
+from app.pages import Body
 from app.store import Store
 
 from .conftest import FILES, MIRROR
@@ -91,29 +92,33 @@ def test_missing_projects_are_remembered_in_memory_up_to_the_bound(make_app):
     assert list(app.extensions["pypicache"].store.locks.iterdir()) == []
 
 
+def _read(body) -> bytes:
+    """A body Pages.open gave: bytes just rendered, or its file."""
+    if isinstance(body, bytes):
+        return body
+    with body:
+        return body.read()
+
+
 @responses.activate
 def test_a_refresh_switches_body_and_etag_at_once_and_keeps_the_previous_bodies(make_app):
-    app = make_app(index_ttl=0.01)
-    pages = app.extensions["pypicache"].pages
-    with app.app_context():  # pages render with the app's templates
-        _refresh_twice(pages)
-
-
-def _refresh_twice(pages) -> None:
+    pages = make_app(index_ttl=0.01).extensions["pypicache"].pages
     responses.get(f"{MIRROR}/demo/", body=_page("1.0"), content_type=V1_JSON)
-    first = pages.project("demo")
+    first, body = pages.open("demo", Body())
+    _read(body)
     time.sleep(0.02)
     responses.replace(responses.GET, f"{MIRROR}/demo/", body=_page("1.0", "2.0"), content_type=V1_JSON)
-    second = pages.project("demo")
-    assert second.cache == "miss" and second.etags != first.etags
-    for page in (first, second):  # each state's bodies are still there, and match its ETag
-        body = page.body("json", compressed=False).read_bytes()
-        assert '"' + hashlib.sha256(body).hexdigest()[:32] + '"' == page.etags["json"]
+    second, body = pages.open("demo", Body())
+    assert second.cache == "miss" and second.etag(Body()) != first.etag(Body())
+    assert [f["filename"] for f in json.loads(_read(body))["files"]] == [
+        "demo-1.0.tar.gz", "demo-2.0.tar.gz"]
+    for page, files in ((first, 1), (second, 2)):  # each state's document is still there
+        assert len(json.loads(page.path(Body()).read_bytes())["files"]) == files
     time.sleep(0.02)
     responses.replace(responses.GET, f"{MIRROR}/demo/", body=_page("3.0"), content_type=V1_JSON)
-    pages.project("demo")
-    assert not first.body("json", compressed=False).exists()  # two versions kept, no more
-    assert second.body("json", compressed=False).exists()
+    _read(pages.open("demo", Body())[1])
+    assert not first.path(Body()).exists()  # two versions kept, no more
+    assert second.path(Body()).exists()
 
 
 @responses.activate

@@ -46,6 +46,9 @@ class Metrics:
         self.upstream_latency = Histogram(
             "pypicache_upstream_latency_seconds", "Time until the upstream's response headers",
             ["outcome"], buckets=LATENCY_BUCKETS, **make)
+        self.logins = Counter(
+            "pypicache_login_checks", "Logins not already known: accepted or refused by a "
+            "bcrypt check, or throttled (answered without one)", ["outcome"], **make)
         self.evicted = Counter(
             "pypicache_evicted_files", "Files removed to keep the cache under its size cap", **make)
 
@@ -72,7 +75,12 @@ class _CacheSize:
         self.catalog = catalog
 
     def collect(self):
-        files, size, projects = self.catalog.usage()
-        yield GaugeMetricFamily("pypicache_cache_bytes", "Bytes of cached files", value=size)
-        yield GaugeMetricFamily("pypicache_cache_files", "Cached files", value=files)
-        yield GaugeMetricFamily("pypicache_cache_projects", "Projects cached", value=projects)
+        usage = self.catalog.usage()
+        yield GaugeMetricFamily("pypicache_cache_bytes", "Bytes of cached files", value=usage.bytes)
+        yield GaugeMetricFamily("pypicache_cache_files", "Cached files", value=usage.files)
+        yield GaugeMetricFamily("pypicache_cache_projects", "Projects cached", value=usage.projects)
+        yield GaugeMetricFamily("pypicache_cache_page_bytes", "Bytes of cached index pages",
+                                value=usage.page_bytes)
+        yield GaugeMetricFamily("pypicache_cache_disk_bytes", "Bytes the cache takes on disk: "
+                                "files, index pages and catalog (what the size cap bounds)",
+                                value=usage.disk)

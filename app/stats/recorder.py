@@ -24,6 +24,8 @@ from ..catalog import Catalog
 log = logging.getLogger(__name__)
 FLUSH_INTERVAL = 1.0  # seconds: how stale the dashboard and the LRU order may be
 UNMATCHED_KEPT = 60.0  # seconds hits wait for their file's row (written by another worker)
+CAP_INTERVAL = 10.0  # seconds between two checks of the size cap without a download
+CHECKPOINT_INTERVAL = 60.0  # seconds between two checkpoints of the catalog's WAL by a worker
 
 
 class Recorder:
@@ -39,12 +41,14 @@ class Recorder:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._published = False
+        self._checkpointed = time.monotonic()
         self._reset()
         me = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: (r := me()) and r._forked())
 
     def _reset(self) -> None:
         self._files: dict[str, list] = {}  # path -> [hits, last used]
+        self._pages: dict[str, float] = {}  # page -> last used
         self._totals: defaultdict[str, float] = defaultdict(float)
         self._state: dict[str, tuple[float, str | None]] = {}
 
@@ -70,6 +74,13 @@ class Recorder:
                     entry[0] += 1
                 self._totals["requests_" + cache] += 1
                 self._totals["bytes_" + cache] += size
+        if self._thread is None:
+            self._start()
+
+    def page_request(self, name: str) -> None:
+        """A page was served: its last use."""
+        with self._lock:
+            self._pages[name] = time.time()
         if self._thread is None:
             self._start()
 
@@ -110,15 +121,28 @@ class Recorder:
                 return
             self._thread = threading.Thread(target=self._run, name="stats flush", daemon=True)
         self._thread.start()
-        atexit.register(self.flush)
+        atexit.register(self._exit)
+
+    def _exit(self) -> None:
+        """The last counts, and the WAL into the database: a clean stop leaves no big WAL."""
+        self.flush()
+        try:
+            self.catalog.checkpoint()
+        except sqlite3.Error as error:  # another worker still writing: it checkpoints later
+            log.info("catalog not checkpointed at exit: %s", error)
 
     def _run(self) -> None:
+        last_check = time.monotonic()
         while True:
             self._wake.wait(self.interval)
             self._wake.clear()
             self.flush()
             with self._lock:
                 published, self._published = self._published, False
+            # Pages take disk too, and a resolve-only client downloads nothing: the cap is
+            # checked every CAP_INTERVAL as well as after each download.
+            if time.monotonic() - last_check > CAP_INTERVAL:
+                published, last_check = True, time.monotonic()
             if published and self.after_download is not None:
                 try:
                     self.after_download()
@@ -129,27 +153,38 @@ class Recorder:
         """Add this worker's counts to the catalog; on failure keep them for the next flush."""
         with self._flush_lock:
             with self._lock:
-                files, totals, state = self._files, self._totals, self._state
+                files, totals, state, pages = self._files, self._totals, self._state, self._pages
                 self._reset()
-            if not (files or totals or state):
-                self.catalog.write_pending()  # rows of published files, if any
-                return
-            rows = [(hits, last, path) for path, (hits, last) in files.items()]
             try:
-                unmatched = self.catalog.add_stats(rows, dict(totals), state)
+                if not (files or totals or state or pages):
+                    self.catalog.write_pending()  # rows of published files, if any
+                    self._checkpoint()
+                    return
+                rows = [(hits, last, path) for path, (hits, last) in files.items()]
+                unmatched = self.catalog.add_stats(rows, dict(totals), state, pages)
             except sqlite3.Error as error:
                 log.warning("statistics not saved yet (%s); kept for the next flush", error)
-                self._merge(files, totals, state)
+                self._merge(files, totals, state, pages)
                 return
+            self._checkpoint()
             # Hits on a file another worker has just published: its row comes with that
             # worker's next flush. Kept for the next flushes, for a while (not for ever: the
             # file may have been evicted meanwhile).
             recent = time.time() - UNMATCHED_KEPT
             self._merge({path: (hits, last) for hits, last, path in unmatched
-                         if hits and last > recent}, {}, {})
+                         if hits and last > recent}, {}, {}, {})
 
-    def _merge(self, files, totals, state) -> None:
+    def _checkpoint(self) -> None:
+        """Now and then, the WAL into the database (it only grows otherwise)."""
+        if time.monotonic() - self._checkpointed < CHECKPOINT_INTERVAL:
+            return
+        self._checkpointed = time.monotonic()
+        self.catalog.checkpoint()
+
+    def _merge(self, files, totals, state, pages) -> None:
         with self._lock:
+            for name, at in pages.items():
+                self._pages[name] = max(self._pages.get(name, at), at)
             for path, (hits, last) in files.items():
                 entry = self._files.setdefault(path, [0, last])
                 entry[0] += hits

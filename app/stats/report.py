@@ -70,9 +70,13 @@ class Bar:
 @dataclass
 class Overview:
     files: int
-    bytes: int
+    bytes: int  # of the cached files
     projects: int
     max_size: int
+    pages: int
+    page_bytes: int
+    catalog_bytes: int
+    disk: int  # files, pages and catalog: what the size cap bounds
     requests: dict[str, int]
     hit_ratio: float | None
     bytes_from_cache: int
@@ -96,7 +100,7 @@ def overview(catalog: Catalog, max_size: int, state: dict | None = None,
     """The figures of the dashboard; `upstreams` (app/indexes.Index) when there are several."""
     state = state if state is not None else catalog.state()
     totals = catalog.totals()
-    files, size, projects = catalog.usage()
+    usage = catalog.usage()
     requests = {
         name[len("requests_"):]: int(value) for name, value in totals.items()
         if name.startswith("requests_")
@@ -108,7 +112,9 @@ def overview(catalog: Catalog, max_size: int, state: dict | None = None,
     d = _rate(totals.get("timed_hit_bytes", 0), totals.get("timed_hit_seconds", 0))
     saved = from_cache / MB / t - from_cache / MB / d if t and d else None
     return Overview(
-        files=files, bytes=size, projects=projects, max_size=max_size,
+        files=usage.files, bytes=usage.bytes, projects=usage.projects, max_size=max_size,
+        pages=usage.pages, page_bytes=usage.page_bytes, catalog_bytes=usage.catalog_bytes,
+        disk=usage.disk,
         requests=requests, hit_ratio=local / answered if answered else None,
         bytes_from_cache=from_cache, bytes_from_upstream=int(totals.get("download_bytes", 0)),
         downloads=int(totals.get("downloads", 0)), upstream_mb_s=t, local_mb_s=d,

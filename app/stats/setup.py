@@ -12,7 +12,7 @@ from ..evict import Evictor
 from .frontlog import FrontLog
 from .metrics import Metrics
 from .recorder import Recorder
-from .signals import file_cached, upstream_answered
+from .signals import file_cached, login_checked, upstream_answered
 
 log = logging.getLogger(__name__)
 EXTENSION = "pypicache.stats"
@@ -66,6 +66,9 @@ class Stats:
         if up is not None and up.name:
             self.recorder.event(f"{name}:{up.name}", text)
 
+    def on_login_checked(self, logins, outcome: str) -> None:
+        self.metrics.logins.labels(outcome).inc()
+
     def _front_hits(self, hits: int, size: int) -> None:
         self._hit.inc(hits)
         self._hit_bytes.inc(size)
@@ -83,6 +86,8 @@ def install(app: Flask, services) -> Stats:
     # blinker holds receivers weakly: `stats` lives as long as the app's extensions.
     file_cached.connect(stats.on_file_cached, sender=services.fetcher)
     upstream_answered.connect(stats.on_upstream_answered, sender=services.upstream)
+    if (logins := app.extensions.get("pypicache.logins")) is not None:
+        login_checked.connect(stats.on_login_checked, sender=logins)
     app.after_request(stats.after_request)
     return stats
 
@@ -91,6 +96,11 @@ def worker_started(app: Flask) -> None:
     """gunicorn's post_worker_init: read the nginx front's log from the worker's start, not
     from the first request that reaches it (behind the front, warm hits never do)."""
     app.extensions[EXTENSION].front_log.start()
+
+
+def page_served(name: str) -> None:
+    """The page route's hook: the page's last use (the size cap removes the least recent)."""
+    current_app.extensions[EXTENSION].recorder.page_request(name)
 
 
 def file_served(path: str, cache: str, response: Response) -> None:
