@@ -89,11 +89,40 @@ control_socket_disable = True
 # Each worker flushes its counters into catalog.sqlite3 about once a second and when it
 # exits (sys.exit runs atexit), so a graceful stop loses no count.
 from app.stats import gunicorn as _stats_hooks  # noqa: E402
+from app.database import NAME as _CATALOG, prepare as _prepare_catalog  # noqa: E402
+from app.store import Store as _Store  # noqa: E402
 
-on_starting = _stats_hooks.on_starting
-child_exit = _stats_hooks.child_exit
 post_request = _stats_hooks.post_request
 on_exit = _stats_hooks.on_exit
+
+
+# The app writes nothing to the cache when it is built (so `pypicache stats` changes
+# nothing); the server makes it ready here, once, before any worker exists: its directories,
+# the catalog created or brought up to date, and temp files that a crash left removed (a
+# live download keeps its temp file flocked). A worker's first connection to the catalog
+# checks its schema again and finds nothing to do.
+def on_starting(server):
+    _stats_hooks.on_starting(server)
+    _Store(_settings.cache_dir).prepare()
+    _prepare_catalog(_settings.cache_dir / _CATALOG)
+
+
+# A worker that died (SIGKILL, the timeout) leaves the temp file of its download, its flock
+# gone with it: removed now rather than at the next start. Never raise in the arbiter.
+def child_exit(server, worker):
+    _stats_hooks.child_exit(server, worker)
+    try:
+        _Store(_settings.cache_dir).sweep_temp()
+    except OSError as error:
+        server.log.warning("could not sweep the cache's tmp/: %s", error.strerror)
+
+
+# Each worker, once its app is built: the reader of the nginx front's log started
+# (app/stats/frontlog.py) before any request reaches the worker.
+def post_worker_init(worker):
+    from app.stats.setup import worker_started
+
+    worker_started(worker.wsgi)
 
 
 # Downloads and followers move 256 KiB chunks through many threads. glibc raises its mmap

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask, Response
 
-from . import config
+from . import config, database
 from .catalog import Catalog
 from .errors import ProxyError
 from .fetch import Fetcher
@@ -16,7 +16,6 @@ from .listings import Listings
 from .metadata import Metadata
 from .objects import open_storage
 from .pages import Pages
-from .catalog import storage_error as catalog_error_of
 from .store import Store
 from .upstream import Upstream
 
@@ -39,8 +38,9 @@ class Services:
 
     @classmethod
     def build(cls, settings: config.Settings) -> "Services":
+        """The services of these settings; building them writes nothing to the cache."""
         store = Store(settings.cache_dir)
-        catalog = Catalog(settings.cache_dir / "catalog.sqlite3")
+        catalog = Catalog(settings.cache_dir / database.NAME)
         upstream = Upstream(settings)
         pages = Pages(settings, store, catalog, upstream)
         listings = Listings(settings, pages, catalog)
@@ -77,9 +77,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     overrides = dict(test_config or {})
     settings = config.load(overrides.pop("environ", None), **overrides)
     services = Services.build(settings)
-    services.store.sweep_temp()  # leftovers of a crash; live downloads hold their flock
     app.extensions["pypicache"] = services
     app.config["PYPICACHE"] = settings
+    # Nothing above wrote to the cache, so a read-only command (`pypicache stats`) leaves it
+    # as it is: gunicorn prepares it as the server starts, a process's first write otherwise.
 
     @app.errorhandler(ProxyError)
     def proxy_error(error: ProxyError) -> Response:
@@ -93,7 +94,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     @app.errorhandler(sqlite3.OperationalError)
     def catalog_error(error: sqlite3.OperationalError) -> Response:
         # A full or read-only cache disk reaches the catalog too: a clear 507 (a busy one, 503).
-        storage = catalog_error_of(error)
+        storage = database.storage_error(error)
         if storage is None:
             raise error
         return proxy_error(storage)

@@ -16,67 +16,15 @@ second.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
-from . import names
-from .errors import Busy, ProxyError, StorageError
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS cached (
-    path TEXT PRIMARY KEY, project TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
-    created REAL NOT NULL, last_used REAL NOT NULL, hits INTEGER NOT NULL DEFAULT 0);
-CREATE INDEX IF NOT EXISTS cached_last_used ON cached(last_used);
-CREATE INDEX IF NOT EXISTS cached_project ON cached(project);
-CREATE TABLE IF NOT EXISTS pages (
-    project TEXT PRIMARY KEY, size INTEGER NOT NULL, last_used REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS pages_last_used ON pages(last_used);
-CREATE TABLE IF NOT EXISTS listed_under (path TEXT PRIMARY KEY, project TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS totals (name TEXT PRIMARY KEY, value REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, at REAL NOT NULL, text TEXT);
-CREATE TABLE IF NOT EXISTS removed (
-    path TEXT NOT NULL, project TEXT NOT NULL, size INTEGER NOT NULL, reason TEXT NOT NULL,
-    at REAL NOT NULL);
-"""
-# SQLite's primary result codes that are faults of the cache's storage, not of our queries.
-_STORAGE_CODES = {
-    13: "the cache disk is full",  # SQLITE_FULL
-    8: "the cache directory is not writable",  # SQLITE_READONLY
-    14: "the cache directory is not writable",  # SQLITE_CANTOPEN
-    10: "cache storage failed: disk I/O error",  # SQLITE_IOERR
-}
-_BUSY_CODES = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED: past the busy timeout, try again later
-BUSY_TIMEOUT = 30  # seconds SQLite waits for another worker's write transaction
-WAL_LIMIT = 4 << 20  # bytes the WAL is truncated to after a checkpoint
-
-
-def storage_error(error: Exception) -> ProxyError | None:
-    """The error a catalog failure is answered with (507 storage, 503 busy), or None when it
-    is not about storage."""
-    code = getattr(error, "sqlite_errorcode", None)
-    if code is None:
-        return None
-    if code & 0xFF in _BUSY_CODES:
-        return Busy("the cache's catalog is busy; try again shortly", retry_after=1)
-    message = _STORAGE_CODES.get(code & 0xFF)
-    return StorageError(message) if message else None
-
-
-@contextlib.contextmanager
-def translated() -> Iterator[None]:
-    """SQLite's storage faults as our errors, for the catalog calls a request makes."""
-    try:
-        yield
-    except sqlite3.OperationalError as error:
-        mapped = storage_error(error)
-        if mapped is None:
-            raise
-        raise mapped from error
+from . import database, names
+from .database import translated
 
 
 class Usage(NamedTuple):
@@ -93,47 +41,44 @@ class Usage(NamedTuple):
         return self.bytes + self.page_bytes + self.catalog_bytes
 
 
-def _migrate(db: sqlite3.Connection) -> None:
-    """A catalog of an earlier release kept a row per file every page listed (`expected`):
-    the pages' models hold that now, and dropping the table gives its space back, once."""
-    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'expected'").fetchone():
-        db.execute("DROP TABLE expected")
-        db.commit()
-        db.execute("VACUUM")
-
-
+WAL_LIMIT = 4 << 20  # bytes the WAL is truncated to after a checkpoint
 FILE_COLUMNS = "path, project, size, sha256, created, last_used, hits"
 REMOVED_KEPT = 1000  # the dashboard shows the latest 50 removals
 
 
 class Catalog:
-    def __init__(self, path: Path):
+    """The catalog file, read and written (once `prepare`d), or only read (`readonly`)."""
+
+    def __init__(self, path: Path, readonly: bool = False):
         self.path = path
+        self.readonly = readonly
+        self._prepared = False
         # One connection per thread, opened lazily: never shared across a fork or threads.
         self._local = threading.local()
         self._pending: list[tuple] = []  # rows of published files, see record_cached
         self._pending_pages: dict[str, int] = {}  # page sizes, see record_page
         self._pending_lock = threading.Lock()
-        # Created with a connection closed at once (nothing survives into a forked worker), by
-        # one process at a time: SQLite may refuse two workers switching a new file to WAL at
-        # once ("database is locked", unwaited). flock leaves SQLite's fcntl locks alone.
-        with open(path, "ab") as guard:
-            fcntl.flock(guard, fcntl.LOCK_EX)
-            db = sqlite3.connect(path, timeout=BUSY_TIMEOUT)
-            try:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.executescript(SCHEMA)
-                _migrate(db)
-            finally:
-                db.close()
+
+    def prepare(self) -> "Catalog":
+        """Create the file or bring an older one up to date (app/database.py): done by the
+        first connection that may write, so never by a read-only catalog."""
+        database.prepare(self.path)
+        self._prepared = True
+        return self
 
     def _connect(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
+            if self.readonly:
+                db = database.read_only(self.path)
+            else:
+                if not self._prepared:
+                    self.prepare()
+                db = sqlite3.connect(self.path, timeout=database.BUSY_TIMEOUT,
+                                     isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
             self._local.db = db
         return db
 
@@ -282,6 +227,15 @@ class Catalog:
 
         self._transaction(add)
         return unmatched
+
+    def drop_total(self, name: str, then: Callable[[], None] = lambda: None) -> None:
+        """Remove the total `name` and run `then` in the same transaction: if `then` raises,
+        or the commit fails, the total stays."""
+        def drop(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM totals WHERE name = ?", (name,))
+            then()
+
+        self._transaction(drop)
 
     def totals(self) -> dict[str, float]:
         return dict(self._connect().execute("SELECT name, value FROM totals").fetchall())

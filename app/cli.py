@@ -16,7 +16,8 @@ from flask.cli import with_appcontext
 from packaging.utils import canonicalize_name
 from tqdm import tqdm
 
-from . import convert, names
+from . import config, convert, database, names
+from .catalog import Catalog
 from .stats import report
 
 CHUNK = 1 << 20
@@ -48,7 +49,7 @@ def warm(requirements, proxy, python_version, platforms) -> None:
     """
     proxy = (proxy or f"http://{_services().settings.bind}").rstrip("/")
     files = _resolve(proxy, requirements, python_version, platforms)
-    click.echo(f"{len(files)} files to warm through {proxy}/simple")
+    click.echo(f"{len(files)} files to warm through {config.redact(proxy)}/simple")
     failed = 0
     total = sum(size for _, _, size in files)
     with tqdm(total=total, unit="B", unit_scale=True, desc="warming", file=sys.stdout) as bar:
@@ -57,7 +58,7 @@ def warm(requirements, proxy, python_version, platforms) -> None:
                 _download(url, sha256, bar)
             except (OSError, ValueError) as error:  # urllib's errors are OSErrors
                 failed += 1
-                tqdm.write(f"failed: {url}: {error}")
+                tqdm.write(f"failed: {config.redact(url)}: {config.redact_text(str(error))}")
     if failed:
         raise click.ClickException(f"{failed} of {len(files)} files failed")
     click.echo(f"warmed {len(files)} files")
@@ -229,10 +230,15 @@ def _remove(store, catalog, path: str, reason: str) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print the dashboard's data as JSON.")
 @with_appcontext
 def stats(as_json: bool) -> None:
-    """Show what is cached, hits and misses, and the time the cache saved."""
-    services = _services()
-    overview = report.overview(services.catalog, services.settings.max_size)
-    projects = report.projects(services.catalog, sort="size", descending=True)
+    """Show what is cached, hits and misses, and the time the cache saved (writing nothing)."""
+    settings = _services().settings
+    path = settings.cache_dir / database.NAME
+    if not path.is_file():
+        raise click.ClickException(f"no cache at {settings.cache_dir} (PYPI_CACHE_DIR): "
+                                   "nothing cached yet, or another directory")
+    catalog = Catalog(path, readonly=True)
+    overview = report.overview(catalog, settings.max_size)
+    projects = report.projects(catalog, sort="size", descending=True)
     if as_json:
         data = overview.as_dict() | {"project_list": [vars(p) for p in projects]}
         click.echo(json.dumps(data, indent=2))

@@ -149,8 +149,16 @@ class Cluster:
 
     def __init__(self, bucket: S3Storage, store: Store, catalog: Catalog):
         self.bucket, self.store, self.catalog = bucket, store, catalog
-        self.node = node_name(store)
+        self._node: str | None = None
         self._started = 0  # the pid that runs the thread: none survives a fork
+
+    @property
+    def node(self) -> str:
+        """This node's name, written into the cache the first time it is needed (a server's
+        request or thread, never the building of the app)."""
+        if self._node is None:
+            self._node = node_name(self.store)
+        return self._node
 
     def start(self) -> None:
         if self._started != os.getpid():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -24,10 +25,37 @@ def _default_cache_dir(environ: Mapping[str, str]) -> str:
 
 def redact(url: str) -> str:
     """The URL without credentials, for pages, logs and error messages."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
+    if "@" not in url:
         return url
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:  # a password with '/', '?' or '#' in it breaks the parse
+        return redact_text(url)
     return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
+_WORD = re.compile(r"\S+")
+_VARIABLE = re.compile(r"[A-Z][A-Z0-9_]*=['\"]?")  # how a message names a setting: PYPI_X='
+
+
+def redact_text(text: str) -> str:
+    """Text that may hold URLs (a setting's value, an error) with whatever could be their
+    credentials masked: in each word with an `@`, from its scheme's `//` (else from its
+    start, after a setting's name) to its last `@`. Cruder than `redact`, as it must hold
+    for URLs too malformed to parse, and for passwords with any character but a space."""
+    def mask(match: re.Match) -> str:
+        word = match[0]
+        end = word.rfind("@")
+        if end < 0:
+            return word
+        start = word.find("//")
+        if 0 <= start < end:
+            start += 2
+        else:
+            named = _VARIABLE.match(word)
+            start = named.end() if named else 0
+        return word[:start] + "***" + word[end:]
+
+    return _WORD.sub(mask, text)
 
 
 def usable_cpus(root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/self/cgroup")) -> int:
@@ -187,8 +215,9 @@ def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings
         try:
             values[name] = parse(raw)
         except ValueError as error:
-            shown = redact(raw) if variable.endswith("_URL") else raw
-            raise ConfigError(f"{variable}={shown!r}: {error}") from None
+            # Any value may hold a URL with credentials (PYPI_INDEXES does), and so may the
+            # parser's message, which may quote a word of it.
+            raise ConfigError(redact_text(f"{variable}={raw!r}: {error}")) from None
     values["index_pins"] = values["index_pins"] or {}
     if values["indexes"] and "indexes" not in overrides:
         values["indexes"] = _several(environ, values)
@@ -217,6 +246,6 @@ def _several(environ: Mapping[str, str], values: dict[str, Any]) -> tuple[indexe
         several = indexes.build(values["indexes"], values["index_pins"], values["package_loc"],
                                 pip_default_index())
     except ValueError as error:
-        raise ConfigError(f"PYPI_INDEXES / PYPI_INDEX_PINS: {error}") from None
+        raise ConfigError(redact_text(f"PYPI_INDEXES / PYPI_INDEX_PINS: {error}")) from None
     values["mirror_url"], values["files_url"] = several[0].url, several[0].files_url
     return several

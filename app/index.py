@@ -19,6 +19,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 import lxml.etree
 
 from . import names, passthrough
+from .config import redact_text
 from .pagemodel import Project, file_href, project_of
 from .errors import BadRequest, UpstreamError
 
@@ -41,13 +42,15 @@ class Linker:
         without_fragment, _, fragment = url.partition("#")
         without_query = without_fragment.partition("?")[0]
         if not without_query.startswith(self.base):
-            log.warning("dropped a file link outside the files base: %s", urlsplit(url).hostname)
+            # The host only: a link resolved against the page's URL carries its login, if any.
+            log.warning("dropped a file link outside the files base: %s",
+                        urlsplit(url).netloc.rpartition("@")[2])
             return None
         relative = without_query[len(self.base):]
         try:
             return self.prefix + names.file_path(unquote(relative) if "%" in relative else relative), fragment
         except BadRequest:
-            log.warning("dropped a file link with an unsafe path: %r", href[:200])
+            log.warning("dropped a file link with an unsafe path: %r", redact_text(href[:200]))
             return None
 
 

@@ -12,7 +12,7 @@ from .errors import IntegrityError, NotFound, UpstreamError, UpstreamTimeout
 from .fetch import Fetcher
 from .objects import Stored
 from .ranges import RangeReader, RangesIgnored
-from .results import DownloadAborted, DownloadStalled, Follow, Hit
+from .results import DownloadAborted, DownloadStalled, Follow, Head, Hit
 
 log = logging.getLogger(__name__)
 SUFFIX = ".whl.metadata"
@@ -68,6 +68,28 @@ class Metadata:
         result = self.fetcher.cached(path) or self.fetcher.single_flight(path)  # just published
         result.cache = "miss"
         return result
+
+    def describe(self, path: str) -> Hit | Stored | Head:
+        """A HEAD of `<wheel>.metadata`, which fetches nothing but what a HEAD of a file asks:
+        the published file, else the upstream's HEAD of its `.metadata`; where the upstream
+        has none, a 200 without a length, as a GET would extract it from the wheel, once the
+        wheel is known to be there (here, or by the upstream's HEAD of it)."""
+        if (hit := self.fetcher.cached(path)) is not None:
+            return hit
+        wheel = path[:-len(".metadata")]
+        here = self.store.file(wheel).is_file()
+        if not here:
+            self.fetcher.require_listed(path)
+        try:
+            return self.fetcher.describe(path)
+        except NotFound:
+            pass  # a GET would extract it (docs/DESIGN.md)
+        except UpstreamError:
+            if not here:
+                raise
+        if not here:
+            self.fetcher.upstream.head(self.fetcher.url(wheel))  # a 404 or 502 as a GET's
+        return Head(None)
 
     def _extract(self, wheel: str) -> bytes:
         """METADATA of the cached wheel, else by ranges, else of the wheel once downloaded."""

@@ -77,16 +77,16 @@ def part(upstream: Upstream, url: str, start: int, stop: int, size: int) -> Part
 class RangeReader:
     """Random reads of an upstream file by Range requests (a wheelmeta.Source).
 
-    The first request asks for the file's last `tail` bytes (its size comes with them);
-    later reads inside a range already fetched cost nothing.
+    The first request asks for the file's last `tail` bytes (its size comes with them), and
+    reads inside them cost nothing; every other read is one request (the zip reader of
+    app/wheelmeta.py keeps what it has read).
     """
 
     def __init__(self, upstream: Upstream, url: str, tail: int, expected_size: int | None):
         self.upstream, self.url, self.expected_size = upstream, url, expected_size
         self.requests = 0
         response = _ask(upstream, url, f"bytes=-{tail}")
-        start, data, self.size = self._body(response, tail)
-        self._spans = [(start, data)]
+        self._tail_start, self._tail, self.size = self._body(response, tail)
 
     def _body(self, response, limit: int) -> tuple[int, bytes, int]:
         self.requests += 1
@@ -105,14 +105,13 @@ class RangeReader:
         return start, data, size
 
     def read(self, offset: int, length: int) -> bytes:
-        for start, data in self._spans:
-            if start <= offset and offset + length <= start + len(data):
-                return data[offset - start:offset + length - start]
+        start = self._tail_start
+        if start <= offset and offset + length <= start + len(self._tail):
+            return self._tail[offset - start:offset + length - start]
         if length == 0:
             return b""
         response = _ask(self.upstream, self.url, f"bytes={offset}-{offset + length - 1}")
         start, data, _ = self._body(response, length)
         if start != offset:
             raise UpstreamError("upstream sent another range than the one asked for")
-        self._spans.append((start, data))
         return data

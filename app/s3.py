@@ -28,6 +28,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .config import redact_text
 from .convert import s3_location
 from .objects import CHUNK, Item, NoLease
 from .store import key as hashed
@@ -102,7 +103,7 @@ class S3Lease:
             try:
                 etag = self.storage._put_lease(self.key, if_match=self.etag)
             except _FAULTS as error:  # try again; if the store stays away the lease expires
-                log.warning("could not renew the lease %s: %s", self.key, error)
+                log.warning("could not renew the lease %s: %s", self.key, redact_text(str(error)))
                 continue
             if etag is None:
                 log.warning("lost the lease %s; the download goes on", self.key)
@@ -117,7 +118,7 @@ class S3Lease:
                 Bucket=self.storage.bucket, Key=self.key, IfMatch=self.etag
             )
         except _FAULTS as error:  # it expires anyway
-            log.info("could not release the lease %s: %s", self.key, error)
+            log.info("could not release the lease %s: %s", self.key, redact_text(str(error)))
 
 
 class S3Storage:
@@ -142,8 +143,9 @@ class S3Storage:
         return time.monotonic() < self._away_until
 
     def _failed(self, what: str, error: Exception) -> None:
+        # botocore's messages name the endpoint (AWS_ENDPOINT_URL), which could hold a login.
         log.warning("bucket %s: %s failed (%s); going on without it for %.0f s",
-                    self.location, what, error, AWAY_SECONDS)
+                    self.location, what, redact_text(str(error)), AWAY_SECONDS)
         self._away_until = time.monotonic() + AWAY_SECONDS
 
     def client(self) -> Any:
@@ -262,7 +264,7 @@ class S3Storage:
             self.client().put_object(Bucket=self.bucket, Key=f"{self.prefix}nodes/{node}.json",
                                      Body=json.dumps(data).encode())
         except _FAULTS as error:
-            log.warning("could not share this node's statistics: %s", error)
+            log.warning("could not share this node's statistics: %s", redact_text(str(error)))
 
     def node_stats(self) -> dict[str, dict]:
         nodes: dict[str, dict] = {}
@@ -272,5 +274,5 @@ class S3Storage:
                                                 Key=f"{self.prefix}nodes/{item.path}")["Body"]
                 nodes[item.path.removesuffix(".json")] = json.loads(body.read())
         except (*_FAULTS, ValueError) as error:
-            log.warning("could not read the nodes' statistics: %s", error)
+            log.warning("could not read the nodes' statistics: %s", redact_text(str(error)))
         return nodes

@@ -52,14 +52,31 @@ def published_mtime(path: str) -> int:
 
 
 class Store:
+    """The cache directory's layout and its write primitives; making it touches nothing."""
+
     def __init__(self, root: Path):
         self.root = Path(root)
         self.files = self.root / "files"
         self.pages = self.root / "pages"
         self.tmp = self.root / "tmp"
         self.locks = self.root / "locks"
+
+    def prepare(self) -> "Store":
+        """Make the directories and remove what crashed writers left in tmp/: gunicorn does
+        as the server starts; a process's first write makes the directories it lacks."""
         for directory in (self.files, self.pages, self.tmp, self.locks):
             directory.mkdir(parents=True, exist_ok=True)
+        self.sweep_temp()
+        return self
+
+    def _first_write(self, make):
+        """`make()`, once the directories are made if the cache has none yet (a read-only
+        command never writes, so building a Store makes none)."""
+        try:
+            return make()
+        except FileNotFoundError:
+            self.prepare()
+            return make()
 
     def file(self, path: str) -> Path:
         return self.files / path  # `path` passed names.file_path: no '..', no absolute parts
@@ -76,7 +93,7 @@ class Store:
         Release it with `unlock`."""
         path = self.lock_path(name)
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._first_write(lambda: os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -139,7 +156,8 @@ class Store:
     # --- atomic writes -------------------------------------------------------------------
     def new_temp(self, prefix: str) -> tuple[int, Path]:
         try:
-            fd, name = tempfile.mkstemp(dir=self.tmp, prefix=prefix + ".", suffix=".part")
+            fd, name = self._first_write(
+                lambda: tempfile.mkstemp(dir=self.tmp, prefix=prefix + ".", suffix=".part"))
         except OSError as error:
             raise storage_error(error) from error
         # Held until the writer closes it or dies: how sweep_temp and followers tell a live

@@ -1,11 +1,13 @@
 """The catalog: what it holds (files, pages, rare listings), its bounds, its start-up."""
 import multiprocessing
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from app import catalog as catalog_module
+from app import catalog as catalog_module, database
 from app.catalog import Catalog
 from app.errors import Busy, StorageError
 
@@ -71,9 +73,9 @@ def test_sqlite_faults_of_storage_become_our_errors(code, error):
     fault = sqlite3.OperationalError("database is locked")
     fault.sqlite_errorcode = code
     with pytest.raises(error):
-        with catalog_module.translated():
+        with database.translated():
             raise fault
-    assert catalog_module.storage_error(sqlite3.OperationalError("no such table")) is None
+    assert database.storage_error(sqlite3.OperationalError("no such table")) is None
 
 
 def test_the_wal_is_truncated_by_a_checkpoint(tmp_path):
@@ -97,7 +99,7 @@ def test_the_removal_log_keeps_only_the_latest_rows(tmp_path, monkeypatch):
 
 def _open_catalog(path: str, start) -> None:
     start.wait()
-    Catalog(Path(path))
+    Catalog(Path(path)).prepare()
 
 
 def test_workers_starting_together_all_open_a_new_catalog(tmp_path):
@@ -114,3 +116,21 @@ def test_workers_starting_together_all_open_a_new_catalog(tmp_path):
         for worker in workers:
             worker.join(60)
         assert [worker.exitcode for worker in workers] == [0] * 6, round_
+
+
+def test_preparing_the_file_again_leaves_this_processs_connections_whole(tmp_path):
+    """A process's first write prepares the catalog while other connections of the process
+    may be open (another app, another thread). Closing a descriptor of the file would drop
+    their fcntl locks: another process leaving then deleted the WAL under them, and they read
+    on without the other processes' writes (a file listed on a page answered 404)."""
+    path = tmp_path / "catalog.sqlite3"
+    mine = Catalog(path).prepare()
+    mine.add_cached("a/one-1.0.tar.gz", "one", 1, "0" * 64)  # this process's connection, open
+    database.prepare(path)
+    visit = ("import sqlite3, sys; "
+             "sqlite3.connect(sys.argv[1]).execute('SELECT COUNT(*) FROM cached').fetchone()")
+    write = ("import sqlite3, sys; sqlite3.connect(sys.argv[1], isolation_level=None).execute("
+             "\"INSERT INTO cached VALUES ('b/two-1.0.tar.gz', 'two', 1, '0', 0, 0, 0)\")")
+    for code in (visit, write):  # another process in and out, then a third that writes
+        subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=60)
+    assert sorted(row[0] for row in mine.files()) == ["a/one-1.0.tar.gz", "b/two-1.0.tar.gz"]

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -106,6 +108,70 @@ def test_verify_adoption_is_written_for_other_processes_and_eviction_counts_it(t
     assert prune.returncode == 0, prune.stderr
     on_disk = [f for f in (cache / "files").rglob("*") if f.is_file()]
     assert len(on_disk) == 1 and sum(f.stat().st_size for f in on_disk) <= 4000
+
+
+def _tree(root: Path) -> dict[str, tuple]:
+    """Every entry under `root`, the root included: inode, size, mtime and mode."""
+    return {str(p.relative_to(root)): (s.st_ino, s.st_size, s.st_mtime_ns, s.st_mode)
+            for p in [root, *root.rglob("*")] for s in [p.lstat()]}
+
+
+def _stopped_servers_cache(cache: Path) -> None:
+    """A cache as a stopped server leaves it: a file with its row and a hit, a front log read
+    to its end long ago, the temp file of a crashed download, no -wal or -shm."""
+    file = cache / "files" / "aa" / "demo-1.0.tar.gz"
+    file.parent.mkdir(parents=True)
+    file.write_bytes(b"x" * 2000)
+    catalog = Catalog(cache / "catalog.sqlite3")
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()
+    catalog.add_cached("aa/demo-1.0.tar.gz", "demo", 2000, digest)
+    catalog.add_stats([(1, 1.0, "aa/demo-1.0.tar.gz")], {"requests_hit": 1}, {})
+    catalog.release()
+    for directory in ("pages", "tmp", "locks", "front"):
+        (cache / directory).mkdir()
+    (cache / "tmp" / "0123.crashed.part").write_bytes(b"half")
+    (cache / "front" / "2026-01-01T10.log").write_text("")
+    os.utime(cache / "front" / "2026-01-01T10.log", (1e9, 1e9))
+    assert not list(cache.glob("*-wal"))
+
+
+def test_stats_writes_nothing_to_the_cache(tmp_path):
+    cache = tmp_path / "cache"
+    _stopped_servers_cache(cache)
+    before = _tree(cache)
+    entries = sorted([cache, *cache.rglob("*")], reverse=True)  # children before parents
+    for entry in entries:  # a read-only cache; root ignores the modes, the tree shows it all
+        entry.chmod(0o555 if entry.is_dir() else 0o444)
+    try:
+        done = _cli(cache, "stats")
+        as_json = _cli(cache, "stats", "--json")
+    finally:
+        for entry in reversed(entries):
+            entry.chmod(0o755 if entry.is_dir() else 0o644)
+    assert done.returncode == 0, done.stderr
+    assert "cached: 1 files, 1 projects, 2.0 KB" in done.stdout and "1 hit" in done.stdout
+    assert as_json.returncode == 0 and json.loads(as_json.stdout)["files"] == 1
+    assert _tree(cache) == before
+
+
+def test_stats_reads_a_running_servers_catalog_through_its_wal(tmp_path):
+    cache = tmp_path / "cache"
+    _stopped_servers_cache(cache)
+    server = Catalog(cache / "catalog.sqlite3")  # holds the WAL open, as a running server does
+    server.add_cached("aa/new-1.0.tar.gz", "new", 3000, "0" * 64)
+    names = set(_tree(cache))
+    assert "catalog.sqlite3-wal" in names
+    done = _cli(cache, "stats")
+    assert done.returncode == 0, done.stderr
+    assert "cached: 2 files, 2 projects, 5.0 KB" in done.stdout  # the row still in the WAL
+    assert set(_tree(cache)) == names
+    server.release()
+
+
+def test_stats_on_a_missing_cache_says_so_and_makes_none(tmp_path):
+    done = _cli(tmp_path / "nowhere", "stats")
+    assert done.returncode == 1 and "no cache at" in done.stderr
+    assert not (tmp_path / "nowhere").exists()
 
 
 @pytest.mark.e2e

@@ -79,3 +79,33 @@ def test_a_secret_comes_from_a_file_and_never_shows_in_an_error(tmp_path):
     assert "s3cret" not in str(caught.value) and "127.0.0.1:9000" in str(caught.value)
     with pytest.raises(config.ConfigError, match="PYPI_MIRROR_URL_FILE="):
         config.load({"PYPI_MIRROR_URL_FILE": str(tmp_path / "missing")})
+
+
+TOKEN = "tok3n-never-shown"
+
+
+@pytest.mark.parametrize("environ", [
+    {"PYPI_INDEXES": f"corp=https://user:{TOKEN}@host/simple x"},  # a bad word beside it
+    {"PYPI_INDEXES": f"corp=https://user:{TOKEN}@host/simple corp=default"},  # a name twice
+    {"PYPI_INDEXES": f"user:{TOKEN}@host/simple"},  # no name=, and no scheme to parse
+    {"PYPI_INDEXES": f"corp=ftp://user:{TOKEN}@host/simple"},
+    {"PYPI_INDEXES": f"corp=https://user:{TOKEN}@host/simple,https://user:{TOKEN}@files x"},
+    {"PYPI_INDEXES": f"corp=https://user:p'{TOKEN}@host/simple x"},  # a quote in the password
+    {"PYPI_MIRROR_URL": f"https://user:{TOKEN}@host/simple#fragment"},
+    {"PYPI_FILES_URL": f"https://user:{TOKEN}@host/packages?query"},
+    {"PYPI_MIRROR_URL": f"https://user:{TOKEN}@host/simple", "PYPI_INDEXES": "a=default"},
+])
+def test_no_error_shows_a_credential_of_any_setting(environ):
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(environ)
+    message = str(caught.value)
+    assert TOKEN not in message and "PYPI_" in message
+
+
+def test_redact_text_masks_credentials_wherever_a_word_has_them():
+    text = f"a https://u:{TOKEN}@h/x b=u:{TOKEN}@h 'http://u:p@{TOKEN}@h/' plain@example"
+    assert TOKEN not in config.redact_text(text)
+    assert config.redact_text("at https://u:p@h/s: refused") == "at https://***@h/s: refused"
+    for password in (TOKEN, f"a/{TOKEN}", f"a#{TOKEN}", f"a?{TOKEN}", f"{TOKEN}@x"):
+        shown = config.redact(f"https://user:{password}@host:8080/simple/")
+        assert TOKEN not in shown and shown.endswith("@host:8080/simple/")

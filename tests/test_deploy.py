@@ -219,6 +219,33 @@ def test_the_server_runs_as_the_user_that_owns_the_cache_on_port_80():
     assert (ROOT / entrypoint[0]).stat().st_mode & 0o111, "the entrypoint must be executable"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to uid 10001 takes root")
+def test_the_entrypoint_walks_the_cache_only_when_its_top_has_another_owner(tmp_path):
+    """A walk of a large cache outlasts the healthcheck's start period: it runs when the
+    directory or an entry right in it is someone else's (a root volume, a root command)."""
+    cache = tmp_path / "data"
+    deep = cache / "files" / "aa" / "old-1.0.tar.gz"
+    deep.parent.mkdir(parents=True)
+    deep.write_bytes(b"written by an image that ran as root")
+    catalog = cache / "catalog.sqlite3"
+    catalog.write_bytes(b"")
+
+    def start() -> str:
+        done = subprocess.run(["sh", str(ROOT / "docker/pypicache/entrypoint.sh"), "id", "-u"],
+                              env=dict(os.environ, PYPI_CACHE_DIR=str(cache)),
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert start() == "10001"  # the command runs as the cache's owner
+    assert {p.stat().st_uid for p in [cache, *cache.rglob("*")]} == {10001}
+    os.chown(deep, 0, 0)  # deep down: not looked for, the top says all is well
+    assert start() == "10001" and deep.stat().st_uid == 0
+    os.chown(catalog, 0, 0)  # the catalog of a command run as root: the walk runs again
+    assert start() == "10001"
+    assert deep.stat().st_uid == catalog.stat().st_uid == 10001
+
+
 def test_cmd_is_gunicorn_with_the_config_file():
     parser = parse_dockerfile()
     assert exec_form(parser.cmd) == ["gunicorn", "-c", "gunicorn.conf.py"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
+
 from app.catalog import Catalog
 from app.stats import frontlog
 from app.stats.frontlog import FrontLog
@@ -17,11 +19,11 @@ def line(path: str, method="GET", status=200, size=10, seconds=0.002) -> str:
 
 def readers(tmp_path, count=2):
     """A cache with a front, and `count` readers of its log as separate workers would have."""
-    store = Store(tmp_path / "cache")
+    store = Store(tmp_path / "cache").prepare()
     (store.root / "front").mkdir()
     seen = []
     catalog = store.root / "catalog.sqlite3"
-    made = [FrontLog(store, Catalog(catalog), lambda *counts: seen.append(counts))
+    made = [FrontLog(store, Catalog(catalog).prepare(), lambda *counts: seen.append(counts))
             for _ in range(count)]
     return store, made, seen
 
@@ -60,10 +62,57 @@ def test_a_log_read_to_its_end_goes_once_nginx_has_moved_on(tmp_path):
 
 
 def test_no_front_no_work_and_one_thread_per_process(tmp_path):
-    store = Store(tmp_path / "cache")
-    reader = FrontLog(store, Catalog(store.root / "catalog.sqlite3"))
+    store = Store(tmp_path / "cache").prepare()
+    reader = FrontLog(store, Catalog(store.root / "catalog.sqlite3").prepare())
     assert reader.read() == 0 and reader.catalog.totals() == {}
     reader.start()
     thread = reader._thread
     reader.start()
     assert reader._thread is thread and thread.is_alive()
+
+
+def test_a_log_that_goes_takes_its_offset_with_it(tmp_path):
+    store, (one,), _ = readers(tmp_path, 1)
+    logs = [store.root / "front" / f"2026-01-01T1{i}.log" for i in range(4)]
+    past = time.time() - frontlog.DONE_AFTER - 1
+    for log in logs:
+        log.write_text(line("a/x.whl"))
+        os.utime(log, (past, past))
+    assert one.read() == 4
+    offsets = {name for name in one.catalog.totals() if name.startswith(frontlog.OFFSET)}
+    assert offsets == {frontlog.OFFSET + logs[-1].name}  # the newest stays, as its total
+    assert one.catalog.totals()["requests_hit"] == 4
+
+
+def test_a_crash_while_a_log_goes_never_counts_its_lines_twice(tmp_path, monkeypatch):
+    store, (one,), _ = readers(tmp_path, 1)
+    old, new = (store.root / "front" / f"2026-01-01T1{hour}.log" for hour in (0, 1))
+    old.write_text(line("a/x.whl") + line("a/x.whl"))
+    new.write_text("")
+    past = time.time() - frontlog.DONE_AFTER - 1
+    os.utime(old, (past, past))
+    real_unlink = type(old).unlink
+
+    def cannot(path, missing_ok=False):  # the log's unlink fails: its total must stay
+        if path != old:
+            return real_unlink(path, missing_ok=missing_ok)
+        raise PermissionError(path)
+
+    monkeypatch.setattr(type(old), "unlink", cannot)
+    with pytest.raises(PermissionError):
+        one.read()
+    assert old.exists() and one.catalog.totals()[frontlog.OFFSET + old.name] == old.stat().st_size
+
+    def crash_after(path, missing_ok=False):  # the log goes, the process dies before the commit
+        real_unlink(path, missing_ok=missing_ok)
+        if path == old:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(old), "unlink", crash_after)
+    with pytest.raises(KeyboardInterrupt):
+        one.read()
+    monkeypatch.setattr(type(old), "unlink", real_unlink)
+    assert not old.exists() and frontlog.OFFSET + old.name in one.catalog.totals()
+    assert one.read() == 0  # the total of a file that is gone goes at the next read
+    totals = one.catalog.totals()
+    assert frontlog.OFFSET + old.name not in totals and totals["requests_hit"] == 2

@@ -111,6 +111,21 @@ def test_root_names_stream_across_chunk_boundaries(content_type):
     assert list(index.iter_root_names(chunks, content_type)) == [f"project-{n}" for n in range(2000)]
 
 
+def test_a_dropped_link_is_logged_without_the_upstreams_credentials(caplog):
+    """Relative links resolve against the page's URL, which carries the mirror's login."""
+    secret = "m1rror-t0ken"
+    base = f"http://mirror:{secret}@127.0.0.1:9000"
+    linker = index.Linker(f"{base}/pypi/web/packages/sub")
+    page = (f'<a href="../../packages/ab/demo-1.0.tar.gz#sha256={SHA}">demo-1.0.tar.gz</a>'
+            f'<a href="{base}/pypi/web/packages/sub/%2e%2e/%2e%2e/x.tar.gz">evil</a>')
+    with caplog.at_level("WARNING", logger="app.index"):
+        project = index.parse_html(page, f"{base}/pypi/web/simple/demo/", "demo", linker)
+    assert project.files == ()
+    assert "outside the files base: 127.0.0.1:9000" in caplog.text
+    assert "unsafe path" in caplog.text
+    assert secret not in caplog.text
+
+
 @pytest.mark.parametrize("page", ["", "  \n", "<html></html>", "no markup at all", "<a>no href</a>"])
 def test_a_page_without_links_lists_no_file(page):
     linker = index.Linker("http://127.0.0.1:9000/packages")

@@ -4,9 +4,11 @@ first, then real gunicorn with real uv and pip resolving and installing through 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from app.conditional import validator
 
 from .fixture_upstream import Upstream
 from .servers import Proxy, clean_environ, installed, pip_install, uv_install
-from .wheels import make_wheel, metadata_from_wheel
+from .wheels import local_header_at, make_wheel, metadata_from_wheel, short_zip64_extra
 
 MIB = 1 << 20
 UV = str(Path(sys.executable).with_name("uv"))
@@ -99,6 +101,28 @@ def test_unusual_wheels_through_the_proxy(make_app, bare, kind):
     assert answer.status_code == 200 and answer.data == metadata_from_wheel(data)
 
 
+def test_a_wheel_with_a_big_directory_costs_three_ranges(make_app, bare):
+    """The tail, the directory before it, then the member with its local header: requests
+    and bytes counted by the upstream."""
+    filename, data = make_wheel("many", "1.0", payload=2 * MIB)
+    buf = io.BytesIO(data)
+    with zipfile.ZipFile(buf, "a") as zf:  # a directory of ~190 KB, before the last 16 KiB
+        for index in range(2000):
+            zf.writestr(f"many/module_with_a_long_name_{index:05d}.py", b"")
+    data = buf.getvalue()
+    wheel = bare.add_file("many", filename, data)
+    client = app_for(make_app, bare).test_client()
+    client.get("/simple/many/")
+    bare.reset_counts()
+    answer = client.get(files_url(bare, wheel) + ".metadata")
+    assert answer.status_code == 200 and answer.data == metadata_from_wheel(data)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        directory = len(data) - 22 - zf.start_dir
+        member = zf.getinfo("many-1.0.dist-info/METADATA").compress_size
+    assert bare.requests[f"GET {wheel.path}"] == 3 and bare.downloads(wheel.filename) == 0
+    assert bare.bytes_sent() <= 16 * 1024 + directory + member + 30 + 64 + 1024
+
+
 def test_equal_to_the_upstreams_own_metadata(make_app, tmp_path):
     with Upstream(tmp_path / "up", metadata=True) as up:
         wheel, data = add(up, "demo", requires=["beta"])
@@ -166,6 +190,27 @@ def test_a_damaged_wheel_gets_a_502_and_nothing_is_cached(make_app, bare, damage
     assert not list((cache_dir(app) / "tmp").glob("*.part"))
 
 
+@pytest.mark.parametrize("damage", ["short zip64 extra field", "local header past the end"])
+def test_a_malformed_zip_record_is_a_502_not_a_500(make_app, bare, damage):
+    """Records a hand-written parser once read with struct and failed on (a 500)."""
+    name = "demo-1.0.dist-info/METADATA"
+    if damage == "short zip64 extra field":
+        filename, data = make_wheel("demo", "1.0", zip64=True)
+        data = short_zip64_extra(data, name)
+    else:
+        filename, data = make_wheel("demo", "1.0")
+        data = local_header_at(data, name, len(data) - 10)
+    wheel = bare.add_file("demo", filename, data)
+    app = app_for(make_app, bare)
+    client = app.test_client()
+    client.get("/simple/demo/")
+    answer = client.get(files_url(bare, wheel) + ".metadata")
+    assert answer.status_code == 502, answer.text
+    assert not [p for p in (cache_dir(app) / "files").rglob("*") if p.is_file()]
+    assert not list((cache_dir(app) / "tmp").glob("*.part"))
+    assert bare.downloads(wheel.filename) == 0  # ranges only, as for a sound wheel
+
+
 def test_a_metadata_hash_the_wheel_does_not_match_is_a_502(make_app, tmp_path):
     """The upstream advertises a hash, answers 404 for the file: the extracted bytes must
     match the advertised hash."""
@@ -178,6 +223,38 @@ def test_a_metadata_hash_the_wheel_does_not_match_is_a_502(make_app, tmp_path):
         answer = client.get(files_url(up, wheel) + ".metadata")
         assert answer.status_code == 502 and "hash" in answer.text
         assert not list((cache_dir(client.application) / "files").rglob("*.metadata"))
+
+
+@pytest.mark.parametrize("own_metadata", [True, False])
+def test_a_head_of_metadata_fetches_nothing_and_caches_nothing(make_app, tmp_path, own_metadata):
+    """As a HEAD of a file: the upstream's HEAD only. Where the upstream has no .metadata, the
+    answer is a GET's status without extracting anything, so without a length."""
+    with Upstream(tmp_path / "up", metadata=own_metadata) as up:
+        wheel, data = add(up, "demo", payload=MIB)
+        gone, _ = add(up, "demo", "2.0")
+        app = app_for(make_app, up)
+        client = app.test_client()
+        client.get("/simple/demo/")
+        up.reset_counts()
+        head = client.head(files_url(up, wheel) + ".metadata")
+        assert head.status_code == 200 and head.data == b""
+        length = len(metadata_from_wheel(data))
+        assert head.content_length == (length if own_metadata else None)
+        assert head.headers["Content-Type"] == "application/octet-stream"
+        assert {request.split()[0] for request in up.requests} == {"HEAD"}
+        assert not [p for p in (cache_dir(app) / "files").rglob("*") if p.is_file()]
+        up.fault(gone.filename, "status:404")  # a wheel the upstream lost: what a GET would say
+        expected = 200 if own_metadata else 404
+        assert client.head(files_url(up, gone) + ".metadata").status_code == expected
+        up.fault(gone.filename, "status:503")
+        assert client.head(files_url(up, gone) + ".metadata").status_code == (
+            200 if own_metadata else 502)
+        assert {request.split()[0] for request in up.requests} == {"HEAD"}
+        assert client.get(files_url(up, wheel) + ".metadata").data == metadata_from_wheel(data)
+        up.reset_counts()
+        cached = client.head(files_url(up, wheel) + ".metadata")
+        assert (cached.headers["X-Cache"], cached.content_length) == ("hit", length)
+        assert not up.requests
 
 
 # --- ranges of cold files ------------------------------------------------------------------

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -34,6 +35,42 @@ def test_healthz_fails_when_the_cache_is_not_writable(app, client, monkeypatch):
     assert response.status_code == 503
     assert response.json["status"] == "failing"
     assert "disk is full" in response.json["checks"]["cache_writable"]
+
+
+def test_healthz_names_no_path_in_its_failures_and_logs_them(app, client, monkeypatch, caplog):
+    """/healthz is open to anyone, logged in or not: what failed, in words; the detail is
+    in the log."""
+    services = app.extensions["pypicache"]
+    secret = "/srv/private-team-path/tmp/healthz.1234.part"
+
+    def denied(prefix):
+        raise PermissionError(13, "Permission denied", secret)
+
+    def locked():
+        raise sqlite3.OperationalError(f"unable to open database file {secret}")
+
+    monkeypatch.setattr(services.store, "new_temp", denied)
+    monkeypatch.setattr(services.store, "try_lock", lambda name: denied(name))
+    monkeypatch.setattr(services.catalog, "usage", locked)
+    with caplog.at_level("WARNING", logger="app.stats.health"):
+        response = client.get("/healthz")
+    assert response.status_code == 503
+    checks = response.json["checks"]
+    assert checks["cache_writable"] == "a file cannot be written in the cache: Permission denied"
+    assert checks["locks"] == "a lock cannot be taken in the cache: Permission denied"
+    assert checks["catalog"].startswith("the catalog cannot be read: ")
+    assert "private-team-path" not in response.text
+    assert caplog.text.count("private-team-path") == 3
+
+
+@responses.activate
+def test_healthz_names_no_project_in_the_upstreams_last_error(client):
+    responses.get(f"{MIRROR}/private-project/", body=requests.ConnectionError("refused"))
+    assert client.get("/simple/private-project/").status_code == 502
+    health = client.get("/healthz")
+    error = health.json["upstream"]["last_error"]
+    assert error == "upstream unreachable: http://127.0.0.1:9: ConnectionError"
+    assert "private-project" not in health.text
 
 
 def test_healthz_is_not_fooled_by_a_concurrent_check(app, client):

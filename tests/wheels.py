@@ -106,3 +106,25 @@ def generate_file(path, filename: str, size: int) -> str:
             f.write(chunk)
     side.write_text(h.hexdigest())
     return h.hexdigest()
+
+
+def central_entry(data: bytes, name: str) -> int:
+    """Where the central directory entry (APPNOTE 4.3.12) of member `name` starts: the name's
+    last occurrence is the directory's copy (the local header's comes first)."""
+    return data.rindex(name.encode()) - 46
+
+
+def short_zip64_extra(data: bytes, name: str) -> bytes:
+    """The wheel with member `name`'s ZIP64 extra field (APPNOTE 4.5.3) claiming 16 bytes more
+    than the entry holds."""
+    entry = central_entry(data, name)
+    extra = entry + 46 + struct.unpack_from("<H", data, entry + 28)[0]
+    kind, length = struct.unpack_from("<2H", data, extra)
+    assert kind == 0x0001, "a wheel made with zip64=True"
+    return data[:extra + 2] + struct.pack("<H", length + 16) + data[extra + 4:]
+
+
+def local_header_at(data: bytes, name: str, offset: int) -> bytes:
+    """The wheel with member `name`'s directory entry pointing at a local header at `offset`."""
+    entry = central_entry(data, name)
+    return data[:entry + 42] + struct.pack("<L", offset) + data[entry + 46:]

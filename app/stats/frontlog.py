@@ -5,7 +5,9 @@ nginx (docker/nginx/) writes one line per file it serves from files/ to
 at a time (a non-blocking flock) reads the complete lines that are new and adds them to the
 catalog in one transaction together with how far it has read that file (a total named after
 it), so a crash on either side of the commit neither loses nor repeats a line. A file read to
-its end and no longer written is deleted.
+its end and no longer written is deleted inside the transaction that removes its total: a
+crash before the commit leaves the total of a file that is gone (harmless, and removed at the
+next read), never a file whose total is gone (its lines would count again).
 """
 from __future__ import annotations
 
@@ -62,6 +64,9 @@ class FrontLog:
         try:
             done = self.catalog.totals()
             paths = sorted(self.directory.glob("*.log"))
+            present = {OFFSET + path.name for path in paths}
+            for gone in [name for name in done if name.startswith(OFFSET) and name not in present]:
+                self.catalog.drop_total(gone)  # its file went, a crash stopped the commit
             return sum(
                 self._read_file(path, int(done.get(OFFSET + path.name, 0)), path == paths[-1])
                 for path in paths
@@ -84,7 +89,8 @@ class FrontLog:
         except FileNotFoundError:
             return lines
         if not newest and offset >= stat.st_size and time.time() - stat.st_mtime > DONE_AFTER:
-            path.unlink(missing_ok=True)  # nginx writes the newest name
+            # nginx writes the newest name; this one is done: it goes with its total.
+            self.catalog.drop_total(OFFSET + path.name, then=lambda: path.unlink(missing_ok=True))
         return lines
 
     def _count(self, name: str, data: bytes) -> int:

@@ -1,10 +1,18 @@
-"""What /healthz checks: each check does the thing it names, and says why it failed."""
+"""What /healthz checks: each check does the thing it names, and says why it failed.
+
+/healthz stays open when clients must log in (probes have no password), so a failure is said
+in words that name no path, file or project; the exception itself goes to the log.
+"""
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
 
+from ..errors import StorageError
 from ..store import Store
 
+log = logging.getLogger(__name__)
 HEALTH_LOCK = "healthz"
 
 
@@ -18,7 +26,7 @@ def cache_writable(store: Store) -> bool | str:
             os.close(fd)
             temp.unlink()
     except Exception as error:  # report, never raise: this is the health check
-        return f"{type(error).__name__}: {error}"
+        return _failed("a file cannot be written in the cache", error)
     return True
 
 
@@ -33,7 +41,7 @@ def locks_work(store: Store) -> bool | str:
             finally:
                 os.close(fd)
     except Exception as error:
-        return f"{type(error).__name__}: {error}"
+        return _failed("a lock cannot be taken in the cache", error)
     return True
 
 
@@ -41,5 +49,20 @@ def catalog_readable(catalog) -> bool | str:
     try:
         catalog.usage()
     except Exception as error:
-        return f"{type(error).__name__}: {error}"
+        return _failed("the catalog cannot be read", error)
     return True
+
+
+def _failed(what: str, error: Exception) -> str:
+    """`what` failed and why, naming no path (an OSError's text names its file); the whole
+    error goes to the log."""
+    log.warning("health check: %s: %s: %s", what, type(error).__name__, error)
+    if isinstance(error, StorageError):
+        reason = error.message  # ours, made of the errno's words (app/store.py)
+    elif isinstance(error, OSError) and error.errno:
+        reason = os.strerror(error.errno)
+    elif isinstance(error, sqlite3.Error):
+        reason = getattr(error, "sqlite_errorname", None) or type(error).__name__
+    else:
+        reason = type(error).__name__
+    return f"{what}: {reason}"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 from flask import Flask, Response, current_app, request
@@ -17,6 +18,9 @@ log = logging.getLogger(__name__)
 EXTENSION = "pypicache.stats"
 # The environ key gunicorn.conf.py's post_request hook calls with the bytes it sent.
 SENT_HOOK = "pypicache.sent"
+# What follows a URL's origin in an error message (app/upstream.py writes `<url>: <kind>`):
+# it names the project or file that was asked for.
+_URL_PATH = re.compile(r"([a-z][a-z0-9+.-]*://[^/\s]+)/\S*?(?=:?(?:\s|$))", re.IGNORECASE)
 
 
 class Stats:
@@ -55,6 +59,8 @@ class Stats:
         (with several upstreams each has its own state too: "upstream_ok:<name>")."""
         self.metrics.upstream_latency.labels(outcome).observe(seconds)
         name, text = ("upstream_failed", message) if outcome == "error" else ("upstream_ok", None)
+        if text:  # shown on the open /healthz too: the upstream's origin, not what was asked
+            text = _URL_PATH.sub(r"\1", text)
         self.recorder.event(name, text)
         up = indexes.of_url(self.settings, url)
         if up is not None and up.name:
@@ -82,9 +88,14 @@ def install(app: Flask, services) -> Stats:
     upstream_answered.connect(stats.on_upstream_answered, sender=services.upstream)
     if (logins := app.extensions.get("pypicache.logins")) is not None:
         login_checked.connect(stats.on_login_checked, sender=logins)
-    stats.front_log.start()  # gunicorn builds the app in each worker, after the fork
     app.after_request(stats.after_request)
     return stats
+
+
+def worker_started(app: Flask) -> None:
+    """gunicorn's post_worker_init: read the nginx front's log from the worker's start, not
+    from the first request that reaches it (behind the front, warm hits never do)."""
+    app.extensions[EXTENSION].front_log.start()
 
 
 def page_served(name: str) -> None:

@@ -26,10 +26,9 @@ IMMUTABLE = "max-age=365000000, immutable, public"
 def package(path: str) -> Response:
     path = names.file_path(path)
     ask = Ask.of(request.environ)
-    if path.endswith(METADATA):
-        result = services().metadata.open(path)
-    elif request.method == "HEAD":
-        result = services().fetcher.describe(path)
+    if path.endswith(METADATA):  # a HEAD starts no download and extracts nothing
+        metadata = services().metadata
+        result = metadata.describe(path) if request.method == "HEAD" else metadata.open(path)
     else:
         result = services().fetcher.open(path, ask)
     if isinstance(result, Stored) and result.url is not None:

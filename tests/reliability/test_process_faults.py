@@ -102,7 +102,7 @@ def test_sigkill_of_the_downloading_worker_mid_transfer(proxy, slow_up, point):
     outcomes = clients.join()
     assert not any(o.complete for o in outcomes), outcomes  # all followed the killed download
     assert not published(proxy.cache_dir, big)
-    # Nothing corrupt was left: the arbiter's new worker sweeps the dead temp file at start.
+    # Nothing corrupt was left: the arbiter sweeps the dead temp file as the worker exits.
     assert wait_for(lambda: not temp_files(proxy.cache_dir), timeout=10), temp_files(proxy.cache_dir)
     again = fetch(file_url(proxy, big))
     assert (again.status, again.complete, again.sha256) == (200, True, big.sha256)
@@ -163,7 +163,8 @@ def test_graceful_restart_mid_download_finishes_the_download(tmp_path, leader_st
             clients.start(file_url(proxy, big), count=3)
         else:
             clients.join()  # gone at 256 KiB: the download runs on with nobody attached
-        assert wait_for(lambda: part_size(victim) >= SIZE // 4, timeout=10, step=0.01)
+        # A quarter of the file, then the HUP: at a load of 37 on 2 cores, 4 MiB took over 10 s.
+        assert wait_for(lambda: part_size(victim) >= SIZE // 4, timeout=60, step=0.01)
         os.kill(proxy.process.pid, signal.SIGHUP)
         outcomes = clients.join()
         if leader_stays:
@@ -195,7 +196,7 @@ def test_a_stale_temp_file_is_swept_but_a_live_download_is_not(proxy, slow_up):
     clients.start(file_url(proxy, live))
     downloader = wait_for(lambda: downloading_worker(proxy), timeout=10)
     live_part = part_of(downloader)
-    # A new worker starts (the arbiter replaces one that died) and sweeps tmp/ at start-up.
+    # A worker dies: the arbiter sweeps tmp/ as it reaps it (gunicorn.conf.py child_exit).
     bystander = next(pid for pid in proxy.worker_pids() if pid != downloader)
     os.kill(bystander, signal.SIGKILL)
     assert wait_for(lambda: not orphan.exists(), timeout=15)
