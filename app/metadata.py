@@ -79,7 +79,7 @@ class Metadata:
         wheel = path[:-len(".metadata")]
         here = self.store.file(wheel).is_file()
         if not here:
-            self.fetcher.require_listed(path)
+            self.fetcher.listings.require(path)
         try:
             return self.fetcher.describe(path)
         except NotFound:

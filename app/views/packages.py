@@ -26,11 +26,13 @@ IMMUTABLE = "max-age=365000000, immutable, public"
 def package(path: str) -> Response:
     path = names.file_path(path)
     ask = Ask.of(request.environ)
-    if path.endswith(METADATA):  # a HEAD starts no download and extracts nothing
-        metadata = services().metadata
-        result = metadata.describe(path) if request.method == "HEAD" else metadata.open(path)
+    found = services()
+    if request.method == "HEAD":  # starts no download and extracts nothing
+        result = (found.metadata if path.endswith(METADATA) else found.fetcher).describe(path)
+    elif path.endswith(METADATA):
+        result = found.metadata.open(path)
     else:
-        result = services().fetcher.open(path, ask)
+        result = found.fetcher.open(path, ask)
     if isinstance(result, Stored) and result.url is not None:
         result.close()
         response = redirect(result.url, 302)  # temporary: the presigned URL expires
