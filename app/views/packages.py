@@ -33,6 +33,8 @@ def package(path: str) -> Response:
     etag = key(path)  # strong: a path's bytes never change once verified
     if path.endswith(METADATA):
         result = services().metadata.open(path)
+        if request.method == "GET":  # what this client will ask for next (app/prefetch.py)
+            services().prefetch.after_metadata(path, request.headers.get("User-Agent", ""))
     elif request.method == "HEAD":
         result = services().fetcher.describe(path)
     else:
