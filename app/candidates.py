@@ -13,47 +13,63 @@ import functools
 from typing import Iterable
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.utils import (
-    InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename,
-)
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from .environments import Client
 from .index import File
 
 _SDIST_RANK = 1 << 30  # any wheel that fits comes before the sdist of the same release
+_SDIST_SUFFIXES = (".tar.gz", ".zip")
 
 
 def choose(files: Iterable[File], specifier: SpecifierSet, client: Client) -> File | None:
     """The wheel of the release a resolver would pick, or None (no release fits, or the best
     one fitting has no wheel for this client)."""
-    best: dict[Version, tuple[int, File]] = {}
-    for file in files:
-        fit = _fit(file, client)
-        if fit is None:
+    releases: dict[Version, list[File]] = {}
+    for file in files:  # thousands on a big page: only cheap checks here
+        if file.yanked or not _python_fits(file.requires_python, client):
             continue
-        version, rank = fit
-        if version not in best or rank < best[version][0]:
-            best[version] = (rank, file)
-    chosen = max(specifier.filter(best), default=None)
-    if chosen is None or best[chosen][0] == _SDIST_RANK:
-        return None
-    return best[chosen][1]
+        version = _version(file.filename)
+        if version is not None:
+            releases.setdefault(version, []).append(file)
+    for version in sorted(specifier.filter(releases), reverse=True):
+        ranked = [(rank, file) for file in releases[version]
+                  if (rank := _rank(file, client)) is not None]
+        if ranked:
+            rank, file = min(ranked, key=lambda pair: pair[0])
+            return None if rank == _SDIST_RANK else file
+    return None
 
 
-def _fit(file: File, client: Client) -> tuple[Version, int] | None:
-    """(version, preference) of a file this client could install, None if it could not."""
-    if file.yanked or not _python_fits(file.requires_python, client):
-        return None
+def _version(filename: str) -> Version | None:
+    """The version a wheel's or sdist's name says (PEP 427, 625), without parsing the rest."""
+    if filename.endswith(".whl"):
+        parts = filename.split("-")
+        return _parsed(parts[1]) if len(parts) in (5, 6) else None
+    if filename.endswith(_SDIST_SUFFIXES) and "-" in filename:
+        return _parsed(filename.removesuffix(".tar.gz").removesuffix(".zip").rsplit("-", 1)[1])
+    return None
+
+
+@functools.lru_cache(maxsize=65536)  # a page lists each version for many files
+def _parsed(text: str) -> Version | None:
     try:
-        if file.filename.endswith(".whl"):
-            _, version, _, wheel_tags = parse_wheel_filename(file.filename)
-            rank = _wheel_rank(wheel_tags, client)
-            return None if rank is None else (version, rank)
-        _, version = parse_sdist_filename(file.filename)
-    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
+        return Version(text)
+    except InvalidVersion:
         return None
-    return version, _SDIST_RANK
+
+
+def _rank(file: File, client: Client) -> int | None:
+    """How much this client prefers a file of the release it picked; None if it cannot
+    install it."""
+    if not file.filename.endswith(".whl"):
+        return _SDIST_RANK
+    try:
+        wheel_tags = parse_wheel_filename(file.filename)[3]
+    except (InvalidWheelFilename, InvalidVersion):
+        return None
+    return _wheel_rank(wheel_tags, client)
 
 
 def _wheel_rank(wheel_tags: frozenset, client: Client) -> int | None:

@@ -17,9 +17,10 @@ from app.index import File
 
 # What uv 0.13.8 sent from this kind of machine (captured from a request to a local server).
 UV = ('uv/0.13.8 {"installer":{"name":"uv","version":"0.13.8","subcommand":["pip","install"]},'
-      '"python":"3.12.1","implementation":{"name":"CPython","version":"3.12.1"},"distro":{"name":'
-      '"macOS","version":"14.2","id":null,"libc":null},"system":{"name":"Darwin","release":"23.2.0"},'
-      '"cpu":"arm64","openssl_version":null,"setuptools_version":null,"rustc_version":null,"ci":null}')
+      '"python":"3.12.1","implementation":{"name":"CPython","version":"3.12.1"},"distro":'
+      '{"name":"macOS","version":"14.2","id":null,"libc":null},"system":{"name":"Darwin",'
+      '"release":"23.2.0"},"cpu":"arm64","openssl_version":null,"setuptools_version":null,'
+      '"rustc_version":null,"ci":null}')
 
 
 def test_pips_own_user_agent_gives_this_machines_tags_and_markers():
@@ -30,7 +31,8 @@ def test_pips_own_user_agent_gives_this_machines_tags_and_markers():
     here = default_environment()
     for name, value in client.environment:
         assert here[name] == value, name
-    assert {"python_full_version", "sys_platform", "platform_machine"} <= dict(client.environment).keys()
+    told = dict(client.environment).keys()
+    assert {"python_full_version", "sys_platform", "platform_machine"} <= told
 
 
 def test_uvs_user_agent_on_macos():
@@ -43,8 +45,9 @@ def test_uvs_user_agent_on_macos():
 
 
 def test_windows_and_musl():
-    windows = client_of('pip/26.3 {"cpu":"AMD64","implementation":{"name":"CPython","version":"3.11.4"},'
-                        '"python":"3.11.4","system":{"name":"Windows","release":"10"}}')
+    windows = client_of('pip/26.3 {"cpu":"AMD64","implementation":{"name":"CPython",'
+                        '"version":"3.11.4"},"python":"3.11.4","system":{"name":"Windows",'
+                        '"release":"10"}}')
     assert windows.platforms == ("win_amd64",) and dict(windows.environment)["os_name"] == "nt"
     musl = client_of('uv/0.13.8 ' + json.dumps({
         "python": "3.12.1", "implementation": {"name": "CPython", "version": "3.12.1"},
@@ -87,7 +90,8 @@ def test_the_release_a_resolver_would_pick():
     assert choose(files, SpecifierSet(""), linux).filename == "demo-1.1-py3-none-any.whl"
     assert choose(files, SpecifierSet("<1.1"), linux).filename == "demo-1.0-py3-none-any.whl"
     assert choose(files, SpecifierSet(">=2.0rc1"), linux).filename == "demo-2.0rc1-py3-none-any.whl"
-    assert choose(files, SpecifierSet(">1.1"), linux).filename == "demo-2.0rc1-py3-none-any.whl"  # the only fit
+    only_fit = choose(files, SpecifierSet(">1.1"), linux)  # nothing final fits
+    assert only_fit.filename == "demo-2.0rc1-py3-none-any.whl"
     assert choose(files, SpecifierSet(">=3"), linux) is None
     # requires-python is not known for an unknown client: the newest release is its guess
     assert choose(files, SpecifierSet(""), UNKNOWN).filename == "demo-1.3-py3-none-any.whl"
@@ -106,3 +110,6 @@ def test_the_wheel_that_fits_the_client_best():
              wheel("demo-2.0-cp312-cp312-win_amd64.whl")]
     assert choose(files, SpecifierSet(""), client_of(pips_user_agent())) is None
     assert choose([wheel("demo-1.0-cp312-cp312-win_amd64.whl")], SpecifierSet(""), UNKNOWN) is None
+    # A newer release with no file for this client: the resolver takes the one before.
+    files = [wheel("demo-1.0-py3-none-any.whl"), wheel("demo-2.0-cp312-cp312-win_amd64.whl")]
+    assert choose(files, SpecifierSet(""), client_of(pips_user_agent())) == files[0]

@@ -44,7 +44,8 @@ def metadata_url(up, file) -> str:
 
 def ask(app, up, file, agent: str | None = None):
     """A client GETs a wheel's metadata; returns once what it led to is done."""
-    answer = app.test_client().get(metadata_url(up, file), headers={"User-Agent": agent or user_agent()})
+    answer = app.test_client().get(metadata_url(up, file),
+                                   headers={"User-Agent": agent or user_agent()})
     assert answer.status_code == 200, answer.text
     settle(app)
     return answer
@@ -152,7 +153,8 @@ def test_extras_only_those_a_requirement_asked_for(fetching, upstream):
         upstream.add_wheel(name, "1.0")
     app = fetching()
     ask(app, upstream, root)
-    assert [page_requests(upstream, name) for name in ("beta", "fast", "slow", "docs")] == [1, 1, 0, 0]
+    asked = [page_requests(upstream, name) for name in ("beta", "fast", "slow", "docs")]
+    assert asked == [1, 1, 0, 0]
 
 
 def test_a_client_asking_for_metadata_being_fetched_ahead_follows_that_fetch(fetching, upstream):

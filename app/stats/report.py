@@ -143,7 +143,8 @@ def fetched_ahead(totals: dict[str, float]) -> dict:
     for (used) or not yet (unused); the work dropped, and the steps that failed."""
     kinds = {}
     for kind in AHEAD_KINDS:
-        fetched, used = int(totals.get(f"ahead_{kind}", 0)), int(totals.get(f"ahead_used_{kind}", 0))
+        fetched = int(totals.get(f"ahead_{kind}", 0))
+        used = int(totals.get(f"ahead_used_{kind}", 0))
         kinds[kind] = {"fetched": fetched, "used": used, "unused": max(0, fetched - used)}
     return {"kinds": kinds, "dropped": int(totals.get("ahead_dropped", 0)),
             "failed": int(totals.get("ahead_failed", 0))}
