@@ -87,8 +87,8 @@ def main(argv=None) -> None:
                         if settings is None:
                             took = install(client, up.index_url, work)
                         else:
-                            proxy = Proxy(work / f"cache-{run}-{client}-{len(times)}", up.env(),
-                                          **settings).start()
+                            cache = Path(tempfile.mkdtemp(dir=work)) / "cache"  # cold
+                            proxy = Proxy(cache, up.env(), **settings).start()
                             try:
                                 took = install(client, f"{proxy.url}/simple", work)
                             finally:
