@@ -108,7 +108,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .stats.setup import install
     from .views import browse, ops, packages, simple
 
-    auth.install(app, settings.auth_file, settings.auth_scope)
+    auth.install(app, settings.auth_file, settings.auth_scope, settings.cache_dir)
     app.register_blueprint(simple.bp)
     app.register_blueprint(packages.bp)
     app.register_blueprint(ops.bp)

@@ -243,7 +243,9 @@ def stats(as_json: bool) -> None:
     t = "-" if o.upstream_mb_s is None else f"{o.upstream_mb_s:.1f} MB/s"
     d = "-" if o.local_mb_s is None else f"{o.local_mb_s:.0f} MB/s"
     saved = "-" if o.seconds_saved is None else f"{o.seconds_saved:.1f} s"
-    click.echo(f"cached: {o.files} files, {o.projects} projects, {report.human_bytes(o.bytes)}{cap}")
+    click.echo(f"cached: {o.files} files, {o.projects} projects, {report.human_bytes(o.bytes)}; "
+               f"{o.pages} index pages, {report.human_bytes(o.page_bytes)}; disk use "
+               f"{report.human_bytes(o.disk)}{cap}")
     counts = ", ".join(f"{n} {kind}" for kind, n in sorted(o.requests.items())) or "none"
     click.echo(f"file requests: {counts}; hit ratio {ratio}")
     click.echo(f"served from cache {report.human_bytes(o.bytes_from_cache)}, from upstream "

@@ -26,6 +26,7 @@ class Download:
         store = self.fetcher.store
         digest, written = hashlib.sha256(), 0
         started = time.monotonic()  # the upstream throughput t on the dashboard (app/stats)
+        failure: ProxyError | None = None
         try:
             for chunk in self.fetcher.upstream.iter_body(self.response):
                 write_all(self.fd, chunk)
@@ -43,19 +44,33 @@ class Download:
             file_cached.send(self.fetcher, path=self.path, size=written,
                              seconds=time.monotonic() - started)
         except (ProxyError, OSError) as error:
-            if isinstance(error, OSError):
-                error = storage_error(error)
-            log.warning("download of %s failed: %s", self.path, error.message)
+            failure = storage_error(error) if isinstance(error, OSError) else error
+            log.warning("download of %s failed: %s", self.path, failure.message)
             self.part.unlink(missing_ok=True)
         except BaseException:
             log.exception("download of %s failed", self.path)
             self.part.unlink(missing_ok=True)
         finally:
             self.response.close()
-            store.announce_path(self.path).unlink(missing_ok=True)
+            self._leave_note(failure)
             os.close(self.fd)  # followers see the writer gone: published, or abort
             lock, slot = self.lock
             self.fetcher.slots.release(slot)
             store.unlock(self.path, lock)
             self.fetcher.catalog.release()  # this thread ends here
 
+
+    def _leave_note(self, failure: ProxyError | None) -> None:
+        """Replace the announcement: by nothing after a publish, else by what failed, so that
+        the clients following the download answer it (a full disk is a 507, not a 502) when
+        none of its bytes has gone out yet. The temp file is gone first: the note has room."""
+        store = self.fetcher.store
+        if failure is not None:
+            try:
+                store.write_json(store.announce_path(self.path), {
+                    "failed": failure.status, "message": failure.message, "at": time.time(),
+                    "retry_after": failure.retry_after})
+                return
+            except (ProxyError, OSError):
+                pass
+        store.announce_path(self.path).unlink(missing_ok=True)

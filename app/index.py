@@ -1,6 +1,6 @@
-"""The page model: an upstream's project page (HTML or PEP 691 JSON) becomes our own PEP 691
-document, which the cache keeps and serves as it is; Project and File objects are read from it
-for everything else (HTML, the files' hashes and sizes).
+"""Upstream pages read: a project page (HTML or PEP 691 JSON) becomes our own PEP 691 document
+(app/pagemodel.py), which the cache keeps and serves as it is; the root list's names are
+pulled out of a stream.
 
 The document is the upstream's JSON with its file links pointing at the proxy and core
 metadata advertised for every wheel, every other key passed through, so a JSON page miss costs
@@ -12,53 +12,18 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Iterator
-from urllib.parse import quote, unquote, urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import lxml.etree
 
-from . import names
+from . import names, passthrough
+from .pagemodel import Project, file_href, project_of
 from .errors import BadRequest, UpstreamError
 
 log = logging.getLogger(__name__)
-# Project pages live at /simple/<name>/, files at /packages/<path>: relative links keep a
-# page valid behind any host name or path prefix.
-FILE_PREFIX = "../../packages/"
-# Characters quote() leaves alone: most paths need no quoting at all, and a page has thousands.
-_UNQUOTED = re.compile(r"[A-Za-z0-9_.\-~/]*")
 HIGHEST = (1, 4)  # the newest Simple API version this proxy knows (PEP 792's project status)
-
-
-@dataclass(frozen=True)
-class File:
-    """One distribution file; `path` is relative to the files base (and to our /packages/)."""
-
-    filename: str
-    path: str
-    hashes: dict[str, str] = field(default_factory=dict)
-    requires_python: str | None = None
-    yanked: bool | str = False  # False, True, or the reason (PEP 592)
-    core_metadata: bool | dict[str, str] = False  # PEP 658/714: False, True or its hashes
-    size: int | None = None
-    upload_time: str | None = None
-
-    @property
-    def sha256(self) -> str | None:
-        return self.hashes.get("sha256")
-
-
-@dataclass(frozen=True)
-class Project:
-    name: str
-    files: tuple[File, ...]
-    versions: tuple[str, ...] | None = None  # PEP 700
-    status: str | None = None  # PEP 792
-    status_reason: str | None = None
-
-
-def file_href(path: str) -> str:
-    return FILE_PREFIX + (path if _UNQUOTED.fullmatch(path) else quote(path))
 
 
 class Linker:
@@ -88,14 +53,33 @@ class Linker:
 
 # --- an upstream page -> our document ----------------------------------------------------------
 def document(body: bytes, content_type: str, page_url: str, name: str, linker: Linker,
-             metadata: dict[str, str]) -> dict:
-    """Our PEP 691 document of an upstream page; `metadata` has the sha256 of `.metadata`
-    files the proxy served (by path), advertised for wheels whose upstream gives none.
-    Files whose names say another project are listed in the document's `misfiled` (to take
-    out before it is kept: app/listings.py finds them through the catalog)."""
+             metadata: dict[str, str], earlier: Path | None = None) -> tuple[bytes, list[str]]:
+    """Our PEP 691 document of an upstream page, as bytes, and the paths of the files whose
+    names say another project (app/listings.py finds those through the catalog).
+
+    `metadata` has the sha256 of `.metadata` files the proxy served (by path), advertised for
+    wheels whose upstream gives none; `earlier` is the previous version of the document, whose
+    hashes a page without them keeps. A regular JSON page is rewritten as bytes
+    (app/passthrough.py); any other is built here, file by file."""
     if "json" in content_type:
-        return _from_json(body, page_url, name, linker, metadata)
-    return _from_html(body, page_url, name, linker, metadata)
+        fast = passthrough.rewrite(body, linker.base, linker.prefix, name, metadata)
+        if fast is not None:
+            return fast
+        data = _from_json(body, page_url, name, linker, metadata)
+    else:
+        data = _from_html(body, page_url, name, linker, metadata)
+    misfiled = data.pop("misfiled")
+    if earlier is not None and not all("sha256" in entry["hashes"] for entry in data["files"]):
+        try:
+            data = with_known_hashes(data, json.loads(earlier.read_bytes()))
+        except (OSError, ValueError):  # no earlier version: nothing to keep
+            pass
+    return dump(data), misfiled
+
+
+def dump(data: dict) -> bytes:
+    """Our document as the PEP 691 JSON clients get."""
+    return json.dumps(data, separators=(",", ":")).encode()
 
 
 def _from_json(body: bytes | str, page_url: str, name: str, linker: Linker,
@@ -168,9 +152,10 @@ def _from_html(text: str | bytes, page_url: str, name: str, linker: Linker,
 
 def _advertise(entry: dict, path: str, flag: bool | dict, known: dict[str, str]) -> None:
     """Every wheel advertises core metadata (PEP 658/714), since the proxy extracts it where
-    the upstream has none: with the upstream's hashes, else the sha256 of what was served
-    (`known`) once there is one, else `true`, as the PEPs allow; both keys, for old clients."""
-    if path.endswith(".whl") and not isinstance(flag, dict):
+    the upstream has none: as the upstream does where it does, else with the sha256 of what the
+    proxy served (`known`) once there is one, else `true`, as the PEPs allow; both keys, for
+    old clients."""
+    if path.endswith(".whl") and not flag:
         sha256 = known.get(path + ".metadata")
         flag = {"sha256": sha256} if sha256 else True
     if flag:
@@ -241,6 +226,8 @@ def _html_links(text: str | bytes) -> _Links:
     if isinstance(text, bytes):  # PEP 503 pages are UTF-8; a stray byte is replaced, not fatal
         text = text.decode("utf-8", "replace")
     links = _Links()
+    if not text.strip():  # an empty page lists no file (lxml calls it an error)
+        return links
     parser = lxml.etree.HTMLParser(target=links)
     try:
         for start in range(0, len(text), _FEED):
@@ -252,38 +239,9 @@ def _html_links(text: str | bytes) -> _Links:
 
 
 # --- our document -> the typed model -----------------------------------------------------------
-def entry_path(entry: dict) -> str:
-    """The path under /packages/ of a file of our document."""
-    path = entry["url"][len(FILE_PREFIX):]
-    return unquote(path) if "%" in path else path
-
-
-def project_of(data: dict) -> Project:
-    """The Project our document describes (it came from `document`: well formed)."""
-    files = []
-    for entry in data["files"]:
-        yanked = entry.get("yanked", False)
-        size = entry.get("size")
-        files.append(File(
-            filename=entry["filename"],
-            path=entry_path(entry),
-            hashes=entry["hashes"],
-            requires_python=entry.get("requires-python") or None,
-            yanked=yanked if isinstance(yanked, str) and yanked else bool(yanked),
-            core_metadata=entry.get("core-metadata", False),
-            size=size if isinstance(size, int) and size >= 0 else None,
-            upload_time=entry.get("upload-time"),
-        ))
-    status = data.get("project-status") or {}
-    versions = data.get("versions")
-    return Project(data["name"], tuple(files),
-                   tuple(versions) if isinstance(versions, list) else None,
-                   status.get("status"), status.get("reason"))
-
-
 def parse(body: bytes, content_type: str, page_url: str, name: str, linker: Linker) -> Project:
     """An upstream page as a Project (advertising nothing the proxy served)."""
-    return project_of(document(body, content_type, page_url, name, linker, {}))
+    return project_of(json.loads(document(body, content_type, page_url, name, linker, {})[0]))
 
 
 def parse_html(text: str | bytes, page_url: str, name: str, linker: Linker) -> Project:

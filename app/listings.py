@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from . import indexes, names
 from .errors import BadRequest, NotFound
-from .index import File
+from .pagemodel import File
 
 METADATA = ".metadata"
 
@@ -35,8 +35,7 @@ class Listings:
         distribution = path.removesuffix(METADATA)
         guessed = names.project_of_file(distribution)
         for project in (guessed, self.catalog.listed_under(distribution)):
-            files = self.pages.files(project) if project else None
-            file = files.get(distribution) if files else None
+            file = self.pages.find(project, distribution) if project else None
             if file is not None:
                 return _listed(project, file, path)
         return None

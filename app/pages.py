@@ -5,13 +5,14 @@ A project page is fetched from the upstream and kept as our PEP 691 document of 
 (`v<version>.json`, app/refresh.py, app/index.py), which is also its JSON body. The other
 bodies (the gzip of it, HTML and its gzip) are made the first time a client asks for them and
 kept beside it, so a page miss costs the upstream's answer, one pass over its files and the
-one body that client wants, and a warm request only sends a file. After the TTL one worker revalidates with the upstream's ETag while the others keep
-serving the old copy; if the upstream fails, or the disk cannot take the new copy, the old one
-is served as stale.
+one body that client wants, and a warm request only sends a file. After the TTL one worker
+revalidates with the upstream's ETag while the others keep serving the old copy; if the
+upstream fails, or the disk cannot take the new copy, the old one is served as stale.
 """
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 import os
@@ -22,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from . import index, render
+from . import render
 from .errors import Busy, NotFound, StorageError, UpstreamError
-from .index import File, Project
+from .pagemodel import FILE_PREFIX, File, Project, find_file, project_of
 from .refresh import STATE_FORMAT, Refresher, lock_name
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ GONE_GRACE = 86400.0  # a page we have outlives an upstream 404 this long (mirro
 STATES_KEPT = 4096  # page states a worker keeps parsed in memory
 MODEL_FILES_KEPT = 50_000  # files of the page models a worker keeps loaded (file lookups)
 GZIP_LEVEL = 1  # a tenth of level 6's time for a page 20 % larger; one level, so one ETag
+BASES_KEPT = 8  # host names (link bases) a page version keeps bodies for; past it, made per request
 ROOT = "_root"  # not a project name: those start with a letter or digit
 # What serving a stale copy answers for: the upstream failed, or our disk or catalog did.
 _REFRESH_FAULTS = (UpstreamError, StorageError, Busy)
@@ -45,14 +47,28 @@ class Page:
     version: str  # the name stem of its files: a refresh writes new names (app/refresh.py)
     cache: str  # hit, miss, revalidated, stale, updating
     age: float
-    document: dict | None = None  # right after a refresh: its bodies render from memory
 
-    def etag(self, fmt: str, compressed: bool) -> str:
-        """A strong ETag per body: the version names the model, the body follows from it."""
-        return f'"{self.version}-{fmt}{"-gz" if compressed else ""}"'
+    def etag(self, body: Body) -> str:
+        """A strong ETag per body: the version names the document, the body follows from it."""
+        return '"' + self.version + body.suffix.replace(".", "-") + '"'
 
-    def path(self, fmt: str, compressed: bool) -> Path:
-        return self.directory / f"{self.version}.{fmt}{'.gz' if compressed else ''}"
+    def path(self, body: Body) -> Path:
+        return self.directory / (self.version + body.suffix)
+
+
+@dataclass(frozen=True)
+class Body:
+    """One body of a page: its format, gzipped or not, and the URL its file links start with
+    (None: relative links, `../../packages/`, right behind any host name and path prefix)."""
+
+    fmt: str = "json"
+    compressed: bool = False
+    base: str | None = None
+
+    @property
+    def suffix(self) -> str:
+        links = "." + hashlib.sha256(self.base.encode()).hexdigest()[:12] if self.base else ""
+        return f"{links}.{self.fmt}{'.gz' if self.compressed else ''}"
 
 
 class PageGone(Exception):
@@ -72,19 +88,21 @@ class Pages:
         self._models: OrderedDict[tuple[str, str], tuple[Project, dict[str, File]]] = OrderedDict()
         self._model_files = 0
 
-    def project(self, name: str, want: tuple[str, bool] = ("json", True)) -> Page:
-        """A project's page; `want` is the body (format, gzip) a refresh renders at once."""
+    def project(self, name: str, want: Body | None = None) -> Page:
+        """A project's page; `want` is the body a refresh makes at once."""
         return self._get(name, lambda old: self.refresher.project(name, old), want)
 
     def root(self) -> Page:
-        return self._get(ROOT, lambda old: (self.refresher.root(ROOT, old), None), None)
+        return self._get(ROOT, lambda old: self.refresher.root(ROOT, old), None)
 
-    def open(self, name: str, fmt: str, compressed: bool) -> tuple[Page, BinaryIO | bytes]:
-        """A page and its body in that format: an open file, or the bytes just rendered."""
+    def open(self, name: str, want: Body) -> tuple[Page, BinaryIO | bytes]:
+        """A page and that body of it: an open file, or the bytes just made."""
+        if name == ROOT:  # written whole by its refresh, with relative links only
+            want = Body(want.fmt, want.compressed)
         for _ in range(3):  # evicted between the state and the body: fetched again
-            page = self.root() if name == ROOT else self.project(name, (fmt, compressed))
+            page = self.root() if name == ROOT else self.project(name, want)
             try:
-                return page, self.body(page, fmt, compressed)
+                return page, self.body(page, want)
             except PageGone:
                 self._states.pop(name, None)
         raise StorageError(f"the cached page of {name} keeps disappearing")
@@ -109,10 +127,9 @@ class Pages:
             return None
         return known[1], time.time() - stat.st_mtime
 
-    def _answer(self, name: str, state: tuple[dict, float], cache: str,
-                document: dict | None = None) -> Page:
+    def _answer(self, name: str, state: tuple[dict, float], cache: str) -> Page:
         data, age = state
-        return Page(name, self.store.pages / name, data["version"], cache, age, document)
+        return Page(name, self.store.pages / name, data["version"], cache, age)
 
     def _known_missing(self, name: str) -> bool:
         seen = self._missing.get(name)
@@ -127,8 +144,8 @@ class Pages:
     def _fresh(self, state) -> bool:
         return state[1] < self.settings.index_ttl
 
-    def _get(self, name: str, refresh: Callable[[dict | None], tuple[str, dict | None]],
-             want: tuple[str, bool] | None) -> Page:
+    def _get(self, name: str, refresh: Callable[[dict | None], str],
+             want: Body | None) -> Page:
         state = self._state(name)
         if state and self._fresh(state):
             return self._answer(name, state, "hit")
@@ -152,13 +169,13 @@ class Pages:
                              + self.settings.read_timeout):
             return self._refresh(name, refresh, want)
 
-    def _refresh(self, name: str, refresh, want: tuple[str, bool] | None) -> Page:
+    def _refresh(self, name: str, refresh, want: Body | None) -> Page:
         """Under the page's lock: the page fetched anew, or the old copy if that fails."""
         state = self._state(name)
         if state and self._fresh(state):
             return self._answer(name, state, "hit")
         try:
-            cache, document = refresh(state[0] if state else None)
+            cache = refresh(state[0] if state else None)
         except NotFound:
             if state and self._gone_lately(name, state[0]):
                 log.warning("upstream has no page for %s; serving the cached one", name)
@@ -171,9 +188,9 @@ class Pages:
                 log.warning("serving a stale page for %s: %s", name, error.message)
                 return self._answer(name, state, "stale")
             raise
-        page = self._answer(name, self._state(name), cache, document)
-        if document is not None and want is not None:
-            body = self.body(page, *want)  # clients asking at once find the body they all want
+        page = self._answer(name, self._state(name), cache)
+        if cache == "miss" and want is not None and name != ROOT:
+            body = self.body(page, want)  # clients asking at once find the body they all want
             if not isinstance(body, bytes):
                 body.close()
         return page
@@ -208,37 +225,69 @@ class Pages:
         return state[0].get("upstream") if state else None
 
     # --- bodies and models ---------------------------------------------------------------
-    def body(self, page: Page, fmt: str, compressed: bool) -> BinaryIO | bytes:
+    def body(self, page: Page, want: Body) -> BinaryIO | bytes:
         """The body as a file when it is on disk; else made (one worker at a time per body),
         kept, and returned as bytes."""
-        path = page.path(fmt, compressed)
+        path = page.path(want)
         try:
             return open(path, "rb")
         except FileNotFoundError:
-            if page.name == ROOT or (fmt, compressed) == ("json", False):  # written by the refresh
+            if page.name == ROOT or want == Body():  # written by the refresh
                 raise PageGone(page.name) from None
         with self.store.lock(f"page-body:{path}", timeout=self.settings.read_timeout):
             try:
                 return open(path, "rb")
             except FileNotFoundError:
                 pass
-            if fmt == "json":
-                try:
-                    data = page.path("json", False).read_bytes()
-                except FileNotFoundError:
-                    raise PageGone(page.name) from None
-            else:
-                document = page.document
-                project = index.project_of(document) if document else self._load(page)[0]
-                data = render.project_html(project).encode()
-            if compressed:
-                data = gzip.compress(data, GZIP_LEVEL, mtime=0)
+            data = self._make(page, want)
+            if want.base and self._bases(page) >= BASES_KEPT:
+                return data  # a flood of made-up host names must not fill the disk
             try:
                 self.store.write_atomic(path, data)
                 self.refresher.record_size(page.name)
             except StorageError as error:  # the client still gets its page; the next makes it
                 log.warning("could not keep a body of the page of %s: %s", page.name, error.message)
             return data
+
+    def _make(self, page: Page, want: Body) -> bytes:
+        if want.base:  # the relative body's links made absolute (see app/views/simple.py)
+            relative = Body(want.fmt)
+            found = self.body(page, relative)
+            if not isinstance(found, bytes):
+                with found:
+                    found = found.read()
+            attribute = b'"url":"' if want.fmt == "json" else b'href="'
+            data = found.replace(attribute + FILE_PREFIX.encode(),
+                                 attribute + want.base.encode())
+        elif want.fmt == "json":
+            try:
+                data = page.path(Body()).read_bytes()
+            except FileNotFoundError:
+                raise PageGone(page.name) from None
+        else:
+            data = render.project_html(self._load(page)[0]).encode()
+        return gzip.compress(data, GZIP_LEVEL, mtime=0) if want.compressed else data
+
+    def _bases(self, page: Page) -> int:
+        """How many link bases the page's current version has bodies for."""
+        stems = (name.split(".") for name in os.listdir(page.directory))
+        return len({parts[1] for parts in stems
+                    if parts[0] == page.version and len(parts) > 2 and parts[1] not in ("json", "html")})
+
+    def find(self, name: str, path: str) -> File | None:
+        """A file of a project's cached page (however old the page), or None: from the page
+        when this worker has it loaded, else by a search of its bytes for the file's link."""
+        state = self._state(name)
+        if state is None:
+            return None
+        page = self._answer(name, state, "hit")
+        loaded = self._models.get((name, page.version))
+        if loaded is not None:
+            return loaded[1].get(path)
+        try:
+            return find_file(page.path(Body()).read_bytes(), path)
+        except (OSError, ValueError):
+            return None
 
     def files(self, name: str) -> dict[str, File] | None:
         """The files of a project's cached page by path (however old the page; None: none)."""
@@ -257,7 +306,7 @@ class Pages:
             self._models.move_to_end(key)
             return loaded
         try:
-            project = index.project_of(json.loads(page.path("json", False).read_bytes()))
+            project = project_of(json.loads(page.path(Body()).read_bytes()))
         except (OSError, ValueError):
             raise PageGone(page.name) from None
         loaded = self._models[key] = (project, {f.path: f for f in project.files})

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -26,8 +27,9 @@ class Parser:
         self._lock = threading.Lock()
 
     def document(self, body: bytes, content_type: str, url: str, name: str,
-                 linker: index.Linker, metadata: dict[str, str]) -> dict:
-        args = (body, content_type, url, name, linker, metadata)
+                 linker: index.Linker, metadata: dict[str, str],
+                 earlier: Path | None) -> tuple[bytes, list[str]]:
+        args = (body, content_type, url, name, linker, metadata, earlier)
         if len(body) < self.threshold:
             return index.document(*args)
         try:

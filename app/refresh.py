@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
-import json
 import logging
 import os
 from typing import Iterator
@@ -41,9 +40,8 @@ class Refresher:
         self.parser = parsing.Parser()
         self._redirected: set[str] = set()  # projects whose redirect away was logged
 
-    def project(self, name: str, old: dict | None) -> tuple[str, dict | None]:
-        """Fetch a project's page anew (revalidated with the ETag of `old`, its last state);
-        for a page fetched anew, its document (app/index.py)."""
+    def project(self, name: str, old: dict | None) -> str:
+        """Fetch a project's page anew (revalidated with the ETag of `old`, its last state)."""
         # The sha256 of each wheel's .metadata the proxy served (the upstream's, or extracted
         # from the wheel): a page advertises them (PEP 658), so when there are more than the
         # page was written with, it is written anew (no ETag, so no 304).
@@ -52,25 +50,21 @@ class Refresher:
             old = {k: v for k, v in old.items() if k != "upstream_etag"}
         up, response = self._ask(name, old)
         if self._revalidated(name, response, old):
-            return "revalidated", None
+            return "revalidated"
         body = bytearray()
         for chunk in self.upstream.iter_decoded(response, self.settings.max_page_size):
             body += chunk
             self.store.touch_lock(lock_name(name))  # progress: waiters keep waiting
         content_type = response.headers.get("Content-Type", "text/html")
-        data = self.parser.document(bytes(body), content_type, response.url, name,
-                                    self.linkers[up.name], metadata)
-        if old and not all("sha256" in entry["hashes"] for entry in data["files"]):
-            with contextlib.suppress(OSError, ValueError):  # no earlier page: nothing to keep
-                earlier = (self.store.pages / name / f"{old['version']}.json").read_bytes()
-                data = index.with_known_hashes(data, json.loads(earlier))
-        self.catalog.record_listed(name, data.pop("misfiled"))
-        body = render.project_json(data)
+        earlier = self.store.pages / name / f"{old['version']}.json" if old else None
+        body, misfiled = self.parser.document(bytes(body), content_type, response.url, name,
+                                              self.linkers[up.name], metadata, earlier)
+        self.catalog.record_listed(name, misfiled)
         version = "v" + hashlib.sha256(RENDERING.encode() + body).hexdigest()[:16]
         self.store.write_atomic(self.store.pages / name / f"{version}.json", body)
         self._write_state(name, response, version, old, upstream=up.name,
                           metadata_known=len(metadata))
-        return "miss", data
+        return "miss"
 
     def root(self, name: str, old: dict | None) -> str:
         """Fetch the root list anew: one upstream's, or the union of several."""

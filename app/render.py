@@ -9,7 +9,7 @@ from markupsafe import escape
 from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header
 
-from .index import File, Project, file_href
+from .pagemodel import File, Project, file_href
 
 HTML = "text/html"
 V1_HTML = "application/vnd.pypi.simple.v1+html"
@@ -98,11 +98,6 @@ def _anchor(file: File) -> str:
         metadata = escape(metadata)
         attributes += f' data-core-metadata="{metadata}" data-dist-info-metadata="{metadata}"'
     return f'\n<a href="{escape(href)}"{attributes}>{escape(file.filename)}</a><br>'
-
-
-def project_json(data: dict) -> bytes:
-    """Our document (app/index.py) as the PEP 691 JSON clients get."""
-    return json.dumps(data, separators=(",", ":")).encode()
 
 
 def write_root(names: Iterable[str], html: IO[str], out_json: IO[str]) -> int:

@@ -2,6 +2,7 @@
 to follow as it grows, or the upstream's description of a file not cached (a HEAD)."""
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -13,7 +14,12 @@ from .upstream import CHUNK
 
 
 class DownloadAborted(Exception):
-    """The download this response follows failed: the connection must be cut, not ended."""
+    """The download this response follows failed: the connection must be cut, not ended.
+    `status` is what a client that has had no byte yet is answered (its writer's failure)."""
+
+    def __init__(self, message: str, status: int = 502):
+        super().__init__(message)
+        self.status = status
 
 
 class DownloadStalled(DownloadAborted):
@@ -54,6 +60,15 @@ class Follow:
     def published(self) -> bool:
         return self.store.published(self.path, self.fd)
 
+    def _failure(self) -> tuple[str, int]:
+        """What the writer left when it failed (app/download.py), or a plain failure."""
+        message = f"download of {names.filename(self.path)} failed"
+        try:
+            note = json.loads(self.store.announce_path(self.path).read_bytes())
+            return f"{message}: {note['message']}", int(note["failed"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return message, 502
+
     def landed(self, start: int, stop: int) -> bool:
         """Whether [start, stop) can go out now or as the bytes land: it has begun landing
         and it ends before the file's last byte (which waits for the whole download)."""
@@ -86,7 +101,7 @@ class Follow:
                 if not self.store.held_by_other(self.fd):
                     if self.published():  # published between the two looks
                         continue
-                    raise DownloadAborted(f"download of {names.filename(self.path)} failed")
+                    raise DownloadAborted(*self._failure())
                 if time.monotonic() - last_progress > self.stall:
                     raise DownloadStalled(f"download of {names.filename(self.path)} stalled")
                 time.sleep(delay)

@@ -1,7 +1,7 @@
 """`python -m bench` (or `make bench`): every workload in one run, on 127.0.0.1 only.
 
-Writes docs/BENCHMARKS.md and docs/bench-experiment.png (a --quick run writes them under
-bench/out/ instead, unless --docs is given).
+Writes docs/BENCHMARKS.md and docs/bench-experiment.png (a --quick run, or one of some
+workloads with --only, writes them under bench/out/ instead, unless --docs is given).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import time
 import traceback
 from pathlib import Path
 
-from . import files, pages, pipexp, procs, report, resolve, s3, servers, tools
+from . import auth, classroom, coldscale, far, files, pages, pipexp, procs, report, resolve
+from . import s3, servers, tools
 from .run import MIB, Run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,19 +28,25 @@ WORKLOADS = {  # run in this order: each leaves the caches the next one expects
     "pages": pages.project_pages,
     "pip": pipexp.experiment,
     "small": pages.small_requests,
+    "auth": auth.logins,  # its own pypicache and front, with logins
     "resolve": resolve.resolution,  # its own upstream (no .metadata) and fresh proxies
     "s3": s3.shared_bucket,
+    "coldscale": coldscale.cold_scale,  # its own upstream and fresh proxies
+    "delay": far.far_upstream,  # the upstream's stack-00 behind fresh proxies
+    "classroom": classroom.classroom,  # its own upstream and fresh proxies
 }
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument(
-        "--quick", action="store_true", help="smaller files and shorter runs (about 3 minutes)"
+        "--quick", action="store_true", help="smaller files and shorter runs (about 10 minutes)"
     )
     p.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(WORKLOADS)}")
     p.add_argument("--no-peers", action="store_true", help="skip proxpi and devpi-server")
-    p.add_argument("--docs", action="store_true", help="write docs/ even for a --quick run")
+    p.add_argument(
+        "--docs", action="store_true", help="write docs/ even for a --quick or --only run"
+    )
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     a = p.parse_args(argv)
     tools.ensure_tools()
@@ -69,7 +76,7 @@ def main(argv=None) -> int:
     finally:
         stop(run)
     run.extra["elapsed"] = time.monotonic() - run.t0
-    docs = ROOT / "docs" if (not a.quick or a.docs) else a.out
+    docs = ROOT / "docs" if (not (a.quick or a.only) or a.docs) else a.out
     report.write(run, docs, sys.argv[1:])
     run.log(f"wrote {docs / 'BENCHMARKS.md'}")
     return 0
@@ -104,9 +111,10 @@ def start(run: Run, out: Path, peers: list[str]) -> None:
 
 
 def stop(run: Run) -> None:
-    for name in ("pypicache front", "pypicache"):
-        if name in run.servers:
-            run.servers[name].stop()
+    fronts = [s for s in run.servers.values() if isinstance(s, servers.PypicacheFront)]
+    apps = [s for s in run.servers.values() if isinstance(s, servers.Pypicache)]
+    for server in fronts + apps:  # the fronts first: they talk to the apps
+        server.stop()
     procs.stop_all()
 
 

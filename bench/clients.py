@@ -69,17 +69,32 @@ def parallel_curl(url: str, clients: int) -> str:
     return start + "; for x in $p; do wait $x || exit 1; done"
 
 
+def wrk_command(url: str, seconds: float, headers: dict | None = None, connections: int = 64,
+                threads: int = 2, script: Path | None = None, *args: str) -> list[str]:
+    """wrk's command line; a Lua `script` (wrk -s) gets `args` after `--`."""
+    extra = [arg for k, v in (headers or {}).items() for arg in ("-H", f"{k}: {v}")]
+    if script is not None:
+        extra += ["-s", str(script)]
+    tail = ["--", *args] if args else []
+    return ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", *extra, url,
+            *tail]
+
+
 def wrk(
     url: str, seconds: float, headers: dict | None = None, connections: int = 64, threads: int = 2
 ) -> dict:
     """Requests per second at `connections` keep-alive connections; errors are reported."""
-    extra = [arg for k, v in (headers or {}).items() for arg in ("-H", f"{k}: {v}")]
     out = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", *extra, url],
+        wrk_command(url, seconds, headers, connections, threads),
         capture_output=True,
         text=True,
         timeout=seconds + 60,
     ).stdout
+    return wrk_figures(out)
+
+
+def wrk_figures(out: str) -> dict:
+    """wrk's report: requests per second and in all, non-2xx answers, socket errors."""
     count = re.search(r"(\d+) requests in", out)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
@@ -114,7 +129,7 @@ def median_ms(times: list[float]) -> float:
     return statistics.median(times) * 1000
 
 
-def pip_command(index_url: str, target: Path, requirement: str) -> str:
+def pip_command(index_url: str, target: Path, *requirements: str) -> str:
     """pip as a fresh environment runs it, isolated from this machine's pip configuration."""
     host = urlsplit(index_url).hostname
     args = [
@@ -132,10 +147,38 @@ def pip_command(index_url: str, target: Path, requirement: str) -> str:
         host,
         "--target",
         str(target),
-        requirement,
+        *requirements,
     ]
     return " ".join(shlex.quote(a) for a in args)
 
 
 def pip_env() -> dict:
     return clean_environ() | {"PIP_CONFIG_FILE": os.devnull}
+
+
+UV = str(Path(sys.executable).with_name("uv"))
+
+
+def _shell(args) -> str:
+    return " ".join(shlex.quote(str(a)) for a in args)
+
+
+def pip_report_command(index_url: str, report: Path, *requirements: str) -> str:
+    """pip resolving only (`--dry-run --report`): pages and metadata, no wheel downloaded."""
+    return _shell([sys.executable, "-m", "pip", "install", "--isolated", "--no-cache-dir",
+                   "--disable-pip-version-check", "--quiet", "--dry-run", "--ignore-installed",
+                   "--report", report, "--index-url", index_url, *requirements])
+
+
+def uv_compile_command(index_url: str, requirements: Path, cache: Path, output: Path) -> str:
+    """`uv pip compile` with its own cache directory (give it an empty one for a cold client)."""
+    return _shell([UV, "pip", "compile", "--quiet", "--no-config", "--cache-dir", cache,
+                   "--index-url", index_url, "--python", sys.executable, "-o", output,
+                   requirements])
+
+
+def uv_install_command(index_url: str, target: Path, cache: Path, *requirements: str) -> str:
+    """`uv pip install --target`, with its own cache directory and no uv or pip configuration."""
+    return _shell([UV, "pip", "install", "--quiet", "--no-config", "--cache-dir", cache,
+                   "--index-url", index_url, "--python", sys.executable, "--target", target,
+                   *requirements])

@@ -79,6 +79,14 @@ def peak(pid: int) -> int:
     return _status(pid, "VmHWM")
 
 
+def threads(pid: int) -> int:
+    try:
+        match = re.search(r"^Threads:\s+(\d+)", Path(f"/proc/{pid}/status").read_text(), re.M)
+    except OSError:
+        return 0
+    return int(match[1]) if match else 0
+
+
 def cpu_seconds(pids) -> float:
     """User + system CPU time the processes have used so far."""
     ticks = 0
@@ -137,7 +145,18 @@ class Fixture:
         self.info = json.loads(line)
 
     def throttle(self, rate: int | None) -> None:
-        self.proc.stdin.write(f"throttle {rate or 0}\n".encode())
+        self._command(f"throttle {rate or 0}")
+
+    def bandwidth(self, rate: int | None) -> None:
+        """All file connections together at most `rate` bytes/s (None: no limit)."""
+        self._command(f"bandwidth {rate or 0}")
+
+    def delay(self, seconds: float) -> None:
+        """Every answer `seconds` late: a far upstream."""
+        self._command(f"delay {seconds}")
+
+    def _command(self, line: str) -> None:
+        self.proc.stdin.write(f"{line}\n".encode())
         self.proc.stdin.flush()
         assert self.proc.stdout.readline().strip() == b"ok"
 

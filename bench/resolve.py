@@ -9,22 +9,19 @@ so that every cold run is really cold.
 
 from __future__ import annotations
 
-import shlex
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 from tests.fixture_upstream import Upstream
 from tests.wheels import make_wheel
 
-from . import procs, servers
-from .clients import pip_env, timed
+from . import servers
+from .clients import pip_env, pip_report_command, timed, uv_compile_command
 from .run import MIB, Run
 
 W8 = "8. Resolution, upstream without .metadata: 64 MiB wheel + 5-wheel chain"
 CHAIN = [f"chain-{letter}" for letter in "abcde"]
-UV = str(Path(sys.executable).with_name("uv"))
 
 
 def _upstream(root: Path, payload: int) -> Upstream:
@@ -41,16 +38,11 @@ def _uv(index: str, work: Path) -> str:
     cache = Path(tempfile.mkdtemp(prefix="uv-cache-", dir=work))  # uv's own cache: always cold
     requirements = work / "requirements.in"
     requirements.write_text("big-wheel\n")
-    args = [UV, "pip", "compile", "--quiet", "--no-config", "--cache-dir", str(cache),
-            "--index-url", index, "--python", sys.executable, str(requirements)]
-    return " ".join(shlex.quote(a) for a in args)
+    return uv_compile_command(index, requirements, cache, work / "requirements.txt")
 
 
 def _pip(index: str, work: Path) -> str:
-    args = [sys.executable, "-m", "pip", "install", "--isolated", "--no-cache-dir",
-            "--disable-pip-version-check", "--quiet", "--dry-run", "--ignore-installed",
-            "--report", str(work / "report.json"), "--index-url", index, "big-wheel"]
-    return " ".join(shlex.quote(a) for a in args)
+    return pip_report_command(index, work / "report.json", "big-wheel")
 
 
 CLIENTS = {"uv pip compile": _uv, "pip --dry-run --report": _pip}
@@ -61,26 +53,6 @@ def _measure(up: Upstream, client: str, index: str, work: Path) -> tuple[int, fl
     before = up.bytes_sent()
     took = timed(CLIENTS[client](index, work), env=pip_env())
     return up.bytes_sent() - before, took
-
-
-def _proxies(run: Run, up: Upstream, out: Path) -> dict:
-    """Fresh pypicache, proxpi and devpi-server in front of `up` (the peers that installed)."""
-    started = {"pypicache": servers.Pypicache(out, up.env())}
-    for name, cls in (("proxpi", servers.Proxpi), ("devpi", servers.Devpi)):
-        if name in run.extra.get("peers", ()):
-            try:
-                started[name] = cls(out, up.index_url)
-            except Exception as error:  # a peer that does not start must not hide the rest
-                run.skipped.append(f"workload 8: {name} did not start: {error}")
-    return started
-
-
-def _stop(started: dict) -> None:
-    for server in started.values():
-        if isinstance(server, servers.Pypicache):
-            server.stop()
-        else:
-            procs.stop(server.proc)
 
 
 def resolution(run: Run) -> None:
@@ -94,7 +66,8 @@ def resolution(run: Run) -> None:
             direct_bytes, direct_time = _measure(up, client, up.index_url, work)
             run.add(W8, f"{client}: upstream bytes", "direct", direct_bytes / 1024, "KiB")
             run.add(W8, f"{client}: wall time", "direct", direct_time, "s")
-            started = _proxies(run, up, work / client.split()[0])
+            started = servers.fresh(work / client.split()[0], up.env(), up.index_url,
+                                    run.extra.get("peers", ()), run.skipped, "workload 8")
             try:
                 for name, server in started.items():
                     index = server.simple.rstrip("/")
@@ -112,6 +85,6 @@ def resolution(run: Run) -> None:
                         run.add(W8, f"{client}, {state}: wall time", name, took, "s",
                                 "direct", direct_time)
             finally:
-                _stop(started)
+                servers.stop_fresh(started)
     finally:
         up.stop()

@@ -13,7 +13,7 @@ import requests
 from app.config import TABLE
 from tests.servers import ROOT, Front, Proxy, clean_environ, free_port
 
-from .procs import VENVS, children, spawn, wait_http
+from .procs import VENVS, children, spawn, stop, wait_http
 
 
 class _Links(HTMLParser):
@@ -31,6 +31,7 @@ class Server:
 
     name = "?"
     pids: list[int] = []
+    login: tuple[str, str] | None = None  # (user, password) for a server that asks
 
     def __init__(self, simple: str):
         self.simple = simple.rstrip("/") + "/"
@@ -41,7 +42,7 @@ class Server:
     def file_url(self, project: str, filename: str) -> str:
         page = self.page_url(project)
         parser = _Links()
-        parser.feed(requests.get(page, timeout=120).text)
+        parser.feed(requests.get(page, auth=self.login, timeout=120).text)
         for href in parser.hrefs:
             url = urljoin(page, href).split("#", 1)[0]
             if url.rsplit("/", 1)[-1] == filename:
@@ -60,16 +61,16 @@ class Server:
 class Pypicache(Server):
     name = "pypicache"
 
-    def __init__(self, out: Path, upstream_env: dict[str, str]):
+    def __init__(self, out: Path, upstream_env: dict[str, str], directory: str = "pypicache",
+                 **env: str):
         # The product's defaults: an empty variable means "default" (README), so the test
         # helper's own choices (workers, read timeout) are blanked here.
         workers = int(TABLE["workers"][2])
         self.proxy = Proxy(
-            out / "pypicache" / "cache",
+            out / directory / "cache",
             upstream_env,
             workers=workers,
-            PYPI_WORKERS="",
-            PYPI_READ_TIMEOUT="",
+            **({"PYPI_WORKERS": "", "PYPI_READ_TIMEOUT": ""} | env),
         ).start()
         self.workers = workers
         super().__init__(self.proxy.url + "/simple/")
@@ -86,9 +87,9 @@ class PypicacheFront(Server):
 
     name = "pypicache front"
 
-    def __init__(self, app: Pypicache):
-        self.app = app
-        self.front = Front(app.proxy).start()
+    def __init__(self, app: Pypicache, **env: str):
+        self.app, self.login = app, app.login
+        self.front = Front(app.proxy, **env).start()
         self.proc = self.front.process  # the start script execs nginx: its master
         super().__init__(self.front.url + "/simple/")
 
@@ -181,6 +182,27 @@ class Devpi(Server):
             )
         super().__init__(f"{url}/root/pypi/+simple/")
         self.pids = [self.proc.pid]
+
+
+def fresh(out: Path, upstream_env: dict, index_url: str, peers, skipped: list, label: str) -> dict:
+    """A new pypicache (empty cache), and new proxpi and devpi-server of `peers`, before one
+    upstream: name -> Server. A peer that does not start is noted in `skipped` under `label`."""
+    started = {"pypicache": Pypicache(out, upstream_env)}
+    for name, cls in (("proxpi", Proxpi), ("devpi", Devpi)):
+        if name in peers:
+            try:
+                started[name] = cls(out, index_url)
+            except Exception as error:  # a peer that does not start must not hide the rest
+                skipped.append(f"{label}: {name} did not start: {error}")
+    return started
+
+
+def stop_fresh(started: dict) -> None:
+    for server in started.values():
+        if isinstance(server, (Pypicache, PypicacheFront)):
+            server.stop()
+        else:
+            stop(server.proc)
 
 
 class Static(Server):

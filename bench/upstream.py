@@ -2,7 +2,9 @@
 
 Run as its own process (`python -m bench.upstream --root DIR ...`) so its CPU is never charged to
 a measured server. It prints one JSON line describing what it serves, then reads commands on
-stdin: `throttle N` (bytes/s per connection for file bodies, 0 = none), answered by `ok`.
+stdin, each answered by `ok`: `throttle N` (bytes/s per connection for file bodies, 0 = none),
+`bandwidth N` (bytes/s for all file connections together, 0 = none), `delay S` (seconds before
+every answer).
 """
 
 from __future__ import annotations
@@ -83,6 +85,10 @@ def main(argv=None) -> None:
         cmd, _, arg = line.strip().partition(" ")
         if cmd == "throttle":
             up.throttle = int(arg) or None
+        elif cmd == "bandwidth":
+            up.set_bandwidth(int(arg) or None)
+        elif cmd == "delay":
+            up.set_delay(float(arg))
         print("ok", flush=True)
     up.stop()
 

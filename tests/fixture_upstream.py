@@ -2,6 +2,9 @@
 
 layout="absolute": index port serves /simple/..., a second port serves /packages/...;
 layout="relative": one port, /pypi/web/simple/... and /pypi/web/packages/... with relative links.
+Knobs for a far or narrow upstream: `set_delay(s)` before every answer, `set_bandwidth(rate)` shared
+by all file bodies at once (beside `throttle`, per connection); `add_history(project, n)` lists n
+files of older releases (big pages, as numpy's or botocore's) that take no disk.
 See tests/test_fixture_upstream.py for usage; `python -m tests.fixture_upstream --help` for the CLI.
 """
 from __future__ import annotations
@@ -36,6 +39,7 @@ class File:
     upload_time: str | None = None
     metadata_sha256: str | None = None  # sha256 of "<file>.metadata" (wheels only)
     _up: "Upstream" = field(default=None, repr=False, compare=False)
+    listed_only: bool = False  # on the page with a hash, but no body (404): add_history
 
     @property
     def url(self) -> str:
@@ -93,10 +97,13 @@ class _Server(ThreadingHTTPServer):
 
 class Upstream:
     def __init__(self, root, layout="absolute", formats=("html", "json"), metadata=True, throttle=None,
-                 ranges=True):
+                 ranges=True, delay=0.0, bandwidth=None):
         assert layout in ("absolute", "relative"), layout
         self.root, self.layout, self.formats = Path(root), layout, tuple(formats)
         self.metadata, self.throttle, self.ranges = metadata, throttle, ranges
+        self.delay, self.bandwidth = delay, bandwidth  # see set_delay, set_bandwidth
+        self._next_slot = 0.0  # when the shared bandwidth is free again (monotonic)
+        self._rendered: dict[str, dict] = {}  # pages with a history: rendered once per change
         (self.root / "files").mkdir(parents=True, exist_ok=True)
         base = "/pypi/web" if layout == "relative" else ""
         self.simple_path, self.package_loc = base + "/simple", base + "/packages"
@@ -193,8 +200,62 @@ class Upstream:
         with self._lock:
             display, files = self._projects.setdefault(canonicalize_name(project), (project, []))
             files[:] = [x for x in files if x.filename != filename] + [f]
+            if canonicalize_name(project) in self._rendered:
+                self._rendered[canonicalize_name(project)] = {}
             self._by_path[path] = f
         return f
+
+    def add_history(self, project, count, pure=False, requires_python=">=3.8", size=15 << 20
+                    ) -> list[File]:
+        """`count` files of releases 0.1.0, 0.1.1, ... (all below 1.0) as big projects publish
+        them: an sdist and, per release, CPython 3.8 to 3.13 wheels for Linux, macOS and Windows
+        (numpy) or one py3-none-any wheel (`pure`, botocore). Listed with a hash, size and core
+        metadata but never stored: a GET of one is a 404, its `.metadata` is answered. The
+        release a resolver picks must be a real one. Such a page is rendered once per change."""
+        tags = ["py3-none-any"] if pure else [f"cp3{m}-cp3{m}-{plat}" for m in range(8, 14) for plat in (
+            "manylinux_2_17_x86_64.manylinux2014_x86_64", "manylinux_2_17_aarch64.manylinux2014_aarch64",
+            "macosx_11_0_arm64", "win_amd64")]
+        dist, out = re.sub(r"[-_.]+", "_", project).lower(), []
+        for i in range(count):
+            release, k = divmod(i, len(tags) + 1)
+            version = f"0.{release // 10 + 1}.{release % 10}"
+            name = f"{dist}-{version}.tar.gz" if k == len(tags) else f"{dist}-{version}-{tags[k]}.whl"
+            out.append(self._listed(project, name, size, requires_python))
+        with self._lock:
+            display, files = self._projects.setdefault(canonicalize_name(project), (project, []))
+            files.extend(out)
+            self._by_path.update((f.path, f) for f in out)
+            self._rendered[canonicalize_name(project)] = {}
+        return out
+
+    def _listed(self, project, filename, size, requires_python) -> File:
+        sha = hashlib.sha256(f"listed only: {filename}".encode()).hexdigest()  # of no real bytes
+        meta = None
+        if filename.endswith(".whl"):
+            name, ver, *_ = parse_wheel_filename(filename)
+            meta = hashlib.sha256(wheel_metadata_text(name, ver, (), requires_python)).hexdigest()
+        path = f"{self.package_loc}/{sha[:2]}/{sha[2:4]}/{sha[4:]}/{filename}"
+        return File(project, filename, path, sha, size, None, requires_python, None,
+                    "2020-01-01T00:00:00.000000Z", meta, self, listed_only=True)
+
+    def set_delay(self, seconds: float) -> None:
+        """Wait `seconds` before answering every request (pages, files, .metadata): a far upstream."""
+        self.delay = seconds
+
+    def set_bandwidth(self, rate: int | None) -> None:
+        """At most `rate` bytes/s of file bodies (whole, ranges, .metadata) over all connections
+        of the file host at once, shared as they come; None: no limit."""
+        self.bandwidth = rate
+
+    def _pace(self, n: int) -> None:
+        """Wait for `n` bytes' turn of the shared bandwidth: each chunk books the next free slot."""
+        rate = self.bandwidth
+        if not rate:
+            return
+        with self._lock:
+            start = max(time.monotonic(), self._next_slot)
+            self._next_slot = start + n / rate
+        self._stop.wait(max(0.0, start + n / rate - time.monotonic()))
 
     def add_wheel(self, name, version, requires=(), requires_python=None) -> File:
         fn, data = make_wheel(name, version, requires, requires_python)
@@ -240,6 +301,14 @@ class Upstream:
                 else f.url)
 
     def render_project(self, norm: str, fmt: str) -> bytes:
+        cache = self._rendered.get(norm)
+        if cache is not None:
+            if fmt not in cache:
+                cache[fmt] = self._render_project(norm, fmt)
+            return cache[fmt]
+        return self._render_project(norm, fmt)
+
+    def _render_project(self, norm: str, fmt: str) -> bytes:
         display, files = self._projects[norm]
         files = list(files)
         meta = lambda f: self.metadata and f.metadata_sha256
@@ -347,6 +416,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, json.dumps(up.stats()).encode(), "application/json", body=body)
         with up._lock:
             up.requests[f"{self.command} {self.path}"] += 1
+        if up.delay and up._stop.wait(up.delay):  # a far upstream: every answer comes this late
+            return
         if role != "files" and (path == up.simple_path or path.startswith(up.simple_path + "/")):
             return self._index(up, path[len(up.simple_path):], body)
         if role != "index" and path.startswith(up.package_loc + "/"):
@@ -422,13 +493,18 @@ class _Handler(BaseHTTPRequestHandler):
             kind = up._faults.get(f.filename + ".metadata", "")  # fault("<wheel>.metadata", ...)
             if kind and self._fault(up, kind, body):
                 return
-            data = f.disk_path.with_name(f.filename + ".metadata").read_bytes()
+            if f.listed_only:
+                name, ver, *_ = parse_wheel_filename(f.filename)
+                data = wheel_metadata_text(name, ver, (), f.requires_python)
+            else:
+                data = f.disk_path.with_name(f.filename + ".metadata").read_bytes()
             if body:
+                up._pace(len(data))
                 with up._lock:
                     up._bytes[f.filename + ".metadata"] += len(data)
             return self._send(200, data, "application/octet-stream", [("ETag", f'"{f.metadata_sha256}"')], body)
         f = up._by_path.get(path)
-        if f is None:
+        if f is None or f.listed_only:
             return self._send(404, b"not found", body=body)
         span = self._range(f.size) if up.ranges and self.command == "GET" else None
         if body and span is None:
@@ -477,18 +553,28 @@ class _Handler(BaseHTTPRequestHandler):
                      ("Content-Length", str(stop - start))]:
             self.send_header(k, v)
         self.end_headers()
-        with open(f.disk_path, "rb") as fh:
-            self.connection.sendfile(fh, start, stop - start)
-        with up._lock:
+        with up._lock:  # counted first: a fast client may look before the last write returns
             up._bytes[f.filename] += stop - start
+        with open(f.disk_path, "rb") as fh:
+            at = start
+            if not up.bandwidth:
+                self.connection.sendfile(fh, start, stop - start)
+                at = stop
+            fh.seek(at)
+            while at < stop:
+                chunk = fh.read(min(64 * 1024, stop - at))
+                up._pace(len(chunk))
+                self.wfile.write(chunk)
+                at += len(chunk)
 
     def _stream(self, up, f, limit, chunked, corrupt):
         rate = up.throttle
         with open(f.disk_path, "rb") as fh:
-            if not (rate or chunked or corrupt):
+            if not (rate or chunked or corrupt or up.bandwidth):
                 self.connection.sendfile(fh, 0, limit)
                 return
             step = max(1024, min(256 * 1024, int(rate) // 20)) if rate else 256 * 1024
+            step = min(step, 64 * 1024) if up.bandwidth else step  # small turns: a fair share
             sent, t0, mid = 0, time.monotonic(), f.size // 2
             while sent < limit:
                 chunk = fh.read(min(step, limit - sent))
@@ -503,6 +589,7 @@ class _Handler(BaseHTTPRequestHandler):
                     delay = (sent + len(chunk)) / rate - (time.monotonic() - t0)
                     if delay > 0 and up._stop.wait(delay):
                         return
+                up._pace(len(chunk))
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
                 sent += len(chunk)
 
@@ -525,11 +612,20 @@ def main(argv=None):
     p.add_argument("--wheels", type=int, default=0, help="add N small wheels fixture-pkg-0000..")
     p.add_argument("--file", action="append", default=[], metavar="NAME:SIZE",
                    help="add a generated file NAME (a wheel/sdist filename) of SIZE bytes (k/m/g suffixes)")
+    p.add_argument("--history", action="append", default=[], metavar="NAME:COUNT",
+                   help="a wheel NAME 1.0 and COUNT listed-only files of older releases on its page")
+    p.add_argument("--delay", type=float, default=0.0, help="seconds before every answer")
+    p.add_argument("--bandwidth", type=int, default=None,
+                   help="bytes/s for file bodies over all connections at once")
     p.add_argument("--big-root", type=int, default=0)
     a = p.parse_args(argv)
     root = a.root or tempfile.mkdtemp(prefix="fixture-upstream-")
     up = Upstream(root, a.layout, tuple(a.formats.split(",")), not a.no_metadata, a.throttle,
-                  not a.no_ranges)
+                  not a.no_ranges, a.delay, a.bandwidth)
+    for spec in a.history:
+        name, _, count = spec.rpartition(":")
+        up.add_wheel(name, "1.0")
+        up.add_history(name, int(count))
     for i in range(a.wheels):
         up.add_wheel(f"fixture-pkg-{i:04d}", "1.0.0")
     files = []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -129,6 +130,9 @@ class Front:
         self.url = f"http://127.0.0.1:{self.port}"
         self.directory = proxy.cache_dir.parent / f"nginx-{self.port}"
         self.log = proxy.cache_dir.parent / f"nginx-{self.port}.log"
+        # The answers to logins stay in memory (the start script refuses a disk): one
+        # directory per front, removed when it stops.
+        self.logins = Path("/dev/shm") / f"pypicache-test-logins-{self.port}"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "Front":
@@ -137,6 +141,7 @@ class Front:
             "PYPICACHE_APP": f"127.0.0.1:{self.proxy.port}",
             "PYPICACHE_LISTEN": f"127.0.0.1:{self.port}",
             "PYPICACHE_FRONT_DIR": str(self.directory),
+            "PYPICACHE_LOGIN_DIR": str(self.logins),
         } | self.extra_env
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
@@ -156,3 +161,4 @@ class Front:
 
     def stop(self) -> None:
         stop_group(self.process)
+        shutil.rmtree(self.logins, ignore_errors=True)

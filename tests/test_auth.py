@@ -3,11 +3,15 @@ upstream credentials never shown. Real pip and uv log in through real gunicorn."
 from __future__ import annotations
 
 import base64
+import threading
 import time
 
 import bcrypt
 import pytest
 import requests
+
+from app import auth
+from app.throttle import Budget
 
 from .fixture_upstream import Upstream
 from .servers import Proxy, add_chain, installed, pip_install, uv_install
@@ -60,6 +64,172 @@ def test_a_changed_password_takes_effect_at_once(make_app, users):
     _htpasswd(users, alice="new password")
     assert client.get("/stats.json", headers=_basic("alice", "wonderland")).status_code == 401
     assert client.get("/stats.json", headers=_basic("alice", "new password")).status_code == 200
+
+
+@pytest.fixture
+def checks(monkeypatch):
+    """Every bcrypt check the app runs: the cost of the hash it was checked against."""
+    costs, real = [], bcrypt.checkpw
+
+    def counted(password: bytes, hashed: bytes) -> bool:
+        costs.append(int(hashed[4:6]))
+        return real(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", counted)
+    return costs
+
+
+def _from(address: str, user: str, password: str) -> dict:
+    return {"headers": _basic(user, password), "environ_base": {"REMOTE_ADDR": address}}
+
+
+def test_an_unknown_user_costs_one_check_of_the_same_cost_as_a_known_one(make_app, users, checks):
+    client = make_app(auth_file=users).test_client()
+    assert client.get("/stats.json", **_from("192.0.2.1", "alice", "guess")).status_code == 401
+    assert checks == [4]
+    assert client.get("/stats.json", **_from("192.0.2.2", "mallory", "guess")).status_code == 401
+    assert checks == [4, 4]  # against a hash of the file's cost, not answered at once
+
+
+def test_wrong_passwords_are_throttled_without_a_check(make_app, users, checks):
+    client = make_app(auth_file=users).test_client()
+    assert client.get("/stats.json", **_from("192.0.2.9", "alice", "wonderland")).status_code == 200
+    burst = auth.BY_ADDRESS[0]
+    for guess in range(burst):
+        guessed = client.get("/stats.json", **_from("192.0.2.1", "alice", f"g{guess}"))
+        assert guessed.status_code == 401
+    assert len(checks) == 1 + burst
+    for guess in range(burst, burst + 20):
+        throttled = client.get("/stats.json", **_from("192.0.2.1", "alice", f"g{guess}"))
+        assert throttled.status_code == 429
+        assert 1 <= int(throttled.headers["Retry-After"]) <= auth.BY_ADDRESS[1]
+        assert "WWW-Authenticate" not in throttled.headers
+    # a good login not yet verified waits too from that address: it would need a check
+    assert client.get("/stats.json", **_from("192.0.2.1", "bob", "builder")).status_code == 429
+    # a wrong password already refused is refused again, at once, without a check
+    assert client.get("/stats.json", **_from("192.0.2.1", "alice", "g0")).status_code == 401
+    # a login verified before works from anywhere, and other clients are not throttled
+    assert client.get("/stats.json", **_from("192.0.2.1", "alice", "wonderland")).status_code == 200
+    assert client.get("/stats.json", **_from("192.0.2.2", "bob", "builder")).status_code == 200
+    assert len(checks) == 1 + burst + 1
+
+
+def test_guesses_for_one_user_from_many_addresses_are_throttled(make_app, users, checks):
+    client = make_app(auth_file=users).test_client()
+    burst = auth.BY_USER[0]
+    answers = [client.get("/stats.json", **_from(f"192.0.2.{n}", "bob", "guess")).status_code
+               for n in range(burst)]  # the same guess is checked once
+    answers += [client.get("/stats.json", **_from(f"198.51.100.{n}", "bob", f"g{n}")).status_code
+                for n in range(burst + 5)]
+    assert answers == [401] * (burst + burst - 1) + [429] * 6
+    assert len(checks) == burst
+    assert client.get("/stats.json", **_from("203.0.113.1", "alice", "x")).status_code == 401
+
+
+def test_ipv6_clients_are_throttled_by_their_64_network():
+    assert auth.client_key("2001:db8:1:2:aaaa::1") == auth.client_key("2001:db8:1:2::ffff")
+    assert auth.client_key("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert auth.client_key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert auth.client_key("192.0.2.7") == "192.0.2.7"
+
+
+def test_a_budget_refills_one_failure_per_interval_and_is_shared_by_every_worker(tmp_path):
+    now = [100.0]
+    budget = Budget(tmp_path / "budget", 2, 10.0, clock=lambda: now[0])
+    other_worker = Budget(tmp_path / "budget", 2, 10.0, clock=lambda: now[0])
+    budget.spend("a")
+    other_worker.spend("a")
+    assert budget.wait("a") == 10 and other_worker.wait("a") == 10 and budget.wait("b") == 0
+    now[0] += 4
+    assert budget.wait("a") == 6
+    now[0] += 6
+    assert other_worker.wait("a") == 0
+    now[0] = 50.0  # counted before a reboot: forgotten
+    assert budget.wait("a") == 0
+
+
+def test_a_flood_of_new_keys_takes_no_room(tmp_path):
+    budget = Budget(tmp_path / "budget", 1, 60.0, slots=64)
+    size = (tmp_path / "budget").stat().st_size
+    for n in range(1000):
+        budget.spend(f"user{n}")
+    assert (tmp_path / "budget").stat().st_size == size
+    assert sum(budget.wait(f"other{n}") > 0 for n in range(100)) == 100  # shared buckets: sooner
+
+
+def test_one_bcrypt_check_at_a_time_and_the_rest_are_told_to_retry(make_app, users,
+                                                                   monkeypatch):
+    running, most, real = [0], [0], bcrypt.checkpw
+    lock, others_answered = threading.Lock(), threading.Event()
+
+    def held(password: bytes, hashed: bytes) -> bool:  # holds its slot until the rest answered
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        others_answered.wait(30)
+        with lock:
+            running[0] -= 1
+        return real(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", held)
+    monkeypatch.setattr(auth, "CHECK_WAIT", 0.5)
+    app = make_app(auth_file=users)
+    answers: list[tuple[int, str | None]] = []
+
+    def guess(n: int) -> None:
+        answer = app.test_client().get("/stats.json", **_from(f"192.0.2.{n}", "alice", f"g{n}"))
+        answers.append((answer.status_code, answer.headers.get("Retry-After")))
+        if len(answers) == 5:
+            others_answered.set()
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert most[0] == 1
+    assert sorted(answers) == [(401, None)] + [(429, "1")] * 5
+
+
+def test_the_fronts_login_question_trusts_its_client_address_only_with_its_key(make_app, users,
+                                                                               tmp_path, checks):
+    client = make_app(auth_file=users).test_client()
+    (tmp_path / "cache" / "front").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "cache" / "front" / "key").write_text("front-secret\n")
+
+    def ask(client_address: str, password: str, key: str, user: str = "alice"):
+        headers = _basic(user, password) | {"X-Pypicache-Client": client_address,
+                                               "X-Pypicache-Front-Key": key}
+        return client.get(auth.LOGIN_PATH, headers=headers,
+                          environ_base={"REMOTE_ADDR": "127.0.0.1"})
+
+    assert ask("192.0.2.1", "wonderland", "front-secret").status_code == 204
+    burst = auth.BY_ADDRESS[0]
+    for n in range(burst):
+        assert ask("192.0.2.1", f"g{n}", "front-secret").status_code == 401
+    throttled = ask("192.0.2.1", "another", "front-secret")
+    assert throttled.status_code == 403 and int(throttled.headers["Retry-After"]) >= 1
+    assert ask("192.0.2.2", "and another", "front-secret").status_code == 401
+    # without the key the claimed address is not believed: the peer's own is throttled
+    for n in range(burst):
+        assert ask(f"198.51.100.{n}", f"x{n}", "guessed", "bob").status_code == 401
+    assert ask("198.51.100.99", "x99", "guessed", "bob").status_code == 403
+    assert ask("192.0.2.3", "one more", "front-secret", "bob").status_code == 401
+
+
+def test_the_login_question_exists_only_when_every_route_is_guarded(make_app, users):
+    assert make_app(auth_file=users, auth_scope="dashboard").test_client().get(
+        auth.LOGIN_PATH, headers=_basic("alice", "wonderland")).status_code == 404
+    assert make_app().test_client().get(auth.LOGIN_PATH).status_code == 404
+
+
+def test_login_checks_are_counted_in_the_metrics(make_app, users):
+    client = make_app(auth_file=users).test_client()
+    for password in ("wonderland", "wonderland", "guess"):
+        client.get("/stats.json", headers=_basic("alice", password))
+    metrics = client.get("/metrics", headers=_basic("alice", "wonderland")).get_data(as_text=True)
+    assert 'pypicache_login_checks_total{outcome="accepted"} 1.0' in metrics
+    assert 'pypicache_login_checks_total{outcome="refused"} 1.0' in metrics
 
 
 def test_upstream_credentials_are_not_on_the_dashboard(make_app):

@@ -33,7 +33,8 @@ def test_stats_prints_totals_and_projects(app, runner):
     _put(app, "aa/demo-1.0.tar.gz", b"x" * 2000)
     result = runner.invoke(args=["pypicache", "stats"])
     assert result.exit_code == 0, result.output
-    assert "cached: 1 files, 1 projects, 2.0 KB (no cap)" in result.output
+    assert "cached: 1 files, 1 projects, 2.0 KB; 0 index pages, 0 B; disk use " in result.output
+    assert result.output.splitlines()[0].endswith("(no cap)")
     assert "demo" in result.output
     data = json.loads(runner.invoke(args=["pypicache", "stats", "--json"]).output)
     assert data["files"] == 1 and data["project_list"][0]["name"] == "demo"

@@ -1,4 +1,5 @@
 """The package route in one process, the upstream mocked with `responses`."""
+import errno
 import gzip
 import hashlib
 import json
@@ -8,6 +9,7 @@ import pytest
 import requests
 import responses
 
+from app import download
 from app.results import DownloadAborted
 
 from .conftest import FILES, MIRROR
@@ -170,3 +172,20 @@ def test_a_file_labeled_gzip_is_stored_and_served_as_the_bytes_on_the_wire(app, 
     assert cached(app) == [PATH]
     assert (app.config["PYPICACHE"].cache_dir / "files" / PATH).read_bytes() == sdist
     assert client.get(f"/packages/{PATH}").data == sdist
+
+
+@responses.activate
+def test_a_download_that_finds_the_disk_full_is_a_507_for_clients_without_a_byte(app, client,
+                                                                                monkeypatch):
+    list_page(responses)
+    responses.get(f"{FILES}/{PATH}", body=BODY)
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(download, "write_all", full)
+    response = client.get(f"/packages/{PATH}")
+    assert response.status_code == 507 and b"full" in response.data
+    assert cached(app) == [] and not leftovers(app)
+    monkeypatch.undo()  # the space is back: the next request downloads afresh
+    assert client.get(f"/packages/{PATH}").data == BODY

@@ -1,8 +1,10 @@
 """Fast tests of the fixture upstream itself (tests/fixture_upstream.py, tests/wheels.py)."""
 import hashlib
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -191,6 +193,7 @@ def test_make_wheel_installs_with_pip(tmp_path):
     try:
         u.add_wheel("alpha", "1.0", requires=["beta>=1.0"])
         u.add_wheel("beta", "1.1", requires=["gamma"])
+        u.add_history("beta", 600)  # pip walks a big page and still picks the real release
         u.add_wheel("gamma", "0.3", requires_python=">=3.8")
         assert make_wheel("Foo.Bar", "1.0")[0] == "foo_bar-1.0-py3-none-any.whl"
         target = tmp_path / "target"
@@ -205,3 +208,130 @@ def test_make_wheel_installs_with_pip(tmp_path):
             assert (target / f"{name}-{ver}.dist-info" / "METADATA").exists()
     finally:
         u.stop()
+
+
+def _timed_get(url, results, key, **kw):
+    t0 = time.monotonic()
+    r = requests.get(url, timeout=30, **kw)
+    results[key] = (r, time.monotonic() - t0)
+
+
+def _together(calls):
+    """Run (url, key, kwargs) GETs at once; key -> (response, seconds)."""
+    results = {}
+    threads = [threading.Thread(target=_timed_get, args=(url, results, key), kwargs=kw)
+               for url, key, kw in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_delay_holds_every_answer_and_changes_while_running(tmp_path):
+    u = Upstream(tmp_path).start()
+    try:
+        w = u.add_wheel("slow", "1.0")
+        u.set_delay(2.0)
+        got = _together([(u.index_url + "/slow/", "page", {}), (w.url, "file", {}),
+                         (w.url + ".metadata", "metadata", {}), (u.index_url + "/", "root", {})])
+        for key, (r, seconds) in got.items():
+            assert r.status_code == 200 and seconds >= 2.0, (key, seconds)
+        assert hashlib.sha256(got["file"][0].content).hexdigest() == w.sha256
+        u.set_delay(0)
+        t0 = time.monotonic()
+        assert requests.get(u.index_url + "/slow/").status_code == 200
+        assert time.monotonic() - t0 < 2.0
+        u.set_delay(30)
+        failed = []
+
+        def waiting():
+            try:
+                requests.get(w.url, timeout=60)
+            except requests.ConnectionError as error:  # cut by the stop below, as it should
+                failed.append(error)
+
+        waiter = threading.Thread(target=waiting)
+        waiter.start()
+        t0 = time.monotonic()
+        while not u.requests.get(f"GET {w.path}", 0) > 1 and time.monotonic() - t0 < 10:
+            time.sleep(0.05)
+        u.stop()  # a delayed answer does not hold the fixture up
+        waiter.join(15)
+        assert failed and time.monotonic() - t0 < 15
+    finally:
+        u.stop()
+
+
+def test_bandwidth_is_shared_by_all_connections_of_the_file_host(tmp_path):
+    u = Upstream(tmp_path).start()
+    try:
+        a = u.add_file("a", "a-1.0.tar.gz", size=400_000)
+        b = u.add_file("b", "b-1.0.tar.gz", size=400_000)
+        u.set_bandwidth(1_000_000)
+        got = _together([(a.url, "a", {}), (b.url, "b", {})])
+        for f, key in ((a, "a"), (b, "b")):
+            r, seconds = got[key]
+            assert hashlib.sha256(r.content).hexdigest() == f.sha256
+            # 800 kB at 1 MB/s in turns: neither is done before most of both has gone
+            assert seconds >= 0.7, (key, seconds)
+        t0, sent = time.monotonic(), u.bytes_sent()
+        r = requests.get(a.url, headers={"Range": "bytes=0-299999"})
+        assert r.status_code == 206 and r.content == a.disk_path.read_bytes()[:300_000]
+        assert time.monotonic() - t0 >= 0.29 and u.bytes_sent() - sent == 300_000
+        assert requests.get(u.index_url + "/a/").status_code == 200  # pages are not paced
+        u.set_bandwidth(None)
+        assert hashlib.sha256(requests.get(a.url).content).hexdigest() == a.sha256
+    finally:
+        u.stop()
+
+
+def test_history_lists_thousands_of_files_it_never_stores(tmp_path):
+    u = Upstream(tmp_path).start()
+    try:
+        real = u.add_wheel("numpyish", "1.0")
+        listed = u.add_history("numpyish", 3000)
+        boto = u.add_wheel("botoish", "1.0")
+        u.add_history("botoish", 5000, pure=True)
+        html = requests.get(u.index_url + "/numpyish/", headers={"Accept": "text/html"})
+        assert html.text.count("<a ") == 3001 and len(html.content) > 1_400_000
+        doc = requests.get(u.index_url + "/botoish/", headers={"Accept": PIP_ACCEPT}).json()
+        assert len(doc["files"]) == 5001 and len(json.dumps(doc)) > 2_000_000
+        assert all(f["filename"].endswith(("-py3-none-any.whl", ".tar.gz")) for f in doc["files"])
+        page = requests.get(u.index_url + "/numpyish/", headers={"Accept": PIP_ACCEPT}).json()
+        assert "0.1.0" in page["versions"] and max(page["versions"]) == "1.0"
+        on_disk = sorted(p.name for p in (tmp_path / "files").iterdir())
+        assert on_disk == sorted(f"{w.filename}{end}" for w in (real, boto) for end in ("", ".metadata"))
+        one = next(f for f in listed if f.filename.endswith(".whl"))
+        entry = next(f for f in page["files"] if f["filename"] == one.filename)
+        assert entry["hashes"]["sha256"] == one.sha256 and entry["size"] == one.size
+        assert requests.get(one.url).status_code == 404
+        assert requests.head(one.url).status_code == 404
+        meta = requests.get(one.url + ".metadata")
+        assert hashlib.sha256(meta.content).hexdigest() == entry["core-metadata"]["sha256"]
+        assert meta.text.startswith("Metadata-Version") and "Version: 0.1.0" in meta.text
+        u.add_wheel("numpyish", "1.1")  # a page with a history is rendered anew after a change
+        again = requests.get(u.index_url + "/numpyish/", headers={"Accept": PIP_ACCEPT}).json()
+        assert len(again["files"]) == 3002 and max(again["versions"]) == "1.1"
+    finally:
+        u.stop()
+
+
+def test_cli_flags_for_delay_bandwidth_and_history(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fixture_upstream", "--root", str(tmp_path), "--delay", "1",
+         "--bandwidth", "500000", "--history", "wide:200", "--file", "f-1.0.tar.gz:400000"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        info = json.loads(proc.stdout.readline())
+        t0 = time.monotonic()
+        page = requests.get(info["index_url"] + "/wide/", headers={"Accept": PIP_ACCEPT}).json()
+        assert len(page["files"]) == 201 and time.monotonic() - t0 >= 1
+        t0 = time.monotonic()
+        f = info["files"][0]
+        assert hashlib.sha256(requests.get(f["url"]).content).hexdigest() == f["sha256"]
+        assert time.monotonic() - t0 >= 1 + 0.75  # the delay, then 400 kB at 500 kB/s
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()

@@ -109,3 +109,9 @@ def test_root_names_stream_across_chunk_boundaries(content_type):
         body = "".join(f'<a href="/simple/{n}/">{n}</a>\n' for n in names).encode()
     chunks = [body[i : i + 7] for i in range(0, len(body), 7)]
     assert list(index.iter_root_names(chunks, content_type)) == [f"project-{n}" for n in range(2000)]
+
+
+@pytest.mark.parametrize("page", ["", "  \n", "<html></html>", "no markup at all", "<a>no href</a>"])
+def test_a_page_without_links_lists_no_file(page):
+    linker = index.Linker("http://127.0.0.1:9000/packages")
+    assert index.parse_html(page, "http://127.0.0.1:9000/simple/demo/", "demo", linker).files == ()

@@ -50,7 +50,9 @@ def client(several):
 
 
 def files_of(response) -> list[str]:
-    return [entry["url"] for entry in json.loads(response.data)["files"]]
+    """The file links of a page, without the base a direct client's links start with."""
+    return [entry["url"].replace("http://localhost/packages/", "../../packages/")
+            for entry in json.loads(response.data)["files"]]
 
 
 def expire(app, name):

@@ -11,6 +11,7 @@ import pytest
 import responses
 
 from app.errors import UpstreamTimeout
+from app.pages import Body
 from app.store import Store
 
 from .conftest import FILES, MIRROR
@@ -103,21 +104,21 @@ def _read(body) -> bytes:
 def test_a_refresh_switches_body_and_etag_at_once_and_keeps_the_previous_bodies(make_app):
     pages = make_app(index_ttl=0.01).extensions["pypicache"].pages
     responses.get(f"{MIRROR}/demo/", body=_page("1.0"), content_type=V1_JSON)
-    first, body = pages.open("demo", "json", False)
+    first, body = pages.open("demo", Body())
     _read(body)
     time.sleep(0.02)
     responses.replace(responses.GET, f"{MIRROR}/demo/", body=_page("1.0", "2.0"), content_type=V1_JSON)
-    second, body = pages.open("demo", "json", False)
-    assert second.cache == "miss" and second.etag("json", False) != first.etag("json", False)
+    second, body = pages.open("demo", Body())
+    assert second.cache == "miss" and second.etag(Body()) != first.etag(Body())
     assert [f["filename"] for f in json.loads(_read(body))["files"]] == [
         "demo-1.0.tar.gz", "demo-2.0.tar.gz"]
     for page, files in ((first, 1), (second, 2)):  # each state's document is still there
-        assert len(json.loads(page.path("json", False).read_bytes())["files"]) == files
+        assert len(json.loads(page.path(Body()).read_bytes())["files"]) == files
     time.sleep(0.02)
     responses.replace(responses.GET, f"{MIRROR}/demo/", body=_page("3.0"), content_type=V1_JSON)
-    _read(pages.open("demo", "json", False)[1])
-    assert not first.path("json", False).exists()  # two versions kept, no more
-    assert second.path("json", False).exists()
+    _read(pages.open("demo", Body())[1])
+    assert not first.path(Body()).exists()  # two versions kept, no more
+    assert second.path(Body()).exists()
 
 
 @responses.activate

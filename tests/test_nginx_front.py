@@ -9,8 +9,11 @@ import http.client
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import bcrypt
 import pytest
 import requests
+
+from app import auth
 
 from .servers import ROOT, Front, Proxy, add_chain, installed, pip_install, uv_install
 from .test_deploy import hadolint
@@ -55,7 +58,9 @@ def test_pages_negotiate_redirect_and_revalidate_as_the_app_does(chain):
     up, proxy, front, _ = chain
     for accept in ACCEPTS:
         headers = {"Accept": accept} if accept else {}
-        app = requests.get(f"{proxy.url}/simple/gamma/", headers=headers, timeout=30)
+        # What the app answers the front (which says it forwards: links stay relative).
+        app = requests.get(f"{proxy.url}/simple/gamma/", timeout=30,
+                           headers=headers | {"X-Forwarded-For": "127.0.0.1"})
         for _ in range(2):  # the second one from the micro-cache
             got = requests.get(f"{front.url}/simple/gamma/", headers=headers, timeout=30)
             assert (got.status_code, got.headers.get("Content-Type")) == (
@@ -225,25 +230,156 @@ def test_pip_and_uv_install_through_the_front_and_every_hit_is_counted_once(chai
     assert next(f for f in alpha if f["filename"] == wheel.filename)["hits"] >= 6
 
 
-def test_with_logins_for_everything_the_front_asks_before_it_serves_from_disk(chain, tmp_path):
-    up, proxy, front, files = chain
+def _logins(tmp_path, **users: str):
+    """An htpasswd file of bcrypt hashes as `htpasswd -B` writes them (a low cost: fast)."""
+    path = tmp_path / "htpasswd"
+    hashed = {user: bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)) for user, password in
+              users.items()}
+    path.write_text("".join(f"{user}:{value.decode()}\n" for user, value in hashed.items()))
+    return path
+
+
+@pytest.fixture
+def guarded(tmp_path, upstream):
+    """The app and its front with logins on every route; the front never sees the file."""
+    files = add_chain(upstream)
+    logins = _logins(tmp_path, ann="secret")
+    proxy = Proxy(tmp_path / "cache", upstream.env(), PYPI_AUTH_FILE=str(logins)).start()
+    try:
+        # The file stays with the app: nginx, were it to check a hash itself, would fail.
+        with fronted(proxy, PYPI_AUTH_FILE="/nonexistent/htpasswd", PYPI_AUTH_SCOPE="all") as front:
+            yield proxy, front, files, logins
+    finally:
+        proxy.stop()
+
+
+def _basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def _counts(proxy: Proxy) -> dict[str, float]:
+    """The app's login checks by outcome, and the front's questions it answered."""
+    text = requests.get(proxy.url + "/metrics", auth=("ann", "secret"), timeout=30).text
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith("pypicache_login_checks_total{"):
+            counts[line.split('"')[1]] = float(line.split()[-1])
+        elif line.startswith("pypicache_http_requests_total{") and 'route="/-/login"' in line:
+            counts["questions"] = counts.get("questions", 0) + float(line.split()[-1])
+    return counts
+
+
+def test_with_logins_the_front_asks_the_app_once_and_serves_warm_hits_from_disk(guarded, tmp_path):
+    proxy, front, files, _ = guarded
+    wheel = files["beta-1.0-py3-none-any.whl"]
+    url = f"{front.url}/packages/{wheel.path.split('/packages/', 1)[1]}"
+    for target in (url, f"{front.url}/simple/beta/", f"{front.url}/"):
+        refused = requests.get(target, timeout=30)
+        assert refused.status_code == 401
+        assert refused.headers["WWW-Authenticate"].startswith('Basic realm="pypicache"')
+        assert requests.get(target, auth=("ann", "guess"), timeout=30).status_code == 401
+    assert requests.get(front.url + "/healthz", timeout=30).ok  # probes stay open
+    login = ("ann", "secret")
+    assert requests.get(f"{front.url}/simple/beta/", auth=login, timeout=30).ok
+    assert requests.get(url, auth=login, timeout=30).headers["X-Cache"] == "miss"  # via the app
+    before = _counts(proxy)
+    assert before["accepted"] >= 1 and before["questions"] >= 1
+    with requests.Session() as session:
+        session.auth = login
+        for _ in range(200):
+            served = session.get(url, timeout=30)
+            assert served.status_code == 200 and served.headers["X-Front-Cache"] == "disk"
+        assert hashlib.sha256(served.content).hexdigest() == wheel.sha256
+        pages = [session.get(f"{front.url}/simple/beta/", timeout=30) for _ in range(2)]
+        assert pages[1].headers["X-Front-Cache"] in ("HIT", "UPDATING")  # the micro-cache
+    after = _counts(proxy)  # no question to the app: the hits cost no bcrypt anywhere
+    assert after["questions"] == before["questions"]
+    assert after["accepted"] - before["accepted"] <= proxy.workers  # our own /metrics reads
+    # The answers are kept in memory, keyed by the header; nothing on disk holds it.
+    header = base64.b64encode(b"ann:secret")
+    kept = [p.read_bytes() for p in front.logins.rglob("*") if p.is_file()]
+    assert any(header in content for content in kept)
+    on_disk = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert on_disk and not [p for p in on_disk if header in p.read_bytes()]
+
+
+def test_a_flood_of_wrong_logins_through_the_front_is_throttled_without_checks(guarded):
+    proxy, front, files, _ = guarded
+    wheel = files["beta-1.0-py3-none-any.whl"]
+    url = f"{front.url}/packages/{wheel.path.split('/packages/', 1)[1]}"
+    assert requests.get(url, auth=("ann", "secret"), timeout=30).ok  # verified before the flood
+    started = time.monotonic()
+    # The flood comes from another address of the loopback than this test's own requests.
+    flood = http.client.HTTPConnection("127.0.0.1", front.port, timeout=30,
+                                       source_address=("127.0.0.2", 0))
+    answers = []
+    for user, password in [("ann", f"guess{n}") for n in range(40)] + [
+            (f"user{n}", "guess") for n in range(40)]:
+        flood.request("GET", url.removeprefix(front.url), headers=_basic(user, password))
+        answer = flood.getresponse()
+        answer.read()
+        answers.append((answer.status, answer.getheader("Retry-After")))
+    flood.close()
+    burst = auth.BY_ADDRESS[0]
+    assert [status for status, _ in answers] == [401] * burst + [429] * (80 - burst)
+    assert all(int(wait) >= 1 for _, wait in answers[burst:])
+    counts = _counts(proxy)
+    assert counts["refused"] == burst  # the budget of this address, over all workers
+    # nginx stops asking too: 20 questions at once from one address, then one a second
+    assert counts["questions"] <= 1 + 20 + (time.monotonic() - started) + 1
+    # a login verified before the flood still gets its file, from disk
+    served = requests.get(url, auth=("ann", "secret"), timeout=30)
+    assert served.status_code == 200 and served.headers["X-Front-Cache"] == "disk"
+
+
+def test_a_changed_password_takes_effect_through_the_front_within_its_login_ttl(tmp_path,
+                                                                                upstream):
+    add_chain(upstream)
+    logins = _logins(tmp_path, ann="secret")
+    proxy = Proxy(tmp_path / "cache", upstream.env(), PYPI_AUTH_FILE=str(logins)).start()
+    try:
+        with fronted(proxy, PYPI_AUTH_FILE=str(logins), PYPICACHE_LOGIN_TTL="2") as front:
+            page = f"{front.url}/simple/beta/"
+            assert requests.get(page, auth=("ann", "secret"), timeout=30).ok
+            _logins(tmp_path, ann="changed")
+            deadline = time.monotonic() + 30  # the front's 2 s, on a machine under load
+            while requests.get(page, auth=("ann", "secret"), timeout=30).status_code != 401:
+                assert time.monotonic() < deadline, "the old password still works"
+                time.sleep(0.2)
+            assert requests.get(page, auth=("ann", "changed"), timeout=30).ok
+    finally:
+        proxy.stop()
+
+
+def test_the_front_refuses_to_keep_logins_on_disk(tmp_path, proxy):
+    with pytest.raises(RuntimeError, match="is not in memory"):
+        Front(proxy, PYPI_AUTH_FILE="/nonexistent/htpasswd",
+              PYPICACHE_LOGIN_DIR=str(tmp_path / "logins")).start()
+
+
+def test_pip_and_uv_log_in_through_the_front_with_credentials_in_the_index_url(guarded, tmp_path):
+    proxy, front, files, _ = guarded
+    refused = pip_install(f"{front.url}/simple", tmp_path / "refused", "alpha")
+    assert refused.returncode != 0 and "401" in refused.stdout + refused.stderr
+    logged_in = front.url.replace("http://", "http://ann:secret@") + "/simple"
+    done = pip_install(logged_in, tmp_path / "pip", "alpha")
+    assert done.returncode == 0, done.stderr
+    assert installed(tmp_path / "pip") == {"alpha": "1.0", "beta": "1.0", "gamma": "1.0"}
+    done = uv_install(logged_in, tmp_path / "uv", tmp_path / "uv-cache", "alpha")
+    assert done.returncode == 0, done.stderr
+    assert installed(tmp_path / "uv") == {"alpha": "1.0", "beta": "1.0", "gamma": "1.0"}
+    assert _front_gets(proxy, 3) >= 3  # uv's wheels came from the volume, through nginx
+    assert "secret" not in front.log.read_text() + proxy.logs()
+
+
+def test_with_logins_for_the_dashboard_only_files_and_pages_stay_public(tmp_path, proxy, upstream):
+    files = add_chain(upstream)
     wheel = files["beta-1.0-py3-none-any.whl"]
     path = f"/packages/{wheel.path.split('/packages/', 1)[1]}"
-    assert _get(f"{front.url}/simple/beta/").ok and _get(front.url + path).ok  # published
-    password = base64.b64encode(hashlib.sha1(b"secret").digest()).decode()
-    (tmp_path / "htpasswd").write_text(f"ann:{{SHA}}{password}\n")  # a scheme nginx reads alone
-    logins = str(tmp_path / "htpasswd")
-    with fronted(proxy, PYPI_AUTH_FILE=logins, PYPI_AUTH_SCOPE="all") as guarded:
-        for url in (guarded.url + path, f"{guarded.url}/simple/beta/"):
-            assert requests.get(url, timeout=30).status_code == 401
-            wrong = requests.get(url, auth=("ann", "guess"), timeout=30)
-            assert wrong.status_code == 401
-        assert requests.get(guarded.url + "/healthz", timeout=30).ok  # probes stay open
-        served = requests.get(guarded.url + path, auth=("ann", "secret"), timeout=30)
-        assert served.headers["X-Front-Cache"] == "disk"
-        assert hashlib.sha256(served.content).hexdigest() == wheel.sha256
-    with fronted(proxy, PYPI_AUTH_FILE=logins, PYPI_AUTH_SCOPE="dashboard") as open_front:
-        assert requests.get(open_front.url + path, timeout=30).ok  # files stay public there
+    with fronted(proxy, PYPI_AUTH_FILE="/nonexistent/htpasswd",
+                 PYPI_AUTH_SCOPE="dashboard") as open_front:
+        assert _get(f"{open_front.url}/simple/beta/").ok and _get(open_front.url + path).ok
+        assert _get(open_front.url + path).headers["X-Front-Cache"] == "disk"
 
 
 def test_the_front_image_passes_hadolint():

@@ -1,6 +1,7 @@
 """The Simple API's header rules, in one process with `responses` as the upstream."""
 import gzip
 import os
+import threading
 import time
 
 import pytest
@@ -8,6 +9,7 @@ import requests
 import responses
 
 from app import pages
+from app.errors import StorageError
 from app.results import DownloadAborted
 
 from .conftest import FILES, MIRROR
@@ -111,7 +113,7 @@ def test_invalid_project_names_are_400_without_an_upstream_request(client, name)
 def test_html_keeps_every_attribute_escaped_exactly_once(client):
     upstream_page()
     html = client.get("/simple/demo/").get_data(as_text=True)
-    assert f'href="../../packages/ab/demo-1.0-py3-none-any.whl#sha256={SHA}"' in html
+    assert f'href="http://localhost/packages/ab/demo-1.0-py3-none-any.whl#sha256={SHA}"' in html
     assert 'data-requires-python="&gt;=3.8"' in html and "&amp;gt;" not in html
     assert f'data-core-metadata="sha256={"cd" * 32}"' in html
     assert f'data-dist-info-metadata="sha256={"cd" * 32}"' in html
@@ -125,7 +127,7 @@ def test_json_carries_the_same_and_claims_only_what_it_has(client):
     data = client.get("/simple/demo/?format=json").json
     assert data["meta"] == {"api-version": "1.0"}  # no sizes from an HTML upstream: not 1.1
     wheel, sdist = data["files"]
-    assert wheel["url"] == "../../packages/ab/demo-1.0-py3-none-any.whl"
+    assert wheel["url"] == "http://localhost/packages/ab/demo-1.0-py3-none-any.whl"
     assert wheel["hashes"] == {"sha256": SHA} and wheel["requires-python"] == ">=3.8"
     assert wheel["core-metadata"] == wheel["data-dist-info-metadata"] == {"sha256": "cd" * 32}
     assert sdist["yanked"] == "bad <release>" and "core-metadata" not in sdist
@@ -390,3 +392,84 @@ def test_a_page_without_hashes_keeps_the_ones_an_earlier_page_gave(app, client):
         status = "cut"
     assert status in (502, "cut")
     assert not (app.config["PYPICACHE"].cache_dir / "files" / "ab" / "demo-0.9.tar.gz").exists()
+
+
+@responses.activate
+def test_a_page_that_cannot_be_refreshed_for_lack_of_disk_is_served_stale(app, client, monkeypatch):
+    upstream_page()
+    fresh = client.get("/simple/demo/")
+    expire(app)
+    responses.replace(responses.GET, f"{MIRROR}/demo/", body=PAGE.replace("0.9", "0.8"),
+                      content_type="text/html")  # a new page: it must be written
+
+    def full(*args, **kwargs):
+        raise StorageError("the cache disk is full")
+
+    monkeypatch.setattr(app.extensions["pypicache"].store, "write_atomic", full)
+    stale = client.get("/simple/demo/")
+    assert (stale.status_code, stale.headers["X-Cache"], stale.data) == (200, "stale", fresh.data)
+    monkeypatch.undo()  # the space is back: the next request refreshes
+    assert client.get("/simple/demo/").headers["X-Cache"] == "miss"
+
+
+@responses.activate
+def test_readers_of_a_page_being_refreshed_get_the_old_copy_at_once(app, monkeypatch):
+    """Only the reader that takes the page's lock waits for the upstream; the others are
+    answered with the copy they have. (A reader used to let go of the lock it had tried and
+    wait for it again, and so queued behind whoever took it in between.)"""
+    upstream_page()
+    app.test_client().get("/simple/demo/")
+    expire(app)
+    store = app.extensions["pypicache"].store
+    unlock = store.unlock
+
+    def slow_unlock(name, fd):  # widens the moment between two looks at the lock
+        unlock(name, fd)
+        if name == "page:demo":
+            time.sleep(0.05)
+
+    def slow_upstream(request):
+        time.sleep(0.5)
+        return 200, {"Content-Type": "text/html"}, PAGE.replace("0.9", "0.8")
+
+    monkeypatch.setattr(store, "unlock", slow_unlock)
+    responses.remove(responses.GET, f"{MIRROR}/demo/")
+    responses.add_callback(responses.GET, f"{MIRROR}/demo/", callback=slow_upstream)
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(
+        app.test_client().get("/simple/demo/").headers["X-Cache"])) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(answers) == ["miss"] + ["updating"] * 7
+
+
+@responses.activate
+def test_links_are_absolute_for_a_direct_client_and_relative_through_a_proxy(app, client):
+    """pip resolves relative links with urljoin (80 ms per 5,000 links, each time it reads the
+    page); through a proxy (a TLS front) the scheme and host we see may not be the client's."""
+    upstream_page()
+    wheel = "packages/ab/demo-1.0-py3-none-any.whl"
+    direct = client.get("/simple/demo/?format=json", base_url="http://pypicache:8080")
+    assert direct.json["files"][0]["url"] == f"http://pypicache:8080/{wheel}"
+    html = client.get("/simple/demo/", base_url="http://pypicache:8080").get_data(as_text=True)
+    assert f'href="http://pypicache:8080/{wheel}#sha256=' in html
+    other = client.get("/simple/demo/?format=json", base_url="http://127.0.0.1:8080")
+    assert other.json["files"][0]["url"] == f"http://127.0.0.1:8080/{wheel}"
+    assert other.headers["ETag"] != direct.headers["ETag"]
+    for header in ("X-Forwarded-For", "X-Forwarded-Proto", "Forwarded"):
+        proxied = client.get("/simple/demo/?format=json", headers={header: "x"})
+        assert proxied.json["files"][0]["url"] == f"../../{wheel}", header
+    assert len(responses.calls) == 1  # one page upstream, however many bodies
+
+
+@responses.activate
+def test_made_up_host_names_get_their_links_but_fill_no_disk(app, client):
+    upstream_page()
+    directory = app.config["PYPICACHE"].cache_dir / "pages" / "demo"
+    for i in range(20):
+        page = client.get("/simple/demo/?format=json", base_url=f"http://host{i}.example")
+        assert page.json["files"][0]["url"].startswith(f"http://host{i}.example/packages/")
+    assert len(list(directory.glob("v*.json"))) == 1 + pages.BASES_KEPT  # and the relative one
+    assert client.get("/simple/demo/", base_url="http://bad'host").status_code in (200, 400)

@@ -47,6 +47,9 @@ class Metrics:
         self.upstream_latency = Histogram(
             "pypicache_upstream_latency_seconds", "Time until the upstream's response headers",
             ["outcome"], buckets=LATENCY_BUCKETS, **make)
+        self.logins = Counter(
+            "pypicache_login_checks", "Logins not already known: accepted or refused by a "
+            "bcrypt check, or throttled (answered without one)", ["outcome"], **make)
         self.evicted = Counter(
             "pypicache_evicted_files", "Files removed to keep the cache under its size cap", **make)
         self.fetched_ahead = Counter(

@@ -12,7 +12,8 @@ from .frontlog import FrontLog
 from .metrics import Metrics
 from .recorder import USES_KEPT, Recorder
 from .signals import (
-    fetch_ahead_dropped, fetch_ahead_failed, fetched_ahead, file_cached, upstream_answered,
+    fetch_ahead_dropped, fetch_ahead_failed, fetched_ahead, file_cached, login_checked,
+    upstream_answered,
 )
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,9 @@ class Stats:
         self.recorder.add("ahead_failed", 1)
         self.metrics.ahead_failed.labels(kind).inc()
 
+    def on_login_checked(self, logins, outcome: str) -> None:
+        self.metrics.logins.labels(outcome).inc()
+
     def _front_hits(self, hits: int, size: int) -> None:
         self._hit.inc(hits)
         self._hit_bytes.inc(size)
@@ -95,6 +99,8 @@ def install(app: Flask, services) -> Stats:
     fetched_ahead.connect(stats.on_fetched_ahead, sender=services.prefetch)
     fetch_ahead_dropped.connect(stats.on_ahead_dropped, sender=services.prefetch)
     fetch_ahead_failed.connect(stats.on_ahead_failed, sender=services.prefetch)
+    if (logins := app.extensions.get("pypicache.logins")) is not None:
+        login_checked.connect(stats.on_login_checked, sender=logins)
     stats.front_log.start()  # gunicorn builds the app in each worker, after the fork
     app.after_request(stats.after_request)
     return stats

@@ -22,3 +22,7 @@ AHEAD_KINDS = ("page", "metadata", "file")
 fetched_ahead = _signals.signal("fetched-ahead")
 fetch_ahead_dropped = _signals.signal("fetch-ahead-dropped")
 fetch_ahead_failed = _signals.signal("fetch-ahead-failed")
+
+# Sent by app/auth.py for every login it did not already know: sender=the Logins, outcome=
+# "accepted" or "refused" (a bcrypt check ran) or "throttled" (answered without one).
+login_checked = _signals.signal("login-checked")

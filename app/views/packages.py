@@ -11,7 +11,7 @@ from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.wsgi import wrap_file
 
 from .. import names
-from ..errors import UpstreamError, UpstreamTimeout
+from ..errors import StorageError, UpstreamError, UpstreamTimeout
 from ..metadata import SUFFIX as METADATA
 from ..objects import Stored
 from ..ranges import Part
@@ -188,6 +188,8 @@ def _first_bytes(chunks: Iterator[bytes]) -> Iterator[bytes]:
         return iter(())
     except DownloadStalled as error:
         raise UpstreamTimeout(str(error)) from None
-    except (DownloadAborted, FileNotFoundError) as error:  # the latter: the bucket failed
+    except DownloadAborted as error:
+        raise (StorageError if error.status == 507 else UpstreamError)(str(error)) from None
+    except FileNotFoundError as error:  # the bucket failed
         raise UpstreamError(str(error)) from None
     return chain((first,), chunks)

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 import requests
@@ -94,9 +95,13 @@ def test_a_full_disk_is_a_clear_507_and_everything_works_when_space_returns(setu
     cold = up.add_file("cold", "cold-1.0.tar.gz", size=100_000)
     assert requests.get(f"{proxy.url}/simple/warm/", timeout=10).ok
     assert fetch(file_url(proxy, warm)).sha256 == warm.sha256
+    up.add_file("warm", "warm-2.0.tar.gz", size=1000)  # its page changes: a refresh must write
+    time.sleep(1.1)  # past PYPI_INDEX_TTL
     ballast = fill(proxy.cache_dir)
     try:
         assert fetch(file_url(proxy, warm)).sha256 == warm.sha256  # hits need no space
+        stale = requests.get(f"{proxy.url}/simple/warm/", timeout=10)  # no room for the new page
+        assert (stale.status_code, stale.headers["X-Cache"]) == (200, "stale"), stale.text
         page = requests.get(f"{proxy.url}/simple/cold/", timeout=10)
         assert page.status_code == 507, page.text
         missed = requests.get(file_url(proxy, cold), timeout=10)

@@ -1,0 +1,109 @@
+"""The page model: our PEP 691 document of a project page (the bytes the cache keeps and
+serves, app/index.py makes them) and the Project and File objects read from it.
+
+Links in the document point at the proxy, relative to the page (`../../packages/<path>`).
+Reading the whole document builds an object per file; a download's lookup of one file only
+searches the bytes for its link and reads that entry (`find_file`).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote
+
+# Project pages live at /simple/<name>/, files at /packages/<path>: relative links keep a
+# page valid behind any host name or path prefix.
+FILE_PREFIX = "../../packages/"
+# Characters quote() leaves alone: most paths need no quoting at all, and a page has thousands.
+_UNQUOTED = re.compile(r"[A-Za-z0-9_.\-~/]*")
+
+
+@dataclass(frozen=True)
+class File:
+    """One distribution file; `path` is relative to the files base (and to our /packages/)."""
+
+    filename: str
+    path: str
+    hashes: dict[str, str] = field(default_factory=dict)
+    requires_python: str | None = None
+    yanked: bool | str = False  # False, True, or the reason (PEP 592)
+    core_metadata: bool | dict[str, str] = False  # PEP 658/714: False, True or its hashes
+    size: int | None = None
+    upload_time: str | None = None
+
+    @property
+    def sha256(self) -> str | None:
+        return self.hashes.get("sha256")
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str
+    files: tuple[File, ...]
+    versions: tuple[str, ...] | None = None  # PEP 700
+    status: str | None = None  # PEP 792
+    status_reason: str | None = None
+
+
+def file_href(path: str) -> str:
+    return FILE_PREFIX + (path if _UNQUOTED.fullmatch(path) else quote(path))
+
+
+def entry_path(entry: dict) -> str:
+    """The path under /packages/ of a file of our document."""
+    path = entry["url"][len(FILE_PREFIX):]
+    return unquote(path) if "%" in path else path
+
+
+def project_of(data: dict) -> Project:
+    """The Project our document describes (it came from `document`: well formed)."""
+    status = data.get("project-status") or {}
+    versions = data.get("versions")
+    return Project(data["name"], tuple(map(_file, data["files"])),
+                   tuple(versions) if isinstance(versions, list) else None,
+                   status.get("status"), status.get("reason"))
+
+
+def _file(entry: dict) -> File:
+    yanked = entry.get("yanked", False)
+    size = entry.get("size")
+    return File(
+        filename=entry["filename"],
+        path=entry_path(entry),
+        hashes=entry["hashes"],
+        requires_python=entry.get("requires-python") or None,
+        yanked=yanked if isinstance(yanked, str) and yanked else bool(yanked),
+        core_metadata=entry.get("core-metadata", False),
+        size=size if isinstance(size, int) and size >= 0 else None,
+        upload_time=entry.get("upload-time"),
+    )
+
+
+_ENTRY_STARTS = (b"},{", b"}, {", b"[{")
+_ENTRY_WINDOW = 64 * 1024  # bytes of one file's entry at most (a long yanked reason)
+
+
+def find_file(data: bytes, path: str) -> File | None:
+    """The file of our document (its bytes) at `path`, found by its link without parsing the
+    rest: a download's lookup costs a search, not a parse of thousands of files."""
+    for link in {path, file_href(path)[len(FILE_PREFIX):]}:
+        at = data.find(b"/packages/" + link.encode() + b'"')
+        if at < 0:
+            continue
+        start = max(data.rfind(mark, 0, at) + len(mark) - 1 if data.rfind(mark, 0, at) >= 0
+                    else -1 for mark in _ENTRY_STARTS)
+        try:
+            entry, _ = json.JSONDecoder().raw_decode(
+                data[start:start + _ENTRY_WINDOW].decode("utf-8", "ignore"))
+            found = _file(entry)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return project_files(data).get(path)  # an odd entry: read the whole page
+        if found.path == path:
+            return found
+        return project_files(data).get(path)
+    return None
+
+
+def project_files(data: bytes) -> dict[str, File]:
+    return {f.path: f for f in project_of(json.loads(data)).files}
