@@ -17,7 +17,7 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from .environments import Client
-from .index import File
+from .pagemodel import File
 
 _SDIST_RANK = 1 << 30  # any wheel that fits comes before the sdist of the same release
 _SDIST_SUFFIXES = (".tar.gz", ".zip")

@@ -13,7 +13,7 @@ from pip._internal.network.session import user_agent as pips_user_agent
 
 from app.candidates import choose
 from app.environments import UNKNOWN, applies, client_of
-from app.index import File
+from app.pagemodel import File
 
 # What uv 0.13.8 sent from this kind of machine (captured from a request to a local server).
 UV = ('uv/0.13.8 {"installer":{"name":"uv","version":"0.13.8","subcommand":["pip","install"]},'
