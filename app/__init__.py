@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, Response
@@ -16,6 +16,7 @@ from .listings import Listings
 from .metadata import Metadata
 from .objects import open_storage
 from .pages import Pages
+from .prefetch import Prefetcher
 from .store import Store
 from .upstream import Upstream
 
@@ -35,6 +36,10 @@ class Services:
     listings: Listings
     metadata: Metadata
     cluster: Any = None  # app.cluster.Cluster when files are shared through a bucket
+    prefetch: Prefetcher = field(init=False)  # what a client will ask for next
+
+    def __post_init__(self) -> None:
+        self.prefetch = Prefetcher(self.settings, self.pages, self.metadata, self.fetcher)
 
     @classmethod
     def build(cls, settings: config.Settings) -> "Services":

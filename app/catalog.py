@@ -7,7 +7,8 @@ statistics every worker adds to (app/stats); `removed` what eviction and `verify
 (its latest REMOVED_KEPT rows). What a page promises about a file (sha256, size) is not copied
 here: the page's own model says it (app/listings.py), so a page miss writes no row per file.
 `listed_under` holds the rare file whose page is not the project its name says
-(names.project_of_file), so that it is still found.
+(names.project_of_file), so that it is still found. `ahead` holds what was fetched ahead of
+any client (app/prefetch.py) and no client has asked for since, for AHEAD_KEPT.
 
 Reads never write: rows of published files and page sizes are buffered (record_cached,
 record_page) and written by `write_pending`, which the statistics thread calls about once a
@@ -16,6 +17,7 @@ second.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import threading
@@ -44,6 +46,20 @@ class Usage(NamedTuple):
 WAL_LIMIT = 4 << 20  # bytes the WAL is truncated to after a checkpoint
 FILE_COLUMNS = "path, project, size, sha256, created, last_used, hits"
 REMOVED_KEPT = 1000  # the dashboard shows the latest 50 removals
+AHEAD_KEPT = 86400.0  # seconds something fetched ahead waits for a client; then it counts unused
+# Each thing fetched ahead is used once, by the first use that came after its fetch began (a
+# client that followed that fetch included): uses are [key, time] pairs.
+_USED_AHEAD = """DELETE FROM ahead WHERE rowid IN (
+    SELECT ahead.rowid FROM json_each(?) AS asked
+    JOIN ahead ON ahead.key = json_extract(asked.value, '$[0]')
+    WHERE ahead.at <= json_extract(asked.value, '$[1]')) RETURNING key, kind"""
+
+
+class Added(NamedTuple):
+    """What a flush found: file uses without a row yet, keys of uses of things fetched ahead."""
+
+    unmatched: list[tuple[int, float, str]]
+    used: set[str]
 
 
 class Catalog:
@@ -197,25 +213,39 @@ class Catalog:
         totals: dict[str, float],
         state: dict[str, tuple[float, str | None]],
         pages: dict[str, float] | None = None,
-    ) -> list[tuple[int, float, str]]:
+        ahead: dict[str, tuple[str, float]] | None = None,
+        uses: dict[str, float] | None = None,
+    ) -> Added:
         """One worker's counts since its last flush, added in one short transaction.
 
         `files` holds (hits, last_used, path); `totals` are added to; `state` keeps the latest
         time of each named event (the upstream's last success and failure) with its text;
-        `pages` the last use of each page served. Returns the `files` rows that found no file
-        row (not written yet by the worker that published the file, or evicted).
+        `pages` the last use of each page served. `ahead` is what was fetched ahead of any
+        client, by key (a file's path, "page:<project>"): (kind, when its fetch began); `uses`
+        the latest use of each key, which counts those in the totals `ahead_used_<kind>`.
+        Returns the `files` rows that found no file row (not written yet by the worker that
+        published the file, or evicted) and the keys of `uses` that found something.
         """
-        unmatched: list[tuple[int, float, str]] = []
+        added = Added([], set())
 
         def add(db: sqlite3.Connection) -> None:
             for row in files:
                 if db.execute("UPDATE cached SET hits = hits + ?, last_used = MAX(last_used, ?) "
                               "WHERE path = ?", row).rowcount == 0:
-                    unmatched.append(row)
+                    added.unmatched.append(row)
+            db.executemany("INSERT INTO ahead VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE "
+                           "SET kind = excluded.kind, at = excluded.at",
+                           [(key, kind, at) for key, (kind, at) in (ahead or {}).items()])
+            counted = dict(totals)
+            if uses and db.execute("SELECT 1 FROM ahead LIMIT 1").fetchone():
+                for key, kind in db.execute(_USED_AHEAD, (json.dumps(list(uses.items())),)):
+                    added.used.add(key)
+                    counted[f"ahead_used_{kind}"] = counted.get(f"ahead_used_{kind}", 0) + 1
+                db.execute("DELETE FROM ahead WHERE at < ?", (time.time() - AHEAD_KEPT,))
             db.executemany(
                 "INSERT INTO totals VALUES (?, ?) ON CONFLICT(name) DO UPDATE "
                 "SET value = value + excluded.value",
-                totals.items(),
+                counted.items(),
             )
             db.executemany(
                 "INSERT INTO state VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE "
@@ -226,7 +256,7 @@ class Catalog:
                            [(at, project) for project, at in (pages or {}).items()])
 
         self._transaction(add)
-        return unmatched
+        return added
 
     def drop_total(self, name: str, then: Callable[[], None] = lambda: None) -> None:
         """Remove the total `name` and run `then` in the same transaction: if `then` raises,

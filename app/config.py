@@ -145,6 +145,11 @@ class Settings:
     s3_redirect: bool
     indexes: tuple[indexes.Index, ...]  # in precedence order; one nameless for PYPI_MIRROR_URL
     index_pins: Mapping[str, str]  # canonical project -> upstream name
+    prefetch: bool
+    prefetch_depth: int
+    prefetch_concurrency: int
+    prefetch_queue: int
+    prefetch_files: bool
 
 
 # name -> (environment variable, parser, default). The default None means "derived below".
@@ -184,6 +189,16 @@ TABLE: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
     # Several upstreams in precedence order (app/indexes.py); unset: the one above.
     "indexes": ("PYPI_INDEXES", indexes.parse_entries, None),
     "index_pins": ("PYPI_INDEX_PINS", indexes.parse_pins, None),
+    # Fetching ahead (app/prefetch.py): a client sent a wheel's metadata will ask next for
+    # the pages and metadata of its requirements, and theirs, this many levels down.
+    "prefetch": ("PYPI_PREFETCH", convert.flag, "1"),
+    "prefetch_depth": ("PYPI_PREFETCH_DEPTH", convert.count, "2"),
+    # Threads per worker; they mostly wait on the upstream, and clients come first.
+    "prefetch_concurrency": ("PYPI_PREFETCH_CONCURRENCY", convert.count, "4"),
+    # Work waiting per worker; past it, more is dropped (and counted).
+    "prefetch_queue": ("PYPI_PREFETCH_QUEUE", convert.count, "256"),
+    # 1: the chosen wheels too, for a fleet whose next container installs the same ones.
+    "prefetch_files": ("PYPI_PREFETCH_FILES", convert.flag, "0"),
 }
 
 

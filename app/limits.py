@@ -18,12 +18,15 @@ class Slots:
     def __init__(self, store: Store, per_worker: int, total: int, wait: float):
         self.store, self.total, self.wait = store, total, wait
         self._mine = threading.BoundedSemaphore(per_worker)
+        self._free = per_worker  # what the semaphore has left, for free()
+        self._count = threading.Lock()
 
     def acquire(self) -> tuple[str, int]:
         """A slot (release it with `release`), or Busy after the bounded wait."""
         deadline = time.monotonic() + self.wait
         if not self._mine.acquire(timeout=self.wait):
             raise self._busy("this worker")
+        self._add(-1)
         try:
             delay = 0.01
             while True:
@@ -38,6 +41,7 @@ class Slots:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)
         except BaseException:
+            self._add(1)
             self._mine.release()
             raise
 
@@ -45,7 +49,16 @@ class Slots:
         try:
             self.store.unlock(*slot)
         finally:
+            self._add(1)
             self._mine.release()
+
+    def free(self) -> int:
+        """Slots of this worker not taken now (work that can wait asks before it takes one)."""
+        return self._free
+
+    def _add(self, change: int) -> None:
+        with self._count:
+            self._free += change
 
     def _busy(self, where: str) -> Busy:
         return Busy(f"too many downloads at once in {where}; try again shortly",

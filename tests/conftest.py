@@ -26,7 +26,10 @@ class BufferedClient(FlaskClient):
 @pytest.fixture
 def make_app(tmp_path):
     def make(**overrides):
-        settings = {"cache_dir": tmp_path / "cache", "mirror_url": MIRROR, "files_url": FILES}
+        # Fetching ahead is off in process unless a test turns it on (tests/test_prefetch.py):
+        # its threads would ask the upstream behind the test's back, and outlive its mocks.
+        settings = {"cache_dir": tmp_path / "cache", "mirror_url": MIRROR, "files_url": FILES,
+                    "prefetch": False}
         app = create_app(settings | overrides)
         app.config["TESTING"] = True
         app.test_client_class = BufferedClient

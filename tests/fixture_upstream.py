@@ -490,6 +490,9 @@ class _Handler(BaseHTTPRequestHandler):
             f = up._by_path.get(path[: -len(".metadata")])
             if not (f and up.metadata and f.metadata_sha256):
                 return self._send(404, b"not found", body=body)
+            kind = up._faults.get(f.filename + ".metadata", "")  # fault("<wheel>.metadata", ...)
+            if kind and self._fault(up, kind, body):
+                return
             if f.listed_only:
                 name, ver, *_ = parse_wheel_filename(f.filename)
                 data = wheel_metadata_text(name, ver, (), f.requires_python)

@@ -95,7 +95,9 @@ def test_dashboard_after_real_installs(tmp_path, browser):
         for filename, count in access_log_hits(proxy.logs()).items():
             hits[project_of(filename)] += count
         assert set(sizes) == {"datakit", "numberz", "plotty", "tiny-utils"}
-        assert hits["numberz"] == 4  # two more installs: its .metadata and its wheel each
+        # Two more installs: its .metadata and its wheel each; and the first install's
+        # .metadata too when it was fetched ahead (datakit needs it) before pip asked for it.
+        assert hits["numberz"] in (4, 5)
         _wait_for_flush(proxy, sum(hits.values()))
 
         page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -128,7 +130,7 @@ def test_dashboard_after_real_installs(tmp_path, browser):
         page.wait_for_url("**/projects/numberz/")
         assert page.locator("#project-name").inner_text() == "numberz"
         assert page.locator("#files tbody tr").count() == 2  # the wheel and its .metadata
-        assert page.locator("#project-hits").inner_text() == "4"
+        assert page.locator("#project-hits").inner_text() == str(hits["numberz"])
         page.screenshot(path=str(screenshot(tmp_path, "dashboard-project.png")), full_page=True)
         page.click("#files a:text-matches('\\\\.whl$')")  # the file link downloads from the cache
         page.close()

@@ -13,7 +13,7 @@ import requests
 
 from app.catalog import Catalog
 from app.stats import report
-from app.stats.recorder import Recorder
+from app.stats.recorder import USES_KEPT, Recorder
 
 from .fixture_upstream import Upstream
 from .servers import Proxy
@@ -173,3 +173,31 @@ def test_hits_on_a_file_whose_row_another_worker_has_not_written_yet_wait_for_it
     catalog.add_cached("x/late-1.0.tar.gz", "late", 10, "0" * 64)
     recorder.flush()
     assert [(row[0], row[-1]) for row in catalog.files()] == [("x/late-1.0.tar.gz", 1)]
+
+
+def test_a_use_of_something_fetched_ahead_counts_once_whichever_worker_flushes_first(tmp_path):
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    path = "x/late-1.0-py3-none-any.whl.metadata"
+    catalog.add_cached(path, "late", 10, "0" * 64)
+    clients = Recorder(catalog, interval=3600, uses_kept=USES_KEPT)  # a client's worker
+    ahead = Recorder(catalog, interval=3600)  # the worker that fetched it ahead
+    early = Recorder(catalog, interval=3600, uses_kept=USES_KEPT)
+    early.page_request("never")  # a use from before the fetch began
+    began = time.time()
+    clients.file_request("x/early-1.0.tar.gz", "hit", "GET", 10)  # before: no such fetch
+    clients.file_request(path, "follower", "GET", 10)  # followed that fetch
+    clients.page_request("late")
+    clients.flush()  # before the fetching worker's flush
+    ahead.fetched_ahead("metadata", path, began)
+    ahead.fetched_ahead("page", "page:late", began)
+    ahead.fetched_ahead("page", "page:never", began)
+    ahead.flush()
+    clients.flush()
+    totals = catalog.totals()
+    assert (totals["ahead_metadata"], totals["ahead_used_metadata"]) == (1, 1)
+    assert (totals["ahead_page"], totals["ahead_used_page"]) == (2, 1)
+    clients.file_request(path, "hit", "GET", 10)  # a second use counts no more
+    clients.flush()
+    assert catalog.totals()["ahead_used_metadata"] == 1
+    early.flush()
+    assert catalog.totals()["ahead_used_page"] == 1

@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from ..catalog import Catalog
+from .signals import AHEAD_KINDS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -51,6 +52,15 @@ class Metrics:
             "bcrypt check, or throttled (answered without one)", ["outcome"], **make)
         self.evicted = Counter(
             "pypicache_evicted_files", "Files removed to keep the cache under its size cap", **make)
+        self.fetched_ahead = Counter(
+            "pypicache_fetched_ahead", "Pages, metadata and files fetched from the upstream "
+            "ahead of any client asking (app/prefetch.py)", ["kind"], **make)
+        self.ahead_dropped = Counter(
+            "pypicache_fetch_ahead_dropped", "Fetch-ahead work left undone: queue full, paused "
+            "after an upstream failure, or no download slot to spare", **make)
+        self.ahead_failed = Counter(
+            "pypicache_fetch_ahead_failed", "Fetch-ahead steps that failed (fetching ahead then "
+            "pauses)", ["kind"], **make)
 
     def exposition(self) -> bytes:
         registry = CollectorRegistry()
@@ -59,6 +69,7 @@ class Metrics:
         else:
             registry.register(_Own(self.registry))
         registry.register(_CacheSize(self.catalog))
+        registry.register(_UsedAhead(self.catalog))
         return generate_latest(registry)
 
 
@@ -84,3 +95,19 @@ class _CacheSize:
         yield GaugeMetricFamily("pypicache_cache_disk_bytes", "Bytes the cache takes on disk: "
                                 "files, index pages and catalog (what the size cap bounds)",
                                 value=usage.disk)
+
+
+class _UsedAhead:
+    """Things fetched ahead that a client then asked for: found by the statistics flushes of
+    all workers together (app/catalog.py), so read from the catalog like the cache size."""
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+
+    def collect(self):
+        family = CounterMetricFamily("pypicache_fetched_ahead_used", "Pages, metadata and files "
+                                     "fetched ahead that a client then asked for", labels=["kind"])
+        totals = self.catalog.totals()
+        for kind in AHEAD_KINDS:
+            family.add_metric([kind], totals.get(f"ahead_used_{kind}", 0))
+        yield family

@@ -24,15 +24,19 @@ from ..catalog import Catalog
 log = logging.getLogger(__name__)
 FLUSH_INTERVAL = 1.0  # seconds: how stale the dashboard and the LRU order may be
 UNMATCHED_KEPT = 60.0  # seconds hits wait for their file's row (written by another worker)
+# Seconds a use waits for the row of something fetched ahead (app/prefetch.py), which another
+# worker flushes at once: it may land just after the use's own flush.
+USES_KEPT = 3.0
 CAP_INTERVAL = 10.0  # seconds between two checks of the size cap without a download
 CHECKPOINT_INTERVAL = 60.0  # seconds between two checkpoints of the catalog's WAL by a worker
 
 
 class Recorder:
     def __init__(self, catalog: Catalog, interval: float = FLUSH_INTERVAL,
-                 after_download: Callable[[], None] | None = None):
+                 after_download: Callable[[], None] | None = None, uses_kept: float = 0.0):
         self.catalog = catalog
         self.interval = interval
+        self.uses_kept = uses_kept  # 0: a use finds what was fetched ahead in its own flush only
         # Run in the flush thread after a download was published (eviction): never in a
         # request, never in the download thread that followers are waiting on.
         self.after_download = after_download
@@ -43,12 +47,14 @@ class Recorder:
         self._published = False
         self._checkpointed = time.monotonic()
         self._reset()
+        self._uses: dict[str, float] = {}  # recent uses, by key, for what is fetched ahead
         me = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: (r := me()) and r._forked())
 
     def _reset(self) -> None:
         self._files: dict[str, list] = {}  # path -> [hits, last used]
         self._pages: dict[str, float] = {}  # page -> last used
+        self._ahead: dict[str, tuple[str, float]] = {}  # key -> (kind, when its fetch began)
         self._totals: defaultdict[str, float] = defaultdict(float)
         self._state: dict[str, tuple[float, str | None]] = {}
 
@@ -59,6 +65,7 @@ class Recorder:
         self._wake = threading.Event()
         self._thread = None
         self._reset()
+        self._uses: dict[str, float] = {}
 
     # --- called from requests and downloads: cheap -------------------------------------
     def file_request(self, path: str, cache: str, method: str, size: int) -> None:
@@ -100,6 +107,23 @@ class Recorder:
         if self._thread is None:
             self._start()
         self._wake.set()
+
+    def fetched_ahead(self, kind: str, key: str, at: float) -> None:
+        """Something was fetched ahead of any client (app/prefetch.py): flushed at once, so
+        that its row is there for the flush of a client's use of it, in whatever worker."""
+        with self._lock:
+            self._ahead[key] = (kind, at)
+            self._totals["ahead_" + kind] += 1
+        if self._thread is None:
+            self._start()
+        self._wake.set()
+
+    def add(self, name: str, value: float = 1) -> None:
+        """Add to a total (fetch-ahead work dropped or failed)."""
+        with self._lock:
+            self._totals[name] += value
+        if self._thread is None:
+            self._start()
 
     def event(self, name: str, text: str | None = None, at: float | None = None) -> None:
         """Remember the latest time of `name` (upstream_ok, upstream_failed) across workers."""
@@ -154,18 +178,27 @@ class Recorder:
         with self._flush_lock:
             with self._lock:
                 files, totals, state, pages = self._files, self._totals, self._state, self._pages
+                ahead = self._ahead
                 self._reset()
+            uses = dict(self._uses)
+            for key, at in [(path, last) for path, (_, last) in files.items()] + [
+                    ("page:" + name, at) for name, at in pages.items()]:
+                uses[key] = max(at, uses.get(key, at))
             try:
-                if not (files or totals or state or pages):
+                if not (files or totals or state or pages or uses):
                     self.catalog.write_pending()  # rows of published files, if any
                     self._checkpoint()
                     return
                 rows = [(hits, last, path) for path, (hits, last) in files.items()]
-                unmatched = self.catalog.add_stats(rows, dict(totals), state, pages)
+                added = self.catalog.add_stats(rows, dict(totals), state, pages, ahead, uses)
             except sqlite3.Error as error:
                 log.warning("statistics not saved yet (%s); kept for the next flush", error)
-                self._merge(files, totals, state, pages)
+                self._merge(files, totals, state, pages, ahead)
                 return
+            unmatched = added.unmatched
+            recent = time.time() - self.uses_kept
+            self._uses = {key: at for key, at in uses.items()
+                          if at > recent and key not in added.used}
             self._checkpoint()
             # Hits on a file another worker has just published: its row comes with that
             # worker's next flush. Kept for the next flushes, for a while (not for ever: the
@@ -181,8 +214,10 @@ class Recorder:
         self._checkpointed = time.monotonic()
         self.catalog.checkpoint()
 
-    def _merge(self, files, totals, state, pages) -> None:
+    def _merge(self, files, totals, state, pages, ahead=None) -> None:
         with self._lock:
+            for key, value in (ahead or {}).items():
+                self._ahead.setdefault(key, value)
             for name, at in pages.items():
                 self._pages[name] = max(self._pages.get(name, at), at)
             for path, (hits, last) in files.items():

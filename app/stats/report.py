@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..catalog import Catalog
 from ..upstream import redact
+from .signals import AHEAD_KINDS
 
 MB = 1_000_000  # the note's unit: t = 5 MB/s, d = 200 MB/s
 NOTE_T, NOTE_D = 5.0, 200.0
@@ -89,6 +90,7 @@ class Overview:
     upstream: dict = field(default_factory=dict)
     upstreams: list[dict] = field(default_factory=list)  # each of several, in precedence order
     removed: list[dict] = field(default_factory=list)
+    ahead: dict = field(default_factory=dict)  # fetched ahead of clients (app/prefetch.py)
     generated: float = 0.0
 
     def as_dict(self) -> dict:
@@ -131,8 +133,21 @@ def overview(catalog: Catalog, max_size: int, state: dict | None = None,
              "reason": reason, "at": at}
             for p, project, s, reason, at in catalog.removed(20)
         ],
+        ahead=fetched_ahead(totals),
         generated=time.time(),
     )
+
+
+def fetched_ahead(totals: dict[str, float]) -> dict:
+    """What was fetched ahead of any client, by kind, and how much of it a client then asked
+    for (used) or not yet (unused); the work dropped, and the steps that failed."""
+    kinds = {}
+    for kind in AHEAD_KINDS:
+        fetched = int(totals.get(f"ahead_{kind}", 0))
+        used = int(totals.get(f"ahead_used_{kind}", 0))
+        kinds[kind] = {"fetched": fetched, "used": used, "unused": max(0, fetched - used)}
+    return {"kinds": kinds, "dropped": int(totals.get("ahead_dropped", 0)),
+            "failed": int(totals.get("ahead_failed", 0))}
 
 
 def nodes(cluster) -> dict | None:

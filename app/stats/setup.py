@@ -11,8 +11,11 @@ from .. import indexes
 from ..evict import Evictor
 from .frontlog import FrontLog
 from .metrics import Metrics
-from .recorder import Recorder
-from .signals import file_cached, login_checked, upstream_answered
+from .recorder import USES_KEPT, Recorder
+from .signals import (
+    fetch_ahead_dropped, fetch_ahead_failed, fetched_ahead, file_cached, login_checked,
+    upstream_answered,
+)
 
 log = logging.getLogger(__name__)
 EXTENSION = "pypicache.stats"
@@ -31,7 +34,8 @@ class Stats:
         self.catalog = services.catalog
         self.evictor = Evictor(services.store, services.catalog)
         self.metrics = Metrics(services.catalog)
-        self.recorder = Recorder(services.catalog, after_download=self.enforce_cap)
+        self.recorder = Recorder(services.catalog, after_download=self.enforce_cap,
+                                 uses_kept=USES_KEPT if services.settings.prefetch else 0.0)
         self._hit = self.metrics.file_requests.labels("hit")
         self._hit_bytes = self.metrics.bytes.labels("cache")
         # Hits the nginx front served: read from its log by one worker at a time.
@@ -66,6 +70,18 @@ class Stats:
         if up is not None and up.name:
             self.recorder.event(f"{name}:{up.name}", text)
 
+    def on_fetched_ahead(self, prefetcher, kind: str, key: str, at: float) -> None:
+        self.recorder.fetched_ahead(kind, key, at)
+        self.metrics.fetched_ahead.labels(kind).inc()
+
+    def on_ahead_dropped(self, prefetcher, count: int) -> None:
+        self.recorder.add("ahead_dropped", count)
+        self.metrics.ahead_dropped.inc(count)
+
+    def on_ahead_failed(self, prefetcher, kind: str) -> None:
+        self.recorder.add("ahead_failed", 1)
+        self.metrics.ahead_failed.labels(kind).inc()
+
     def on_login_checked(self, logins, outcome: str) -> None:
         self.metrics.logins.labels(outcome).inc()
 
@@ -86,6 +102,9 @@ def install(app: Flask, services) -> Stats:
     # blinker holds receivers weakly: `stats` lives as long as the app's extensions.
     file_cached.connect(stats.on_file_cached, sender=services.fetcher)
     upstream_answered.connect(stats.on_upstream_answered, sender=services.upstream)
+    fetched_ahead.connect(stats.on_fetched_ahead, sender=services.prefetch)
+    fetch_ahead_dropped.connect(stats.on_ahead_dropped, sender=services.prefetch)
+    fetch_ahead_failed.connect(stats.on_ahead_failed, sender=services.prefetch)
     if (logins := app.extensions.get("pypicache.logins")) is not None:
         login_checked.connect(stats.on_login_checked, sender=logins)
     app.after_request(stats.after_request)

@@ -13,6 +13,16 @@ file_cached = _signals.signal("file-cached")
 # outcome="ok", "not_found" or "error", seconds=time to the headers, message=the error's.
 upstream_answered = _signals.signal("upstream-answered")
 
+# Sent by the fetch-ahead threads (app/prefetch.py), sender=the Prefetcher. fetched_ahead:
+# the upstream was asked for something no client had asked for yet, kind="page", "metadata"
+# or "file", key="page:<project>" or the file's path, at=when that fetch began (time.time()).
+# fetch_ahead_dropped: count=work left undone (queue full, paused, no download slot to spare).
+# fetch_ahead_failed: kind=the step that failed (fetching ahead then pauses).
+AHEAD_KINDS = ("page", "metadata", "file")
+fetched_ahead = _signals.signal("fetched-ahead")
+fetch_ahead_dropped = _signals.signal("fetch-ahead-dropped")
+fetch_ahead_failed = _signals.signal("fetch-ahead-failed")
+
 # Sent by app/auth.py for every login it did not already know: sender=the Logins, outcome=
 # "accepted" or "refused" (a bcrypt check ran) or "throttled" (answered without one).
 login_checked = _signals.signal("login-checked")

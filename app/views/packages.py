@@ -31,6 +31,8 @@ def package(path: str) -> Response:
         result = (found.metadata if path.endswith(METADATA) else found.fetcher).describe(path)
     elif path.endswith(METADATA):
         result = found.metadata.open(path)
+        # What this client will ask for next, fetched ahead (app/prefetch.py).
+        found.prefetch.after_metadata(path, request.headers.get("User-Agent", ""))
     else:
         result = found.fetcher.open(path, ask)
     if isinstance(result, Stored) and result.url is not None:
