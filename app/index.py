@@ -20,7 +20,7 @@ import lxml.etree
 
 from . import names, passthrough
 from .config import redact_text
-from .pagemodel import Project, file_href, project_of
+from .pagemodel import EXTRACTED, Project, file_href, project_of
 from .errors import BadRequest, UpstreamError
 
 log = logging.getLogger(__name__)
@@ -161,6 +161,7 @@ def _advertise(entry: dict, path: str, flag: bool | dict, known: dict[str, str])
     if path.endswith(".whl") and not flag:
         sha256 = known.get(path + ".metadata")
         flag = {"sha256": sha256} if sha256 else True
+        entry[EXTRACTED] = True
     if flag:
         entry["core-metadata"] = entry["data-dist-info-metadata"] = flag
     else:

@@ -43,9 +43,14 @@ class Metadata:
             return hit
         wheel = path[:-len(".metadata")]
         if not self.store.file(wheel).is_file():  # nothing of an unlisted wheel is asked upstream
-            self.fetcher.listings.require(path)
+            listed = self.fetcher.listings.require(path)
+        else:
+            listed = self.fetcher.listings.find(path)
         try:
-            return self.fetcher.single_flight(path)
+            # Where the page says the upstream has none, it is not asked for one: a 404 of a
+            # mirror without .metadata files took hundreds of milliseconds, for each wheel.
+            if not (listed and listed.file.extracted):
+                return self.fetcher.single_flight(path)
         except NotFound:
             pass  # the upstream has no .metadata for it (or advertised one it cannot serve)
         except UpstreamError:
@@ -55,7 +60,6 @@ class Metadata:
         with self.store.lock(path, timeout=self.wait):
             if (hit := self.fetcher.cached(path)) is not None:
                 return hit
-            listed = self.fetcher.listings.find(path)
             project, sha256 = (listed.project, listed.sha256) if listed else (None, None)
             data = self._extract(wheel)
             digest = hashlib.sha256(data).hexdigest()
@@ -78,10 +82,10 @@ class Metadata:
             return hit
         wheel = path[:-len(".metadata")]
         here = self.store.file(wheel).is_file()
-        if not here:
-            self.fetcher.listings.require(path)
+        listed = self.fetcher.listings.find(path) if here else self.fetcher.listings.require(path)
         try:
-            return self.fetcher.describe(path)
+            if not (listed and listed.file.extracted):
+                return self.fetcher.describe(path)
         except NotFound:
             pass  # a GET would extract it (docs/DESIGN.md)
         except UpstreamError:

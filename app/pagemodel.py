@@ -15,6 +15,8 @@ from urllib.parse import quote, unquote
 # Project pages live at /simple/<name>/, files at /packages/<path>: relative links keep a
 # page valid behind any host name or path prefix.
 FILE_PREFIX = "../../packages/"
+# PEP 691 keeps keys with a leading underscore for the index itself: no standard will use it.
+EXTRACTED = "_pypicache-extracted"
 # Characters quote() leaves alone: most paths need no quoting at all, and a page has thousands.
 _UNQUOTED = re.compile(r"[A-Za-z0-9_.\-~/]*")
 
@@ -31,6 +33,10 @@ class File:
     core_metadata: bool | dict[str, str] = False  # PEP 658/714: False, True or its hashes
     size: int | None = None
     upload_time: str | None = None
+    # Core metadata the upstream does not have: the proxy extracts it from the wheel, without
+    # asking the upstream for a `.metadata` first (in our document: EXTRACTED, a key that
+    # clients ignore, PEP 691).
+    extracted: bool = False
 
     @property
     def sha256(self) -> str | None:
@@ -77,6 +83,7 @@ def _file(entry: dict) -> File:
         core_metadata=entry.get("core-metadata", False),
         size=size if isinstance(size, int) and size >= 0 else None,
         upload_time=entry.get("upload-time"),
+        extracted=entry.get(EXTRACTED, False) is True,
     )
 
 

@@ -17,6 +17,7 @@ import json
 import re
 
 from . import names
+from .pagemodel import EXTRACTED
 
 _SEGMENT = rb"[A-Za-z0-9][A-Za-z0-9._+!~=-]{0,254}"
 _PATH = rb"(?:" + _SEGMENT + rb"/){0,6}" + _SEGMENT  # no '%': an encoded path takes the long way
@@ -98,7 +99,8 @@ def _advertise(body: bytes, wheels: list[tuple[str, str]], known: dict[str, str]
 
     def keys(filename: bytes) -> bytes:
         value = flag(filename)
-        return b'"core-metadata":' + value + b',"data-dist-info-metadata":' + value + b","
+        return (b'"core-metadata":' + value + b',"data-dist-info-metadata":' + value + b',"'
+                + EXTRACTED.encode() + b'":true,')
 
     false = sum(state == "false" for _, state in wheels)
     if false:

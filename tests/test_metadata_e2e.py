@@ -371,3 +371,21 @@ def test_uv_and_pip_resolve_cold_reading_little_then_install_with_hashes(resolut
     expected = {name.split("-1.0")[0].replace("-", "_"): "1.0" for name in wheels}
     assert installed(tmp_path / "t-pip") == installed(tmp_path / "t-uv") == expected
     assert all(up.downloads(name) == 1 for name in wheels)
+
+
+@pytest.mark.parametrize("own_metadata", [True, False])
+def test_the_upstream_is_asked_for_a_metadata_file_only_when_its_page_names_one(
+        make_app, tmp_path, own_metadata):
+    """A mirror without .metadata files answered each one 404, hundreds of milliseconds each
+    on the real index: where the page gives none, the wheel's own is read at once."""
+    with Upstream(tmp_path / "up", metadata=own_metadata) as up:
+        wheel, data = add(up, "demo")
+        client = app_for(make_app, up).test_client()
+        assert listing(client, "demo")[wheel.filename]["core-metadata"]
+        up.reset_counts()
+        got = client.get(files_url(up, wheel) + ".metadata")
+        assert got.status_code == 200 and got.data == metadata_from_wheel(data)
+        asked = [request for request in up.requests if request.endswith(".whl.metadata")]
+        assert len(asked) == (1 if own_metadata else 0), up.requests
+        head = client.head(files_url(up, wheel) + ".metadata")  # cached now: nothing asked
+        assert head.status_code == 200 and not [r for r in up.requests if r.startswith("HEAD")]
