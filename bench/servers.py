@@ -259,6 +259,8 @@ def start_bare(out: Path, files: Path, pages: Path, workers: int, threads: int) 
             "-m",
             "gunicorn",
             "--no-control-socket",
+            "--config",  # not ./gunicorn.conf.py, pypicache's own hooks
+            "/dev/null",
             "--worker-class",
             "gthread",
             "--workers",
