@@ -10,45 +10,109 @@ release whose best file is an sdist gets none: its metadata needs a build.
 from __future__ import annotations
 
 import functools
-from typing import Iterable
+import re
+from typing import Callable, Iterable, Iterator
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from .environments import Client
-from .pagemodel import File
+from .pagemodel import File, file_at, filenames
 
 _SDIST_RANK = 1 << 30  # any wheel that fits comes before the sdist of the same release
 _SDIST_SUFFIXES = (".tar.gz", ".zip")
+_PLAIN = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9}){0,9}")  # a release number only
 
 
 def choose(files: Iterable[File], specifier: SpecifierSet, client: Client) -> File | None:
     """The wheel of the release a resolver would pick, or None (no release fits, or the best
     one fitting has no wheel for this client)."""
-    releases: dict[Version, list[File]] = {}
-    for file in files:  # thousands on a big page: only cheap checks here
-        if file.yanked or not _python_fits(file.requires_python, client):
-            continue
-        version = _version(file.filename)
-        if version is not None:
-            releases.setdefault(version, []).append(file)
-    for version in sorted(specifier.filter(releases), reverse=True):
-        ranked = [(rank, file) for file in releases[version]
-                  if (rank := _rank(file, client)) is not None]
+    releases: dict[str, list[File]] = {}
+    for file in files:
+        if (text := _version_text(file.filename)) is not None:
+            releases.setdefault(text, []).append(file)
+    return _pick(releases, releases.__getitem__, specifier, client)
+
+
+def choose_in(document: bytes, specifier: SpecifierSet, client: Client) -> File | None:
+    """`choose` over our document's bytes (app/pagemodel.py): only the entries of the releases
+    it looks at are read. A page of 5,000 files cost 60 ms parsed whole, each time a
+    requirement named it; the names and a few versions are a few milliseconds."""
+    offsets: dict[str, list[int]] = {}
+    for filename, at in filenames(document):
+        if (text := _version_text(filename)) is not None:
+            offsets.setdefault(text, []).append(at)
+
+    def files_of(text: str) -> list[File]:
+        return [file for at in offsets[text] if (file := file_at(document, at)) is not None]
+
+    return _pick(offsets, files_of, specifier, client)
+
+
+def _pick(versions: Iterable[str], files_of: Callable[[str], list[File]],
+          specifier: SpecifierSet, client: Client) -> File | None:
+    for text in _admitted(versions, specifier):
+        ranked = [(rank, file) for file in files_of(text)
+                  if not file.yanked and _python_fits(file.requires_python, client)
+                  and (rank := _rank(file, client)) is not None]
         if ranked:
             rank, file = min(ranked, key=lambda pair: pair[0])
             return None if rank == _SDIST_RANK else file
-    return None
+    return None  # a release whose files are all yanked or unfit is passed over, as pip does
 
 
-def _version(filename: str) -> Version | None:
-    """The version a wheel's or sdist's name says (PEP 427, 625), without parsing the rest."""
+def _admitted(versions: Iterable[str], specifier: SpecifierSet) -> Iterator[str]:
+    """The versions the specifier admits, highest first, as SpecifierSet.filter admits them:
+    pre-releases when it names one, else only after every final release."""
+    allow = specifier.prereleases
+    later = []
+    for version, text in _descending(versions):
+        if not specifier.contains(version, prereleases=True):
+            continue
+        if version.is_prerelease and not allow:
+            later.append(text)
+            continue
+        yield text
+    if allow is not False:
+        yield from later
+
+
+def _descending(versions: Iterable[str]) -> Iterator[tuple[Version, str]]:
+    """The versions, highest first. Plain ones ("1.2.3", most of a page) are ordered by their
+    numbers and parsed only when reached: a page lists thousands of versions, and parsing
+    them all cost more than the rest of the choice."""
+    plain, other = [], []
+    for text in versions:
+        if _PLAIN.fullmatch(text):
+            numbers = tuple(map(int, text.split(".")))
+            while len(numbers) > 1 and numbers[-1] == 0:  # 1.0 == 1, as Version compares
+                numbers = numbers[:-1]
+            plain.append((numbers, text))
+        elif (version := _parsed(text)) is not None:
+            other.append((version, text))
+    plain.sort(reverse=True)
+    other.sort(reverse=True)
+    i = j = 0
+    while i < len(plain) or j < len(other):
+        version = _parsed(plain[i][1]) if i < len(plain) else None
+        if version is not None and (j == len(other) or version >= other[j][0]):
+            yield version, plain[i][1]
+            i += 1
+        elif j < len(other):
+            yield other[j]
+            j += 1
+        else:
+            i += 1  # unparseable (not reached: plain versions parse)
+
+
+def _version_text(filename: str) -> str | None:
+    """The version a wheel's or sdist's name says (PEP 427, 625), without parsing it."""
     if filename.endswith(".whl"):
         parts = filename.split("-")
-        return _parsed(parts[1]) if len(parts) in (5, 6) else None
+        return parts[1] if len(parts) in (5, 6) else None
     if filename.endswith(_SDIST_SUFFIXES) and "-" in filename:
-        return _parsed(filename.removesuffix(".tar.gz").removesuffix(".zip").rsplit("-", 1)[1])
+        return filename.removesuffix(".tar.gz").removesuffix(".zip").rsplit("-", 1)[1]
     return None
 
 

@@ -3,13 +3,15 @@ serves, app/index.py makes them) and the Project and File objects read from it.
 
 Links in the document point at the proxy, relative to the page (`../../packages/<path>`).
 Reading the whole document builds an object per file; a download's lookup of one file only
-searches the bytes for its link and reads that entry (`find_file`).
+searches the bytes for its link and reads that entry (`find_file`), and choosing a release
+reads only the entries of the releases it looks at (`filenames`, `file_at`).
 """
 from __future__ import annotations
 
 import json
 import re
 from dataclasses import dataclass, field
+from typing import Iterator
 from urllib.parse import quote, unquote
 
 # Project pages live at /simple/<name>/, files at /packages/<path>: relative links keep a
@@ -89,6 +91,7 @@ def _file(entry: dict) -> File:
 
 _ENTRY_STARTS = (b"},{", b"}, {", b"[{")
 _ENTRY_WINDOW = 64 * 1024  # bytes of one file's entry at most (a long yanked reason)
+_FILENAME = re.compile(rb'"filename"\s*:\s*"([^"\\]+)"')  # a key: never inside a string
 
 
 def find_file(data: bytes, path: str) -> File | None:
@@ -98,17 +101,33 @@ def find_file(data: bytes, path: str) -> File | None:
         at = data.find(b"/packages/" + link.encode() + b'"')
         if at < 0:
             continue
-        start = max(data.rfind(mark, 0, at) + len(mark) - 1 if data.rfind(mark, 0, at) >= 0
-                    else -1 for mark in _ENTRY_STARTS)
+        found = file_at(data, at)
+        if found is not None and found.path == path:
+            return found
+        return project_files(data).get(path)  # an odd entry: read the whole page
+    return None
+
+
+def filenames(data: bytes) -> Iterator[tuple[str, int]]:
+    """Each file of our document (its bytes) by name, with an offset inside its entry for
+    `file_at`: what choosing a release needs, without building thousands of objects."""
+    for match in _FILENAME.finditer(data):
+        yield match[1].decode(), match.start()
+
+
+def file_at(data: bytes, at: int) -> File | None:
+    """The file whose entry holds the offset `at`; None if that entry cannot be read."""
+    start = max(data.rfind(mark, 0, at) + len(mark) - 1 if data.rfind(mark, 0, at) >= 0
+                else -1 for mark in _ENTRY_STARTS)
+    for window in (4096, _ENTRY_WINDOW):  # most entries are a few hundred bytes
         try:
             entry, _ = json.JSONDecoder().raw_decode(
-                data[start:start + _ENTRY_WINDOW].decode("utf-8", "ignore"))
-            found = _file(entry)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return project_files(data).get(path)  # an odd entry: read the whole page
-        if found.path == path:
-            return found
-        return project_files(data).get(path)
+                data[start:start + window].decode("utf-8", "ignore"))
+            return _file(entry)
+        except ValueError:
+            continue
+        except (KeyError, TypeError, AttributeError):
+            return None
     return None
 
 

@@ -289,14 +289,14 @@ class Pages:
         except (OSError, ValueError):
             return None
 
-    def files(self, name: str) -> dict[str, File] | None:
-        """The files of a project's cached page by path (however old the page; None: none)."""
+    def document(self, name: str) -> bytes | None:
+        """Our document of a project's cached page (however old the page; None: none)."""
         state = self._state(name)
         if state is None:
             return None
         try:
-            return self._load(self._answer(name, state, "hit"))[1]
-        except PageGone:
+            return self._answer(name, state, "hit").path(Body()).read_bytes()
+        except OSError:
             return None
 
     def _load(self, page: Page) -> tuple[Project, dict[str, File]]:

@@ -26,7 +26,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 
 from . import names
-from .candidates import choose
+from .candidates import choose_in
 from .environments import CLIENTS_KEPT, Client, applies, client_of
 from .errors import BadRequest, NotFound, UpstreamError
 from .objects import Stored
@@ -157,8 +157,9 @@ class Prefetcher:
                 raise _Stop
             if page.cache in FETCHED:
                 fetched_ahead.send(self, kind="page", key="page:" + job.project, at=began)
-            wheel = choose((self.pages.files(job.project) or {}).values(),
-                           SpecifierSet(job.specifier), job.client)
+            document = self.pages.document(job.project)
+            wheel = None if document is None else choose_in(
+                document, SpecifierSet(job.specifier), job.client)
             if wheel is None:
                 return  # no release fits, or only an sdist: its metadata needs a build
             if self.settings.prefetch_files:

@@ -11,7 +11,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from pip._internal.network.session import user_agent as pips_user_agent
 
-from app.candidates import choose
+from app.candidates import choose, choose_in
 from app.environments import UNKNOWN, applies, client_of
 from app.pagemodel import File
 
@@ -113,3 +113,33 @@ def test_the_wheel_that_fits_the_client_best():
     # A newer release with no file for this client: the resolver takes the one before.
     files = [wheel("demo-1.0-py3-none-any.whl"), wheel("demo-2.0-cp312-cp312-win_amd64.whl")]
     assert choose(files, SpecifierSet(""), client_of(pips_user_agent())) == files[0]
+
+
+def _document(files: list[File]) -> bytes:
+    """Our PEP 691 document of these files, as app/index.py writes it (compact, sorted keys)."""
+    entries = [{"filename": f.filename, "hashes": {"sha256": "0" * 64},
+                "requires-python": f.requires_python, "url": f"../../packages/{f.path}",
+                "yanked": f.yanked} for f in files]
+    return json.dumps({"files": entries, "meta": {"api-version": "1.1"}, "name": "demo"},
+                      separators=(",", ":"), sort_keys=True).encode()
+
+
+def test_the_choice_read_from_the_pages_bytes_is_the_choice_from_its_files():
+    """Fetching ahead chooses from our document's bytes, reading only the entries of the
+    releases it looks at; it must pick what the choice from every parsed file picks."""
+    here = next(iter(tags.sys_tags()))
+    files = [wheel(f"demo-{v}-py3-none-any.whl") for v in
+             ("0.9", "1.0", "1.0.1", "1.10", "1.9", "2.0.dev1", "2.0rc1", "1!0.1", "3.0.0")]
+    files += [wheel("demo-3.0-py3-none-any.whl", yanked=True),  # 3.0 and 3.0.0 are one release
+              wheel("demo-2.5-py3-none-any.whl", requires_python=">=4"),
+              wheel("demo-2.4.tar.gz"), wheel(f"demo-2.4-{here.interpreter}-{here.abi}-{here.platform}.whl"),
+              wheel("demo-2.3-cp27-cp27m-win32.whl"), wheel("demo-not.a.version-py3-none-any.whl")]
+    document = _document(files)
+    for client in (client_of(pips_user_agent()), UNKNOWN):
+        for spec in ("", "<1.1", "<2", ">=1.9,<1.10", "~=1.0", "<1!0", ">=2.0rc1,<2.1", ">3",
+                     "==2.0.*", "!=3.0.0", "<2.5", "<2.4", ">=5"):
+            expected = choose(files, SpecifierSet(spec), client)
+            got = choose_in(document, SpecifierSet(spec), client)
+            assert (got and got.filename) == (expected and expected.filename), (spec, client.known)
+    assert choose_in(document, SpecifierSet("<1.1"), UNKNOWN).filename == "demo-1.0.1-py3-none-any.whl"
+    assert choose_in(document, SpecifierSet(""), UNKNOWN).filename == "demo-1!0.1-py3-none-any.whl"
