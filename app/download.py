@@ -6,7 +6,7 @@ import logging
 import os
 import time
 
-from . import names
+from . import names, wakeups
 from .errors import IntegrityError, ProxyError
 from .stats.signals import file_cached
 from .store import storage_error, write_all
@@ -30,6 +30,7 @@ class Download:
         try:
             for chunk in self.fetcher.upstream.iter_body(self.response):
                 write_all(self.fd, chunk)
+                wakeups.changed(self.path)  # its followers in this process read it now
                 digest.update(chunk)
                 written += len(chunk)
             if self.size is not None and written != self.size:
@@ -37,6 +38,7 @@ class Download:
             if self.sha256 and digest.hexdigest() != self.sha256:
                 raise IntegrityError("sha256 does not match the index")
             store.publish_file(self.part, self.path)
+            wakeups.changed(self.path)  # the last bytes go out now, not after the catalog's write
             self.fetcher.catalog.record_cached(
                 self.path, self.project or names.project_of_file(self.path), written, digest.hexdigest()
             )
@@ -54,6 +56,7 @@ class Download:
             self.response.close()
             self._leave_note(failure)
             os.close(self.fd)  # followers see the writer gone: published, or abort
+            wakeups.changed(self.path)
             lock, slot = self.lock
             self.fetcher.slots.release(slot)
             store.unlock(self.path, lock)

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
-from . import names
+from . import names, wakeups
 from .store import Store
 from .upstream import CHUNK
 
@@ -108,8 +108,11 @@ class Follow:
                     raise DownloadAborted(*self._failure())
                 if time.monotonic() - last_progress > self.stall:
                     raise DownloadStalled(f"download of {names.filename(self.path)} stalled")
-                time.sleep(delay)
-                delay = min(delay * 2, 0.02)
+                landed = wakeups.event(self.path)
+                # Looked at again once the event is ours: a change since the read wakes us.
+                if os.fstat(self.fd).st_size <= position + len(chunk) and not self.published():
+                    wakeups.wait(self.path, landed, delay)
+                    delay = min(delay * 2, 0.02)
         finally:
             self.close()
 

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from . import wakeups
 from .errors import StorageError, UpstreamTimeout
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ class Store:
             self.lock_path(name).unlink(missing_ok=True)
         finally:
             os.close(fd)
+            wakeups.changed("lock " + name)
 
     def touch_lock(self, name: str) -> None:
         """The holder shows progress: waiters in `lock` count their timeout from now."""
@@ -133,11 +135,14 @@ class Store:
         (never block a worker for ever, never give up on a slow but healthy holder)."""
         start = time.monotonic()
         delay = 0.005
-        while (fd := self.try_lock(name)) is None:
+        while True:
+            released = wakeups.event("lock " + name)  # a holder in this process wakes us
+            if (fd := self.try_lock(name)) is not None:
+                break
             if time.monotonic() - start > timeout and self._idle(name) > timeout:
                 raise UpstreamTimeout("timed out waiting for another worker's fetch")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
+            wakeups.wait("lock " + name, released, delay)
+            delay = min(delay * 2, 0.025)
         try:
             yield
         finally:

@@ -1,7 +1,9 @@
 """The cache directory's locks and atomic writes."""
 import fcntl
 import os
+import threading
 
+from app import wakeups
 from app.store import Store
 
 
@@ -30,3 +32,24 @@ def test_write_atomic_keeps_its_temp_file_locked_until_the_rename(tmp_path):
     store.write_atomic(store.pages / "demo" / "page.html", b"<html>")
     assert (store.pages / "demo" / "page.html").read_bytes() == b"<html>"
     assert list(store.tmp.iterdir()) == []
+
+
+def test_a_waiter_in_this_process_wakes_at_the_change_it_waits_for():
+    """app/wakeups.py: a download's follower or a lock's waiter in the writer's process wakes
+    when told, not at the end of its delay; a change before the wait is not missed."""
+    name = "demo.whl"
+    early = wakeups.event(name)
+    wakeups.changed(name)  # between the look and the wait
+    assert wakeups.wait(name, early, 60)
+    found = wakeups.event(name)
+    assert found is not early  # each change starts a new event
+    woke = []
+    waiter = threading.Thread(target=lambda: woke.append(wakeups.wait(name, found, 60)))
+    waiter.start()
+    wakeups.changed("other.whl")
+    wakeups.changed(name)
+    waiter.join(30)
+    assert woke == [True]
+    quiet = wakeups.event(name)
+    assert not wakeups.wait(name, quiet, 0.01)  # no change: the delay ends it
+    assert name not in wakeups._events  # and nothing is left behind
