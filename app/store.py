@@ -65,18 +65,22 @@ class Store:
     def prepare(self) -> "Store":
         """Make the directories and remove what crashed writers left in tmp/: gunicorn does
         as the server starts; a process's first write makes the directories it lacks."""
-        for directory in (self.files, self.pages, self.tmp, self.locks):
-            directory.mkdir(parents=True, exist_ok=True)
+        self._make_directories()
         self.sweep_temp()
         return self
 
+    def _make_directories(self) -> None:
+        for directory in (self.files, self.pages, self.tmp, self.locks):
+            directory.mkdir(parents=True, exist_ok=True)
+
     def _first_write(self, make):
         """`make()`, once the directories are made if the cache has none yet (a read-only
-        command never writes, so building a Store makes none)."""
+        command never writes, so building a Store makes none). Not swept then: another
+        thread's temp file, made but not yet locked, would go (a concurrent /healthz saw it)."""
         try:
             return make()
         except FileNotFoundError:
-            self.prepare()
+            self._make_directories()
             return make()
 
     def file(self, path: str) -> Path:
