@@ -24,7 +24,7 @@ OPEN = frozenset({"ops.healthz"})  # probes never log in
 DASHBOARD = frozenset({"browse.dashboard", "browse.project", "browse.stats_json",
                        "browse.project_json", "ops.metrics"})
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="pypicache", charset="UTF-8"'}
-# The nginx front's question (docker/nginx/): 204 for a good login, 401 for a bad one, 403
+# The nginx front's question (docker/nginx/): 200 for a good login, 401 for a bad one, 403
 # when throttled, the only refusals its auth_request passes on.
 LOGIN_PATH = "/-/login"
 # The front proves it is the front with the key it keeps on the volume (front/key), and then
@@ -215,4 +215,6 @@ def install(app: Flask, auth_file: Path | None, scope: str, cache_dir: Path) -> 
         return Response("login required\n", 401, CHALLENGE, mimetype="text/plain")
 
     if scope == "all":  # the front checks logins only then (docker/nginx/start)
-        app.add_url_rule(LOGIN_PATH, "auth.login", lambda: Response(status=204))
+        # A body, so that nginx keeps the answer as a file (proxy_store keeps 200s only).
+        app.add_url_rule(LOGIN_PATH, "auth.login",
+                         lambda: Response("accepted\n", 200, mimetype="text/plain"))

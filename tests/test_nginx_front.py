@@ -304,6 +304,8 @@ def test_with_logins_the_front_asks_the_app_once_and_serves_warm_hits_from_disk(
     header = base64.b64encode(b"ann:secret")
     kept = [p.read_bytes() for p in front.logins.rglob("*") if p.is_file()]
     assert any(header in content for content in kept)
+    # and the accepted one is a file named by it, which nginx looks up before its answers
+    assert (front.logins / "accepted" / header.decode()).read_bytes() == b"accepted\n"
     on_disk = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink()]
     assert on_disk and not [p for p in on_disk if header in p.read_bytes()]
 
