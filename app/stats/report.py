@@ -1,6 +1,7 @@
 """The dashboard's page model, read from the catalog: plain data, shared by HTML, JSON and CLI.
 
-The speed-up model is the design note's: n clients need m MB; without a cache that is
+The speed-up model is the design note's (docs/DESIGN.md, "The speed-up model", says what the
+note is): n clients need m MB; without a cache that is
 t1 = n m / t seconds, with it t2 = m / t + (n - 1) m / d, so the saving (t1 - t2) / t1 is
 1 - (n - 1) t / (n d) - 1 / n, where t is the upstream's and d the cache's throughput (MB/s).
 Here t and d are measured: t from the downloads the proxy made (bytes / seconds of body),
