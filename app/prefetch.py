@@ -29,8 +29,7 @@ from . import names
 from .candidates import choose_in
 from .environments import CLIENTS_KEPT, Client, applies, client_of
 from .errors import BadRequest, NotFound, UpstreamError
-from .objects import Stored
-from .results import DownloadAborted, Follow, Hit
+from .results import close_answer, read_answer
 from .stats.signals import fetch_ahead_dropped, fetch_ahead_failed, fetched_ahead
 
 log = logging.getLogger(__name__)
@@ -198,7 +197,7 @@ class Prefetcher:
     def _metadata(self, path: str, count: bool) -> bytes | None:
         hit = self.fetcher.cached(path)
         if hit is not None:
-            return _drain(hit, METADATA_LIMIT)
+            return read_answer(hit, METADATA_LIMIT)
         if not self._spare(1):
             fetch_ahead_dropped.send(self, count=1)
             return None
@@ -208,7 +207,7 @@ class Prefetcher:
         # it may be answered (and its use flushed) before this thread has read it all.
         if count and result.cache in FETCHED:
             fetched_ahead.send(self, kind="metadata", key=path, at=began)
-        return _drain(result, METADATA_LIMIT)
+        return read_answer(result, METADATA_LIMIT)
 
     def _file(self, path: str) -> None:
         """Start the wheel's single-flight download, when half the worker's download slots
@@ -216,7 +215,7 @@ class Prefetcher:
         ahead thread waits for a body, and clients keep the other half of the slots."""
         hit = self._step("file", lambda: self.fetcher.cached(path))
         if hit is not None:
-            _close(hit)
+            close_answer(hit)
             return
         if not self._spare(max(1, self.settings.max_downloads // 2)):
             fetch_ahead_dropped.send(self, count=1)
@@ -227,7 +226,7 @@ class Prefetcher:
             return
         if result.cache in FETCHED:
             fetched_ahead.send(self, kind="file", key=path, at=began)
-        _close(result)
+        close_answer(result)
 
     def _spare(self, needed: int) -> bool:
         return self.fetcher.slots.free() > needed - 1
@@ -278,40 +277,3 @@ def requirements(data: bytes) -> Iterator[Requirement]:
             yield Requirement(str(line))
         except InvalidRequirement:
             continue
-
-
-def _drain(result, limit: int) -> bytes | None:
-    """A file answer's bytes (at most `limit`: None past it), the answer closed."""
-    if isinstance(result, Hit):
-        with result.file:
-            data = result.file.read(limit + 1)
-    elif isinstance(result, Stored):
-        with contextlib.closing(result):
-            data = b"".join(_bounded(result.blob.chunks(), limit))
-    elif isinstance(result, Follow):
-        try:
-            data = b"".join(_bounded(result.stream(), limit))
-        except DownloadAborted as error:
-            raise UpstreamError(str(error)) from None
-        finally:
-            result.close()
-    else:
-        raise TypeError(f"not a file answer: {result!r}")
-    return data if len(data) <= limit else None
-
-
-def _bounded(chunks: Iterator[bytes], limit: int) -> Iterator[bytes]:
-    total = 0
-    with contextlib.closing(chunks):
-        for chunk in chunks:
-            total += len(chunk)
-            yield chunk
-            if total > limit:
-                return
-
-
-def _close(result) -> None:
-    if isinstance(result, Hit):
-        result.file.close()
-    else:
-        result.close()

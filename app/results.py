@@ -3,6 +3,7 @@ to follow as it grows, or a file not cached described by its size (a HEAD, or a 
 whose answer has no body)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
 from . import names, wakeups
+from .errors import UpstreamError
+from .objects import Stored
 from .store import Store
 from .upstream import CHUNK
 
@@ -126,3 +129,41 @@ class Head:
 
     def close(self) -> None:
         pass
+
+
+# --- reading a whole answer (fetching ahead reads .metadata files) --------------------
+def read_answer(result, limit: int) -> bytes | None:
+    """A file answer's bytes (at most `limit`: None past it), the answer closed."""
+    if isinstance(result, Hit):
+        with result.file:
+            data = result.file.read(limit + 1)
+    elif isinstance(result, Stored):
+        with contextlib.closing(result):
+            data = b"".join(_bounded(result.blob.chunks(), limit))
+    elif isinstance(result, Follow):
+        try:
+            data = b"".join(_bounded(result.stream(), limit))
+        except DownloadAborted as error:
+            raise UpstreamError(str(error)) from None
+        finally:
+            result.close()
+    else:
+        raise TypeError(f"not a file answer: {result!r}")
+    return data if len(data) <= limit else None
+
+
+def _bounded(chunks: Iterator[bytes], limit: int) -> Iterator[bytes]:
+    total = 0
+    with contextlib.closing(chunks):
+        for chunk in chunks:
+            total += len(chunk)
+            yield chunk
+            if total > limit:
+                return
+
+
+def close_answer(result) -> None:
+    if isinstance(result, Hit):
+        result.file.close()
+    else:
+        result.close()
