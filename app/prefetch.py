@@ -12,6 +12,7 @@ slot taken only when the worker has slots to spare, and a pause after an upstrea
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import queue
@@ -34,6 +35,7 @@ from .stats.signals import fetch_ahead_dropped, fetch_ahead_failed, fetched_ahea
 
 log = logging.getLogger(__name__)
 PAUSE = 30.0  # seconds without fetching ahead after an upstream failure
+CLAIMS_PRUNED_EVERY = 1000  # claims between two removals of the expired ones
 SEEN_KEPT = 10_000  # items a worker remembers having fetched ahead (oldest out first)
 METADATA_LIMIT = 4 << 20  # a core metadata file is a few KB; past this its requirements are skipped
 FETCHED = ("miss", "revalidated")  # what a page or file answer says when the upstream was asked
@@ -66,6 +68,7 @@ class Prefetcher:
         self._seen: OrderedDict[tuple, float] = OrderedDict()
         self._clients: dict[str, Client] = {}
         self._paused_until = 0.0
+        self._claims = 0
         self._pid: int | None = None  # the process the threads and queue belong to
         self._queue: queue.Queue = queue.Queue(settings.prefetch_queue)
         self._threads: list[threading.Thread] = []
@@ -88,8 +91,7 @@ class Prefetcher:
     def _submit(self, job: Job) -> None:
         """Queue a job unless it was done lately (once per page TTL), or drop it (counted)
         when fetching ahead is paused or the queue is full."""
-        key = (job.project, job.path if job.project is None else job.specifier, job.extras,
-               job.client)
+        key = _key(job)
         now = time.monotonic()
         with self._lock:
             seen = self._seen.get(key)
@@ -133,7 +135,7 @@ class Prefetcher:
             try:
                 if time.monotonic() < self._paused_until:
                     fetch_ahead_dropped.send(self, count=1)
-                else:
+                elif self._claim(job):
                     self._work(job)
             except _Stop:
                 self._pause()
@@ -142,6 +144,33 @@ class Prefetcher:
                 self._pause()
             finally:
                 self._finished(1)
+
+    def _claim(self, job: Job) -> bool:
+        """Whether this process does `job`: once per page TTL on the machine, not once per
+        worker. Each worker's clients ask for the same things, and each worker repeated the
+        others' work: on the real index that made a warm resolve twice as slow. A claim is a
+        file per job under tmp/ahead/, its mtime when it was begun (two workers that look at
+        the same instant may both do it: only work is repeated, never a download)."""
+        directory = self.fetcher.store.tmp / "ahead"
+        path = directory / hashlib.sha1(repr(_key(job)).encode()).hexdigest()
+        now = time.time()
+        try:
+            if now - os.stat(path).st_mtime < self.settings.index_ttl:
+                return False
+        except FileNotFoundError:
+            pass
+        try:
+            directory.mkdir(exist_ok=True)
+            path.touch()
+        except OSError:
+            return True  # a claim that cannot be written only costs repeated work
+        self._claims += 1
+        if self._claims % CLAIMS_PRUNED_EVERY == 0:
+            for old in directory.iterdir():
+                with contextlib.suppress(OSError):
+                    if now - old.stat().st_mtime >= self.settings.index_ttl:
+                        old.unlink()
+        return True
 
     def _work(self, job: Job) -> None:
         if job.project is None:
@@ -268,6 +297,12 @@ class Prefetcher:
         for thread in self._threads:
             thread.join()
         self._pid, self._threads = None, []
+
+
+def _key(job: Job) -> tuple:
+    """What makes two jobs the same work."""
+    return (job.project, job.path if job.project is None else job.specifier, job.extras,
+            job.client)
 
 
 def requirements(data: bytes) -> Iterator[Requirement]:
