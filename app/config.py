@@ -191,7 +191,7 @@ TABLE: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
     "index_pins": ("PYPI_INDEX_PINS", indexes.parse_pins, None),
     # Fetching ahead (app/prefetch.py): a client sent a wheel's metadata will ask next for
     # the pages and metadata of its requirements, and theirs, this many levels down.
-    "prefetch": ("PYPI_PREFETCH", convert.flag, "1"),
+    "prefetch": ("PYPI_PREFETCH", convert.flag, "0"),
     "prefetch_depth": ("PYPI_PREFETCH_DEPTH", convert.count, "2"),
     # Threads per worker; they mostly wait on the upstream, and clients come first.
     "prefetch_concurrency": ("PYPI_PREFETCH_CONCURRENCY", convert.count, "4"),

@@ -3,7 +3,7 @@
 A cold `pip install` and `uv pip install` of the design note's 40-package stack (`stack-00`
 needs five packages, each of those the rest; `--shape chain`: forty packages each needing the
 next, so no level can be fetched before the one above), straight from a far upstream and
-through a fresh pypicache with fetching ahead off, on (the defaults), and on with other
+through a fresh pypicache with fetching ahead off (the defaults), on, and on with other
 depths, thread counts, or the wheels too (CASES). The upstream is the test suite's fixture
 in this process, each answer (page, `.metadata`, wheel) delayed `--delay` seconds (its
 `slow:` fault on every path). Each case gets a new cache directory and client cache; runs are
@@ -22,15 +22,17 @@ from tests.fixture_upstream import Upstream
 from tests.servers import Proxy, installed, pip_install, uv_install
 
 STACK = 40
+ON = {"PYPI_PREFETCH": "1"}
 CASES = {  # name -> proxy settings (None: straight from the upstream)
     "direct": None,
-    "off": {"PYPI_PREFETCH": "0"},
-    "on": {},  # the defaults
-    "depth1": {"PYPI_PREFETCH_DEPTH": "1"},
-    "depth3": {"PYPI_PREFETCH_DEPTH": "3"},
-    "threads2": {"PYPI_PREFETCH_CONCURRENCY": "2"},
-    "threads8": {"PYPI_PREFETCH_CONCURRENCY": "8"},
-    "files": {"PYPI_PREFETCH_FILES": "1"},
+    "off": {},  # the defaults
+    "on": ON,
+    "depth1": ON | {"PYPI_PREFETCH_DEPTH": "1"},
+    "depth3": ON | {"PYPI_PREFETCH_DEPTH": "3"},
+    "threads1": ON | {"PYPI_PREFETCH_CONCURRENCY": "1"},
+    "threads2": ON | {"PYPI_PREFETCH_CONCURRENCY": "2"},
+    "threads8": ON | {"PYPI_PREFETCH_CONCURRENCY": "8"},
+    "files": ON | {"PYPI_PREFETCH_FILES": "1"},
 }
 
 def stack(up: Upstream, delay: float, payload: int, shape: str) -> None:

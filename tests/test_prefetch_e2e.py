@@ -37,7 +37,8 @@ def _all_used(kinds: tuple[str, ...]):
 def test_a_cold_install_asks_for_what_was_fetched_ahead(tmp_path, installer, files):
     up = Upstream(tmp_path / "up").start()
     chain = add_chain(up)
-    proxy = Proxy(tmp_path / "cache", up.env(), PYPI_PREFETCH_FILES=files).start()
+    proxy = Proxy(tmp_path / "cache", up.env(), PYPI_PREFETCH="1",
+                  PYPI_PREFETCH_FILES=files).start()
     target = tmp_path / "target"
     try:
         index = f"{proxy.url}/simple"
