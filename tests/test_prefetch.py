@@ -236,3 +236,19 @@ def test_wheels_too_when_asked_to(fetching, upstream):
     assert totals(app)["ahead_file"] == 2
     answer = app.test_client().get("/packages" + wheels[0].path[len(upstream.package_loc):])
     assert answer.headers["X-Cache"] == "hit" and upstream.downloads(wheels[0].filename) == 1
+
+
+def test_a_job_another_worker_did_lately_is_not_done_again(fetching, upstream):
+    """Workers share the cache: what one fetched ahead, another does not work out again
+    (each worker used to repeat the others' choices and reads, once per worker)."""
+    files = add_chain(upstream)
+    first, second = fetching(), fetching()  # two workers of one cache directory
+    ask(first, upstream, files["alpha-1.0-py3-none-any.whl"])
+    assert metadata_requests(upstream, files["gamma-1.0-py3-none-any.whl"]) == 1
+    done = []
+    prefetch = second.extensions["pypicache"].prefetch
+    work = prefetch._work
+    prefetch._work = lambda job: (done.append(job), work(job))
+    ask(second, upstream, files["alpha-1.0-py3-none-any.whl"])
+    assert done == []  # alpha's requirements, and theirs, were claimed by the first
+    assert metadata_requests(upstream, files["gamma-1.0-py3-none-any.whl"]) == 1
