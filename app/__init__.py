@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response
 
@@ -19,6 +19,9 @@ from .pages import Pages
 from .prefetch import Prefetcher
 from .store import Store
 from .upstream import Upstream
+
+if TYPE_CHECKING:  # boto3 only where a bucket is used
+    from .cluster import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,7 @@ class Services:
     pages: Pages
     listings: Listings
     metadata: Metadata
-    cluster: Any = None  # app.cluster.Cluster when files are shared through a bucket
+    cluster: Cluster | None = None  # when files are shared through a bucket
     prefetch: Prefetcher = field(init=False)  # what a client will ask for next
 
     def __post_init__(self) -> None:

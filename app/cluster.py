@@ -23,6 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
+from . import wakeups
 from .catalog import Catalog
 from .conditional import PLAIN, Ask
 from .fetch import Fetcher
@@ -80,15 +81,14 @@ class ClusterFetcher(Fetcher):
     def _claim(self, path: str):
         """Our lease on `path`, the file once another node has put it, or None after patience."""
         deadline = time.monotonic() + self.patience
-        delay = 0.05
+        backoff = wakeups.Backoff(0.05, 0.25)
         while (lease := self.bucket.lease(path)) is None:
             if isinstance(found := self.cached(path), Stored):
                 return found
             if time.monotonic() > deadline:
                 log.info("another node is still downloading %s: downloading here too", path)
                 return None
-            time.sleep(delay)
-            delay = min(delay * 2, 0.25)
+            backoff.wait()
         if isinstance(found := self.cached(path), Stored):  # put there as we asked
             lease.release()
             return found

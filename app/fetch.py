@@ -18,7 +18,7 @@ import threading
 import time
 from urllib.parse import quote
 
-from . import conditional, indexes, names, ranges
+from . import conditional, indexes, names, ranges, wakeups
 from .catalog import Catalog
 from .download import Download
 from .errors import (
@@ -118,8 +118,9 @@ class Fetcher:
         """The cached file, or a stream of its one download."""
         started = time.time()
         deadline = time.monotonic() + self.start_wait
-        delay = 0.002
+        backoff = wakeups.Backoff(0.002, 0.05, path)  # the leader's announcement wakes us
         while True:
+            backoff.arm()
             if (hit := self.cached(path)) is not None:
                 return hit
             lock = self.store.try_lock(path)
@@ -134,8 +135,7 @@ class Fetcher:
                 return follow
             if time.monotonic() > deadline:
                 raise UpstreamTimeout("another worker's download did not start in time")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+            backoff.wait()
 
     def _share_failure(self, path: str, since: float, lock: int) -> None:
         """A leader that failed before its first byte while we waited left its error in the
@@ -171,6 +171,7 @@ class Fetcher:
             size = _agreed(size, int(length) if length and length.isdigit() else None)
             fd, part = self.store.new_temp(key(path))
             self.store.write_json(self.store.announce_path(path), {"part": part.name, "size": size})
+            wakeups.changed(path)  # clients of this process waiting for it to start
             follow = self._follow(path, cache="miss")
             assert follow is not None  # we hold the temp file's flock, so it is live
         except BaseException as error:

@@ -10,6 +10,7 @@ import random
 import threading
 import time
 
+from . import wakeups
 from .errors import Busy
 from .store import Store
 
@@ -28,7 +29,7 @@ class Slots:
             raise self._busy("this worker")
         self._add(-1)
         try:
-            delay = 0.01
+            backoff = wakeups.Backoff(0.01, 0.2)
             while True:
                 start = random.randrange(self.total)  # spread the probes over the pool
                 for i in range(self.total):
@@ -38,8 +39,7 @@ class Slots:
                         return name, fd
                 if time.monotonic() > deadline:
                     raise self._busy("all workers")
-                time.sleep(delay)
-                delay = min(delay * 2, 0.2)
+                backoff.wait()
         except BaseException:
             self._add(1)
             self._mine.release()

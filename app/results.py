@@ -84,7 +84,8 @@ class Follow:
     def stream(self, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
         """Bytes [start, stop) (to the end when stop is None), as they land."""
         end = self.size if stop is None else stop
-        position, last_progress, delay = start, time.monotonic(), 0.001
+        position, last_progress = start, time.monotonic()
+        backoff = wakeups.Backoff(0.001, 0.02, self.path)  # the writer wakes us (app/download.py)
 
         def read() -> bytes:
             return os.pread(self.fd, CHUNK if end is None else min(CHUNK, end - position), position)
@@ -95,7 +96,8 @@ class Follow:
                 if chunk and (end is None or position + len(chunk) < end or self.early):
                     position += len(chunk)
                     yield chunk
-                    last_progress, delay = time.monotonic(), 0.001
+                    last_progress = time.monotonic()
+                    backoff.reset()
                     continue
                 # Nothing new, or the last bytes: those wait for the publish. Published means
                 # verified; what the writer does after (the catalog, under load a slow SQLite
@@ -111,11 +113,10 @@ class Follow:
                     raise DownloadAborted(*self._failure())
                 if time.monotonic() - last_progress > self.stall:
                     raise DownloadStalled(f"download of {names.filename(self.path)} stalled")
-                landed = wakeups.event(self.path)
-                # Looked at again once the event is ours: a change since the read wakes us.
+                backoff.arm()
+                # Looked at again once armed: a change since the read ends the wait.
                 if os.fstat(self.fd).st_size <= position + len(chunk) and not self.published():
-                    wakeups.wait(self.path, landed, delay)
-                    delay = min(delay * 2, 0.02)
+                    backoff.wait()
         finally:
             self.close()
 

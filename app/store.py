@@ -138,15 +138,14 @@ class Store:
         """Wait for the lock until its holder has shown no progress for `timeout` seconds
         (never block a worker for ever, never give up on a slow but healthy holder)."""
         start = time.monotonic()
-        delay = 0.005
+        backoff = wakeups.Backoff(0.005, 0.025, "lock " + name)  # unlock wakes us
         while True:
-            released = wakeups.event("lock " + name)  # a holder in this process wakes us
+            backoff.arm()
             if (fd := self.try_lock(name)) is not None:
                 break
             if time.monotonic() - start > timeout and self._idle(name) > timeout:
                 raise UpstreamTimeout("timed out waiting for another worker's fetch")
-            wakeups.wait("lock " + name, released, delay)
-            delay = min(delay * 2, 0.025)
+            backoff.wait()
         try:
             yield
         finally:

@@ -4,11 +4,14 @@ A download's writer says when bytes landed and a lock's holder when it let go; a
 the same process (the client that caused a download follows it from another thread) wakes
 at once instead of after its next sleep: a `.metadata` miss waited 30 ms in sleeps for a
 download that took 3. A waiter in another process still looks again after its delay, so
-the delays stay as short as before and bound every wait.
+the delays stay as short as before and bound every wait. `Backoff` is that wait, for every
+loop here that waits until something happens (a lock, a download's start, its bytes, a
+download slot, another node's lease).
 """
 from __future__ import annotations
 
 import threading
+import time
 
 _lock = threading.Lock()
 _events: dict[str, threading.Event] = {}  # name -> set at its next change
@@ -40,3 +43,36 @@ def changed(name: str) -> None:
         found = _events.pop(name, None)
     if found is not None:
         found.set()
+
+
+class Backoff:
+    """The one way this code waits until something happens: delays doubling from `first` to
+    `most`, ended early when `name` (if any) changes in this process.
+
+        backoff = Backoff(0.005, 0.025, name)
+        while True:
+            backoff.arm()          # before looking: a change from now on ends the wait
+            if done(): break
+            backoff.wait()
+    """
+
+    def __init__(self, first: float, most: float, name: str | None = None):
+        self.first, self.most, self.name = first, most, name
+        self.delay = first
+        self._event: threading.Event | None = None
+
+    def arm(self) -> None:
+        if self.name is not None:
+            self._event = event(self.name)
+
+    def wait(self) -> None:
+        if self._event is not None:
+            wait(self.name, self._event, self.delay)
+            self._event = None
+        else:
+            time.sleep(self.delay)
+        self.delay = min(self.delay * 2, self.most)
+
+    def reset(self) -> None:
+        """Progress was made: the next wait is short again."""
+        self.delay = self.first
