@@ -12,19 +12,17 @@ upstream fails, or the disk cannot take the new copy, the old one is served as s
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import logging
 import os
 import shutil
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO, Callable
 
 from . import render
 from .errors import Busy, NotFound, StorageError, UpstreamError
+from .pagefiles import Body, Page, PageGone
 from .pagemodel import FILE_PREFIX, File, Project, find_file, project_of
 from .refresh import STATE_FORMAT, Refresher, lock_name
 
@@ -38,41 +36,6 @@ BASES_KEPT = 8  # host names (link bases) a page version keeps bodies for; past 
 ROOT = "_root"  # not a project name: those start with a letter or digit
 # What serving a stale copy answers for: the upstream failed, or our disk or catalog did.
 _REFRESH_FAULTS = (UpstreamError, StorageError, Busy)
-
-
-@dataclass
-class Page:
-    name: str
-    directory: Path
-    version: str  # the name stem of its files: a refresh writes new names (app/refresh.py)
-    cache: str  # hit, miss, revalidated, stale, updating
-    age: float
-
-    def etag(self, body: Body) -> str:
-        """A strong ETag per body: the version names the document, the body follows from it."""
-        return '"' + self.version + body.suffix.replace(".", "-") + '"'
-
-    def path(self, body: Body) -> Path:
-        return self.directory / (self.version + body.suffix)
-
-
-@dataclass(frozen=True)
-class Body:
-    """One body of a page: its format, gzipped or not, and the URL its file links start with
-    (None: relative links, `../../packages/`, right behind any host name and path prefix)."""
-
-    fmt: str = "json"
-    compressed: bool = False
-    base: str | None = None
-
-    @property
-    def suffix(self) -> str:
-        links = "." + hashlib.sha256(self.base.encode()).hexdigest()[:12] if self.base else ""
-        return f"{links}.{self.fmt}{'.gz' if self.compressed else ''}"
-
-
-class PageGone(Exception):
-    """The page's files went (evicted) after its state was read: ask for the page again."""
 
 
 class Pages:

@@ -9,7 +9,8 @@ from flask import Blueprint, Response, redirect, request
 from werkzeug.wsgi import wrap_file
 
 from .. import names, render
-from ..pages import ROOT, Body
+from ..pagefiles import Body
+from ..pages import ROOT
 from ..stats.setup import page_served
 from . import services
 
