@@ -117,8 +117,7 @@ def filenames(data: bytes) -> Iterator[tuple[str, int]]:
 
 def file_at(data: bytes, at: int) -> File | None:
     """The file whose entry holds the offset `at`; None if that entry cannot be read."""
-    start = max(data.rfind(mark, 0, at) + len(mark) - 1 if data.rfind(mark, 0, at) >= 0
-                else -1 for mark in _ENTRY_STARTS)
+    start = max(_entry_start(data, mark, at) for mark in _ENTRY_STARTS)
     for window in (4096, _ENTRY_WINDOW):  # most entries are a few hundred bytes
         try:
             entry, _ = json.JSONDecoder().raw_decode(
@@ -129,6 +128,12 @@ def file_at(data: bytes, at: int) -> File | None:
         except (KeyError, TypeError, AttributeError):
             return None
     return None
+
+
+def _entry_start(data: bytes, mark: bytes, at: int) -> int:
+    """Where the entry holding `at` begins if `mark` precedes it (its '{'), else -1."""
+    found = data.rfind(mark, 0, at)
+    return found + len(mark) - 1 if found >= 0 else -1
 
 
 def project_files(data: bytes) -> dict[str, File]:
