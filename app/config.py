@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
-from . import convert, indexes
+from . import convert, indexes, policyfile
 
 
 class ConfigError(ValueError):
@@ -150,6 +150,8 @@ class Settings:
     prefetch_concurrency: int
     prefetch_queue: int
     prefetch_files: bool
+    policy_file: Path | None
+
 
 
 # name -> (environment variable, parser, default). The default None means "derived below".
@@ -199,6 +201,9 @@ TABLE: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
     "prefetch_queue": ("PYPI_PREFETCH_QUEUE", convert.count, "256"),
     # 1: the chosen wheels too, for a fleet whose next container installs the same ones.
     "prefetch_files": ("PYPI_PREFETCH_FILES", convert.flag, "0"),
+    # A policy (docs/POLICY.md): its rules checked here, so a bad file stops the start;
+    # re-read by every worker when it changes (app/policyfile.py). Unset: no policy.
+    "policy_file": ("PYPI_POLICY_FILE", policyfile.checked_path, None),
 }
 
 
