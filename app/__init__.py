@@ -16,6 +16,8 @@ from .listings import Listings
 from .metadata import Metadata
 from .objects import open_storage
 from .pages import Pages
+from .policyfile import PolicyError, Watcher
+from .policyserve import PolicyService
 from .prefetch import Prefetcher
 from .store import Store
 from .upstream import Upstream
@@ -40,9 +42,17 @@ class Services:
     metadata: Metadata
     cluster: Cluster | None = None  # when files are shared through a bucket
     prefetch: Prefetcher = field(init=False)  # what a client will ask for next
+    policy: PolicyService | None = field(init=False)  # with PYPI_POLICY_FILE only
 
     def __post_init__(self) -> None:
         self.prefetch = Prefetcher(self.settings, self.pages, self.metadata, self.fetcher)
+        self.policy = None
+        if self.settings.policy_file is not None:
+            try:
+                watcher = Watcher(self.settings.policy_file)
+            except PolicyError as error:  # changed since the settings were read
+                raise config.ConfigError(f"PYPI_POLICY_FILE: the policy file {error}") from None
+            self.policy = PolicyService(watcher, self.pages, self.listings)
 
     @classmethod
     def build(cls, settings: config.Settings) -> "Services":

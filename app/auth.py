@@ -30,6 +30,8 @@ LOGIN_PATH = "/-/login"
 # The front proves it is the front with the key it keeps on the volume (front/key), and then
 # says who its client is: behind it, every request comes from the front's own address.
 FRONT_KEY, FRONT_CLIENT = "X-Pypicache-Front-Key", "X-Pypicache-Client"
+# Where a request's verified user is kept (the policy's audit log names it; never the password).
+USER = "pypicache.user"
 REMEMBERED = 4096  # verified and refused logins kept per worker, each as a 32-byte digest
 CHECKS_AT_ONCE = 1  # bcrypt checks per worker: each takes a core for a quarter of a second
 CHECK_WAIT = 2.0  # seconds a login waits for that; then 429
@@ -204,6 +206,7 @@ def install(app: Flask, auth_file: Path | None, scope: str, cache_dir: Path) -> 
             return Response("login required\n", 401, CHALLENGE, mimetype="text/plain")
         verdict = logins.check(given.username or "", given.password or "", address)
         if verdict.accepted:
+            request.environ[USER] = given.username
             return None
         if verdict.retry_after:
             # 429 with Retry-After (RFC 6585): pip (urllib3) waits that long and asks again,

@@ -10,6 +10,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from .pagemodel import FILE_PREFIX
+
 
 @dataclass
 class Page:
@@ -40,6 +42,14 @@ class Body:
     def suffix(self) -> str:
         links = "." + hashlib.sha256(self.base.encode()).hexdigest()[:12] if self.base else ""
         return f"{links}.{self.fmt}{'.gz' if self.compressed else ''}"
+
+    def linked(self, data: bytes) -> bytes:
+        """A body of this format made with relative links (`data`), with its file links
+        starting with this body's base instead (see app/views/simple.py)."""
+        if not self.base:
+            return data
+        attribute = b'"url":"' if self.fmt == "json" else b'href="'
+        return data.replace(attribute + FILE_PREFIX.encode(), attribute + self.base.encode())
 
 
 class PageGone(Exception):

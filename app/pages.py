@@ -23,7 +23,7 @@ from typing import BinaryIO, Callable
 from . import render
 from .errors import Busy, NotFound, StorageError, UpstreamError
 from .pagefiles import Body, Page, PageGone
-from .pagemodel import FILE_PREFIX, File, Project, find_file, project_of
+from .pagemodel import File, Project, find_file, project_of
 from .refresh import STATE_FORMAT, Refresher, lock_name
 
 log = logging.getLogger(__name__)
@@ -219,9 +219,7 @@ class Pages:
             if not isinstance(found, bytes):
                 with found:
                     found = found.read()
-            attribute = b'"url":"' if want.fmt == "json" else b'href="'
-            data = found.replace(attribute + FILE_PREFIX.encode(),
-                                 attribute + want.base.encode())
+            data = want.linked(found)
         elif want.fmt == "json":
             try:
                 data = page.path(Body()).read_bytes()
@@ -261,6 +259,10 @@ class Pages:
             return self._answer(name, state, "hit").path(Body()).read_bytes()
         except OSError:
             return None
+
+    def model(self, page: Page) -> Project:
+        """The page model of a version of a cached page (loaded once per worker)."""
+        return self._load(page)[0]
 
     def _load(self, page: Page) -> tuple[Project, dict[str, File]]:
         key = (page.name, page.version)

@@ -62,6 +62,11 @@ class Metrics:
             "pypicache_fetch_ahead_failed", "Fetch-ahead steps that failed (fetching ahead then "
             "pauses)", ["kind"], **make)
 
+        self.policy_refusals = Counter(
+            "pypicache_policy_refusals", "Requests the policy refused something in (in report "
+            "mode: would have), by rule, mode and what: a project, files of a page, a file",
+            ["rule", "mode", "what"], **make)
+
     def exposition(self) -> bytes:
         registry = CollectorRegistry()
         if multiprocess():

@@ -14,7 +14,7 @@ from .metrics import Metrics
 from .recorder import USES_KEPT, Recorder
 from .signals import (
     fetch_ahead_dropped, fetch_ahead_failed, fetched_ahead, file_cached, login_checked,
-    upstream_answered,
+    policy_refused, upstream_answered,
 )
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,9 @@ class Stats:
     def on_login_checked(self, logins, outcome: str) -> None:
         self.metrics.logins.labels(outcome).inc()
 
+    def on_policy_refused(self, service, rule: str, mode: str, what: str) -> None:
+        self.metrics.policy_refusals.labels(rule, mode, what).inc()
+
     def _front_hits(self, hits: int, size: int) -> None:
         self._hit.inc(hits)
         self._hit_bytes.inc(size)
@@ -105,6 +108,8 @@ def install(app: Flask, services) -> Stats:
     fetched_ahead.connect(stats.on_fetched_ahead, sender=services.prefetch)
     fetch_ahead_dropped.connect(stats.on_ahead_dropped, sender=services.prefetch)
     fetch_ahead_failed.connect(stats.on_ahead_failed, sender=services.prefetch)
+    if services.policy is not None:
+        policy_refused.connect(stats.on_policy_refused, sender=services.policy)
     if (logins := app.extensions.get("pypicache.logins")) is not None:
         login_checked.connect(stats.on_login_checked, sender=logins)
     app.after_request(stats.after_request)

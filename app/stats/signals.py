@@ -26,3 +26,8 @@ fetch_ahead_failed = _signals.signal("fetch-ahead-failed")
 # Sent by app/auth.py for every login it did not already know: sender=the Logins, outcome=
 # "accepted" or "refused" (a bcrypt check ran) or "throttled" (answered without one).
 login_checked = _signals.signal("login-checked")
+
+# Sent by app/policyserve.py once per request and rule that refused something (or would have,
+# in report mode): sender=the PolicyService, rule=..., mode="enforce" or "report",
+# what="project" (a page refused), "page" (files left off a page) or "file" (a download).
+policy_refused = _signals.signal("policy-refused")

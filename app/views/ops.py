@@ -30,6 +30,8 @@ def healthz():
             "upstream": upstream_state(state)}
     if len(found.settings.indexes) > 1:
         body["upstreams"] = upstream_states(state, found.settings.indexes)
+    if found.policy is not None:  # a bad new policy file keeps the last good one: never failing
+        body["policy"] = found.policy.health()
     return jsonify(body), 200 if healthy else 503
 
 

@@ -15,7 +15,7 @@ from ..objects import FileBlob, Stored
 from ..ranges import Part
 from ..results import DownloadAborted, DownloadStalled, Follow, Head, Hit
 from ..stats.setup import file_served
-from . import services
+from . import refused, services, who
 
 bp = Blueprint("packages", __name__)
 OCTET_STREAM = "application/octet-stream"
@@ -27,6 +27,9 @@ def package(path: str) -> Response:
     path = names.file_path(path)
     ask = Ask.of(request.environ)
     found = services()
+    # Decided by the file itself, not by the page a client may never have read (lock files).
+    if found.policy and (refusal := found.policy.file(path, who())):
+        return refused(refusal, names.filename(path))
     if request.method == "HEAD":  # starts no download and extracts nothing
         result = (found.metadata if path.endswith(METADATA) else found.fetcher).describe(path)
     elif path.endswith(METADATA):

@@ -12,7 +12,8 @@ from .. import names, render
 from ..pagefiles import Body
 from ..pages import ROOT
 from ..stats.setup import page_served
-from . import services
+from ..policy import HEADER
+from . import refused, services, who
 
 bp = Blueprint("simple", __name__)
 SMALL = 1 << 20  # pages below this are read at once; bigger ones go out with sendfile
@@ -36,8 +37,17 @@ def _page_response(name: str) -> Response:
     compressed = request.accept_encodings["gzip"] > 0  # "gzip;q=0" refuses it
     want = Body("json" if render.is_json(media_type) else "html", compressed, _links_base())
     found = services()
+    policy = found.policy if name != ROOT else None  # the root list is not filtered
+    if policy and (refusal := policy.project(name, who())):
+        return refused(refusal, f"the project {name}")
     page, body = found.pages.open(name, want)
     etag = page.etag(want)
+    # The page without the files the policy refuses now (app/policyserve.py), else as cached.
+    policed = policy.page(page, want, who()) if policy else None
+    if policed:
+        if not isinstance(body, bytes):
+            body.close()
+        body, etag = policed.body, policed.etag
     # If-None-Match compares weakly (RFC 9110 13.1.2): a W/ tag from a gzipping front matches.
     if request.if_none_match.contains_weak(etag.strip('"')):
         if not isinstance(body, bytes):
@@ -49,7 +59,11 @@ def _page_response(name: str) -> Response:
             response.content_encoding = "gzip"
     response.headers["ETag"] = etag
     response.headers["Vary"] = "Accept, Accept-Encoding"
-    response.headers["Cache-Control"] = f"max-age={int(found.settings.index_ttl)}, public"
+    max_age = found.settings.index_ttl
+    if policed:
+        response.headers[HEADER] = policed.header
+        max_age = min(max_age, policed.max_age if policed.max_age is not None else max_age)
+    response.headers["Cache-Control"] = f"max-age={int(max_age)}, public"
     response.headers["X-Cache"] = page.cache
     response.headers["Age"] = str(int(page.age)) if page.cache != "miss" else "0"
     if page.cache == "stale":
