@@ -1,0 +1,202 @@
+"""The policy end to end: real gunicorn workers, the fixture upstream (PEP 691 JSON with
+upload times: some old, one an hour old), and real pip and `uv pip install` as clients."""
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import requests
+
+from .fixture_upstream import Upstream
+from .servers import Proxy, installed, pip_install, uv_install
+from .wheels import make_wheel
+
+pytestmark = pytest.mark.e2e
+COOLDOWN = '[cooldown]\nmin-age = "7d"\n'
+
+
+def wheel(up: Upstream, name: str, version: str, age: timedelta, requires=()):
+    filename, data = make_wheel(name, version, requires)
+    return up.add_file(name, filename, data, upload_time=datetime.now(timezone.utc) - age)
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    """(upstream, start(policy text) -> Proxy): demo 1.0 (a month old) and 2.0 (an hour
+    old), lib 1.0 and 1.1 (old), evil 1.0 (old), app 1.0 needing lib and demo."""
+    up = Upstream(tmp_path / "up", formats=("json",)).start()
+    old = timedelta(days=30)
+    files = {
+        "demo-1.0": wheel(up, "demo", "1.0", old),
+        "demo-2.0": wheel(up, "demo", "2.0", timedelta(hours=1)),
+        "lib-1.0": wheel(up, "lib", "1.0", old),
+        "lib-1.1": wheel(up, "lib", "1.1", old),
+        "evil-1.0": wheel(up, "evil", "1.0", old),
+        "app-1.0": wheel(up, "app", "1.0", old, requires=["lib", "demo"]),
+    }
+    policy = tmp_path / "policy.toml"
+    proxies = []
+
+    def start(text: str, workers: int = 2) -> Proxy:
+        policy.write_text(text)
+        proxy = Proxy(tmp_path / "cache", up.env(), workers=workers,
+                      PYPI_POLICY_FILE=str(policy))
+        proxies.append(proxy.start())
+        proxy.policy, proxy.files = policy, files
+        return proxy
+
+    yield up, start
+    for proxy in proxies:
+        proxy.stop()
+    up.stop()
+
+
+def file_url(proxy: Proxy, file) -> str:
+    return proxy.url + "/packages" + file.path[len("/packages"):]
+
+
+def rewrite(proxy: Proxy, text: str) -> None:
+    """The policy file replaced while the server runs (a new inode, as editors and
+    configuration tools write it)."""
+    temp = proxy.policy.with_suffix(".new")
+    temp.write_text(text)
+    temp.replace(proxy.policy)
+
+
+def eventually(check, seconds: float = 15.0):
+    """Asks again until `check()` is true (a deadline, not a timed assertion)."""
+    deadline = time.monotonic() + seconds
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError("never came true")
+        time.sleep(0.1)
+    return result
+
+
+def test_pip_and_uv_resolve_to_the_release_the_cooldown_lets_through(fleet, tmp_path):
+    _, start = fleet
+    proxy = start(COOLDOWN)
+    index = f"{proxy.url}/simple"
+    done = pip_install(index, tmp_path / "pip", "demo")
+    assert done.returncode == 0, done.stderr
+    assert installed(tmp_path / "pip") == {"demo": "1.0"}
+    done = uv_install(index, tmp_path / "uv", tmp_path / "uv-cache", "demo")
+    assert done.returncode == 0, done.stderr
+    assert installed(tmp_path / "uv") == {"demo": "1.0"}
+    # Asked for by name, the held release is not there for either client.
+    refused = pip_install(index, tmp_path / "pip2", "demo==2.0")
+    assert refused.returncode != 0 and "from versions: 1.0" in refused.stderr
+    refused = uv_install(index, tmp_path / "uv2", tmp_path / "uv-cache", "demo==2.0")
+    assert refused.returncode != 0 and "demo==2.0" in refused.stderr
+    # A lock file names the URL: the file itself is refused, and says why and until when.
+    held = proxy.files["demo-2.0"]
+    for url in (file_url(proxy, held), file_url(proxy, held) + ".metadata"):
+        answer = requests.get(url, timeout=10)
+        assert answer.status_code == 403
+        passes = answer.headers["X-Pypicache-Policy"]
+        assert re.fullmatch(r"cooldown 7d; passes-at=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", passes)
+        assert "held by the cooldown" in answer.text
+    direct = pip_install(index, tmp_path / "pip3", file_url(proxy, held))
+    assert direct.returncode != 0 and "403" in direct.stderr
+    assert "refused the file demo-2.0-py3-none-any.whl of demo" in proxy.logs()
+    assert held.filename not in [p.name for p in (proxy.cache_dir / "files").rglob("*")]
+
+
+def test_break_glass_makes_a_held_release_installable_without_a_restart(fleet, tmp_path):
+    _, start = fleet
+    proxy = start(COOLDOWN)
+    index, held = f"{proxy.url}/simple", proxy.files["demo-2.0"]
+    assert requests.get(file_url(proxy, held), timeout=10).status_code == 403
+    pid = proxy.process.pid
+    rewrite(proxy, COOLDOWN + 'allow = ["demo==2.0"]\n')
+    eventually(lambda: requests.get(file_url(proxy, held), timeout=10).status_code == 200)
+    time.sleep(1.2)  # past every worker's next look at the file
+    done = pip_install(index, tmp_path / "pip", "demo==2.0")
+    assert done.returncode == 0, done.stderr
+    done = uv_install(index, tmp_path / "uv", tmp_path / "uv-cache", "demo")
+    assert done.returncode == 0, done.stderr
+    assert installed(tmp_path / "uv") == {"demo": "2.0"}
+    assert proxy.process.pid == pid and proxy.process.poll() is None
+
+
+def test_deny_by_name_and_by_specifier(fleet, tmp_path):
+    _, start = fleet
+    proxy = start('[deny]\nprojects = ["evil", "lib==1.1"]\n')
+    index = f"{proxy.url}/simple"
+    done = pip_install(index, tmp_path / "pip", "app")
+    assert done.returncode == 0, done.stderr
+    assert installed(tmp_path / "pip") == {"app": "1.0", "lib": "1.0", "demo": "2.0"}
+    done = uv_install(index, tmp_path / "uv", tmp_path / "uv-cache", "lib")
+    assert done.returncode == 0, done.stderr
+    assert installed(tmp_path / "uv") == {"lib": "1.0"}
+    page = requests.get(f"{index}/evil/", timeout=10)
+    assert page.status_code == 403 and page.headers["X-Pypicache-Policy"] == "deny evil"
+    assert "the project evil is denied" in page.text
+    pip_denied = pip_install(index, tmp_path / "pip2", "evil")
+    assert pip_denied.returncode != 0 and "No matching distribution found for evil" in pip_denied.stderr
+    uv_denied = uv_install(index, tmp_path / "uv2", tmp_path / "uv-cache", "evil")
+    assert uv_denied.returncode != 0 and "403" in uv_denied.stderr
+    file = requests.get(file_url(proxy, proxy.files["lib-1.1"]), timeout=10)
+    assert file.status_code == 403 and file.headers["X-Pypicache-Policy"] == "deny lib==1.1"
+
+
+def test_allow_only_serves_only_what_it_names(fleet, tmp_path):
+    _, start = fleet
+    proxy = start('[allow-only]\nprojects = ["app", "l*"]\n')
+    index = f"{proxy.url}/simple"
+    done = pip_install(index, tmp_path / "pip", "lib")
+    assert done.returncode == 0, done.stderr
+    refused = pip_install(index, tmp_path / "pip2", "app")  # needs demo, which is not allowed
+    assert refused.returncode != 0 and "demo" in refused.stderr
+    answer = requests.get(f"{index}/demo/", timeout=10)
+    assert answer.status_code == 403 and answer.headers["X-Pypicache-Policy"] == "allow-only"
+
+
+def test_report_mode_serves_everything_and_counts_what_it_would_refuse(fleet, tmp_path):
+    _, start = fleet
+    proxy = start('mode = "report"\n' + COOLDOWN + '[deny]\nprojects = ["evil"]\n')
+    index = f"{proxy.url}/simple"
+    done = pip_install(index, tmp_path / "pip", "demo", "evil")
+    assert done.returncode == 0, done.stderr
+    assert installed(tmp_path / "pip") == {"demo": "2.0", "evil": "1.0"}
+    metrics = requests.get(proxy.url + "/metrics", timeout=10).text
+    for rule, what in (("cooldown", "page"), ("cooldown", "file"), ("deny", "project")):
+        line = f'pypicache_policy_refusals_total{{mode="report",rule="{rule}",what="{what}"}}'
+        assert line in metrics, metrics
+    assert "would refuse (report mode) the file demo-2.0-py3-none-any.whl" in proxy.logs()
+    assert 'mode="enforce"' not in metrics
+
+
+def _answers(proxy: Proxy, url: str, count: int = 30) -> set:
+    """The policy header of `count` answers, each on a new connection (so to any worker)."""
+    return {requests.get(url, timeout=10, headers={"Connection": "close"})
+            .headers.get("X-Pypicache-Policy") for _ in range(count)}
+
+
+def test_a_rewritten_policy_applies_on_every_worker_and_a_bad_one_keeps_the_last_good(fleet):
+    _, start = fleet
+    proxy = start(COOLDOWN, workers=3)
+    lib = file_url(proxy, proxy.files["lib-1.1"])
+    assert _answers(proxy, lib) == {None}
+    rewrite(proxy, COOLDOWN + '[deny]\nprojects = ["lib>1.0"]\n')
+    eventually(lambda: _answers(proxy, lib, 1) == {"deny lib>1.0"})
+    time.sleep(1.2)  # each worker looks at the file again at most a second after its last look
+    assert _answers(proxy, lib) == {"deny lib>1.0"}
+    pids = set(re.findall(r"\[(\d+)\] \[WARNING\] policy: refused the file lib-1.1", proxy.logs()))
+    assert len(pids) > 1  # answered by several workers
+    # A bad rewrite: the last good policy stays, and /healthz says why on every worker.
+    rewrite(proxy, COOLDOWN + '[deny]\nprojects = ["lib>1.0"]\nproject = ["typo"]\n')
+    eventually(lambda: requests.get(proxy.url + "/healthz", timeout=10).json()["policy"]
+               .get("error"))
+    time.sleep(1.2)
+    states = [requests.get(proxy.url + "/healthz", timeout=10,
+                           headers={"Connection": "close"}).json() for _ in range(15)]
+    for state in states:
+        assert state["status"] == "ok"
+        assert state["policy"]["status"] == "last good policy kept"
+        assert state["policy"]["error"].startswith("deny.project: unknown key")
+    assert _answers(proxy, lib) == {"deny lib>1.0"}
+    assert "not applied, the last good one stays in force: deny.project" in proxy.logs()
