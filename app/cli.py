@@ -1,4 +1,4 @@
-"""Command-line tools: `flask --app app:create_app pypicache warm|prune|verify|stats`."""
+"""Command-line tools: `flask --app app:create_app pypicache warm|prune|verify|stats|policy`."""
 from __future__ import annotations
 
 import hashlib
@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from . import config, convert, database, names
 from .catalog import Catalog
+from .policycli import policy
 from .stats import report
 
 CHUNK = 1 << 20
@@ -26,6 +27,9 @@ CHUNK = 1 << 20
 @click.group("pypicache")
 def pypicache() -> None:
     """Manage the pypicache cache."""
+
+
+pypicache.add_command(policy)  # policy check FILE, policy explain PROJECT (app/policycli.py)
 
 
 def _services():

@@ -34,7 +34,7 @@ _SHORT = re.compile(r"(\d+)\s*([smhdw])")
 _ISO = re.compile(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?")
 _NAME_GLOB = re.compile(r"[A-Za-z0-9*?\[\]._-]+")
 _KEYS = {
-    "": {"mode", "cooldown", "deny", "allow-only", "advisories"},
+    "": {"mode", "cooldown", "deny", "allow-only"},
     "cooldown": {"min-age", "exempt", "allow", "freeze-at", "unknown-time"},
     "deny": {"projects"},
     "allow-only": {"projects"},
@@ -135,10 +135,10 @@ def parse(data: bytes) -> Rules:
         raise PolicyError("", "is not UTF-8") from None
     except tomllib.TOMLDecodeError as error:
         raise PolicyError("", f"is not valid TOML: {error}") from None
-    _known(document, "")
-    if "advisories" in document:
+    if "advisories" in document:  # the next part: refused rather than ignored
         raise PolicyError("advisories", "not supported yet by this version of pypicache: "
                           "remove the table (nothing would check advisories)")
+    _known(document, "")
     mode = _choice(document, "", "mode", MODES, "enforce")
     cooldown = _table(document, "cooldown")
     deny = _table(document, "deny")

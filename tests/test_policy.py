@@ -475,3 +475,40 @@ def test_a_bad_policy_file_stops_gunicorn_with_one_line(tmp_path):
     assert lines == [f"pypicache: bad configuration: PYPI_POLICY_FILE={str(path)!r}: the policy "
                      "file cooldown.freeze: unknown key (known: allow, exempt, freeze-at, "
                      "min-age, unknown-time)"]
+
+
+# --- the command line ----------------------------------------------------------------------
+def test_policy_check_prints_the_rules_or_fails_with_status_1(app, tmp_path):
+    runner = app.test_cli_runner()
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text('[cooldown]\nmin-age = "P7D"\nallow = ["urllib3==2.6.1"]\n'
+                    '[deny]\nprojects = ["evil-pkg", "numpy==2.4.0"]\n')
+    bad.write_text('[deny]\nprojects = ["numpy==2.4.0"]\n[advisories]\nosv = "/srv/osv"\n')
+    result = runner.invoke(args=["pypicache", "policy", "check", str(good)])
+    assert result.exit_code == 0, result.output
+    assert "valid (version " in result.output
+    for words in ("files uploaded less than P7D (604800 s) ago are held",
+                  "break-glass releases: urllib3==2.6.1", "deny: evil-pkg (the whole project)",
+                  "deny: numpy==2.4.0 (these versions)", "allow-only: every project"):
+        assert words in result.output
+    result = runner.invoke(args=["pypicache", "policy", "check", str(bad)])
+    assert result.exit_code == 1 and "advisories: not supported yet" in result.output
+    result = runner.invoke(args=["pypicache", "policy", "check", str(tmp_path / "none.toml")])
+    assert result.exit_code == 1 and "cannot be read" in result.output
+
+
+@responses.activate
+def test_policy_explain_says_what_happens_to_each_file(policed):
+    app, _, _ = policed('[cooldown]\nmin-age = "7d"\n[deny]\nprojects = ["evil"]\n')
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["pypicache", "policy", "explain", "demo"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any(line.startswith("demo-1.0.tar.gz") and line.endswith("served") for line in lines)
+    assert any(line.startswith("demo-2.0.tar.gz") and "refused: cooldown 7d; passes-at=" in line
+               for line in lines)
+    assert lines[-1] == "4 files of demo; mode enforce"
+    result = runner.invoke(args=["pypicache", "policy", "explain", "demo==2.0"])
+    assert result.output.splitlines()[-1] == "2 files of demo; mode enforce"
+    result = runner.invoke(args=["pypicache", "policy", "explain", "evil"])
+    assert result.output.strip() == "evil: refused, the whole project (deny evil); mode enforce"
