@@ -91,6 +91,7 @@ control_socket_disable = True
 from app.stats import gunicorn as _stats_hooks  # noqa: E402
 from app.database import NAME as _CATALOG, prepare as _prepare_catalog  # noqa: E402
 from app.store import Store as _Store  # noqa: E402
+from app.policyserve import mark_for_front as _mark_for_front  # noqa: E402
 
 post_request = _stats_hooks.post_request
 on_exit = _stats_hooks.on_exit
@@ -105,6 +106,8 @@ def on_starting(server):
     _stats_hooks.on_starting(server)
     _Store(_settings.cache_dir).prepare()
     _prepare_catalog(_settings.cache_dir / _CATALOG)
+    # With a policy, the nginx front must not serve files from disk: it asks the app.
+    _mark_for_front(_settings.cache_dir, _settings.policy_file)
 
 
 # A worker that died (SIGKILL, the timeout) leaves the temp file of its download, its flock

@@ -17,10 +17,12 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 import threading
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import names, policy, render
 from .errors import Busy, ProxyError
@@ -35,6 +37,9 @@ VERDICTS_KEPT = 4096  # page versions whose verdict a worker keeps
 BODIES_KEPT = 64  # filtered bodies a worker keeps (a few per page that loses files)
 FILES_KEPT = 65536  # file decisions a worker keeps
 METADATA = ".metadata"
+# On the cache volume while the app runs with a policy: the nginx front (docker/nginx/) then
+# passes every file to the app instead of serving it from disk.
+FRONT_MARK = Path("front") / "policy"
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,20 @@ class _Kept(OrderedDict):
             self[key] = (value, until)
             while len(self) > self.size:
                 self.popitem(last=False)
+
+
+def mark_for_front(cache_dir: Path, policy_file: Path | None) -> None:
+    """As the server starts (gunicorn's arbiter): tell the front whether files must go to the
+    app, by the presence of FRONT_MARK. A mark a crash leaves only sends files to the app."""
+    mark = cache_dir / FRONT_MARK
+    if policy_file is None:
+        mark.unlink(missing_ok=True)
+        return
+    mark.parent.mkdir(parents=True, exist_ok=True)
+    temp = mark.with_name(f".policy.{os.getpid()}")
+    temp.write_text("the app judges every file by its policy (PYPI_POLICY_FILE): "
+                    "the nginx front serves none from disk\n")
+    os.replace(temp, mark)
 
 
 class PolicyService:

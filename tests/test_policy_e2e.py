@@ -2,7 +2,9 @@
 upload times: some old, one an hour old), and real pip and `uv pip install` as clients."""
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -11,7 +13,7 @@ import pytest
 import requests
 
 from .fixture_upstream import Upstream
-from .servers import Proxy, installed, pip_install, uv_install
+from .servers import ROOT, Proxy, clean_environ, installed, pip_install, uv_install
 from .wheels import make_wheel
 
 pytestmark = pytest.mark.e2e
@@ -200,3 +202,36 @@ def test_a_rewritten_policy_applies_on_every_worker_and_a_bad_one_keeps_the_last
         assert state["policy"]["error"].startswith("deny.project: unknown key")
     assert _answers(proxy, lib) == {"deny lib>1.0"}
     assert "not applied, the last good one stays in force: deny.project" in proxy.logs()
+
+
+def test_the_app_tells_the_nginx_front_to_pass_every_file_to_it(fleet, tmp_path):
+    """While the app runs with a policy, a mark on the volume makes the front (which serves
+    published files from disk without asking the app) hand every file to the app."""
+    up, start = fleet
+    proxy = start(COOLDOWN)
+    mark = proxy.cache_dir / "front" / "policy"
+    assert mark.is_file()
+    proxy.stop()
+    without = Proxy(proxy.cache_dir, up.env(), workers=1).start()
+    try:
+        assert not mark.exists()
+    finally:
+        without.stop()
+    # The front's configuration, as its start script renders it, checks the mark before it
+    # would serve a file from disk (nginx itself stands in: a script that keeps the file).
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nginx").write_text('#!/bin/sh\nwhile [ "$1" != -c ]; do shift; done\n'
+                                f'cp "$2" {tmp_path}/rendered.conf\n')
+    (fake / "nginx").chmod(0o755)
+    env = clean_environ() | {"PATH": f"{fake}:{os.environ['PATH']}",
+                             "PYPI_CACHE_DIR": str(proxy.cache_dir), "PYPICACHE_APP": "127.0.0.1:9",
+                             "PYPICACHE_LISTEN": "127.0.0.1:9", "PYPICACHE_LOG_ROTATE": "1",
+                             "PYPICACHE_FRONT_DIR": str(tmp_path / "front")}
+    subprocess.run(["sh", str(ROOT / "docker" / "nginx" / "start")], env=env, check=True,
+                   timeout=60)
+    rendered = (tmp_path / "rendered.conf").read_text()
+    files = rendered[rendered.index("location ~ ^/packages/"):rendered.index("location @app")]
+    check = f"if (-f {proxy.cache_dir}/front/policy) {{\n                return 418;"
+    assert check in files and "error_page 418 = @app;" in files
+    assert files.index(check) < files.index("add_header X-Front-Cache")
