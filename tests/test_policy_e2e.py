@@ -125,7 +125,7 @@ def test_break_glass_makes_a_held_release_installable_without_a_restart(fleet, t
 
 
 def test_deny_by_name_and_by_specifier(fleet, tmp_path):
-    _, start = fleet
+    up, start = fleet
     proxy = start('[deny]\nprojects = ["evil", "lib==1.1"]\n')
     index = f"{proxy.url}/simple"
     done = pip_install(index, tmp_path / "pip", "app")
@@ -141,6 +141,11 @@ def test_deny_by_name_and_by_specifier(fleet, tmp_path):
     assert pip_denied.returncode != 0 and "No matching distribution found for evil" in pip_denied.stderr
     uv_denied = uv_install(index, tmp_path / "uv2", tmp_path / "uv-cache", "evil")
     assert uv_denied.returncode != 0 and "403" in uv_denied.stderr
+    # A 403, not a 404: uv does not go on to another index the client has (a 404 would let
+    # the denied project come from there).
+    elsewhere = uv_install(up.index_url, tmp_path / "uv3", tmp_path / "uv-cache", "evil",
+                           "--extra-index-url", index)
+    assert elsewhere.returncode != 0 and "403" in elsewhere.stderr
     file = requests.get(file_url(proxy, proxy.files["lib-1.1"]), timeout=10)
     assert file.status_code == 403 and file.headers["X-Pypicache-Policy"] == "deny lib==1.1"
 
