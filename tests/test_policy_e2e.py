@@ -56,6 +56,20 @@ def fleet(tmp_path):
     up.stop()
 
 
+def pip_ok(index: str, target: Path, *requirements: str) -> dict[str, str]:
+    """What real pip installed through the proxy (it must succeed)."""
+    done = pip_install(index, target, *requirements)
+    assert done.returncode == 0, done.stderr
+    return installed(target)
+
+
+def uv_ok(index: str, target: Path, *requirements: str) -> dict[str, str]:
+    """What real `uv pip install` installed through the proxy (it must succeed)."""
+    done = uv_install(index, target, target.with_name(target.name + "-cache"), *requirements)
+    assert done.returncode == 0, done.stderr
+    return installed(target)
+
+
 def file_url(proxy: Proxy, file) -> str:
     return proxy.url + "/packages" + file.path[len("/packages"):]
 
@@ -82,12 +96,8 @@ def test_pip_and_uv_resolve_to_the_release_the_cooldown_lets_through(fleet, tmp_
     _, start = fleet
     proxy = start(COOLDOWN)
     index = f"{proxy.url}/simple"
-    done = pip_install(index, tmp_path / "pip", "demo")
-    assert done.returncode == 0, done.stderr
-    assert installed(tmp_path / "pip") == {"demo": "1.0"}
-    done = uv_install(index, tmp_path / "uv", tmp_path / "uv-cache", "demo")
-    assert done.returncode == 0, done.stderr
-    assert installed(tmp_path / "uv") == {"demo": "1.0"}
+    assert pip_ok(index, tmp_path / "pip", "demo") == {"demo": "1.0"}
+    assert uv_ok(index, tmp_path / "uv", "demo") == {"demo": "1.0"}
     # Asked for by name, the held release is not there for either client.
     refused = pip_install(index, tmp_path / "pip2", "demo==2.0")
     assert refused.returncode != 0 and "from versions: 1.0" in refused.stderr
@@ -116,11 +126,8 @@ def test_break_glass_makes_a_held_release_installable_without_a_restart(fleet, t
     rewrite(proxy, COOLDOWN + 'allow = ["demo==2.0"]\n')
     eventually(lambda: requests.get(file_url(proxy, held), timeout=10).status_code == 200)
     time.sleep(1.2)  # past every worker's next look at the file
-    done = pip_install(index, tmp_path / "pip", "demo==2.0")
-    assert done.returncode == 0, done.stderr
-    done = uv_install(index, tmp_path / "uv", tmp_path / "uv-cache", "demo")
-    assert done.returncode == 0, done.stderr
-    assert installed(tmp_path / "uv") == {"demo": "2.0"}
+    assert pip_ok(index, tmp_path / "pip", "demo==2.0") == {"demo": "2.0"}
+    assert uv_ok(index, tmp_path / "uv", "demo") == {"demo": "2.0"}
     assert proxy.process.pid == pid and proxy.process.poll() is None
 
 
@@ -128,12 +135,8 @@ def test_deny_by_name_and_by_specifier(fleet, tmp_path):
     up, start = fleet
     proxy = start('[deny]\nprojects = ["evil", "lib==1.1"]\n')
     index = f"{proxy.url}/simple"
-    done = pip_install(index, tmp_path / "pip", "app")
-    assert done.returncode == 0, done.stderr
-    assert installed(tmp_path / "pip") == {"app": "1.0", "lib": "1.0", "demo": "2.0"}
-    done = uv_install(index, tmp_path / "uv", tmp_path / "uv-cache", "lib")
-    assert done.returncode == 0, done.stderr
-    assert installed(tmp_path / "uv") == {"lib": "1.0"}
+    assert pip_ok(index, tmp_path / "pip", "app") == {"app": "1.0", "lib": "1.0", "demo": "2.0"}
+    assert uv_ok(index, tmp_path / "uv", "lib") == {"lib": "1.0"}
     page = requests.get(f"{index}/evil/", timeout=10)
     assert page.status_code == 403 and page.headers["X-Pypicache-Policy"] == "deny evil"
     assert "the project evil is denied" in page.text
@@ -154,8 +157,7 @@ def test_allow_only_serves_only_what_it_names(fleet, tmp_path):
     _, start = fleet
     proxy = start('[allow-only]\nprojects = ["app", "l*"]\n')
     index = f"{proxy.url}/simple"
-    done = pip_install(index, tmp_path / "pip", "lib")
-    assert done.returncode == 0, done.stderr
+    assert pip_ok(index, tmp_path / "pip", "lib") == {"lib": "1.1"}
     refused = pip_install(index, tmp_path / "pip2", "app")  # needs demo, which is not allowed
     assert refused.returncode != 0 and "demo" in refused.stderr
     answer = requests.get(f"{index}/demo/", timeout=10)
@@ -166,9 +168,7 @@ def test_report_mode_serves_everything_and_counts_what_it_would_refuse(fleet, tm
     _, start = fleet
     proxy = start('mode = "report"\n' + COOLDOWN + '[deny]\nprojects = ["evil"]\n')
     index = f"{proxy.url}/simple"
-    done = pip_install(index, tmp_path / "pip", "demo", "evil")
-    assert done.returncode == 0, done.stderr
-    assert installed(tmp_path / "pip") == {"demo": "2.0", "evil": "1.0"}
+    assert pip_ok(index, tmp_path / "pip", "demo", "evil") == {"demo": "2.0", "evil": "1.0"}
     metrics = requests.get(proxy.url + "/metrics", timeout=10).text
     for rule, what in (("cooldown", "page"), ("cooldown", "file"), ("deny", "project")):
         line = f'pypicache_policy_refusals_total{{mode="report",rule="{rule}",what="{what}"}}'
