@@ -16,7 +16,8 @@ from .listings import Listings
 from .metadata import Metadata
 from .objects import open_storage
 from .pages import Pages
-from .policyfile import PolicyError, Watcher
+from .policyfile import PolicyError
+from .policywatch import Watcher
 from .policyserve import PolicyService
 from .prefetch import Prefetcher
 from .store import Store

@@ -11,8 +11,10 @@ never the time this cache first saw a file.
 """
 from __future__ import annotations
 
+import fnmatch
 import functools
 import hashlib
+import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
@@ -63,9 +65,29 @@ class Verdict:
     key: str  # names the rules and the refused files, for the ETag of the filtered page
 
 
+def matches(project: str, globs: tuple[str, ...]) -> bool:
+    """Whether a canonical project name is one of the names, or matches one of the globs."""
+    plain, wild = _patterns(globs)
+    return project in plain or wild is not None and wild.match(project) is not None
+
+
+@functools.lru_cache(maxsize=64)
+def _patterns(globs: tuple[str, ...]) -> tuple[frozenset[str], re.Pattern | None]:
+    """Plain names as a set, the globs as one regular expression: a list of thousands of
+    names costs a request one lookup, not a match per name."""
+    plain = frozenset(g for g in globs if not any(c in g for c in "*?["))
+    wild = [fnmatch.translate(g) for g in globs if g not in plain]
+    return plain, re.compile("|".join(wild)) if wild else None
+
+
+def exempt(rules: Rules, project: str) -> bool:
+    """Whether the rules of time (cooldown, freeze) pass the project by."""
+    return matches(project, rules.exempt)
+
+
 def project_refusal(rules: Rules, project: str) -> Refusal | None:
     """A refusal of the whole project (canonical name), or None."""
-    if not rules.admitted(project):
+    if rules.allow_only and not matches(project, rules.allow_only):
         return Refusal("allow-only")
     if project in rules.denied_projects:
         entry = next(e for e in rules.deny if e.project == project and e.specifier is None)
@@ -77,7 +99,7 @@ def touches(rules: Rules, project: str) -> bool:
     """Whether the rules may refuse anything of the project: when not, nothing of it needs a
     look (its pages are served as they are cached, its files without a lookup)."""
     return (project_refusal(rules, project) is not None or project in rules.denied_versions
-            or rules.timed and not rules.exempt_from_time(project))
+            or rules.timed and not exempt(rules, project))
 
 
 def file_refusal(rules: Rules, project: str, filename: str, upload_time: str | None,
@@ -88,7 +110,7 @@ def file_refusal(rules: Rules, project: str, filename: str, upload_time: str | N
         # A version that cannot be read from the name might be the denied one.
         if version is None or entry.specifier.contains(version, prereleases=True):
             return Refusal("deny", entry.text)
-    if not rules.timed or rules.exempt_from_time(project):
+    if not rules.timed or exempt(rules, project):
         return None
     if version is not None and (project, version) in rules.allow:
         return None

@@ -1,19 +1,13 @@
-"""The policy file (PYPI_POLICY_FILE, TOML): its rules read and validated, and re-read when
-the file changes, keeping the last good rules when a new version is bad.
+"""The policy file (PYPI_POLICY_FILE, TOML): its rules read and validated (app/policywatch.py
+re-reads it when it changes).
 
 Every key is known or an error: a typo must never silently turn a rule off. What the rules
 decide is app/policy.py's business; this module only says what they are.
 """
 from __future__ import annotations
 
-import fnmatch
-import functools
 import hashlib
-import logging
-import os
 import re
-import threading
-import time
 import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,10 +19,8 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-log = logging.getLogger(__name__)
 MODES = ("enforce", "report")
 UNKNOWN_TIME = ("hold", "serve")
-CHECK_EVERY = 1.0  # seconds between two looks at the file's stat, per worker
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _SHORT = re.compile(r"(\d+)\s*([smhdw])")
 # ISO 8601 durations of fixed length only: a month or a year has no fixed number of seconds.
@@ -84,27 +76,6 @@ class Rules:
     def timed(self) -> bool:
         """Whether a file's upload time matters (a cooldown or a freeze)."""
         return self.min_age is not None or self.freeze_at is not None
-
-    def exempt_from_time(self, project: str) -> bool:
-        return _matches(project, self.exempt)
-
-    def admitted(self, project: str) -> bool:
-        """Whether `[allow-only]` lets the project through."""
-        return not self.allow_only or _matches(project, self.allow_only)
-
-
-@functools.lru_cache(maxsize=64)
-def _patterns(globs: tuple[str, ...]) -> tuple[frozenset[str], re.Pattern | None]:
-    """Plain names as a set, the globs as one regular expression: a list of thousands of
-    names costs a request one lookup, not a match per name."""
-    plain = frozenset(g for g in globs if not any(c in g for c in "*?["))
-    wild = [fnmatch.translate(g) for g in globs if g not in plain]
-    return plain, re.compile("|".join(wild)) if wild else None
-
-
-def _matches(project: str, globs: tuple[str, ...]) -> bool:
-    plain, wild = _patterns(globs)
-    return project in plain or wild is not None and wild.match(project) is not None
 
 
 def duration(text: str) -> float:
@@ -283,52 +254,3 @@ def _by_project(entries) -> dict[str, tuple[Deny, ...]]:
     for entry in entries:
         found[entry.project] = found.get(entry.project, ()) + (entry,)
     return found
-
-
-class Watcher:
-    """The rules in force in this worker: the file's stat looked at at most once a second,
-    the file re-read only when its inode, mtime or size changed. A bad new version keeps the
-    last good rules; `error` says why until a good version comes."""
-
-    def __init__(self, path: Path, interval: float = CHECK_EVERY):
-        self.path, self.interval = path, interval
-        self._lock = threading.Lock()
-        self._signature = self._stat()
-        self.rules = read(path)  # a bad file here is the caller's error (the server's start)
-        self.loaded = time.time()
-        self._checked = time.monotonic()
-        self.error: PolicyError | None = None
-        self.error_since: float | None = None
-
-    def current(self) -> Rules:
-        if time.monotonic() - self._checked < self.interval:
-            return self.rules
-        with self._lock:
-            if time.monotonic() - self._checked >= self.interval:
-                self._check()
-                self._checked = time.monotonic()
-        return self.rules
-
-    def _stat(self) -> tuple | None:
-        try:
-            stat = os.stat(self.path)
-        except OSError:
-            return None
-        return stat.st_ino, stat.st_mtime_ns, stat.st_size
-
-    def _check(self) -> None:
-        signature = self._stat()
-        if signature == self._signature:
-            return
-        self._signature = signature
-        try:
-            rules = read(self.path)
-        except PolicyError as error:
-            log.warning("policy file %s not applied, the last good one stays in force: %s",
-                        self.path, error)
-            self.error, self.error_since = error, time.time()
-            return
-        if rules.digest != self.rules.digest:
-            log.info("policy file %s reloaded (%s, mode %s)", self.path, rules.digest, rules.mode)
-            self.loaded = time.time()
-        self.rules, self.error, self.error_since = rules, None, None

@@ -29,7 +29,8 @@ from .errors import Busy, ProxyError
 from .pagefiles import Body, Page, PageGone
 from .pages import GZIP_LEVEL
 from .policy import Refusal, Verdict
-from .policyfile import Rules, Watcher, rfc3339
+from .policyfile import Rules, rfc3339
+from .policywatch import Watcher
 from .stats.signals import policy_refused
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import responses
 
-from app import config, policy, policyfile
+from app import config, policy, policyfile, policywatch
 from app.pagemodel import File, Project
 from app.policyfile import PolicyError, parse
 
@@ -145,12 +145,12 @@ def test_the_setting_checks_the_file_at_start(tmp_path):
 def test_the_watcher_reloads_and_keeps_the_last_good_rules(tmp_path, caplog):
     path = tmp_path / "policy.toml"
     path.write_text('[cooldown]\nmin-age = "7d"\n')
-    watcher = policyfile.Watcher(path, interval=0)
+    watcher = policywatch.Watcher(path, interval=0)
     first = watcher.current()
     assert first.min_age == 7 * DAY
     path.write_text('[cooldown]\nmin-age = "36h"\n')
     assert watcher.current().min_age == 36 * 3600 and watcher.error is None
-    with caplog.at_level(logging.WARNING, logger="app.policyfile"):
+    with caplog.at_level(logging.WARNING, logger="app.policywatch"):
         path.write_text('[cooldown]\nmin-age = "36 hours"\n')
         assert watcher.current().min_age == 36 * 3600  # the last good one
         assert watcher.current().min_age == 36 * 3600
@@ -166,7 +166,7 @@ def test_the_watcher_reloads_and_keeps_the_last_good_rules(tmp_path, caplog):
 def test_the_watcher_looks_at_the_file_at_most_once_per_interval(tmp_path):
     path = tmp_path / "policy.toml"
     path.write_text('mode = "report"\n')
-    watcher = policyfile.Watcher(path, interval=3600)
+    watcher = policywatch.Watcher(path, interval=3600)
     path.write_text('mode = "enforce"\n')
     assert watcher.current().mode == "report"
 

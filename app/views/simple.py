@@ -38,16 +38,17 @@ def _page_response(name: str) -> Response:
     want = Body("json" if render.is_json(media_type) else "html", compressed, _links_base())
     found = services()
     policy = found.policy if name != ROOT else None  # the root list is not filtered
-    if policy and (refusal := policy.project(name, who())):
+    client = who() if policy else None
+    if policy and (refusal := policy.project(name, client)):
         return refused(refusal, f"the project {name}")
     page, body = found.pages.open(name, want)
-    etag = page.etag(want)
     # The page without the files the policy refuses now (app/policyserve.py), else as cached.
-    policed = policy.page(page, want, who()) if policy else None
+    policed = policy.page(page, want, client) if policy else None
     if policed:
         if not isinstance(body, bytes):
             body.close()
-        body, etag = policed.body, policed.etag
+        body = policed.body
+    etag = policed.etag if policed else page.etag(want)
     # If-None-Match compares weakly (RFC 9110 13.1.2): a W/ tag from a gzipping front matches.
     if request.if_none_match.contains_weak(etag.strip('"')):
         if not isinstance(body, bytes):
@@ -60,9 +61,9 @@ def _page_response(name: str) -> Response:
     response.headers["ETag"] = etag
     response.headers["Vary"] = "Accept, Accept-Encoding"
     max_age = found.settings.index_ttl
-    if policed:
+    if policed:  # no longer than until a held file passes
         response.headers[HEADER] = policed.header
-        max_age = min(max_age, policed.max_age if policed.max_age is not None else max_age)
+        max_age = min(max_age, policed.max_age) if policed.max_age is not None else max_age
     response.headers["Cache-Control"] = f"max-age={int(max_age)}, public"
     response.headers["X-Cache"] = page.cache
     response.headers["Age"] = str(int(page.age)) if page.cache != "miss" else "0"
