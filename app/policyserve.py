@@ -119,8 +119,8 @@ class PolicyService:
     def page(self, page: Page, want: Body, who: Who) -> Policed | None:
         """The page's body without the files the rules refuse now; None to serve it as it is."""
         rules = self.watcher.current()
-        if not policy.touches(rules, page.name):
-            return None
+        if not policy.touches(rules, page.name) or policy.project_refusal(rules, page.name):
+            return None  # (a project refused as a whole reaches here in report mode only)
         now = time.time()
         key = (page.name, page.version, rules.digest)
         verdict: Verdict | None = self._verdicts.get_fresh(key, now)

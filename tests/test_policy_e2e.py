@@ -131,6 +131,23 @@ def test_break_glass_makes_a_held_release_installable_without_a_restart(fleet, t
     assert proxy.process.pid == pid and proxy.process.poll() is None
 
 
+def test_the_incident_recipe_freeze_then_break_glass(fleet, tmp_path):
+    _, start = fleet
+    frozen = datetime.now(timezone.utc) - timedelta(hours=2)  # before demo 2.0's upload
+    freeze = f'[cooldown]\nfreeze-at = "{frozen.strftime("%Y-%m-%dT%H:%M:%SZ")}"\n'
+    proxy = start(freeze)
+    index, held = f"{proxy.url}/simple", proxy.files["demo-2.0"]
+    assert pip_ok(index, tmp_path / "pip", "app") == {"app": "1.0", "lib": "1.1", "demo": "1.0"}
+    answer = requests.get(file_url(proxy, held), timeout=10)
+    assert answer.status_code == 403 and answer.headers["X-Pypicache-Policy"] == \
+        f"freeze-at {frozen.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    assert "was uploaded after the freeze" in answer.text
+    rewrite(proxy, freeze + 'allow = ["demo==2.0"]\n')
+    eventually(lambda: requests.get(file_url(proxy, held), timeout=10).status_code == 200)
+    time.sleep(1.2)
+    assert uv_ok(index, tmp_path / "uv", "demo") == {"demo": "2.0"}
+
+
 def test_deny_by_name_and_by_specifier(fleet, tmp_path):
     up, start = fleet
     proxy = start('[deny]\nprojects = ["evil", "lib==1.1"]\n')
@@ -188,10 +205,11 @@ def test_a_rewritten_policy_applies_on_every_worker_and_a_bad_one_keeps_the_last
     proxy = start(COOLDOWN, workers=3)
     lib = file_url(proxy, proxy.files["lib-1.1"])
     assert _answers(proxy, lib) == {None}
+    assert (proxy.cache_dir / "files" / proxy.files["lib-1.1"].path[len("/packages/"):]).is_file()
     rewrite(proxy, COOLDOWN + '[deny]\nprojects = ["lib>1.0"]\n')
     eventually(lambda: _answers(proxy, lib, 1) == {"deny lib>1.0"})
     time.sleep(1.2)  # each worker looks at the file again at most a second after its last look
-    assert _answers(proxy, lib) == {"deny lib>1.0"}
+    assert _answers(proxy, lib) == {"deny lib>1.0"}  # cached, and refused like any other
     pids = set(re.findall(r"\[(\d+)\] \[WARNING\] policy: refused the file lib-1.1", proxy.logs()))
     assert len(pids) > 1  # answered by several workers
     # A bad rewrite: the last good policy stays, and /healthz says why on every worker.
