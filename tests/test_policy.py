@@ -8,7 +8,7 @@ import hashlib
 import json
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 import responses
@@ -314,7 +314,7 @@ def filenames(response) -> list[str]:
 
 @responses.activate
 def test_a_held_release_leaves_the_json_and_html_pages(policed):
-    app, client, _ = policed('[cooldown]\nmin-age = "7d"')
+    _, client, _ = policed('[cooldown]\nmin-age = "7d"')
     page = client.get("/simple/demo/", headers={"Accept": JSON_ACCEPT})
     assert page.status_code == 200
     assert filenames(page) == ["demo-1.0-py3-none-any.whl", "demo-1.0.tar.gz"]
@@ -336,7 +336,7 @@ def test_a_held_release_leaves_the_json_and_html_pages(policed):
 
 
 @responses.activate
-def test_an_untouched_page_is_the_cached_body_with_its_own_etag(policed, make_app):
+def test_an_untouched_page_is_the_cached_body_with_its_own_etag(policed):
     _, client, _ = policed('[cooldown]\nmin-age = "7d"\nexempt = ["demo"]')
     page = client.get("/simple/demo/", headers={"Accept": JSON_ACCEPT})
     assert len(filenames(page)) == 4 and "X-Pypicache-Policy" not in page.headers
@@ -345,7 +345,7 @@ def test_an_untouched_page_is_the_cached_body_with_its_own_etag(policed, make_ap
 
 @responses.activate
 def test_a_held_file_is_403_with_the_rule_and_when_it_passes(policed):
-    app, client, _ = policed('[cooldown]\nmin-age = "7d"')
+    _, client, _ = policed('[cooldown]\nmin-age = "7d"')
     for path in ("/packages/ab/demo-2.0.tar.gz", "/packages/ab/demo-2.0-py3-none-any.whl.metadata"):
         for method in (client.get, client.head):
             answer = method(path)

@@ -11,8 +11,8 @@ from werkzeug.wsgi import wrap_file
 from .. import names, render
 from ..pagefiles import Body
 from ..pages import ROOT
-from ..stats.setup import page_served
 from ..policy import HEADER
+from ..stats.setup import page_served
 from . import refused, services, who
 
 bp = Blueprint("simple", __name__)
