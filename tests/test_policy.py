@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 import logging
+import os
 import time
 from datetime import datetime, timezone
 
@@ -145,7 +146,7 @@ def test_the_setting_checks_the_file_at_start(tmp_path):
 def test_the_watcher_reloads_and_keeps_the_last_good_rules(tmp_path, caplog):
     path = tmp_path / "policy.toml"
     path.write_text('[cooldown]\nmin-age = "7d"\n')
-    watcher = policywatch.Watcher(path, interval=0)
+    watcher = policywatch.Watcher(path, interval=0, settle=0)
     first = watcher.current()
     assert first.min_age == 7 * DAY
     path.write_text('[cooldown]\nmin-age = "36h"\n')
@@ -161,6 +162,19 @@ def test_the_watcher_reloads_and_keeps_the_last_good_rules(tmp_path, caplog):
     assert watcher.current().min_age == 36 * 3600 and "cannot be read" in str(watcher.error)
     path.write_text('mode = "report"\n')
     assert watcher.current().mode == "report" and watcher.error is None
+
+
+def test_the_watcher_takes_a_new_version_only_once_it_has_settled(tmp_path):
+    path = tmp_path / "policy.toml"
+    path.write_text('[deny]\nprojects = ["evil"]\n')
+    watcher = policywatch.Watcher(path, interval=0, settle=3600)
+    path.write_text("")  # truncated, about to be written again: no policy to take
+    assert watcher.current().denied_projects == {"evil"}
+    path.write_text('[deny]\nprojects = ["evil", "worse"]\n')
+    assert watcher.current().denied_projects == {"evil"}
+    settled = time.time() - 3601
+    os.utime(path, (settled, settled))
+    assert watcher.current().denied_projects == {"evil", "worse"}
 
 
 def test_the_watcher_looks_at_the_file_at_most_once_per_interval(tmp_path):
@@ -303,7 +317,8 @@ def policed(make_app, tmp_path):
         responses.get(f"{MIRROR}/demo/", json=page, content_type=JSON_ACCEPT)
         responses.get(f"{FILES}/ab/demo-1.0.tar.gz", body=b"old")
         app = make_app(policy_file=path)
-        app.extensions["pypicache"].policy.watcher.interval = 0  # every request looks
+        watcher = app.extensions["pypicache"].policy.watcher
+        watcher.interval = watcher.settle = 0  # every request looks, and takes what it finds
         return app, app.test_client(), path
     return make
 
