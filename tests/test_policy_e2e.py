@@ -148,6 +148,25 @@ def test_the_incident_recipe_freeze_then_break_glass(fleet, tmp_path):
     assert uv_ok(index, tmp_path / "uv", "demo") == {"demo": "2.0"}
 
 
+@pytest.mark.parametrize("unknown", ["hold", "serve"])
+def test_an_html_only_upstream_gives_no_upload_times_and_unknown_time_decides(tmp_path, unknown):
+    up = Upstream(tmp_path / "up", formats=("html",)).start()
+    wheel(up, "demo", "1.0", timedelta(days=30))
+    policy = tmp_path / "policy.toml"
+    policy.write_text(COOLDOWN + f'unknown-time = "{unknown}"\n')
+    proxy = Proxy(tmp_path / "cache", up.env(), workers=1, PYPI_POLICY_FILE=str(policy)).start()
+    try:
+        done = pip_install(f"{proxy.url}/simple", tmp_path / "pip", "demo")
+        if unknown == "serve":
+            assert done.returncode == 0, done.stderr
+        else:
+            assert done.returncode != 0 and "(from versions: none)" in done.stderr
+            assert "unknown-time hold" in proxy.logs()
+    finally:
+        proxy.stop()
+        up.stop()
+
+
 def test_deny_by_name_and_by_specifier(fleet, tmp_path):
     up, start = fleet
     proxy = start('[deny]\nprojects = ["evil", "lib==1.1"]\n')
