@@ -36,6 +36,7 @@ from .stats.signals import policy_refused
 log = logging.getLogger(__name__)
 VERDICTS_KEPT = 4096  # page versions whose verdict a worker keeps
 BODIES_KEPT = 64  # filtered bodies a worker keeps (a few per page that loses files)
+BODY_BYTES_KEPT = 32 << 20  # and their bytes at most: a big project's page is megabytes
 FILES_KEPT = 65536  # file decisions a worker keeps
 METADATA = ".metadata"
 # On the cache volume while the app runs with a policy: the nginx front (docker/nginx/) then
@@ -65,11 +66,15 @@ class Policed:
 
 
 class _Kept(OrderedDict):
-    """A bounded map, oldest out first, safe across a worker's threads."""
+    """A bounded map, oldest out first, safe across a worker's threads; with `max_bytes`,
+    of byte strings, bounded by their total length too."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, max_bytes: int | None = None):
         super().__init__()
         self.size, self.lock = size, threading.Lock()
+        self.max_bytes = float("inf") if max_bytes is None else max_bytes
+        self.weigh = len if max_bytes is not None else (lambda value: 0)
+        self.bytes = 0
 
     def get_fresh(self, key, now: float):
         with self.lock:
@@ -79,10 +84,17 @@ class _Kept(OrderedDict):
         return found[0]
 
     def keep(self, key, value, until: float | None) -> None:
+        weight = self.weigh(value)
+        if weight > self.max_bytes:
+            return  # made again for each request rather than pushing out everything else
         with self.lock:
+            if (old := self.pop(key, None)) is not None:
+                self.bytes -= self.weigh(old[0])
             self[key] = (value, until)
-            while len(self) > self.size:
-                self.popitem(last=False)
+            self.bytes += weight
+            while len(self) > self.size or self.bytes > self.max_bytes:
+                _, (gone, _) = self.popitem(last=False)
+                self.bytes -= self.weigh(gone)
 
 
 def mark_for_front(cache_dir: Path, policy_file: Path | None) -> None:
@@ -103,7 +115,7 @@ class PolicyService:
     def __init__(self, watcher: Watcher, pages, listings):
         self.watcher, self.pages, self.listings = watcher, pages, listings
         self._verdicts = _Kept(VERDICTS_KEPT)
-        self._bodies = _Kept(BODIES_KEPT)
+        self._bodies = _Kept(BODIES_KEPT, BODY_BYTES_KEPT)
         self._files = _Kept(FILES_KEPT)
 
     # --- projects and pages ----------------------------------------------------------------

@@ -527,3 +527,19 @@ def test_policy_explain_says_what_happens_to_each_file(policed):
     assert result.output.splitlines()[-1] == "2 files of demo; mode enforce"
     result = runner.invoke(args=["pypicache", "policy", "explain", "evil"])
     assert result.output.strip() == "evil: refused, the whole project (deny evil); mode enforce"
+
+
+def test_filtered_bodies_kept_in_memory_are_bounded_by_their_bytes():
+    from app.policyserve import _Kept
+
+    kept = _Kept(10, max_bytes=100)
+    for i in range(5):
+        kept.keep(i, b"x" * 40, None)
+    assert list(kept) == [3, 4] and kept.bytes == 80
+    kept.keep(4, b"y" * 10, None)
+    assert kept.bytes == 50 and kept.get_fresh(4, 0) == b"y" * 10
+    kept.keep("big", b"z" * 101, None)  # bigger than the whole: not kept
+    assert "big" not in kept and kept.bytes == 50
+    assert kept.get_fresh(3, 0) is not None
+    kept.keep(5, b"w", 10.0)
+    assert kept.get_fresh(5, 9.9) == b"w" and kept.get_fresh(5, 10.0) is None  # until passed
