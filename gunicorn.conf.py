@@ -7,10 +7,11 @@ import tempfile
 # put the project root there first so `app` imports wherever gunicorn is started from.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from app.config import ConfigError, load  # noqa: E402  (needs the path above)
+from app.config import ConfigError, check_policy, load  # noqa: E402  (needs the path above)
 
 try:
     _settings = load()
+    check_policy(_settings)
 except ConfigError as error:
     # One line naming the variable, then exit 1: better than gunicorn's traceback of a
     # config file, and Docker/compose show it as the container's last log line.
@@ -91,7 +92,7 @@ control_socket_disable = True
 from app.stats import gunicorn as _stats_hooks  # noqa: E402
 from app.database import NAME as _CATALOG, prepare as _prepare_catalog  # noqa: E402
 from app.store import Store as _Store  # noqa: E402
-from app.policyserve import mark_for_front as _mark_for_front  # noqa: E402
+from app.policyserve import prepare as _prepare_policy  # noqa: E402
 
 post_request = _stats_hooks.post_request
 on_exit = _stats_hooks.on_exit
@@ -106,8 +107,9 @@ def on_starting(server):
     _stats_hooks.on_starting(server)
     _Store(_settings.cache_dir).prepare()
     _prepare_catalog(_settings.cache_dir / _CATALOG)
-    # With a policy, the nginx front must not serve files from disk: it asks the app.
-    _mark_for_front(_settings.cache_dir, _settings.policy_file)
+    # With a policy: the copy of its file that workers fall back on, and the nginx front
+    # told to serve no file from disk (app/policyserve.py).
+    _prepare_policy(_settings.cache_dir, _settings.policy_file)
 
 
 # A worker that died (SIGKILL, the timeout) leaves the temp file of its download, its flock

@@ -17,7 +17,7 @@ from .metadata import Metadata
 from .objects import open_storage
 from .pages import Pages
 from .policyfile import PolicyError
-from .policywatch import Watcher
+from .policywatch import LAST_GOOD, Watcher
 from .policyserve import PolicyService
 from .prefetch import Prefetcher
 from .store import Store
@@ -50,8 +50,8 @@ class Services:
         self.policy = None
         if self.settings.policy_file is not None:
             try:
-                watcher = Watcher(self.settings.policy_file)
-            except PolicyError as error:  # changed since the settings were read
+                watcher = Watcher(self.settings.policy_file, self.settings.cache_dir / LAST_GOOD)
+            except PolicyError as error:  # bad, and no good copy to fall back on
                 raise config.ConfigError(f"PYPI_POLICY_FILE: the policy file {error}") from None
             self.policy = PolicyService(watcher, self.pages, self.listings)
 

@@ -201,9 +201,9 @@ TABLE: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
     "prefetch_queue": ("PYPI_PREFETCH_QUEUE", convert.count, "256"),
     # 1: the chosen wheels too, for a fleet whose next container installs the same ones.
     "prefetch_files": ("PYPI_PREFETCH_FILES", convert.flag, "0"),
-    # A policy (docs/POLICY.md): its rules checked here, so a bad file stops the start;
-    # re-read by every worker when it changes (app/policyfile.py). Unset: no policy.
-    "policy_file": ("PYPI_POLICY_FILE", policyfile.checked_path, None),
+    # A policy (docs/POLICY.md): its rules checked as the server starts (check_policy), then
+    # re-read by every worker when it changes (app/policywatch.py). Unset: no policy.
+    "policy_file": ("PYPI_POLICY_FILE", convert.readable_file, None),
 }
 
 
@@ -255,6 +255,19 @@ def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings
         values["cache_dir"] = Path(_default_cache_dir(environ))
     values["cache_dir"] = Path(values["cache_dir"]).absolute()
     return Settings(**{field.name: values[field.name] for field in fields(Settings)})
+
+
+def check_policy(settings: Settings) -> None:
+    """The rules of PYPI_POLICY_FILE valid, or ConfigError in one line: as the server starts
+    (gunicorn.conf.py). Not in load(): a worker started later, with a bad new version of the
+    file in place, must come up with the last good rules rather than halt the server."""
+    if settings.policy_file is None:
+        return
+    try:
+        policyfile.read(settings.policy_file)
+    except policyfile.PolicyError as error:
+        raise ConfigError(f"PYPI_POLICY_FILE={str(settings.policy_file)!r}: the policy file "
+                          f"{error}") from None
 
 
 def _several(environ: Mapping[str, str], values: dict[str, Any]) -> tuple[indexes.Index, ...]:

@@ -157,22 +157,17 @@ def parse(data: bytes) -> Rules:
     )
 
 
-def read(path: Path) -> Rules:
+def load(path: Path) -> tuple[Rules, bytes]:
+    """A policy file's rules, and the bytes they were read from."""
     try:
         data = path.read_bytes()
     except OSError as error:
         raise PolicyError("", f"cannot be read: {error.strerror}") from None
-    return parse(data)
+    return parse(data), data
 
 
-def checked_path(value: str) -> Path:
-    """PYPI_POLICY_FILE's parser (app/config.py): a file whose rules are valid, as it starts."""
-    path = Path(value).absolute()
-    try:
-        read(path)
-    except PolicyError as error:
-        raise ValueError(f"the policy file {error}") from None
-    return path
+def read(path: Path) -> Rules:
+    return load(path)[0]
 
 
 def _known(table: dict, name: str) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import os
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -30,7 +29,7 @@ from .pagefiles import Body, Page, PageGone
 from .pages import GZIP_LEVEL
 from .policy import Refusal, Verdict
 from .policyfile import Rules, rfc3339
-from .policywatch import Watcher
+from .policywatch import LAST_GOOD, Watcher, write_atomic
 from .stats.signals import policy_refused
 
 log = logging.getLogger(__name__)
@@ -97,18 +96,17 @@ class _Kept(OrderedDict):
                 self.bytes -= self.weigh(gone)
 
 
-def mark_for_front(cache_dir: Path, policy_file: Path | None) -> None:
-    """As the server starts (gunicorn's arbiter): tell the front whether files must go to the
-    app, by the presence of FRONT_MARK. A mark a crash leaves only sends files to the app."""
+def prepare(cache_dir: Path, policy_file: Path | None) -> None:
+    """As the server starts (gunicorn's arbiter, the file checked): the copy of the policy
+    file workers fall back on (app/policywatch.py), and whether the front must pass files
+    to the app, said by FRONT_MARK (a mark a crash leaves only sends files to the app)."""
     mark = cache_dir / FRONT_MARK
     if policy_file is None:
         mark.unlink(missing_ok=True)
         return
-    mark.parent.mkdir(parents=True, exist_ok=True)
-    temp = mark.with_name(f".policy.{os.getpid()}")
-    temp.write_text("the app judges every file by its policy (PYPI_POLICY_FILE): "
-                    "the nginx front serves none from disk\n")
-    os.replace(temp, mark)
+    write_atomic(cache_dir / LAST_GOOD, policy_file.read_bytes())
+    write_atomic(mark, b"the app judges every file by its policy (PYPI_POLICY_FILE): "
+                 b"the nginx front serves none from disk\n")
 
 
 class PolicyService:

@@ -1,5 +1,11 @@
 """The policy in force in a worker: the policy file re-read when it changes, the last good
-rules kept when a new version is bad (and why said in the log and on /healthz)."""
+rules kept when a new version is bad (and why said in the log and on /healthz).
+
+The last good version is also kept as a copy in the cache (LAST_GOOD: written as the server
+starts, and by a worker each time it takes a new version), so that a worker started while a
+bad version is in place (after a crash of another, say) comes up with the last good rules
+rather than failing to boot, which would halt the whole server.
+"""
 from __future__ import annotations
 
 import logging
@@ -8,13 +14,14 @@ import threading
 import time
 from pathlib import Path
 
-from .policyfile import PolicyError, Rules, read
+from .policyfile import PolicyError, Rules, load
 
 log = logging.getLogger(__name__)
 CHECK_EVERY = 1.0  # seconds between two looks at the file's stat, per worker
 # A new version is read once it is this old (by its mtime): a file written in place (`cat >`
 # truncates it first) is never taken half-written, nor empty, for a policy that refuses less.
 SETTLE = 0.25
+LAST_GOOD = Path("policy") / "last-good.toml"  # under the cache directory
 
 
 class Watcher:
@@ -22,16 +29,23 @@ class Watcher:
     the file re-read only when its inode, mtime or size changed and the change has settled.
     A bad new version keeps the last good rules; `error` says why until a good version comes."""
 
-    def __init__(self, path: Path, interval: float = CHECK_EVERY, settle: float = SETTLE):
-        self.path, self.interval, self.settle = path, interval, settle
+    def __init__(self, path: Path, last_good: Path | None = None, interval: float = CHECK_EVERY,
+                 settle: float = SETTLE):
+        self.path, self.last_good, self.interval, self.settle = path, last_good, interval, settle
         self._lock = threading.Lock()
         self._signature = self._stat()
-        self.rules = read(path)  # a bad file here is the caller's error (the server's start)
+        self.error: PolicyError | None = None
+        self.error_since: float | None = None
+        try:
+            self.rules = load(path)[0]
+        except PolicyError as error:  # raised when there is no good copy either
+            if last_good is None or not last_good.is_file():
+                raise
+            self.rules = load(last_good)[0]
+            self._refuse(error)
         self.loaded = time.time()
         self._looked = time.monotonic()
         self._unsettled = False  # a change seen that was too fresh to read
-        self.error: PolicyError | None = None
-        self.error_since: float | None = None
 
     def current(self) -> Rules:
         if not self._due():
@@ -62,14 +76,34 @@ class Watcher:
             return True  # being written, perhaps: look again soon
         self._signature = signature
         try:
-            rules = read(self.path)
+            rules, data = load(self.path)
         except PolicyError as error:
-            log.warning("policy file %s not applied, the last good one stays in force: %s",
-                        self.path, error)
-            self.error, self.error_since = error, time.time()
+            self._refuse(error)
             return False
         if rules.digest != self.rules.digest:
             log.info("policy file %s reloaded (%s, mode %s)", self.path, rules.digest, rules.mode)
             self.loaded = time.time()
+            self._keep(data)
         self.rules, self.error, self.error_since = rules, None, None
         return False
+
+    def _refuse(self, error: PolicyError) -> None:
+        log.warning("policy file %s not applied, the last good one stays in force: %s",
+                    self.path, error)
+        self.error, self.error_since = error, time.time()
+
+    def _keep(self, data: bytes) -> None:
+        if self.last_good is None:
+            return
+        try:
+            write_atomic(self.last_good, data)
+        except OSError as error:  # a worker started later falls back on an older copy
+            log.warning("could not keep a copy of the policy file: %s", error.strerror)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """`data` at `path`, whole or not at all (several workers may write it at once)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    temp.write_bytes(data)
+    os.replace(temp, path)

@@ -132,14 +132,17 @@ def test_the_setting_checks_the_file_at_start(tmp_path):
     good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
     good.write_text('[cooldown]\nmin-age = "7d"\n')
     bad.write_text('[cooldown]\nmin-age = "a week"\n')
-    assert config.load({"PYPI_POLICY_FILE": str(good)}).policy_file == good
+    settings = config.load({"PYPI_POLICY_FILE": str(good)})
+    assert settings.policy_file == good
+    config.check_policy(settings)
+    config.check_policy(config.load({}))
     assert config.load({}).policy_file is None
     with pytest.raises(config.ConfigError) as caught:
-        config.load({"PYPI_POLICY_FILE": str(bad)})
+        config.check_policy(config.load({"PYPI_POLICY_FILE": str(bad)}))
     message = str(caught.value)
     assert message.startswith("PYPI_POLICY_FILE=") and "cooldown.min-age" in message
     assert "\n" not in message
-    with pytest.raises(config.ConfigError, match="cannot be read"):
+    with pytest.raises(config.ConfigError, match="PYPI_POLICY_FILE=.*must be a readable file"):
         config.load({"PYPI_POLICY_FILE": str(tmp_path / "missing.toml")})
 
 
@@ -162,6 +165,22 @@ def test_the_watcher_reloads_and_keeps_the_last_good_rules(tmp_path, caplog):
     assert watcher.current().min_age == 36 * 3600 and "cannot be read" in str(watcher.error)
     path.write_text('mode = "report"\n')
     assert watcher.current().mode == "report" and watcher.error is None
+
+
+def test_a_worker_started_with_a_bad_file_in_place_takes_the_last_good_copy(tmp_path):
+    path, kept = tmp_path / "policy.toml", tmp_path / "cache" / "policy" / "last-good.toml"
+    path.write_text('[deny]\nprojects = ["evil"]\n')
+    watcher = policywatch.Watcher(path, kept, interval=0, settle=0)
+    assert not kept.exists()  # building writes nothing to the cache
+    path.write_text('[deny]\nprojects = ["evil", "worse"]\n')
+    assert watcher.current().denied_projects == {"evil", "worse"}
+    assert kept.read_text() == path.read_text()  # each good new version is kept
+    path.write_text('[deny]\nprojects = ["evil", "worse"]\ntypo = 1\n')
+    later = policywatch.Watcher(path, kept)
+    assert later.rules.denied_projects == {"evil", "worse"} and later.error.key == "deny.typo"
+    kept.unlink()
+    with pytest.raises(PolicyError, match="deny.typo: unknown key"):
+        policywatch.Watcher(path, kept)
 
 
 def test_the_watcher_takes_a_new_version_only_once_it_has_settled(tmp_path):

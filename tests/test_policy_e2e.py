@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import time
 from datetime import datetime, timedelta, timezone
@@ -253,6 +254,17 @@ def test_a_rewritten_policy_applies_on_every_worker_and_a_bad_one_keeps_the_last
         assert state["policy"]["error"].startswith("deny.project: unknown key")
     assert _answers(proxy, lib) == {"deny lib>1.0"}
     assert "not applied, the last good one stays in force: deny.project" in proxy.logs()
+    # A worker that dies now is replaced by one that starts with the bad file in place: it
+    # comes up, with the last good policy, and the server stays up.
+    before = set(proxy.worker_pids())
+    os.kill(min(before), signal.SIGKILL)
+    eventually(lambda: len(set(proxy.worker_pids()) - before) == 1
+               and len(proxy.worker_pids()) == 3)
+    (newcomer,) = set(proxy.worker_pids()) - before
+    assert f"[{newcomer}] [WARNING] policy file {proxy.policy} not applied" in proxy.logs()
+    workers, answers = {str(pid) for pid in proxy.worker_pids()}, set()
+    eventually(every_worker_answered, seconds=60)
+    assert answers == {"deny lib>1.0"} and proxy.process.poll() is None
 
 
 def test_the_app_tells_the_nginx_front_to_pass_every_file_to_it(fleet, tmp_path):
