@@ -72,8 +72,10 @@ class Watcher:
         signature = self._stat()
         if signature == self._signature:
             return False
-        if signature is not None and time.time() - signature[1] / 1e9 < self.settle:
-            return True  # being written, perhaps: look again soon
+        # Being written, perhaps: look again soon. (An mtime in the future, a clock apart or
+        # a copy that kept it, says nothing of that: read it.)
+        if signature is not None and 0 <= time.time() - signature[1] / 1e9 < self.settle:
+            return True
         self._signature = signature
         try:
             rules, data = load(self.path)

@@ -194,6 +194,10 @@ def test_the_watcher_takes_a_new_version_only_once_it_has_settled(tmp_path):
     settled = time.time() - 3601
     os.utime(path, (settled, settled))
     assert watcher.current().denied_projects == {"evil", "worse"}
+    path.write_text('[deny]\nprojects = ["worst"]\n')
+    ahead = time.time() + 7200  # a clock apart: the mtime says nothing, the file is read
+    os.utime(path, (ahead, ahead))
+    assert watcher.current().denied_projects == {"worst"}
 
 
 def test_the_watcher_looks_at_the_file_at_most_once_per_interval(tmp_path):

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -212,6 +213,28 @@ def test_report_mode_serves_everything_and_counts_what_it_would_refuse(fleet, tm
         assert line in metrics, metrics
     assert "would refuse (report mode) the file demo-2.0-py3-none-any.whl" in proxy.logs()
     assert 'mode="enforce"' not in metrics
+
+
+def test_no_request_fails_while_the_policy_is_rewritten_under_installs(fleet, tmp_path):
+    _, start = fleet
+    proxy = start(COOLDOWN, workers=3)
+    index, versions = f"{proxy.url}/simple", []
+    # Two versions that differ in what these installs do not need: none of them may fail.
+    first = COOLDOWN + '[deny]\nprojects = ["evil"]\n'
+    second = COOLDOWN + '[deny]\nprojects = ["evil", "lib<1"]\n'
+    with ThreadPoolExecutor(4) as pool:
+        installs = [pool.submit(pip_install, index, tmp_path / f"pip{i}", "app") for i in range(12)]
+        for i in range(6):
+            rewrite(proxy, first if i % 2 else second)
+            time.sleep(0.6)
+        for install in installs:
+            done = install.result()
+            assert done.returncode == 0, done.stderr
+            versions.append(installed(Path(done.args[done.args.index("--target") + 1])))
+    assert versions == [{"app": "1.0", "lib": "1.1", "demo": "1.0"}] * 12
+    assert proxy.logs().count("reloaded") > 1
+    statuses = re.findall(r'"GET [^"]*" (\d{3}) ', proxy.logs())
+    assert statuses and not [s for s in statuses if s.startswith("5")]
 
 
 def _answers(proxy: Proxy, url: str, count: int = 30) -> set:
