@@ -153,7 +153,6 @@ class Settings:
     policy_file: Path | None
 
 
-
 # name -> (environment variable, parser, default). The default None means "derived below".
 TABLE: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
     "mirror_url": ("PYPI_MIRROR_URL", convert.url, None),

@@ -61,7 +61,6 @@ class Metrics:
         self.ahead_failed = Counter(
             "pypicache_fetch_ahead_failed", "Fetch-ahead steps that failed (fetching ahead then "
             "pauses)", ["kind"], **make)
-
         self.policy_refusals = Counter(
             "pypicache_policy_refusals", "Requests the policy refused something in (in report "
             "mode: would have), by rule, mode and what: a project, files of a page, a file",
