@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -15,7 +14,8 @@ import pytest
 import requests
 
 from .fixture_upstream import Upstream
-from .servers import ROOT, Proxy, clean_environ, installed, pip_install, uv_install
+from .servers import Proxy, installed, pip_install, uv_install
+from .test_nginx_front import fronted
 from .wheels import make_wheel
 
 pytestmark = pytest.mark.e2e
@@ -290,34 +290,33 @@ def test_a_rewritten_policy_applies_on_every_worker_and_a_bad_one_keeps_the_last
     assert answers == {"deny lib>1.0"} and proxy.process.poll() is None
 
 
-def test_the_app_tells_the_nginx_front_to_pass_every_file_to_it(fleet, tmp_path):
-    """While the app runs with a policy, a mark on the volume makes the front (which serves
-    published files from disk without asking the app) hand every file to the app."""
+def test_the_nginx_front_serves_no_held_or_denied_file_from_disk(fleet, tmp_path):
+    """The front (docker/nginx/, Debian's nginx) serves published files without asking the
+    app; while the app runs with a policy it passes them all to the app, cached or not."""
     up, start = fleet
     proxy = start(COOLDOWN)
-    mark = proxy.cache_dir / "front" / "policy"
-    assert mark.is_file()
+    with fronted(proxy) as front:
+        lib = proxy.files["lib-1.1"]
+        answer = requests.get(front.url + "/packages" + lib.path[len("/packages"):], timeout=10)
+        assert answer.status_code == 200 and "X-Front-Cache" not in answer.headers  # the app's
+        rewrite(proxy, COOLDOWN + '[deny]\nprojects = ["lib>1.0"]\n')
+        url = front.url + "/packages" + lib.path[len("/packages"):]
+        eventually(lambda: requests.get(url, timeout=10).status_code == 403)
+        time.sleep(1.2)
+        for _ in range(10):  # cached on the volume, and refused through the front
+            answer = requests.get(url, timeout=10, headers={"Connection": "close"})
+            assert answer.status_code == 403
+            assert answer.headers["X-Pypicache-Policy"] == "deny lib>1.0"
+        held = front.url + "/packages" + proxy.files["demo-2.0"].path[len("/packages"):]
+        assert requests.get(held, timeout=10).status_code == 403
+        assert uv_ok(front.url + "/simple", tmp_path / "uv", "demo") == {"demo": "1.0"}
     proxy.stop()
+    # Without a policy the same front serves the cached file from disk again.
     without = Proxy(proxy.cache_dir, up.env(), workers=1).start()
     try:
-        assert not mark.exists()
+        with fronted(without) as front:
+            answer = requests.get(front.url + "/packages" + lib.path[len("/packages"):],
+                                  timeout=10)
+            assert answer.status_code == 200 and answer.headers["X-Front-Cache"] == "disk"
     finally:
         without.stop()
-    # The front's configuration, as its start script renders it, checks the mark before it
-    # would serve a file from disk (nginx itself stands in: a script that keeps the file).
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "nginx").write_text('#!/bin/sh\nwhile [ "$1" != -c ]; do shift; done\n'
-                                f'cp "$2" {tmp_path}/rendered.conf\n')
-    (fake / "nginx").chmod(0o755)
-    env = clean_environ() | {"PATH": f"{fake}:{os.environ['PATH']}",
-                             "PYPI_CACHE_DIR": str(proxy.cache_dir), "PYPICACHE_APP": "127.0.0.1:9",
-                             "PYPICACHE_LISTEN": "127.0.0.1:9", "PYPICACHE_LOG_ROTATE": "1",
-                             "PYPICACHE_FRONT_DIR": str(tmp_path / "front")}
-    subprocess.run(["sh", str(ROOT / "docker" / "nginx" / "start")], env=env, check=True,
-                   timeout=60)
-    rendered = (tmp_path / "rendered.conf").read_text()
-    files = rendered[rendered.index("location ~ ^/packages/"):rendered.index("location @app")]
-    check = f"if (-f {proxy.cache_dir}/front/policy) {{\n                return 418;"
-    assert check in files and "error_page 418 = @app;" in files
-    assert files.index(check) < files.index("add_header X-Front-Cache")
