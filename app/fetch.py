@@ -18,7 +18,7 @@ import threading
 import time
 from urllib.parse import quote
 
-from . import conditional, indexes, names, ranges, wakeups
+from . import conditional, upstreams, names, ranges, wakeups
 from .catalog import Catalog
 from .download import Download
 from .errors import (
@@ -26,10 +26,10 @@ from .errors import (
 )
 from .limits import Slots
 from .listings import Listings
-from .objects import Stored
+from .storage import BucketFile
 from .results import Follow, Head, Hit
-from .store import Store, key
-from .upstream import Upstream
+from .cachedir import CacheDir, key
+from .httpclient import Upstream
 
 log = logging.getLogger(__name__)
 # What a waiter answers when the leader it waited on failed with this status.
@@ -37,17 +37,17 @@ _SHARED = {404: NotFound, 503: Busy, 504: UpstreamTimeout, 507: StorageError}
 
 
 class Fetcher:
-    def __init__(self, settings, store: Store, catalog: Catalog, upstream: Upstream,
+    def __init__(self, settings, cachedir: CacheDir, catalog: Catalog, upstream: Upstream,
                  listings: Listings):
         self.settings = settings
-        self.store = store
+        self.cachedir = cachedir
         self.catalog = catalog
         self.upstream = upstream
         self.listings = listings  # what the pages promise of each file (fetching them if need be)
         # No new byte for this long: give up. A second more than the leader's own read
         # timeout, so that a stalled upstream ends in the leader's clean abort first.
         self.stall = settings.read_timeout + 1
-        self.slots = Slots(store, settings.max_downloads, settings.max_downloads_total,
+        self.slots = Slots(cachedir, settings.max_downloads, settings.max_downloads_total,
                            settings.download_wait)
         # How long a leader may take to announce: a slot, then the upstream's headers.
         self.start_wait = settings.download_wait + settings.connect_timeout + settings.read_timeout
@@ -69,7 +69,7 @@ class Fetcher:
                 return early
         return self.single_flight(path)
 
-    def describe(self, path: str) -> Hit | Stored | Head:
+    def describe(self, path: str) -> Hit | BucketFile | Head:
         """The cached file (here or, for ClusterFetcher, in the bucket), or what the upstream's
         HEAD says of it. A HEAD starts no download (a whole file fetched to report its length
         would also let anyone fill the cache at no cost to themselves)."""
@@ -110,8 +110,8 @@ class Fetcher:
             return None  # the upstream sends whole files only: follow the one download
 
     def url(self, path: str) -> str:
-        """The upstream URL of a file path (its upstream's files URL: app/indexes.py)."""
-        up, upstream_path = indexes.locate(self.settings, path)
+        """The upstream URL of a file path (its upstream's files URL: app/upstreams.py)."""
+        up, upstream_path = upstreams.locate(self.settings, path)
         return f"{up.files_url}/{quote(upstream_path)}"
 
     def single_flight(self, path: str) -> Hit | Follow:
@@ -123,10 +123,10 @@ class Fetcher:
             backoff.arm()
             if (hit := self.cached(path)) is not None:
                 return hit
-            lock = self.store.try_lock(path)
+            lock = self.cachedir.try_lock(path)
             if lock is not None:
                 if (hit := self.cached(path)) is not None:
-                    self.store.unlock(path, lock)
+                    self.cachedir.unlock(path, lock)
                     return hit
                 self._share_failure(path, started, lock)
                 return self._lead(path, lock)
@@ -142,17 +142,17 @@ class Fetcher:
         announcement: answer it too, rather than each waiter trying again in turn (which made
         n waiters on a black hole wait n timeouts). Whoever comes later tries afresh."""
         try:
-            note = json.loads(self.store.announce_path(path).read_bytes())
+            note = json.loads(self.cachedir.announce_path(path).read_bytes())
         except (OSError, ValueError):
             return
         if isinstance(note, dict) and note.get("failed") and note.get("at", 0) >= since:
-            self.store.unlock(path, lock)
+            self.cachedir.unlock(path, lock)
             raise _SHARED.get(note["failed"], UpstreamError)(
                 note.get("message", "upstream failed"), note.get("retry_after"))
 
     def cached(self, path: str) -> Hit | None:
         try:
-            return Hit(open(self.store.file(path), "rb"))
+            return Hit(open(self.cachedir.file(path), "rb"))
         except FileNotFoundError:
             return None
         except (IsADirectoryError, NotADirectoryError):
@@ -169,15 +169,16 @@ class Fetcher:
             response = self.upstream.get(self.url(path), headers={"Accept-Encoding": "identity"})
             length = response.headers.get("Content-Length")
             size = _agreed(size, int(length) if length and length.isdigit() else None)
-            fd, part = self.store.new_temp(key(path))
-            self.store.write_json(self.store.announce_path(path), {"part": part.name, "size": size})
+            fd, part = self.cachedir.new_temp(key(path))
+            self.cachedir.write_json(self.cachedir.announce_path(path),
+                                     {"part": part.name, "size": size})
             wakeups.changed(path)  # clients of this process waiting for it to start
             follow = self._follow(path, cache="miss")
             assert follow is not None  # we hold the temp file's flock, so it is live
         except BaseException as error:
             if isinstance(error, ProxyError):  # for the clients waiting on us (_share_failure)
                 with contextlib.suppress(ProxyError, OSError):
-                    self.store.write_json(self.store.announce_path(path), {
+                    self.cachedir.write_json(self.cachedir.announce_path(path), {
                         "failed": error.status, "message": error.message, "at": time.time(),
                         "retry_after": error.retry_after})
             if response is not None:
@@ -187,7 +188,7 @@ class Fetcher:
                 os.close(fd)
             if slot is not None:
                 self.slots.release(slot)
-            self.store.unlock(path, lock)
+            self.cachedir.unlock(path, lock)
             raise
         job = Download(self, path, project, sha256, size, response, fd, part, (lock, slot))
         # Not a daemon: a worker leaving gracefully (SIGHUP, SIGTERM) exits through sys.exit,
@@ -200,21 +201,21 @@ class Fetcher:
 
     def _clear_dead(self, path: str) -> None:
         """We hold the lock, so any temp file of this path belongs to a dead writer."""
-        self.store.announce_path(path).unlink(missing_ok=True)
-        for part in self.store.tmp.glob(f"{key(path)}.*.part"):
+        self.cachedir.announce_path(path).unlink(missing_ok=True)
+        for part in self.cachedir.tmp.glob(f"{key(path)}.*.part"):
             part.unlink(missing_ok=True)
 
     # --- every client --------------------------------------------------------------------
     def _follow(self, path: str, cache: str = "follower") -> Follow | None:
         try:
-            announce = json.loads(self.store.announce_path(path).read_bytes())
-            fd = os.open(self.store.tmp / announce["part"], os.O_RDONLY)
+            announce = json.loads(self.cachedir.announce_path(path).read_bytes())
+            fd = os.open(self.cachedir.tmp / announce["part"], os.O_RDONLY)
         except (OSError, ValueError, KeyError):
             return None  # not announced yet, or already gone: the caller looks again
-        if not self.store.held_by_other(fd) and not self.store.published(path, fd):
+        if not self.cachedir.held_by_other(fd) and not self.cachedir.published(path, fd):
             os.close(fd)  # a dead writer's leftovers
             return None
-        return Follow(self.store, self.stall, path, fd, announce["size"], cache)
+        return Follow(self.cachedir, self.stall, path, fd, announce["size"], cache)
 
 
 def _agreed(size: int | None, length: int | None) -> int | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import indexes, names
+from . import upstreams, names
 from .errors import BadRequest, NotFound
 from .pagemodel import File
 
@@ -45,7 +45,7 @@ class Listings:
         due): NotFound for a file no page lists, so nothing unlisted is ever asked upstream."""
         if (listed := self.find(path)) is not None:
             return listed
-        indexes.locate(self.settings, path)  # a file of no configured upstream: 404 at once
+        upstreams.locate(self.settings, path)  # a file of no configured upstream: 404 at once
         try:
             project = names.project_name(names.project_of_file(path))
         except BadRequest:

@@ -10,7 +10,7 @@ import time
 from . import names, wheelmeta
 from .errors import IntegrityError, NotFound, UpstreamError, UpstreamTimeout
 from .fetch import Fetcher
-from .objects import Stored
+from .storage import BucketFile
 from .ranges import RangeReader, RangesIgnored
 from .results import DownloadAborted, DownloadStalled, Follow, Head, Hit
 
@@ -35,14 +35,15 @@ class Metadata:
     upstream with Range requests, published at the same path so later hits are plain files."""
 
     def __init__(self, fetcher: Fetcher):
-        self.fetcher, self.store, self.catalog = fetcher, fetcher.store, fetcher.catalog
+        self.fetcher, self.cachedir, self.catalog = fetcher, fetcher.cachedir, fetcher.catalog
         self.wait = sum(fetcher.upstream.timeout)  # another worker's extraction: connect + read
 
     def open(self, path: str) -> Hit | Follow:
         if (hit := self.fetcher.cached(path)) is not None:
             return hit
         wheel = path[:-len(".metadata")]
-        if not self.store.file(wheel).is_file():  # nothing of an unlisted wheel is asked upstream
+        # Nothing of an unlisted wheel is asked upstream.
+        if not self.cachedir.file(wheel).is_file():
             listed = self.fetcher.listings.require(path)
         else:
             listed = self.fetcher.listings.find(path)
@@ -54,10 +55,10 @@ class Metadata:
         except NotFound:
             pass  # the upstream has no .metadata for it (or advertised one it cannot serve)
         except UpstreamError:
-            if not self.store.file(wheel).is_file():
+            if not self.cachedir.file(wheel).is_file():
                 raise
             # The upstream is down, but the wheel is here: its METADATA is the same bytes.
-        with self.store.lock(path, timeout=self.wait):
+        with self.cachedir.lock(path, timeout=self.wait):
             if (hit := self.fetcher.cached(path)) is not None:
                 return hit
             project, sha256 = (listed.project, listed.sha256) if listed else (None, None)
@@ -65,7 +66,7 @@ class Metadata:
             digest = hashlib.sha256(data).hexdigest()
             if sha256 and digest != sha256:
                 raise IntegrityError("the wheel's METADATA does not match the page's metadata hash")
-            self.store.write_file(path, data)
+            self.cachedir.write_file(path, data)
             # Its catalog row, and with it the hash the next render of the page advertises,
             # comes with the next statistics flush, as for every published file.
             self.catalog.record_cached(path, project or names.project_of_file(path), len(data), digest)
@@ -73,7 +74,7 @@ class Metadata:
         result.cache = "miss"
         return result
 
-    def describe(self, path: str) -> Hit | Stored | Head:
+    def describe(self, path: str) -> Hit | BucketFile | Head:
         """A HEAD of `<wheel>.metadata`, which fetches nothing but what a HEAD of a file asks:
         the published file, else the upstream's HEAD of its `.metadata`; where the upstream
         has none, a 200 without a length, as a GET would extract it from the wheel, once the
@@ -81,7 +82,7 @@ class Metadata:
         if (hit := self.fetcher.cached(path)) is not None:
             return hit
         wheel = path[:-len(".metadata")]
-        here = self.store.file(wheel).is_file()
+        here = self.cachedir.file(wheel).is_file()
         listed = self.fetcher.listings.find(path) if here else self.fetcher.listings.require(path)
         try:
             if not (listed and listed.file.extracted):
@@ -113,7 +114,7 @@ class Metadata:
             except RangesIgnored:
                 log.info("the upstream ignores ranges: downloading %s for its metadata", filename)
             hit = self._complete(wheel)
-        if isinstance(hit, Stored):  # in the bucket other nodes share (app/cluster.py)
+        if isinstance(hit, BucketFile):  # in the bucket other nodes share (app/cluster.py)
             with contextlib.closing(hit):
                 return wheelmeta.core_metadata(hit.blob, filename)
         with hit.file:

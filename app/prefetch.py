@@ -151,7 +151,7 @@ class Prefetcher:
         others' work: on the real index that made a warm resolve twice as slow. A claim is a
         file per job under tmp/ahead/, its mtime when it was begun (two workers that look at
         the same instant may both do it: only work is repeated, never a download)."""
-        directory = self.fetcher.store.tmp / "ahead"
+        directory = self.fetcher.cachedir.tmp / "ahead"
         path = directory / hashlib.sha1(repr(_key(job)).encode()).hexdigest()
         now = time.time()
         try:

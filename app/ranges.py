@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from .errors import IntegrityError, UpstreamError
-from .upstream import Upstream
+from .httpclient import Upstream
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 _IDENTITY = {"Accept-Encoding": "identity"}  # ranges of the stored bytes, never of a re-encoding

@@ -12,9 +12,9 @@ from typing import BinaryIO, Iterator
 
 from . import names, wakeups
 from .errors import UpstreamError
-from .objects import Stored
-from .store import Store
-from .upstream import CHUNK
+from .storage import BucketFile
+from .cachedir import CacheDir
+from .httpclient import CHUNK
 
 
 class DownloadAborted(Exception):
@@ -50,9 +50,9 @@ class Follow:
     aborted response, never in a complete-looking wrong body.
     """
 
-    def __init__(self, store: Store, stall: float, path: str, fd: int, size: int | None,
+    def __init__(self, cachedir: CacheDir, stall: float, path: str, fd: int, size: int | None,
                  cache: str):
-        self.store, self.stall, self.path, self.fd, self.size = store, stall, path, fd, size
+        self.cachedir, self.stall, self.path, self.fd, self.size = cachedir, stall, path, fd, size
         self.cache = cache  # "miss" for the client that started it, "follower" for the others
         # A range that ends before the file's end, taken from the download on its way
         # (Fetcher._range in app/fetch.py): its last bytes need not wait for the publish, as
@@ -65,13 +65,13 @@ class Follow:
             self.fd = None
 
     def published(self) -> bool:
-        return self.store.published(self.path, self.fd)
+        return self.cachedir.published(self.path, self.fd)
 
     def _failure(self) -> tuple[str, int]:
         """What the writer left when it failed (app/download.py), or a plain failure."""
         message = f"download of {names.filename(self.path)} failed"
         try:
-            note = json.loads(self.store.announce_path(self.path).read_bytes())
+            note = json.loads(self.cachedir.announce_path(self.path).read_bytes())
             return f"{message}: {note['message']}", int(note["failed"])
         except (OSError, ValueError, KeyError, TypeError):
             return message, 502
@@ -107,7 +107,7 @@ class Follow:
                         position += len(chunk)
                         yield chunk
                     return
-                if not self.store.held_by_other(self.fd):
+                if not self.cachedir.held_by_other(self.fd):
                     if self.published():  # published between the two looks
                         continue
                     raise DownloadAborted(*self._failure())
@@ -138,7 +138,7 @@ def read_answer(result, limit: int) -> bytes | None:
     if isinstance(result, Hit):
         with result.file:
             data = result.file.read(limit + 1)
-    elif isinstance(result, Stored):
+    elif isinstance(result, BucketFile):
         with contextlib.closing(result):
             data = b"".join(_bounded(result.blob.chunks(), limit))
     elif isinstance(result, Follow):

@@ -30,8 +30,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .config import redact_text
 from .convert import s3_location
-from .objects import CHUNK, Item, NoLease
-from .store import key as hashed
+from .storage import CHUNK, Item, NoLease
+from .cachedir import key as hashed
 
 log = logging.getLogger(__name__)
 LEASE_SECONDS = 10.0

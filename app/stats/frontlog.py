@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..catalog import Catalog
-from ..store import Store
+from ..cachedir import CacheDir
 
 log = logging.getLogger(__name__)
 LOCK = "front-log"
@@ -31,10 +31,10 @@ MAX_READ = 4 << 20  # bytes read per transaction
 
 
 class FrontLog:
-    def __init__(self, store: Store, catalog: Catalog,
+    def __init__(self, cachedir: CacheDir, catalog: Catalog,
                  counted: Callable[[int, int], None] | None = None):
-        self.store, self.catalog = store, catalog
-        self.directory = store.root / "front"
+        self.cachedir, self.catalog = cachedir, catalog
+        self.directory = cachedir.root / "front"
         self.counted = counted  # (hits, bytes) once committed: for the Prometheus counters
         self._thread: threading.Thread | None = None
         self._pid = 0
@@ -58,7 +58,7 @@ class FrontLog:
         is reading or there is no front)."""
         if not self.directory.is_dir():
             return 0
-        lock = self.store.try_lock(LOCK)
+        lock = self.cachedir.try_lock(LOCK)
         if lock is None:
             return 0
         try:
@@ -72,7 +72,7 @@ class FrontLog:
                 for path in paths
             )
         finally:
-            self.store.unlock(LOCK, lock)
+            self.cachedir.unlock(LOCK, lock)
 
     def _read_file(self, path: Path, offset: int, newest: bool) -> int:
         lines = 0

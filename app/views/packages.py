@@ -11,7 +11,7 @@ from .. import names
 from ..conditional import Answer, Ask, Validator, of_open_file, resolve, validator
 from ..errors import StorageError, UpstreamError, UpstreamTimeout
 from ..metadata import SUFFIX as METADATA
-from ..objects import FileBlob, Stored
+from ..storage import FileBlob, BucketFile
 from ..ranges import Part
 from ..results import DownloadAborted, DownloadStalled, Follow, Head, Hit
 from ..stats.setup import file_served
@@ -35,7 +35,7 @@ def package(path: str) -> Response:
         found.prefetch.after_metadata(path, request.headers.get("User-Agent", ""))
     else:
         result = found.fetcher.open(path, ask)
-    if isinstance(result, Stored) and result.url is not None:
+    if isinstance(result, BucketFile) and result.url is not None:
         result.close()
         response = redirect(result.url, 302)  # temporary: the presigned URL expires
     else:
@@ -46,7 +46,7 @@ def package(path: str) -> Response:
     return response
 
 
-def _respond(result: Hit | Follow | Part | Stored | Head, path: str, ask: Ask) -> Response:
+def _respond(result: Hit | Follow | Part | BucketFile | Head, path: str, ask: Ask) -> Response:
     """Every kind of result answered alike, as the nginx front answers a published file:
     the same validators, conditionals and ranges (app/conditional.py).
 
@@ -88,7 +88,7 @@ def _respond(result: Hit | Follow | Part | Stored | Head, path: str, ask: Ask) -
     return response
 
 
-def _body(result: Hit | Follow | Part | Stored | Head, start: int,
+def _body(result: Hit | Follow | Part | BucketFile | Head, start: int,
           stop: int | None) -> Iterable[bytes]:
     """The bytes [start, stop) of a result (none for a HEAD)."""
     if isinstance(result, Hit):
@@ -97,7 +97,7 @@ def _body(result: Hit | Follow | Part | Stored | Head, start: int,
         return ()
     if isinstance(result, Part):
         return result.chunks
-    if isinstance(result, Stored):
+    if isinstance(result, BucketFile):
         return _first_bytes(result.blob.chunks(start, stop))
     return _first_bytes(result.stream(start, stop))  # a download, as it lands
 

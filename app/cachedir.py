@@ -52,7 +52,7 @@ def published_mtime(path: str) -> int:
     return _MTIME_EPOCH + int(key(path)[:8], 16) % _MTIME_SPAN
 
 
-class Store:
+class CacheDir:
     """The cache directory's layout and its write primitives; making it touches nothing."""
 
     def __init__(self, root: Path):

@@ -32,7 +32,7 @@ class Linker:
 
     def __init__(self, files_url: str, prefix: str = ""):
         self.base = files_url.rstrip("/") + "/"
-        self.prefix = prefix  # the upstream's name and '/' when there are several (app/indexes.py)
+        self.prefix = prefix  # the upstream's name and '/' when there are several (app/upstreams.py)
 
     def path(self, page_url: str, href: str) -> tuple[str, str] | None:
         href = href.strip()

@@ -4,7 +4,8 @@ The shape is warehouse's file storage: `get(path)`, `store(path, file_path)`, de
 prefix, and every storage fault turned into FileNotFoundError (or False) at the boundary, so a
 caller never knows which implementation it has. The local directory is the default and stays
 each node's spool (downloads in progress, followers on the same node); with
-PYPI_STORAGE_URL=s3://bucket/prefix the bucket is shared by every node (app/s3.py).
+PYPI_STORAGE_URL=s3://bucket/prefix the bucket is shared by every node (app/s3.py,
+chosen by app/__init__.py).
 """
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ class Storage(Protocol):
         """A claim on `name` across nodes, or None while another node holds a live one."""
 
 
-class Stored:
+class BucketFile:
     """A file in the bucket, not on this node's disk: streamed from it, or a redirect to it."""
 
     cache = "bucket"
@@ -149,11 +150,3 @@ class LocalStorage:
     def lease(self, name: str) -> NoLease:
         return NoLease()
 
-
-def open_storage(url: str | None, local: Path, **options) -> Storage:
-    """The storage PYPI_STORAGE_URL names: an S3 bucket, or (unset) the local directory."""
-    if not url:
-        return LocalStorage(local)
-    from .s3 import S3Storage  # boto3 is imported only by deployments that use a bucket
-
-    return S3Storage(url, **options)
