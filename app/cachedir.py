@@ -39,6 +39,7 @@ def key(name: str) -> str:
     return hashlib.sha1(name.encode()).hexdigest()
 
 
+CLAIMS_PRUNED_EVERY = 1000  # claims between two removals of the expired ones
 # Published files' mtimes lie in 2000-2019: in the past (a Last-Modified in the future is
 # invalid, RFC 9110 8.8.2.1) and spread by path, so that no two files share an ETag by chance.
 _MTIME_EPOCH = 946684800  # 2000-01-01T00:00:00Z
@@ -61,8 +62,9 @@ class CacheDir:
         self.pages = self.root / "pages"
         self.tmp = self.root / "tmp"
         self.locks = self.root / "locks"
+        self._claims = 0  # made by this process, see `claim`
 
-    def prepare(self) -> "Store":
+    def prepare(self) -> "CacheDir":
         """Make the directories and remove what crashed writers left in tmp/: gunicorn does
         as the server starts; a process's first write makes the directories it lacks."""
         self._make_directories()
@@ -75,7 +77,7 @@ class CacheDir:
 
     def _first_write(self, make):
         """`make()`, once the directories are made if the cache has none yet (a read-only
-        command never writes, so building a Store makes none). Not swept then: another
+        command never writes, so building a CacheDir makes none). Not swept then: another
         thread's temp file, made but not yet locked, would go (a concurrent /healthz saw it)."""
         try:
             return make()
@@ -120,6 +122,32 @@ class CacheDir:
         finally:
             os.close(fd)
             wakeups.changed("lock " + name)
+
+    def claim(self, kind: str, name: str, ttl: float) -> bool:
+        """Whether the caller is the one on this machine to do the work `name` now: once per
+        `ttl` seconds, whichever worker asks first. A claim is a file under tmp/<kind>/, its
+        mtime when the work was begun; two workers that look at the same instant may both get
+        it, so it is for work that is only wasted when repeated (fetching ahead), not a lock."""
+        directory = self.tmp / kind
+        path = directory / hashlib.sha1(name.encode()).hexdigest()
+        now = time.time()
+        try:
+            if now - os.stat(path).st_mtime < ttl:
+                return False
+        except FileNotFoundError:
+            pass
+        try:
+            directory.mkdir(exist_ok=True)
+            path.touch()
+        except OSError:
+            return True  # a claim that cannot be written only costs repeated work
+        self._claims += 1
+        if self._claims % CLAIMS_PRUNED_EVERY == 0:
+            for old in directory.iterdir():
+                with contextlib.suppress(OSError):
+                    if now - old.stat().st_mtime >= ttl:
+                        old.unlink()
+        return True
 
     def touch_lock(self, name: str) -> None:
         """The holder shows progress: waiters in `lock` count their timeout from now."""

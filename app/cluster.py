@@ -24,14 +24,15 @@ import uuid
 from pathlib import Path
 
 from . import wakeups
+from .cachedir import CacheDir
 from .catalog import Catalog
 from .conditional import PLAIN, Ask
 from .fetch import Fetcher
-from .storage import Storage, BucketFile
+from .perprocess import Once
 from .ranges import Part
 from .results import Follow, Head, Hit
 from .s3 import LEASE_SECONDS, S3Storage
-from .cachedir import CacheDir
+from .storage import BucketFile, Storage
 
 log = logging.getLogger(__name__)
 SHARE_SECONDS = 10.0  # how often a node puts its statistics into the bucket
@@ -150,7 +151,7 @@ class Cluster:
     def __init__(self, bucket: S3Storage, cachedir: CacheDir, catalog: Catalog):
         self.bucket, self.cachedir, self.catalog = bucket, cachedir, catalog
         self._node: str | None = None
-        self._started = 0  # the pid that runs the thread: none survives a fork
+        self.start = Once(self._start)  # the thread of this process: none survives a fork
 
     @property
     def node(self) -> str:
@@ -160,10 +161,8 @@ class Cluster:
             self._node = node_name(self.cachedir)
         return self._node
 
-    def start(self) -> None:
-        if self._started != os.getpid():
-            self._started = os.getpid()
-            threading.Thread(target=self._run, name="share statistics", daemon=True).start()
+    def _start(self) -> None:
+        threading.Thread(target=self._run, name="share statistics", daemon=True).start()
 
     def _run(self) -> None:
         guard = None

@@ -7,9 +7,9 @@ import os
 import time
 
 from . import names, wakeups
+from .cachedir import storage_error, write_all
 from .errors import IntegrityError, ProxyError
 from .stats.signals import file_cached
-from .cachedir import storage_error, write_all
 
 log = logging.getLogger(__name__)
 

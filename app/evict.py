@@ -31,10 +31,10 @@ import logging
 import shutil
 from dataclasses import dataclass
 
-from .catalog import Catalog
-from .storage import LocalStorage
-from .refresh import lock_name
 from .cachedir import CacheDir
+from .catalog import Catalog
+from .refresh import lock_name
+from .storage import LocalStorage
 
 log = logging.getLogger(__name__)
 EVICT_LOCK = "evict"  # not a file path: those never lack a '/' or an extension like this

@@ -24,12 +24,12 @@ from .download import Download
 from .errors import (
     Busy, IntegrityError, NotFound, ProxyError, StorageError, UpstreamError, UpstreamTimeout,
 )
-from .limits import Slots
-from .listings import Listings
-from .storage import BucketFile
-from .results import Follow, Head, Hit
 from .cachedir import CacheDir, key
 from .httpclient import Upstream
+from .limits import Slots
+from .listings import Listings
+from .results import Follow, Head, Hit
+from .storage import BucketFile
 
 log = logging.getLogger(__name__)
 # What a waiter answers when the leader it waited on failed with this status.

@@ -11,8 +11,8 @@ import threading
 import time
 
 from . import wakeups
-from .errors import Busy
 from .cachedir import CacheDir
+from .errors import Busy
 
 
 class Slots:

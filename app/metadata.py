@@ -10,9 +10,9 @@ import time
 from . import names, wheelmeta
 from .errors import IntegrityError, NotFound, UpstreamError, UpstreamTimeout
 from .fetch import Fetcher
-from .storage import BucketFile
 from .ranges import RangeReader, RangesIgnored
 from .results import DownloadAborted, DownloadStalled, Follow, Head, Hit
+from .storage import BucketFile
 
 log = logging.getLogger(__name__)
 SUFFIX = ".whl.metadata"

@@ -20,8 +20,8 @@ import lxml.etree
 
 from . import names, passthrough
 from .config import redact_text
-from .pagemodel import EXTRACTED, Project, file_href, project_of
 from .errors import BadRequest, UpstreamError
+from .pagemodel import EXTRACTED, Project, file_href, project_of
 
 log = logging.getLogger(__name__)
 HIGHEST = (1, 4)  # the newest Simple API version this proxy knows (PEP 792's project status)

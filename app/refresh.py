@@ -10,9 +10,9 @@ import os
 from typing import Iterator
 
 from . import pagereader, upstreams, parsepool, render
+from .cachedir import key
 from .encoding import ACCEPT_ENCODING
 from .errors import NotFound
-from .cachedir import key
 from .httpclient import RedirectedAway
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import json
 from typing import IO, Iterable
 
 from markupsafe import escape

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
 from . import names, wakeups
-from .errors import UpstreamError
-from .storage import BucketFile
 from .cachedir import CacheDir
+from .errors import UpstreamError
 from .httpclient import CHUNK
+from .storage import BucketFile
 
 
 class DownloadAborted(Exception):

@@ -28,10 +28,11 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .cachedir import key as hashed
 from .config import redact_text
 from .convert import s3_location
+from .perprocess import Once
 from .storage import CHUNK, Item, NoLease
-from .cachedir import key as hashed
 
 log = logging.getLogger(__name__)
 LEASE_SECONDS = 10.0
@@ -135,8 +136,7 @@ class S3Storage:
             signature_version="s3v4",  # presigned URLs MinIO and Ceph accept too
         )
         self._client: Any = None
-        self._pid = 0
-        self._lock = threading.Lock()
+        self._connect = Once(self._make_client)  # it holds sockets: one per process
         self._away_until = 0.0  # a store that failed is not asked again (and waited for) at once
 
     def _away(self) -> bool:
@@ -150,12 +150,11 @@ class S3Storage:
 
     def client(self) -> Any:
         """boto3's client, made once per process after fork (it holds sockets)."""
-        if self._pid != os.getpid():
-            with self._lock:
-                if self._pid != os.getpid():
-                    self._client = boto3.session.Session().client("s3", config=self.config)
-                    self._pid = os.getpid()
+        self._connect()
         return self._client
+
+    def _make_client(self) -> None:
+        self._client = boto3.session.Session().client("s3", config=self.config)
 
     # --- files ---------------------------------------------------------------------------
     def get(self, path: str) -> S3Blob:

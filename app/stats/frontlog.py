@@ -19,8 +19,9 @@ import weakref
 from pathlib import Path
 from typing import Callable
 
-from ..catalog import Catalog
 from ..cachedir import CacheDir
+from ..catalog import Catalog
+from ..perprocess import Once
 
 log = logging.getLogger(__name__)
 LOCK = "front-log"
@@ -37,21 +38,13 @@ class FrontLog:
         self.directory = cachedir.root / "front"
         self.counted = counted  # (hits, bytes) once committed: for the Prometheus counters
         self._thread: threading.Thread | None = None
-        self._pid = 0
-        self._start_lock = threading.Lock()
+        self.start = Once(self._start)  # run `read` about once a second (idempotent, cheap)
 
-    def start(self) -> None:
-        """Run `read` about once a second in a daemon thread of this process (idempotent,
-        cheap enough for every request; a forked worker starts its own)."""
-        if self._pid == os.getpid():
-            return
-        with self._start_lock:
-            if self._pid != os.getpid():
-                self._pid = os.getpid()
-                me = weakref.ref(self)  # the thread ends with its app (tests make many)
-                self._thread = threading.Thread(target=_run, args=(me,), name="front log",
-                                                daemon=True)
-                self._thread.start()
+    def _start(self) -> None:
+        """A daemon thread of this process that runs `read` about once a second."""
+        me = weakref.ref(self)  # the thread ends with its app (tests make many)
+        self._thread = threading.Thread(target=_run, args=(me,), name="front log", daemon=True)
+        self._thread.start()
 
     def read(self) -> int:
         """Count every complete new line of every file; how many lines (0 if another worker

@@ -9,8 +9,8 @@ import logging
 import os
 import sqlite3
 
-from ..errors import StorageError
 from ..cachedir import CacheDir
+from ..errors import StorageError
 
 log = logging.getLogger(__name__)
 HEALTH_LOCK = "healthz"

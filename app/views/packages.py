@@ -11,10 +11,10 @@ from .. import names
 from ..conditional import Answer, Ask, Validator, of_open_file, resolve, validator
 from ..errors import StorageError, UpstreamError, UpstreamTimeout
 from ..metadata import SUFFIX as METADATA
-from ..storage import FileBlob, BucketFile
 from ..ranges import Part
 from ..results import DownloadAborted, DownloadStalled, Follow, Head, Hit
 from ..stats.setup import file_served
+from ..storage import BucketFile, FileBlob
 from . import services
 
 bp = Blueprint("packages", __name__)
