@@ -28,11 +28,11 @@ from .cachedir import CacheDir
 from .catalog import Catalog
 from .conditional import PLAIN, Ask
 from .fetch import Fetcher
+from .listings import Listed
 from .perprocess import Once
-from .ranges import Part
-from .results import Follow, Head, Hit
+from .results import BucketFile, FileAnswer
 from .s3 import LEASE_SECONDS, S3Storage
-from .storage import BucketFile, Storage
+from .storage import Storage
 
 log = logging.getLogger(__name__)
 SHARE_SECONDS = 10.0  # how often a node puts its statistics into the bucket
@@ -49,26 +49,26 @@ class ClusterFetcher(Fetcher):
         self.redirect = redirect
         self.patience = min(LEASE_SECONDS, self.stall / 2)
 
-    def open(self, path: str, ask: Ask = PLAIN) -> Hit | Follow | Part | Head | BucketFile:
+    def open(self, path: str, ask: Ask = PLAIN) -> FileAnswer:
         self.cluster.start()  # after fork, in the worker: a thread of its own
         return super().open(path, ask)
 
-    def cached(self, path: str) -> Hit | BucketFile | None:
+    def cached(self, path: str) -> FileAnswer | None:
         if (hit := super().cached(path)) is not None:
             return hit
         try:
             blob = self.bucket.get(path)
         except FileNotFoundError:
             return None
-        return BucketFile(blob, self.bucket.url(path) if self.redirect else None)
+        return BucketFile(path, blob, self.bucket.url(path) if self.redirect else None)
 
-    def _lead(self, path: str, lock: int) -> Follow | BucketFile:
+    def _lead(self, path: str, lock: int, listed: Listed | None = None) -> FileAnswer:
         lease = self._claim(path)
         if isinstance(lease, BucketFile):
             self.cachedir.unlock(path, lock)
             return lease
         try:
-            follow = super()._lead(path, lock)
+            follow = super()._lead(path, lock, listed)
             # A description of our own on the temp file: its flock waits for the writer.
             watch = os.open(f"/proc/self/fd/{follow.fd}", os.O_RDONLY)
         except BaseException:

@@ -16,20 +16,18 @@ import logging
 import os
 import threading
 import time
-from urllib.parse import quote
 
-from . import conditional, upstreams, names, ranges, wakeups
+from . import conditional, names, ranges, wakeups
+from .cachedir import CacheDir, key
 from .catalog import Catalog
 from .download import Download
 from .errors import (
     Busy, IntegrityError, NotFound, ProxyError, StorageError, UpstreamError, UpstreamTimeout,
 )
-from .cachedir import CacheDir, key
 from .httpclient import Upstream
 from .limits import Slots
-from .listings import Listings
-from .results import Follow, Head, Hit
-from .storage import BucketFile
+from .listings import Listed, Listings
+from .results import FileAnswer, Follow, Head, Hit
 
 log = logging.getLogger(__name__)
 # What a waiter answers when the leader it waited on failed with this status.
@@ -52,8 +50,7 @@ class Fetcher:
         # How long a leader may take to announce: a slot, then the upstream's headers.
         self.start_wait = settings.download_wait + settings.connect_timeout + settings.read_timeout
 
-    def open(self, path: str, ask: conditional.Ask = conditional.PLAIN
-             ) -> Hit | Follow | ranges.Part | Head:
+    def open(self, path: str, ask: conditional.Ask = conditional.PLAIN) -> FileAnswer:
         """The cached file, or a stream of its download (started here or by another worker).
 
         A request for less than the whole file starts no download (docs/DESIGN.md): a range
@@ -64,58 +61,55 @@ class Fetcher:
             return hit
         listed = self.listings.require(path)
         if not ask.plain:
-            early = self._before_download(path, ask, listed.size)
+            early = self._before_download(path, ask, listed)
             if early is not None:
                 return early
-        return self.single_flight(path)
+        return self.single_flight(path, listed)
 
-    def describe(self, path: str) -> Hit | BucketFile | Head:
+    def describe(self, path: str) -> FileAnswer:
         """The cached file (here or, for ClusterFetcher, in the bucket), or what the upstream's
         HEAD says of it. A HEAD starts no download (a whole file fetched to report its length
         would also let anyone fill the cache at no cost to themselves)."""
         if (hit := self.cached(path)) is not None:
             return hit
         listed = self.listings.require(path)
-        length = self.upstream.head(self.url(path))
-        return Head(_agreed(listed.size, length))
+        return Head(path, _agreed(listed.size, self.upstream.head(listed.url)))
 
     def _before_download(self, path: str, ask: conditional.Ask,
-                         size: int | None) -> Follow | ranges.Part | Head | None:
+                         listed: Listed) -> FileAnswer | None:
         """What a conditional or range request gets without a download, if anything: the
         answer follows from the file's size (the index's, else the upstream's HEAD), as it
         will once the file is published (app/conditional.py)."""
+        size = listed.size
         if size is None:
             try:
-                size = self.upstream.head(self.url(path))
+                size = self.upstream.head(listed.url)
             except UpstreamTimeout:
                 raise
             except UpstreamError:  # an upstream may refuse a HEAD and still send the file
                 return None
-        answer = conditional.resolve(ask, conditional.validator(path, size))
+        head = Head(path, size)
+        answer = head.answer(ask)
         if answer.status == 206:
-            return self._range(path, answer, size)
-        return None if answer.has_body else Head(size)
+            return self._range(listed, answer, size)
+        return None if answer.has_body else head
 
-    def _range(self, path: str, answer: conditional.Answer,
-               size: int) -> Follow | ranges.Part | None:
-        follow = self._follow(path)
+    def _range(self, listed: Listed, answer: conditional.Answer, size: int) -> FileAnswer | None:
+        follow = self._follow(listed.path)
         if follow is not None:
             if follow.size == size and follow.landed(answer.start, answer.stop):
                 follow.early = True
                 return follow
             follow.close()
         try:
-            return ranges.part(self.upstream, self.url(path), answer.start, answer.stop, size)
+            return ranges.part(self.upstream, listed.url, listed.path, answer.start,
+                               answer.stop, size)
         except ranges.RangesIgnored:
             return None  # the upstream sends whole files only: follow the one download
 
-    def url(self, path: str) -> str:
-        """The upstream URL of a file path (its upstream's files URL: app/upstreams.py)."""
-        up, upstream_path = upstreams.locate(self.settings, path)
-        return f"{up.files_url}/{quote(upstream_path)}"
-
-    def single_flight(self, path: str) -> Hit | Follow:
-        """The cached file, or a stream of its one download."""
+    def single_flight(self, path: str, listed: Listed | None = None) -> FileAnswer:
+        """The cached file, or a stream of its one download (`listed`: what its page says,
+        when the caller has it)."""
         started = time.time()
         deadline = time.monotonic() + self.start_wait
         backoff = wakeups.Backoff(0.002, 0.05, path)  # the leader's announcement wakes us
@@ -129,7 +123,7 @@ class Fetcher:
                     self.cachedir.unlock(path, lock)
                     return hit
                 self._share_failure(path, started, lock)
-                return self._lead(path, lock)
+                return self._lead(path, lock, listed)
             follow = self._follow(path)
             if follow is not None:
                 return follow
@@ -150,23 +144,23 @@ class Fetcher:
             raise _SHARED.get(note["failed"], UpstreamError)(
                 note.get("message", "upstream failed"), note.get("retry_after"))
 
-    def cached(self, path: str) -> Hit | None:
+    def cached(self, path: str) -> FileAnswer | None:
         try:
-            return Hit(open(self.cachedir.file(path), "rb"))
+            return Hit(path, open(self.cachedir.file(path), "rb"))
         except FileNotFoundError:
             return None
         except (IsADirectoryError, NotADirectoryError):
             raise NotFound(f"not a file: {names.filename(path)}") from None
 
     # --- the worker that downloads -------------------------------------------------------
-    def _lead(self, path: str, lock: int) -> Follow:
+    def _lead(self, path: str, lock: int, listed: Listed | None = None) -> Follow:
         response = fd = part = slot = None
         try:
             self._clear_dead(path)
-            listed = self.listings.require(path)
+            listed = listed or self.listings.require(path)
             project, sha256, size = listed.project, listed.sha256, listed.size
             slot = self.slots.acquire()
-            response = self.upstream.get(self.url(path), headers={"Accept-Encoding": "identity"})
+            response = self.upstream.get(listed.url, headers={"Accept-Encoding": "identity"})
             length = response.headers.get("Content-Length")
             size = _agreed(size, int(length) if length and length.isdigit() else None)
             fd, part = self.cachedir.new_temp(key(path))

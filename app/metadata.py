@@ -4,29 +4,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import time
 
 from . import names, wheelmeta
-from .errors import IntegrityError, NotFound, UpstreamError, UpstreamTimeout
+from .errors import IntegrityError, NotFound, UpstreamError
 from .fetch import Fetcher
 from .ranges import RangeReader, RangesIgnored
-from .results import DownloadAborted, DownloadStalled, Follow, Head, Hit
-from .storage import BucketFile
+from .results import BucketFile, FileAnswer, Follow, Head, Hit
 
 log = logging.getLogger(__name__)
 SUFFIX = ".whl.metadata"
-
-
-class _LocalFile:
-    """A cached wheel as a wheelmeta.Source."""
-
-    def __init__(self, file):
-        self.file = file
-        self.size = os.fstat(file.fileno()).st_size
-
-    def read(self, offset: int, length: int) -> bytes:
-        return os.pread(self.file.fileno(), length, offset)
 
 
 class Metadata:
@@ -38,7 +25,7 @@ class Metadata:
         self.fetcher, self.cachedir, self.catalog = fetcher, fetcher.cachedir, fetcher.catalog
         self.wait = sum(fetcher.upstream.timeout)  # another worker's extraction: connect + read
 
-    def open(self, path: str) -> Hit | Follow:
+    def open(self, path: str) -> FileAnswer:
         if (hit := self.fetcher.cached(path)) is not None:
             return hit
         wheel = path[:-len(".metadata")]
@@ -74,7 +61,7 @@ class Metadata:
         result.cache = "miss"
         return result
 
-    def describe(self, path: str) -> Hit | BucketFile | Head:
+    def describe(self, path: str) -> FileAnswer:
         """A HEAD of `<wheel>.metadata`, which fetches nothing but what a HEAD of a file asks:
         the published file, else the upstream's HEAD of its `.metadata`; where the upstream
         has none, a 200 without a length, as a GET would extract it from the wheel, once the
@@ -93,8 +80,8 @@ class Metadata:
             if not here:
                 raise
         if not here:
-            self.fetcher.upstream.head(self.fetcher.url(wheel))  # a 404 or 502 as a GET's
-        return Head(None)
+            self.fetcher.upstream.head(self.fetcher.listings.url(wheel))  # a GET's 404 or 502
+        return Head(path, None)
 
     def _extract(self, wheel: str) -> bytes:
         """METADATA of the cached wheel, else by ranges, else of the wheel once downloaded."""
@@ -105,7 +92,7 @@ class Metadata:
             size = listed.size if listed else None
             started = time.monotonic()
             try:
-                url = self.fetcher.url(wheel)
+                url = self.fetcher.listings.url(wheel)
                 reader = RangeReader(self.fetcher.upstream, url, wheelmeta.TAIL, size)
                 data = wheelmeta.core_metadata(reader, filename)
                 log.info("metadata of %s extracted with %d range requests in %.3f s",
@@ -114,23 +101,15 @@ class Metadata:
             except RangesIgnored:
                 log.info("the upstream ignores ranges: downloading %s for its metadata", filename)
             hit = self._complete(wheel)
-        if isinstance(hit, BucketFile):  # in the bucket other nodes share (app/cluster.py)
-            with contextlib.closing(hit):
-                return wheelmeta.core_metadata(hit.blob, filename)
-        with hit.file:
-            return wheelmeta.core_metadata(_LocalFile(hit.file), filename)
+        with contextlib.closing(hit):  # here, or in the bucket other nodes share
+            return wheelmeta.core_metadata(hit.blob, filename)
 
-    def _complete(self, wheel: str) -> Hit:
+    def _complete(self, wheel: str) -> Hit | BucketFile:
         """The wheel through the single-flight download (so it is cached), once published."""
         result = self.fetcher.single_flight(wheel)
         if isinstance(result, Follow):
-            try:
-                for _ in result.stream():  # ends once the file is published
-                    pass
-            except DownloadStalled as error:
-                raise UpstreamTimeout(str(error)) from None
-            except DownloadAborted as error:
-                raise UpstreamError(str(error)) from None
+            for _ in result.chunks():  # ends once the file is published
+                pass
             result = self.fetcher.cached(wheel)
             if result is None:
                 raise UpstreamError(f"{names.filename(wheel)} was evicted before it was read")

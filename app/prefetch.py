@@ -27,7 +27,6 @@ from .candidates import choose_in
 from .environments import CLIENTS_KEPT, Client, applies, client_of
 from .errors import BadRequest, NotFound
 from .perprocess import Once
-from .results import close_answer, read_answer
 from .stats.signals import fetch_ahead_dropped, fetch_ahead_failed, fetched_ahead
 from .wheelmeta import requirements
 
@@ -199,7 +198,7 @@ class Prefetcher:
     def _metadata(self, path: str, count: bool) -> bytes | None:
         hit = self.fetcher.cached(path)
         if hit is not None:
-            return read_answer(hit, METADATA_LIMIT)
+            return hit.read_all(METADATA_LIMIT)
         if not self._spare(1):
             fetch_ahead_dropped.send(self, count=1)
             return None
@@ -209,7 +208,7 @@ class Prefetcher:
         # it may be answered (and its use flushed) before this thread has read it all.
         if count and result.cache in FETCHED:
             fetched_ahead.send(self, kind="metadata", key=path, at=began)
-        return read_answer(result, METADATA_LIMIT)
+        return result.read_all(METADATA_LIMIT)
 
     def _file(self, path: str) -> None:
         """Start the wheel's single-flight download, when half the worker's download slots
@@ -217,7 +216,7 @@ class Prefetcher:
         ahead thread waits for a body, and clients keep the other half of the slots."""
         hit = self._step("file", lambda: self.fetcher.cached(path))
         if hit is not None:
-            close_answer(hit)
+            hit.close()
             return
         if not self._spare(max(1, self.settings.max_downloads // 2)):
             fetch_ahead_dropped.send(self, count=1)
@@ -228,7 +227,7 @@ class Prefetcher:
             return
         if result.cache in FETCHED:
             fetched_ahead.send(self, kind="file", key=path, at=began)
-        close_answer(result)
+        result.close()
 
     def _spare(self, needed: int) -> bool:
         return self.fetcher.slots.free() > needed - 1

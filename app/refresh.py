@@ -9,7 +9,7 @@ import logging
 import os
 from typing import Iterator
 
-from . import pagereader, upstreams, parsepool, render
+from . import pagereader, parsepool, render, upstreams
 from .cachedir import key
 from .encoding import ACCEPT_ENCODING
 from .errors import NotFound

@@ -63,19 +63,6 @@ class Storage(Protocol):
         """A claim on `name` across nodes, or None while another node holds a live one."""
 
 
-class BucketFile:
-    """A file in the bucket, not on this node's disk: streamed from it, or a redirect to it."""
-
-    cache = "bucket"
-
-    def __init__(self, blob: Blob, url: str | None):
-        self.blob, self.url = blob, url
-        self.size = blob.size
-
-    def close(self) -> None:
-        self.blob.close()
-
-
 class FileBlob:
     """A local file, already open: an open descriptor keeps the bytes even if it is unlinked."""
 
