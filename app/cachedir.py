@@ -31,28 +31,17 @@ from typing import Iterator
 
 from . import wakeups
 from .errors import StorageError, UpstreamTimeout
+from .storage import LocalStorage, published_mtime
 
 log = logging.getLogger(__name__)
 
 
 def key(name: str) -> str:
+    """The name of a lock, temp or claim file of `name` (a path, a page)."""
     return hashlib.sha1(name.encode()).hexdigest()
 
 
 CLAIMS_PRUNED_EVERY = 1000  # claims between two removals of the expired ones
-# Published files' mtimes lie in 2000-2019: in the past (a Last-Modified in the future is
-# invalid, RFC 9110 8.8.2.1) and spread by path, so that no two files share an ETag by chance.
-_MTIME_EPOCH = 946684800  # 2000-01-01T00:00:00Z
-_MTIME_SPAN = 20 * 365 * 86400
-
-
-def published_mtime(path: str) -> int:
-    """The mtime of the file published at `path`: a function of the path alone, so that its
-    validators (app/conditional.py) are known before its download ends, and are the same on
-    every node, after a restart and after an eviction and a new download."""
-    return _MTIME_EPOCH + int(key(path)[:8], 16) % _MTIME_SPAN
-
-
 class CacheDir:
     """The cache directory's layout and its write primitives; making it touches nothing."""
 
@@ -62,6 +51,7 @@ class CacheDir:
         self.pages = self.root / "pages"
         self.tmp = self.root / "tmp"
         self.locks = self.root / "locks"
+        self.storage = LocalStorage(self.files)  # the published files (app/storage.py)
         self._claims = 0  # made by this process, see `claim`
 
     def prepare(self) -> "CacheDir":
@@ -212,8 +202,11 @@ class CacheDir:
             raise storage_error(error) from error
 
     def publish_file(self, temp: Path, path: str) -> None:
-        """Publish the verified file `temp` at `path`, with its published_mtime."""
-        self.publish(temp, self.file(path), published_mtime(path))
+        """Publish the verified file `temp` at `path` (with its published_mtime)."""
+        try:
+            self.storage.store(path, temp)
+        except OSError as error:
+            raise storage_error(error) from error
 
     def published(self, path: str, fd: int) -> bool:
         """Whether the open temp file `fd` is the file now published at `path` (its inode)."""

@@ -19,7 +19,7 @@ from typing import Mapping
 
 from werkzeug.http import http_date, parse_date
 
-from .cachedir import published_mtime
+from .storage import published_mtime
 
 # nginx's largest offset (off_t): a bigger number in a Range is unsatisfiable, not ignored.
 _MAX_OFFSET = 2**63 - 1

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from .cachedir import CacheDir
 from .catalog import Catalog
 from .refresh import lock_name
-from .storage import LocalStorage
 
 log = logging.getLogger(__name__)
 EVICT_LOCK = "evict"  # not a file path: those never lack a '/' or an extension like this
@@ -53,7 +52,7 @@ class Evictor:
     def __init__(self, cachedir: CacheDir, catalog: Catalog):
         self.cachedir = cachedir
         self.catalog = catalog
-        self.files = LocalStorage(cachedir.files)  # this node's copies; a bucket has its own cap
+        self.files = cachedir.storage  # this node's copies; a bucket has its own cap
 
     def run(self, limit: int, reason: str = "evicted") -> Eviction:
         """Remove least recently used files and pages until the cache takes at most `limit`

@@ -145,12 +145,12 @@ class Fetcher:
                 note.get("message", "upstream failed"), note.get("retry_after"))
 
     def cached(self, path: str) -> FileAnswer | None:
+        """The published file, open; None when it is not (a directory never is: no page
+        lists one, so the next step answers 404)."""
         try:
-            return Hit(path, open(self.cachedir.file(path), "rb"))
+            return Hit(path, self.cachedir.storage.get(path))
         except FileNotFoundError:
             return None
-        except (IsADirectoryError, NotADirectoryError):
-            raise NotFound(f"not a file: {names.filename(path)}") from None
 
     # --- the worker that downloads -------------------------------------------------------
     def _lead(self, path: str, lock: int, listed: Listed | None = None) -> Follow:

@@ -84,10 +84,9 @@ class Hit(FileAnswer):
     """A cached file, already open: eviction may unlink it now and this reader still gets
     every byte (an open descriptor keeps the inode), so there is no check-then-open race."""
 
-    def __init__(self, path: str, file: BinaryIO, cache: str = "hit"):
-        self.path, self.file, self.cache = path, file, cache
-        self.blob = FileBlob(file)
-        self.size = self.blob.size
+    def __init__(self, path: str, blob: FileBlob, cache: str = "hit"):
+        self.path, self.blob, self.cache = path, blob, cache
+        self.file, self.size = blob.file, blob.size
 
     def validator(self) -> Validator:
         return conditional.of_open_file(self.file.fileno())  # what nginx sends for it

@@ -32,7 +32,7 @@ from .cachedir import key as hashed
 from .config import redact_text
 from .convert import s3_location
 from .perprocess import Once
-from .storage import CHUNK, Item, NoLease
+from .storage import CHUNK, Item
 
 log = logging.getLogger(__name__)
 LEASE_SECONDS = 10.0
@@ -88,6 +88,14 @@ class S3Blob:
         if self._body is not None:
             self._body.close()
             self._body = None
+
+
+class NoLease:
+    """No lease is needed: the bucket is away (this node goes on alone) or too small for the
+    file (it stays on the node that has it)."""
+
+    def release(self) -> None:
+        pass
 
 
 class S3Lease:

@@ -9,7 +9,8 @@ import pytest
 from werkzeug.http import http_date
 
 from app.conditional import Answer, Ask, Validator, resolve, validator
-from app.cachedir import CacheDir, published_mtime
+from app.cachedir import CacheDir
+from app.storage import published_mtime
 
 SIZE = 300_000
 
