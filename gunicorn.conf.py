@@ -91,7 +91,7 @@ control_socket_disable = True
 # exits (sys.exit runs atexit), so a graceful stop loses no count.
 from app.stats import gunicorn as _stats_hooks  # noqa: E402
 from app.database import NAME as _CATALOG, prepare as _prepare_catalog  # noqa: E402
-from app.store import Store as _Store  # noqa: E402
+from app.cachedir import CacheDir as _Store  # noqa: E402
 from app.policyserve import prepare as _prepare_policy  # noqa: E402
 
 post_request = _stats_hooks.post_request

@@ -9,19 +9,18 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, Response
 
 from . import config, database
+from .cachedir import CacheDir
 from .catalog import Catalog
 from .errors import ProxyError
 from .fetch import Fetcher
+from .httpclient import Upstream
 from .listings import Listings
 from .metadata import Metadata
-from .objects import open_storage
 from .pages import Pages
 from .policyfile import PolicyError
 from .policywatch import LAST_GOOD, Watcher
 from .policyserve import PolicyService
 from .prefetch import Prefetcher
-from .store import Store
-from .upstream import Upstream
 
 if TYPE_CHECKING:  # boto3 only where a bucket is used
     from .cluster import Cluster
@@ -34,7 +33,7 @@ class Services:
     """Everything a view needs, built once per app (and so once per worker)."""
 
     settings: config.Settings
-    store: Store
+    cachedir: CacheDir
     catalog: Catalog
     upstream: Upstream
     fetcher: Fetcher
@@ -58,25 +57,25 @@ class Services:
     @classmethod
     def build(cls, settings: config.Settings) -> "Services":
         """The services of these settings; building them writes nothing to the cache."""
-        store = Store(settings.cache_dir)
+        cachedir = CacheDir(settings.cache_dir)
         catalog = Catalog(settings.cache_dir / database.NAME)
         upstream = Upstream(settings)
-        pages = Pages(settings, store, catalog, upstream)
+        pages = Pages(settings, cachedir, catalog, upstream)
         listings = Listings(settings, pages, catalog)
         if not settings.storage_url:
-            fetcher = Fetcher(settings, store, catalog, upstream, listings)
-            return cls(settings, store, catalog, upstream, fetcher, pages, listings,
+            fetcher = Fetcher(settings, cachedir, catalog, upstream, listings)
+            return cls(settings, cachedir, catalog, upstream, fetcher, pages, listings,
                        Metadata(fetcher))
         from .cluster import Cluster, ClusterFetcher  # boto3 only where a bucket is used
+        from .s3 import S3Storage
 
-        bucket = open_storage(settings.storage_url, store.files,
-                              connect_timeout=settings.connect_timeout,
-                              read_timeout=settings.read_timeout, connections=settings.threads)
-        cluster = Cluster(bucket, store, catalog)
-        fetcher = ClusterFetcher(settings, store, catalog, upstream, listings, cluster=cluster,
+        bucket = S3Storage(settings.storage_url, connect_timeout=settings.connect_timeout,
+                           read_timeout=settings.read_timeout, connections=settings.threads)
+        cluster = Cluster(bucket, cachedir, catalog)
+        fetcher = ClusterFetcher(settings, cachedir, catalog, upstream, listings, cluster=cluster,
                                  redirect=settings.s3_redirect)
-        return cls(settings, store, catalog, upstream, fetcher, pages, listings, Metadata(fetcher),
-                   cluster)
+        return cls(settings, cachedir, catalog, upstream, fetcher, pages, listings,
+                   Metadata(fetcher), cluster)
 
 
 def _log_like_gunicorn() -> None:

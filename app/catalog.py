@@ -7,8 +7,8 @@ statistics every worker adds to (app/stats); `removed` what eviction and `verify
 (its latest REMOVED_KEPT rows). What a page promises about a file (sha256, size) is not copied
 here: the page's own model says it (app/listings.py), so a page miss writes no row per file.
 `listed_under` holds the rare file whose page is not the project its name says
-(names.project_of_file), so that it is still found. `ahead` holds what was fetched ahead of
-any client (app/prefetch.py) and no client has asked for since, for AHEAD_KEPT.
+(names.project_of_file), so that it is still found. The statistics' tables (`totals`, `state`,
+`ahead`) are written and read by the methods of app/catalogstats.py.
 
 Reads never write: rows of published files and page sizes are buffered (record_cached,
 record_page) and written by `write_pending`, which the statistics thread calls about once a
@@ -17,15 +17,15 @@ second.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple
+from typing import Callable, NamedTuple
 
 from . import database, names
+from .catalogstats import Statistics
 from .database import translated
 
 
@@ -46,23 +46,9 @@ class Usage(NamedTuple):
 WAL_LIMIT = 4 << 20  # bytes the WAL is truncated to after a checkpoint
 FILE_COLUMNS = "path, project, size, sha256, created, last_used, hits"
 REMOVED_KEPT = 1000  # the dashboard shows the latest 50 removals
-AHEAD_KEPT = 86400.0  # seconds something fetched ahead waits for a client; then it counts unused
-# Each thing fetched ahead is used once, by the first use that came after its fetch began (a
-# client that followed that fetch included): uses are [key, time] pairs.
-_USED_AHEAD = """DELETE FROM ahead WHERE rowid IN (
-    SELECT ahead.rowid FROM json_each(?) AS asked
-    JOIN ahead ON ahead.key = json_extract(asked.value, '$[0]')
-    WHERE ahead.at <= json_extract(asked.value, '$[1]')) RETURNING key, kind"""
 
 
-class Added(NamedTuple):
-    """What a flush found: file uses without a row yet, keys of uses of things fetched ahead."""
-
-    unmatched: list[tuple[int, float, str]]
-    used: set[str]
-
-
-class Catalog:
+class Catalog(Statistics):
     """The catalog file, read and written (once `prepare`d), or only read (`readonly`)."""
 
     def __init__(self, path: Path, readonly: bool = False):
@@ -205,74 +191,6 @@ class Catalog:
     def cached_files(self) -> list[tuple]:
         """(path, project, size, sha256) of every cached file."""
         return self._connect().execute("SELECT path, project, size, sha256 FROM cached").fetchall()
-
-    # --- statistics (app/stats) ----------------------------------------------------------
-    def add_stats(
-        self,
-        files: Iterable[tuple[int, float, str]],
-        totals: dict[str, float],
-        state: dict[str, tuple[float, str | None]],
-        pages: dict[str, float] | None = None,
-        ahead: dict[str, tuple[str, float]] | None = None,
-        uses: dict[str, float] | None = None,
-    ) -> Added:
-        """One worker's counts since its last flush, added in one short transaction.
-
-        `files` holds (hits, last_used, path); `totals` are added to; `state` keeps the latest
-        time of each named event (the upstream's last success and failure) with its text;
-        `pages` the last use of each page served. `ahead` is what was fetched ahead of any
-        client, by key (a file's path, "page:<project>"): (kind, when its fetch began); `uses`
-        the latest use of each key, which counts those in the totals `ahead_used_<kind>`.
-        Returns the `files` rows that found no file row (not written yet by the worker that
-        published the file, or evicted) and the keys of `uses` that found something.
-        """
-        added = Added([], set())
-
-        def add(db: sqlite3.Connection) -> None:
-            for row in files:
-                if db.execute("UPDATE cached SET hits = hits + ?, last_used = MAX(last_used, ?) "
-                              "WHERE path = ?", row).rowcount == 0:
-                    added.unmatched.append(row)
-            db.executemany("INSERT INTO ahead VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE "
-                           "SET kind = excluded.kind, at = excluded.at",
-                           [(key, kind, at) for key, (kind, at) in (ahead or {}).items()])
-            counted = dict(totals)
-            if uses and db.execute("SELECT 1 FROM ahead LIMIT 1").fetchone():
-                for key, kind in db.execute(_USED_AHEAD, (json.dumps(list(uses.items())),)):
-                    added.used.add(key)
-                    counted[f"ahead_used_{kind}"] = counted.get(f"ahead_used_{kind}", 0) + 1
-                db.execute("DELETE FROM ahead WHERE at < ?", (time.time() - AHEAD_KEPT,))
-            db.executemany(
-                "INSERT INTO totals VALUES (?, ?) ON CONFLICT(name) DO UPDATE "
-                "SET value = value + excluded.value",
-                counted.items(),
-            )
-            db.executemany(
-                "INSERT INTO state VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE "
-                "SET at = excluded.at, text = excluded.text WHERE excluded.at > state.at",
-                [(name, at, text) for name, (at, text) in state.items()],
-            )
-            db.executemany("UPDATE pages SET last_used = MAX(last_used, ?) WHERE project = ?",
-                           [(at, project) for project, at in (pages or {}).items()])
-
-        self._transaction(add)
-        return added
-
-    def drop_total(self, name: str, then: Callable[[], None] = lambda: None) -> None:
-        """Remove the total `name` and run `then` in the same transaction: if `then` raises,
-        or the commit fails, the total stays."""
-        def drop(db: sqlite3.Connection) -> None:
-            db.execute("DELETE FROM totals WHERE name = ?", (name,))
-            then()
-
-        self._transaction(drop)
-
-    def totals(self) -> dict[str, float]:
-        return dict(self._connect().execute("SELECT name, value FROM totals").fetchall())
-
-    def state(self) -> dict[str, tuple[float, str | None]]:
-        rows = self._connect().execute("SELECT name, at, text FROM state").fetchall()
-        return {name: (at, text) for name, at, text in rows}
 
     def usage(self) -> Usage:
         """What the cache holds and the disk it takes."""

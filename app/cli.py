@@ -99,7 +99,7 @@ def _resolve(proxy, requirements, python_version, platforms) -> list[tuple[str, 
 
 def _get(url: str, accept: str = "*/*"):
     # The CLI is a client of our own proxy, never of the upstream: stdlib HTTP is enough,
-    # and app/upstream.py stays the one user of requests (with its origin checks).
+    # and app/httpclient.py stays the one user of requests (with its origin checks).
     return urllib.request.urlopen(urllib.request.Request(url, headers={"Accept": accept}), timeout=60)
 
 
@@ -175,21 +175,21 @@ def verify() -> None:
     page promised, and adopted into the catalog when they match (or when no page gave a hash).
     """
     services = _services()
-    store, catalog, listings = services.store, services.catalog, services.listings
+    cachedir, catalog, listings = services.cachedir, services.catalog, services.listings
     rows = catalog.files()
     known = {row[0] for row in rows}
-    strays = [f for f in store.files.rglob("*")
-              if f.is_file() and f.relative_to(store.files).as_posix() not in known]
+    strays = [f for f in cachedir.files.rglob("*")
+              if f.is_file() and f.relative_to(cachedir.files).as_posix() not in known]
     total = sum(row[2] for row in rows) + sum(f.stat().st_size for f in strays)
     removed = adopted = 0
     with tqdm(total=total, unit="B", unit_scale=True, desc="verifying", file=sys.stdout) as bar:
         for path, _, size, sha256, *_ in rows:
-            digest = _hash(store.file(path), bar)
+            digest = _hash(cachedir.file(path), bar)
             if digest != sha256:
                 reason = "verify: file missing" if digest is None else "verify: sha256 mismatch"
-                removed += _remove(store, catalog, path, reason)
+                removed += _remove(cachedir, catalog, path, reason)
         for file in strays:
-            path = file.relative_to(store.files).as_posix()
+            path = file.relative_to(cachedir.files).as_posix()
             listed = listings.find(path)
             project, expected = (listed.project, listed.sha256) if listed else (None, None)
             digest = _hash(file, bar)
@@ -198,7 +198,7 @@ def verify() -> None:
                 catalog.add_cached(path, project or names.project_of_file(path), size, digest)
                 adopted += 1
             elif digest is not None:
-                removed += _remove(store, catalog, path, "verify: sha256 mismatch")
+                removed += _remove(cachedir, catalog, path, "verify: sha256 mismatch")
     click.echo(f"verified {len(rows) + len(strays)} files ({report.human_bytes(total)}): "
                f"{removed} removed, {adopted} adopted into the catalog")
 
@@ -215,17 +215,17 @@ def _hash(file: Path, bar: tqdm) -> str | None:
     return digest.hexdigest()
 
 
-def _remove(store, catalog, path: str, reason: str) -> int:
+def _remove(cachedir, catalog, path: str, reason: str) -> int:
     """Unlink under the file's lock (no download of it is running), and log why; 1 if done."""
-    lock = store.try_lock(path)
+    lock = cachedir.try_lock(path)
     if lock is None:
         tqdm.write(f"skipped (being downloaded): {path}")
         return 0
     try:
-        store.file(path).unlink(missing_ok=True)
+        cachedir.file(path).unlink(missing_ok=True)
         catalog.forget(path, reason)
     finally:
-        store.unlock(path, lock)
+        cachedir.unlock(path, lock)
     tqdm.write(f"removed: {path} ({reason})")
     return 1
 

@@ -24,14 +24,15 @@ import uuid
 from pathlib import Path
 
 from . import wakeups
+from .cachedir import CacheDir
 from .catalog import Catalog
 from .conditional import PLAIN, Ask
 from .fetch import Fetcher
-from .objects import Storage, Stored
-from .ranges import Part
-from .results import Follow, Head, Hit
+from .listings import Listed
+from .perprocess import Once
+from .results import BucketFile, FileAnswer
 from .s3 import LEASE_SECONDS, S3Storage
-from .store import Store
+from .storage import Storage
 
 log = logging.getLogger(__name__)
 SHARE_SECONDS = 10.0  # how often a node puts its statistics into the bucket
@@ -48,26 +49,26 @@ class ClusterFetcher(Fetcher):
         self.redirect = redirect
         self.patience = min(LEASE_SECONDS, self.stall / 2)
 
-    def open(self, path: str, ask: Ask = PLAIN) -> Hit | Follow | Part | Head | Stored:
+    def open(self, path: str, ask: Ask = PLAIN) -> FileAnswer:
         self.cluster.start()  # after fork, in the worker: a thread of its own
         return super().open(path, ask)
 
-    def cached(self, path: str) -> Hit | Stored | None:
+    def cached(self, path: str) -> FileAnswer | None:
         if (hit := super().cached(path)) is not None:
             return hit
         try:
             blob = self.bucket.get(path)
         except FileNotFoundError:
             return None
-        return Stored(blob, self.bucket.url(path) if self.redirect else None)
+        return BucketFile(path, blob, self.bucket.url(path) if self.redirect else None)
 
-    def _lead(self, path: str, lock: int) -> Follow | Stored:
+    def _lead(self, path: str, lock: int, listed: Listed | None = None) -> FileAnswer:
         lease = self._claim(path)
-        if isinstance(lease, Stored):
-            self.store.unlock(path, lock)
+        if isinstance(lease, BucketFile):
+            self.cachedir.unlock(path, lock)
             return lease
         try:
-            follow = super()._lead(path, lock)
+            follow = super()._lead(path, lock, listed)
             # A description of our own on the temp file: its flock waits for the writer.
             watch = os.open(f"/proc/self/fd/{follow.fd}", os.O_RDONLY)
         except BaseException:
@@ -83,13 +84,13 @@ class ClusterFetcher(Fetcher):
         deadline = time.monotonic() + self.patience
         backoff = wakeups.Backoff(0.05, 0.25)
         while (lease := self.bucket.lease(path)) is None:
-            if isinstance(found := self.cached(path), Stored):
+            if isinstance(found := self.cached(path), BucketFile):
                 return found
             if time.monotonic() > deadline:
                 log.info("another node is still downloading %s: downloading here too", path)
                 return None
             backoff.wait()
-        if isinstance(found := self.cached(path), Stored):  # put there as we asked
+        if isinstance(found := self.cached(path), BucketFile):  # put there as we asked
             lease.release()
             return found
         return lease
@@ -98,7 +99,7 @@ class ClusterFetcher(Fetcher):
         """After the download: put the verified file into the bucket, then let go of the lease."""
         try:
             fcntl.flock(watch, fcntl.LOCK_SH)  # the writer closes its temp file when done
-            if self.store.published(path, watch):  # the same inode: even if evicted since
+            if self.cachedir.published(path, watch):  # the same inode: even if evicted since
                 self.bucket.store(path, Path(f"/proc/self/fd/{watch}"))
         except Exception:
             log.exception("could not share %s", path)
@@ -123,16 +124,16 @@ def prune_bucket(bucket: Storage, limit: int) -> tuple[int, int, int]:
     return files, freed, left
 
 
-def node_name(store: Store) -> str:
+def node_name(cachedir: CacheDir) -> str:
     """This node's name in the bucket: the host's, with a suffix kept in the cache directory
     (nodes on one host, or a pod that comes back with its volume, stay apart or the same)."""
-    path = store.root / "node"
+    path = cachedir.root / "node"
     try:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
     name = f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
-    temp = store.tmp / f"node.{name}"
+    temp = cachedir.tmp / f"node.{name}"
     temp.write_text(name)
     try:
         os.link(temp, path)  # whole or not at all, and never over another worker's name
@@ -147,28 +148,26 @@ class Cluster:
     """This node among the others: every SHARE_SECONDS one worker of the node puts the node's
     totals into the bucket, and every node's dashboard reads them all."""
 
-    def __init__(self, bucket: S3Storage, store: Store, catalog: Catalog):
-        self.bucket, self.store, self.catalog = bucket, store, catalog
+    def __init__(self, bucket: S3Storage, cachedir: CacheDir, catalog: Catalog):
+        self.bucket, self.cachedir, self.catalog = bucket, cachedir, catalog
         self._node: str | None = None
-        self._started = 0  # the pid that runs the thread: none survives a fork
+        self.start = Once(self._start)  # the thread of this process: none survives a fork
 
     @property
     def node(self) -> str:
         """This node's name, written into the cache the first time it is needed (a server's
         request or thread, never the building of the app)."""
         if self._node is None:
-            self._node = node_name(self.store)
+            self._node = node_name(self.cachedir)
         return self._node
 
-    def start(self) -> None:
-        if self._started != os.getpid():
-            self._started = os.getpid()
-            threading.Thread(target=self._run, name="share statistics", daemon=True).start()
+    def _start(self) -> None:
+        threading.Thread(target=self._run, name="share statistics", daemon=True).start()
 
     def _run(self) -> None:
         guard = None
         while True:
-            guard = guard if guard is not None else self.store.try_lock(STATS_LOCK)
+            guard = guard if guard is not None else self.cachedir.try_lock(STATS_LOCK)
             if guard is not None:  # kept for the worker's life: the kernel frees it on death
                 try:
                     self.share()

@@ -6,7 +6,7 @@ app answers every other request (a cached hit without the front, a download in p
 range relayed from the upstream, a file in the shared bucket) with this port of it, so a client
 gets the same status, Content-Range and bytes wherever its request lands (docs/DESIGN.md,
 "Validators and ranges"). The validators are nginx's too: the ETag is `"<mtime>-<size>"` in
-hex, and a published file's mtime is a function of its path (app/store.py), so they are
+hex, and a published file's mtime is a function of its path (app/cachedir.py), so they are
 known before its download ends, and the same on every node.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Mapping
 
 from werkzeug.http import http_date, parse_date
 
-from .store import published_mtime
+from .storage import published_mtime
 
 # nginx's largest offset (off_t): a bigger number in a Range is unsatisfiable, not ignored.
 _MAX_OFFSET = 2**63 - 1

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
-from . import convert, indexes, policyfile
+from . import convert, policyfile, upstreams
 
 
 class ConfigError(ValueError):
@@ -143,7 +143,7 @@ class Settings:
     auth_scope: str
     storage_url: str | None
     s3_redirect: bool
-    indexes: tuple[indexes.Index, ...]  # in precedence order; one nameless for PYPI_MIRROR_URL
+    indexes: tuple[upstreams.Index, ...]  # in precedence order; one nameless for PYPI_MIRROR_URL
     index_pins: Mapping[str, str]  # canonical project -> upstream name
     prefetch: bool
     prefetch_depth: int
@@ -187,9 +187,9 @@ TABLE: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
     "storage_url": ("PYPI_STORAGE_URL", convert.storage_url, None),
     # 1: a file found in the bucket is a redirect to a presigned URL, not streamed by us.
     "s3_redirect": ("PYPI_S3_REDIRECT", convert.flag, "0"),
-    # Several upstreams in precedence order (app/indexes.py); unset: the one above.
-    "indexes": ("PYPI_INDEXES", indexes.parse_entries, None),
-    "index_pins": ("PYPI_INDEX_PINS", indexes.parse_pins, None),
+    # Several upstreams in precedence order (app/upstreams.py); unset: the one above.
+    "indexes": ("PYPI_INDEXES", upstreams.parse_entries, None),
+    "index_pins": ("PYPI_INDEX_PINS", upstreams.parse_pins, None),
     # Fetching ahead (app/prefetch.py): a client sent a wheel's metadata will ask next for
     # the pages and metadata of its requirements, and theirs, this many levels down.
     "prefetch": ("PYPI_PREFETCH", convert.flag, "0"),
@@ -249,7 +249,7 @@ def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings
         origin = urlsplit(values["mirror_url"])
         values["files_url"] = f"{origin.scheme}://{origin.netloc}{values['package_loc']}"
     if not values["indexes"]:
-        values["indexes"] = (indexes.Index("", values["mirror_url"], values["files_url"]),)
+        values["indexes"] = (upstreams.Index("", values["mirror_url"], values["files_url"]),)
     if values["cache_dir"] is None:
         values["cache_dir"] = Path(_default_cache_dir(environ))
     values["cache_dir"] = Path(values["cache_dir"]).absolute()
@@ -269,13 +269,13 @@ def check_policy(settings: Settings) -> None:
                           f"{error}") from None
 
 
-def _several(environ: Mapping[str, str], values: dict[str, Any]) -> tuple[indexes.Index, ...]:
+def _several(environ: Mapping[str, str], values: dict[str, Any]) -> tuple[upstreams.Index, ...]:
     """PYPI_INDEXES' upstreams; the single-upstream URLs then name the first one."""
     for variable in ("PYPI_MIRROR_URL", "PYPI_FILES_URL"):
         if environ.get(variable, "").strip():
             raise ConfigError(f"{variable} and PYPI_INDEXES are both set: use one or the other")
     try:
-        several = indexes.build(values["indexes"], values["index_pins"], values["package_loc"],
+        several = upstreams.build(values["indexes"], values["index_pins"], values["package_loc"],
                                 pip_default_index())
     except ValueError as error:
         raise ConfigError(redact_text(f"PYPI_INDEXES / PYPI_INDEX_PINS: {error}")) from None

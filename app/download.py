@@ -7,9 +7,9 @@ import os
 import time
 
 from . import names, wakeups
+from .cachedir import storage_error, write_all
 from .errors import IntegrityError, ProxyError
 from .stats.signals import file_cached
-from .store import storage_error, write_all
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ class Download:
         self.fd, self.part, self.lock = fd, part, lock
 
     def run(self) -> None:
-        store = self.fetcher.store
+        cachedir = self.fetcher.cachedir
         digest, written = hashlib.sha256(), 0
         started = time.monotonic()  # the upstream throughput t on the dashboard (app/stats)
         failure: ProxyError | None = None
@@ -37,7 +37,7 @@ class Download:
                 raise IntegrityError(f"got {written} bytes, expected {self.size}")
             if self.sha256 and digest.hexdigest() != self.sha256:
                 raise IntegrityError("sha256 does not match the index")
-            store.publish_file(self.part, self.path)
+            cachedir.publish_file(self.part, self.path)
             wakeups.changed(self.path)  # the last bytes go out now, not after the catalog's write
             self.fetcher.catalog.record_cached(
                 self.path, self.project or names.project_of_file(self.path), written, digest.hexdigest()
@@ -59,7 +59,7 @@ class Download:
             wakeups.changed(self.path)
             lock, slot = self.lock
             self.fetcher.slots.release(slot)
-            store.unlock(self.path, lock)
+            cachedir.unlock(self.path, lock)
             self.fetcher.catalog.release()  # this thread ends here
 
 
@@ -67,13 +67,13 @@ class Download:
         """Replace the announcement: by nothing after a publish, else by what failed, so that
         the clients following the download answer it (a full disk is a 507, not a 502) when
         none of its bytes has gone out yet. The temp file is gone first: the note has room."""
-        store = self.fetcher.store
+        cachedir = self.fetcher.cachedir
         if failure is not None:
             try:
-                store.write_json(store.announce_path(self.path), {
+                cachedir.write_json(cachedir.announce_path(self.path), {
                     "failed": failure.status, "message": failure.message, "at": time.time(),
                     "retry_after": failure.retry_after})
                 return
             except (ProxyError, OSError):
                 pass
-        store.announce_path(self.path).unlink(missing_ok=True)
+        cachedir.announce_path(self.path).unlink(missing_ok=True)

@@ -31,10 +31,9 @@ import logging
 import shutil
 from dataclasses import dataclass
 
+from .cachedir import CacheDir
 from .catalog import Catalog
-from .objects import LocalStorage
 from .refresh import lock_name
-from .store import Store
 
 log = logging.getLogger(__name__)
 EVICT_LOCK = "evict"  # not a file path: those never lack a '/' or an extension like this
@@ -50,21 +49,21 @@ class Eviction:
 
 
 class Evictor:
-    def __init__(self, store: Store, catalog: Catalog):
-        self.store = store
+    def __init__(self, cachedir: CacheDir, catalog: Catalog):
+        self.cachedir = cachedir
         self.catalog = catalog
-        self.files = LocalStorage(store.files)  # this node's copies; a bucket has its own cap
+        self.files = cachedir.storage  # this node's copies; a bucket has its own cap
 
     def run(self, limit: int, reason: str = "evicted") -> Eviction:
         """Remove least recently used files and pages until the cache takes at most `limit`
         bytes of disk (files, pages and the catalog)."""
-        guard = self.store.try_lock(EVICT_LOCK)
+        guard = self.cachedir.try_lock(EVICT_LOCK)
         if guard is None:
             return Eviction(remaining=self.catalog.usage().disk)  # another worker is at it
         try:
             return self._pass(limit, reason)
         finally:
-            self.store.unlock(EVICT_LOCK, guard)
+            self.cachedir.unlock(EVICT_LOCK, guard)
 
     def _pass(self, limit: int, reason: str) -> Eviction:
         result = Eviction(remaining=self.catalog.usage().disk)
@@ -79,7 +78,7 @@ class Evictor:
                     continue
                 result.pages += 1
             else:
-                lock = self.store.try_lock(name)
+                lock = self.cachedir.try_lock(name)
                 if lock is None:
                     result.skipped += 1
                     continue
@@ -87,7 +86,7 @@ class Evictor:
                     self.files.delete(name)
                     self.catalog.forget(name, reason)
                 finally:
-                    self.store.unlock(name, lock)
+                    self.cachedir.unlock(name, lock)
                 result.files += 1
             result.bytes += size
             result.remaining -= size
@@ -100,12 +99,12 @@ class Evictor:
         """Remove a cached page unless it is being refreshed right now (its lock is not waited
         for). A reader that has just read its state finds its bodies gone and asks for the page
         again (app/pages.py, Pages.open)."""
-        fd = self.store.try_lock(lock_name(name))
+        fd = self.cachedir.try_lock(lock_name(name))
         if fd is None:
             return False
         try:
-            shutil.rmtree(self.store.pages / name, ignore_errors=True)
+            shutil.rmtree(self.cachedir.pages / name, ignore_errors=True)
             self.catalog.forget_page(name)
         finally:
-            self.store.unlock(lock_name(name), fd)
+            self.cachedir.unlock(lock_name(name), fd)
         return True

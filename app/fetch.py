@@ -16,20 +16,18 @@ import logging
 import os
 import threading
 import time
-from urllib.parse import quote
 
-from . import conditional, indexes, names, ranges, wakeups
+from . import conditional, names, ranges, wakeups
+from .cachedir import CacheDir, key
 from .catalog import Catalog
 from .download import Download
 from .errors import (
     Busy, IntegrityError, NotFound, ProxyError, StorageError, UpstreamError, UpstreamTimeout,
 )
+from .httpclient import Upstream
 from .limits import Slots
-from .listings import Listings
-from .objects import Stored
-from .results import Follow, Head, Hit
-from .store import Store, key
-from .upstream import Upstream
+from .listings import Listed, Listings
+from .results import FileAnswer, Follow, Head, Hit
 
 log = logging.getLogger(__name__)
 # What a waiter answers when the leader it waited on failed with this status.
@@ -37,23 +35,22 @@ _SHARED = {404: NotFound, 503: Busy, 504: UpstreamTimeout, 507: StorageError}
 
 
 class Fetcher:
-    def __init__(self, settings, store: Store, catalog: Catalog, upstream: Upstream,
+    def __init__(self, settings, cachedir: CacheDir, catalog: Catalog, upstream: Upstream,
                  listings: Listings):
         self.settings = settings
-        self.store = store
+        self.cachedir = cachedir
         self.catalog = catalog
         self.upstream = upstream
         self.listings = listings  # what the pages promise of each file (fetching them if need be)
         # No new byte for this long: give up. A second more than the leader's own read
         # timeout, so that a stalled upstream ends in the leader's clean abort first.
         self.stall = settings.read_timeout + 1
-        self.slots = Slots(store, settings.max_downloads, settings.max_downloads_total,
+        self.slots = Slots(cachedir, settings.max_downloads, settings.max_downloads_total,
                            settings.download_wait)
         # How long a leader may take to announce: a slot, then the upstream's headers.
         self.start_wait = settings.download_wait + settings.connect_timeout + settings.read_timeout
 
-    def open(self, path: str, ask: conditional.Ask = conditional.PLAIN
-             ) -> Hit | Follow | ranges.Part | Head:
+    def open(self, path: str, ask: conditional.Ask = conditional.PLAIN) -> FileAnswer:
         """The cached file, or a stream of its download (started here or by another worker).
 
         A request for less than the whole file starts no download (docs/DESIGN.md): a range
@@ -64,58 +61,55 @@ class Fetcher:
             return hit
         listed = self.listings.require(path)
         if not ask.plain:
-            early = self._before_download(path, ask, listed.size)
+            early = self._before_download(path, ask, listed)
             if early is not None:
                 return early
-        return self.single_flight(path)
+        return self.single_flight(path, listed)
 
-    def describe(self, path: str) -> Hit | Stored | Head:
+    def describe(self, path: str) -> FileAnswer:
         """The cached file (here or, for ClusterFetcher, in the bucket), or what the upstream's
         HEAD says of it. A HEAD starts no download (a whole file fetched to report its length
         would also let anyone fill the cache at no cost to themselves)."""
         if (hit := self.cached(path)) is not None:
             return hit
         listed = self.listings.require(path)
-        length = self.upstream.head(self.url(path))
-        return Head(_agreed(listed.size, length))
+        return Head(path, _agreed(listed.size, self.upstream.head(listed.url)))
 
     def _before_download(self, path: str, ask: conditional.Ask,
-                         size: int | None) -> Follow | ranges.Part | Head | None:
+                         listed: Listed) -> FileAnswer | None:
         """What a conditional or range request gets without a download, if anything: the
         answer follows from the file's size (the index's, else the upstream's HEAD), as it
         will once the file is published (app/conditional.py)."""
+        size = listed.size
         if size is None:
             try:
-                size = self.upstream.head(self.url(path))
+                size = self.upstream.head(listed.url)
             except UpstreamTimeout:
                 raise
             except UpstreamError:  # an upstream may refuse a HEAD and still send the file
                 return None
-        answer = conditional.resolve(ask, conditional.validator(path, size))
+        head = Head(path, size)
+        answer = head.answer(ask)
         if answer.status == 206:
-            return self._range(path, answer, size)
-        return None if answer.has_body else Head(size)
+            return self._range(listed, answer, size)
+        return None if answer.has_body else head
 
-    def _range(self, path: str, answer: conditional.Answer,
-               size: int) -> Follow | ranges.Part | None:
-        follow = self._follow(path)
+    def _range(self, listed: Listed, answer: conditional.Answer, size: int) -> FileAnswer | None:
+        follow = self._follow(listed.path)
         if follow is not None:
             if follow.size == size and follow.landed(answer.start, answer.stop):
                 follow.early = True
                 return follow
             follow.close()
         try:
-            return ranges.part(self.upstream, self.url(path), answer.start, answer.stop, size)
+            return ranges.part(self.upstream, listed.url, listed.path, answer.start,
+                               answer.stop, size)
         except ranges.RangesIgnored:
             return None  # the upstream sends whole files only: follow the one download
 
-    def url(self, path: str) -> str:
-        """The upstream URL of a file path (its upstream's files URL: app/indexes.py)."""
-        up, upstream_path = indexes.locate(self.settings, path)
-        return f"{up.files_url}/{quote(upstream_path)}"
-
-    def single_flight(self, path: str) -> Hit | Follow:
-        """The cached file, or a stream of its one download."""
+    def single_flight(self, path: str, listed: Listed | None = None) -> FileAnswer:
+        """The cached file, or a stream of its one download (`listed`: what its page says,
+        when the caller has it)."""
         started = time.time()
         deadline = time.monotonic() + self.start_wait
         backoff = wakeups.Backoff(0.002, 0.05, path)  # the leader's announcement wakes us
@@ -123,13 +117,13 @@ class Fetcher:
             backoff.arm()
             if (hit := self.cached(path)) is not None:
                 return hit
-            lock = self.store.try_lock(path)
+            lock = self.cachedir.try_lock(path)
             if lock is not None:
                 if (hit := self.cached(path)) is not None:
-                    self.store.unlock(path, lock)
+                    self.cachedir.unlock(path, lock)
                     return hit
                 self._share_failure(path, started, lock)
-                return self._lead(path, lock)
+                return self._lead(path, lock, listed)
             follow = self._follow(path)
             if follow is not None:
                 return follow
@@ -142,42 +136,43 @@ class Fetcher:
         announcement: answer it too, rather than each waiter trying again in turn (which made
         n waiters on a black hole wait n timeouts). Whoever comes later tries afresh."""
         try:
-            note = json.loads(self.store.announce_path(path).read_bytes())
+            note = json.loads(self.cachedir.announce_path(path).read_bytes())
         except (OSError, ValueError):
             return
         if isinstance(note, dict) and note.get("failed") and note.get("at", 0) >= since:
-            self.store.unlock(path, lock)
+            self.cachedir.unlock(path, lock)
             raise _SHARED.get(note["failed"], UpstreamError)(
                 note.get("message", "upstream failed"), note.get("retry_after"))
 
-    def cached(self, path: str) -> Hit | None:
+    def cached(self, path: str) -> FileAnswer | None:
+        """The published file, open; None when it is not (a directory never is: no page
+        lists one, so the next step answers 404)."""
         try:
-            return Hit(open(self.store.file(path), "rb"))
+            return Hit(path, self.cachedir.storage.get(path))
         except FileNotFoundError:
             return None
-        except (IsADirectoryError, NotADirectoryError):
-            raise NotFound(f"not a file: {names.filename(path)}") from None
 
     # --- the worker that downloads -------------------------------------------------------
-    def _lead(self, path: str, lock: int) -> Follow:
+    def _lead(self, path: str, lock: int, listed: Listed | None = None) -> Follow:
         response = fd = part = slot = None
         try:
             self._clear_dead(path)
-            listed = self.listings.require(path)
+            listed = listed or self.listings.require(path)
             project, sha256, size = listed.project, listed.sha256, listed.size
             slot = self.slots.acquire()
-            response = self.upstream.get(self.url(path), headers={"Accept-Encoding": "identity"})
+            response = self.upstream.get(listed.url, headers={"Accept-Encoding": "identity"})
             length = response.headers.get("Content-Length")
             size = _agreed(size, int(length) if length and length.isdigit() else None)
-            fd, part = self.store.new_temp(key(path))
-            self.store.write_json(self.store.announce_path(path), {"part": part.name, "size": size})
+            fd, part = self.cachedir.new_temp(key(path))
+            self.cachedir.write_json(self.cachedir.announce_path(path),
+                                     {"part": part.name, "size": size})
             wakeups.changed(path)  # clients of this process waiting for it to start
             follow = self._follow(path, cache="miss")
             assert follow is not None  # we hold the temp file's flock, so it is live
         except BaseException as error:
             if isinstance(error, ProxyError):  # for the clients waiting on us (_share_failure)
                 with contextlib.suppress(ProxyError, OSError):
-                    self.store.write_json(self.store.announce_path(path), {
+                    self.cachedir.write_json(self.cachedir.announce_path(path), {
                         "failed": error.status, "message": error.message, "at": time.time(),
                         "retry_after": error.retry_after})
             if response is not None:
@@ -187,7 +182,7 @@ class Fetcher:
                 os.close(fd)
             if slot is not None:
                 self.slots.release(slot)
-            self.store.unlock(path, lock)
+            self.cachedir.unlock(path, lock)
             raise
         job = Download(self, path, project, sha256, size, response, fd, part, (lock, slot))
         # Not a daemon: a worker leaving gracefully (SIGHUP, SIGTERM) exits through sys.exit,
@@ -200,21 +195,21 @@ class Fetcher:
 
     def _clear_dead(self, path: str) -> None:
         """We hold the lock, so any temp file of this path belongs to a dead writer."""
-        self.store.announce_path(path).unlink(missing_ok=True)
-        for part in self.store.tmp.glob(f"{key(path)}.*.part"):
+        self.cachedir.announce_path(path).unlink(missing_ok=True)
+        for part in self.cachedir.tmp.glob(f"{key(path)}.*.part"):
             part.unlink(missing_ok=True)
 
     # --- every client --------------------------------------------------------------------
     def _follow(self, path: str, cache: str = "follower") -> Follow | None:
         try:
-            announce = json.loads(self.store.announce_path(path).read_bytes())
-            fd = os.open(self.store.tmp / announce["part"], os.O_RDONLY)
+            announce = json.loads(self.cachedir.announce_path(path).read_bytes())
+            fd = os.open(self.cachedir.tmp / announce["part"], os.O_RDONLY)
         except (OSError, ValueError, KeyError):
             return None  # not announced yet, or already gone: the caller looks again
-        if not self.store.held_by_other(fd) and not self.store.published(path, fd):
+        if not self.cachedir.held_by_other(fd) and not self.cachedir.published(path, fd):
             os.close(fd)  # a dead writer's leftovers
             return None
-        return Follow(self.store, self.stall, path, fd, announce["size"], cache)
+        return Follow(self.cachedir, self.stall, path, fd, announce["size"], cache)
 
 
 def _agreed(size: int | None, length: int | None) -> int | None:

@@ -11,13 +11,13 @@ import threading
 import time
 
 from . import wakeups
+from .cachedir import CacheDir
 from .errors import Busy
-from .store import Store
 
 
 class Slots:
-    def __init__(self, store: Store, per_worker: int, total: int, wait: float):
-        self.store, self.total, self.wait = store, total, wait
+    def __init__(self, cachedir: CacheDir, per_worker: int, total: int, wait: float):
+        self.cachedir, self.total, self.wait = cachedir, total, wait
         self._mine = threading.BoundedSemaphore(per_worker)
         self._free = per_worker  # what the semaphore has left, for free()
         self._count = threading.Lock()
@@ -34,7 +34,7 @@ class Slots:
                 start = random.randrange(self.total)  # spread the probes over the pool
                 for i in range(self.total):
                     name = f"slot-{(start + i) % self.total}"
-                    fd = self.store.try_lock(name)
+                    fd = self.cachedir.try_lock(name)
                     if fd is not None:
                         return name, fd
                 if time.monotonic() > deadline:
@@ -47,7 +47,7 @@ class Slots:
 
     def release(self, slot: tuple[str, int]) -> None:
         try:
-            self.store.unlock(*slot)
+            self.cachedir.unlock(*slot)
         finally:
             self._add(1)
             self._mine.release()

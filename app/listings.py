@@ -8,8 +8,9 @@ project); the rare file listed on another project's page is in the catalog's `li
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import quote
 
-from . import indexes, names
+from . import names, upstreams
 from .errors import BadRequest, NotFound
 from .pagemodel import File
 
@@ -24,6 +25,8 @@ class Listed:
     sha256: str | None
     size: int | None
     file: File  # the page's entry (of the distribution, for a `.metadata`)
+    path: str  # ours, under /packages/
+    url: str  # where its upstream serves it (its upstream's files URL: app/upstreams.py)
 
 
 class Listings:
@@ -37,15 +40,20 @@ class Listings:
         for project in (guessed, self.catalog.listed_under(distribution)):
             file = self.pages.find(project, distribution) if project else None
             if file is not None:
-                return _listed(project, file, path)
+                return _listed(project, file, path, self.url(path))
         return None
+
+    def url(self, path: str) -> str:
+        """The upstream URL of a file path."""
+        up, upstream_path = upstreams.locate(self.settings, path)
+        return f"{up.files_url}/{quote(upstream_path)}"
 
     def require(self, path: str) -> Listed:
         """What its page lists for `path`, the page fetched first if it is not cached (or is
         due): NotFound for a file no page lists, so nothing unlisted is ever asked upstream."""
         if (listed := self.find(path)) is not None:
             return listed
-        indexes.locate(self.settings, path)  # a file of no configured upstream: 404 at once
+        upstreams.locate(self.settings, path)  # a file of no configured upstream: 404 at once
         try:
             project = names.project_name(names.project_of_file(path))
         except BadRequest:
@@ -56,12 +64,12 @@ class Listings:
         return listed
 
 
-def _listed(project: str, file: File, path: str) -> Listed | None:
+def _listed(project: str, file: File, path: str, url: str) -> Listed | None:
     if not path.endswith(METADATA) or path == file.path:
-        return Listed(project, file.sha256, file.size, file)
+        return Listed(project, file.sha256, file.size, file, path, url)
     # A distribution's core metadata is listed when its page says so (PEP 658), and for every
     # wheel, whose METADATA the proxy can extract (app/metadata.py).
     if not (file.core_metadata or file.filename.endswith(".whl")):
         return None
     sha256 = file.core_metadata.get("sha256") if isinstance(file.core_metadata, dict) else None
-    return Listed(project, sha256, None, file)
+    return Listed(project, sha256, None, file, path, url)

@@ -4,29 +4,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import time
 
 from . import names, wheelmeta
-from .errors import IntegrityError, NotFound, UpstreamError, UpstreamTimeout
+from .errors import IntegrityError, NotFound, UpstreamError
 from .fetch import Fetcher
-from .objects import Stored
 from .ranges import RangeReader, RangesIgnored
-from .results import DownloadAborted, DownloadStalled, Follow, Head, Hit
+from .results import BucketFile, FileAnswer, Follow, Head, Hit
 
 log = logging.getLogger(__name__)
 SUFFIX = ".whl.metadata"
-
-
-class _LocalFile:
-    """A cached wheel as a wheelmeta.Source."""
-
-    def __init__(self, file):
-        self.file = file
-        self.size = os.fstat(file.fileno()).st_size
-
-    def read(self, offset: int, length: int) -> bytes:
-        return os.pread(self.file.fileno(), length, offset)
 
 
 class Metadata:
@@ -35,14 +22,15 @@ class Metadata:
     upstream with Range requests, published at the same path so later hits are plain files."""
 
     def __init__(self, fetcher: Fetcher):
-        self.fetcher, self.store, self.catalog = fetcher, fetcher.store, fetcher.catalog
+        self.fetcher, self.cachedir, self.catalog = fetcher, fetcher.cachedir, fetcher.catalog
         self.wait = sum(fetcher.upstream.timeout)  # another worker's extraction: connect + read
 
-    def open(self, path: str) -> Hit | Follow:
+    def open(self, path: str) -> FileAnswer:
         if (hit := self.fetcher.cached(path)) is not None:
             return hit
         wheel = path[:-len(".metadata")]
-        if not self.store.file(wheel).is_file():  # nothing of an unlisted wheel is asked upstream
+        # Nothing of an unlisted wheel is asked upstream.
+        if not self.cachedir.file(wheel).is_file():
             listed = self.fetcher.listings.require(path)
         else:
             listed = self.fetcher.listings.find(path)
@@ -54,10 +42,10 @@ class Metadata:
         except NotFound:
             pass  # the upstream has no .metadata for it (or advertised one it cannot serve)
         except UpstreamError:
-            if not self.store.file(wheel).is_file():
+            if not self.cachedir.file(wheel).is_file():
                 raise
             # The upstream is down, but the wheel is here: its METADATA is the same bytes.
-        with self.store.lock(path, timeout=self.wait):
+        with self.cachedir.lock(path, timeout=self.wait):
             if (hit := self.fetcher.cached(path)) is not None:
                 return hit
             project, sha256 = (listed.project, listed.sha256) if listed else (None, None)
@@ -65,7 +53,7 @@ class Metadata:
             digest = hashlib.sha256(data).hexdigest()
             if sha256 and digest != sha256:
                 raise IntegrityError("the wheel's METADATA does not match the page's metadata hash")
-            self.store.write_file(path, data)
+            self.cachedir.write_file(path, data)
             # Its catalog row, and with it the hash the next render of the page advertises,
             # comes with the next statistics flush, as for every published file.
             self.catalog.record_cached(path, project or names.project_of_file(path), len(data), digest)
@@ -73,7 +61,7 @@ class Metadata:
         result.cache = "miss"
         return result
 
-    def describe(self, path: str) -> Hit | Stored | Head:
+    def describe(self, path: str) -> FileAnswer:
         """A HEAD of `<wheel>.metadata`, which fetches nothing but what a HEAD of a file asks:
         the published file, else the upstream's HEAD of its `.metadata`; where the upstream
         has none, a 200 without a length, as a GET would extract it from the wheel, once the
@@ -81,7 +69,7 @@ class Metadata:
         if (hit := self.fetcher.cached(path)) is not None:
             return hit
         wheel = path[:-len(".metadata")]
-        here = self.store.file(wheel).is_file()
+        here = self.cachedir.file(wheel).is_file()
         listed = self.fetcher.listings.find(path) if here else self.fetcher.listings.require(path)
         try:
             if not (listed and listed.file.extracted):
@@ -92,8 +80,8 @@ class Metadata:
             if not here:
                 raise
         if not here:
-            self.fetcher.upstream.head(self.fetcher.url(wheel))  # a 404 or 502 as a GET's
-        return Head(None)
+            self.fetcher.upstream.head(self.fetcher.listings.url(wheel))  # a GET's 404 or 502
+        return Head(path, None)
 
     def _extract(self, wheel: str) -> bytes:
         """METADATA of the cached wheel, else by ranges, else of the wheel once downloaded."""
@@ -104,7 +92,7 @@ class Metadata:
             size = listed.size if listed else None
             started = time.monotonic()
             try:
-                url = self.fetcher.url(wheel)
+                url = self.fetcher.listings.url(wheel)
                 reader = RangeReader(self.fetcher.upstream, url, wheelmeta.TAIL, size)
                 data = wheelmeta.core_metadata(reader, filename)
                 log.info("metadata of %s extracted with %d range requests in %.3f s",
@@ -113,23 +101,15 @@ class Metadata:
             except RangesIgnored:
                 log.info("the upstream ignores ranges: downloading %s for its metadata", filename)
             hit = self._complete(wheel)
-        if isinstance(hit, Stored):  # in the bucket other nodes share (app/cluster.py)
-            with contextlib.closing(hit):
-                return wheelmeta.core_metadata(hit.blob, filename)
-        with hit.file:
-            return wheelmeta.core_metadata(_LocalFile(hit.file), filename)
+        with contextlib.closing(hit):  # here, or in the bucket other nodes share
+            return wheelmeta.core_metadata(hit.blob, filename)
 
-    def _complete(self, wheel: str) -> Hit:
+    def _complete(self, wheel: str) -> Hit | BucketFile:
         """The wheel through the single-flight download (so it is cached), once published."""
         result = self.fetcher.single_flight(wheel)
         if isinstance(result, Follow):
-            try:
-                for _ in result.stream():  # ends once the file is published
-                    pass
-            except DownloadStalled as error:
-                raise UpstreamTimeout(str(error)) from None
-            except DownloadAborted as error:
-                raise UpstreamError(str(error)) from None
+            for _ in result.chunks():  # ends once the file is published
+                pass
             result = self.fetcher.cached(wheel)
             if result is None:
                 raise UpstreamError(f"{names.filename(wheel)} was evicted before it was read")

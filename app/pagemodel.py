@@ -1,5 +1,5 @@
 """The page model: our PEP 691 document of a project page (the bytes the cache keeps and
-serves, app/index.py makes them) and the Project and File objects read from it.
+serves, app/pagereader.py makes them) and the Project and File objects read from it.
 
 Links in the document point at the proxy, relative to the page (`../../packages/<path>`).
 Reading the whole document builds an object per file; a download's lookup of one file only

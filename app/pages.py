@@ -2,7 +2,7 @@
 served meanwhile, and the bodies clients get.
 
 A project page is fetched from the upstream and kept as our PEP 691 document of it
-(`v<version>.json`, app/refresh.py, app/index.py), which is also its JSON body. The other
+(`v<version>.json`, app/refresh.py, app/pagereader.py), which is also its JSON body. The other
 bodies (the gzip of it, HTML and its gzip) are made the first time a client asks for them and
 kept beside it, so a page miss costs the upstream's answer, one pass over its files and the
 one body that client wants, and a warm request only sends a file. After the TTL one worker
@@ -39,9 +39,9 @@ _REFRESH_FAULTS = (UpstreamError, StorageError, Busy)
 
 
 class Pages:
-    def __init__(self, settings, store, catalog, upstream):
-        self.settings, self.store, self.catalog = settings, store, catalog
-        self.refresher = Refresher(settings, store, catalog, upstream)
+    def __init__(self, settings, cachedir, catalog, upstream):
+        self.settings, self.cachedir, self.catalog = settings, cachedir, catalog
+        self.refresher = Refresher(settings, cachedir, catalog, upstream)
         self._states: dict[str, tuple[tuple, dict]] = {}  # per worker: name -> (stat, state)
         # Per worker: names the upstream answered 404 for, and when. Not on disk, so a flood
         # of made-up names leaves nothing behind; at most PYPI_NEGATIVE_CACHE, oldest out first.
@@ -75,7 +75,7 @@ class Pages:
         """(state, age): one stat per warm request; the file is re-read only when it changed
         (it is replaced atomically, and touched when revalidated). A state of an older
         format (an earlier release's cache) counts as none: the page is fetched anew."""
-        path = self.store.pages / name / "state.json"
+        path = self.cachedir.pages / name / "state.json"
         try:
             stat = path.stat()
             signature = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
@@ -92,7 +92,7 @@ class Pages:
 
     def _answer(self, name: str, state: tuple[dict, float], cache: str) -> Page:
         data, age = state
-        return Page(name, self.store.pages / name, data["version"], cache, age)
+        return Page(name, self.cachedir.pages / name, data["version"], cache, age)
 
     def _known_missing(self, name: str) -> bool:
         seen = self._missing.get(name)
@@ -119,16 +119,16 @@ class Pages:
             # A copy to serve: whoever holds the lock is refreshing it, and we answer with the
             # old one rather than wait. If we get the lock we keep it for our own refresh:
             # letting go and waiting for it again let another worker's slow refresh in between.
-            fd = self.store.try_lock(lock)
+            fd = self.cachedir.try_lock(lock)
             if fd is None:
                 return self._answer(name, state, "updating")
             try:
                 return self._refresh(name, refresh, want)
             finally:
-                self.store.unlock(lock, fd)
+                self.cachedir.unlock(lock, fd)
         # Nothing to serve meanwhile: wait as long as the leader's own wait for headers, and
         # longer while its body arrives (it touches the lock at each chunk).
-        with self.store.lock(lock, timeout=self.settings.connect_timeout
+        with self.cachedir.lock(lock, timeout=self.settings.connect_timeout
                              + self.settings.read_timeout):
             return self._refresh(name, refresh, want)
 
@@ -170,15 +170,15 @@ class Pages:
         if now - data.get("gone_since", now) >= GONE_GRACE:
             return False
         if "gone_since" not in data:
-            path = self.store.pages / name / "state.json"
+            path = self.cachedir.pages / name / "state.json"
             validated = path.stat()
-            self.store.write_json(path, data | {"gone_since": now})
+            self.cachedir.write_json(path, data | {"gone_since": now})
             os.utime(path, ns=(validated.st_atime_ns, validated.st_mtime_ns))
         return True
 
     def forget(self, name: str) -> None:
         """Drop a page from the disk (its lock held, or its project gone upstream)."""
-        shutil.rmtree(self.store.pages / name, ignore_errors=True)
+        shutil.rmtree(self.cachedir.pages / name, ignore_errors=True)
         self._states.pop(name, None)
         self.catalog.record_page(name, 0)
 
@@ -197,7 +197,7 @@ class Pages:
         except FileNotFoundError:
             if page.name == ROOT or want == Body():  # written by the refresh
                 raise PageGone(page.name) from None
-        with self.store.lock(f"page-body:{path}", timeout=self.settings.read_timeout):
+        with self.cachedir.lock(f"page-body:{path}", timeout=self.settings.read_timeout):
             try:
                 return open(path, "rb")
             except FileNotFoundError:
@@ -206,7 +206,7 @@ class Pages:
             if want.base and self._bases(page) >= BASES_KEPT:
                 return data  # a flood of made-up host names must not fill the disk
             try:
-                self.store.write_atomic(path, data)
+                self.cachedir.write_atomic(path, data)
                 self.refresher.record_size(page.name)
             except StorageError as error:  # the client still gets its page; the next makes it
                 log.warning("could not keep a body of the page of %s: %s", page.name, error.message)

@@ -8,7 +8,7 @@ Here the parsed page is only read (which wheels lack core metadata, which files 
 another project) and the bytes are edited in C. This applies when the page is regular: every
 link under the files base with a plain path, every file with a lower-case sha256, and each
 wheel's metadata keys absent, true, or false in warehouse's sorted order. `rewrite` answers
-None otherwise, and app/index.py builds the document in Python instead; both give the same
+None otherwise, and app/pagereader.py builds the document in Python instead; both give the same
 document (tests/test_passthrough.py compares them).
 """
 from __future__ import annotations

@@ -12,30 +12,26 @@ slot taken only when the worker has slots to spare, and a pause after an upstrea
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
-import os
 import queue
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from email.parser import BytesHeaderParser
-from typing import Callable, Iterator
+from typing import Callable
 
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 
 from . import names
 from .candidates import choose_in
 from .environments import CLIENTS_KEPT, Client, applies, client_of
-from .errors import BadRequest, NotFound, UpstreamError
-from .results import close_answer, read_answer
+from .errors import BadRequest, NotFound
+from .perprocess import Once
 from .stats.signals import fetch_ahead_dropped, fetch_ahead_failed, fetched_ahead
+from .wheelmeta import requirements
 
 log = logging.getLogger(__name__)
 PAUSE = 30.0  # seconds without fetching ahead after an upstream failure
-CLAIMS_PRUNED_EVERY = 1000  # claims between two removals of the expired ones
 SEEN_KEPT = 10_000  # items a worker remembers having fetched ahead (oldest out first)
 METADATA_LIMIT = 4 << 20  # a core metadata file is a few KB; past this its requirements are skipped
 FETCHED = ("miss", "revalidated")  # what a page or file answer says when the upstream was asked
@@ -68,8 +64,7 @@ class Prefetcher:
         self._seen: OrderedDict[tuple, float] = OrderedDict()
         self._clients: dict[str, Client] = {}
         self._paused_until = 0.0
-        self._claims = 0
-        self._pid: int | None = None  # the process the threads and queue belong to
+        self._start = Once(self._start_threads)  # the threads and queue of this process
         self._queue: queue.Queue = queue.Queue(settings.prefetch_queue)
         self._threads: list[threading.Thread] = []
 
@@ -115,11 +110,9 @@ class Prefetcher:
             return False
         return True
 
-    def _start(self) -> None:
+    def _start_threads(self) -> None:
         """Under the lock: this process's threads, started on first use (so after a fork)."""
-        if self._pid == os.getpid():
-            return
-        self._pid, self._pending = os.getpid(), 0
+        self._pending = 0
         self._queue = queue.Queue(self.settings.prefetch_queue)
         self._threads = [threading.Thread(target=self._run, name=f"fetch ahead {i}", daemon=True)
                          for i in range(self.settings.prefetch_concurrency)]
@@ -148,29 +141,8 @@ class Prefetcher:
     def _claim(self, job: Job) -> bool:
         """Whether this process does `job`: once per page TTL on the machine, not once per
         worker. Each worker's clients ask for the same things, and each worker repeated the
-        others' work: on the real index that made a warm resolve twice as slow. A claim is a
-        file per job under tmp/ahead/, its mtime when it was begun (two workers that look at
-        the same instant may both do it: only work is repeated, never a download)."""
-        directory = self.fetcher.store.tmp / "ahead"
-        path = directory / hashlib.sha1(repr(_key(job)).encode()).hexdigest()
-        now = time.time()
-        try:
-            if now - os.stat(path).st_mtime < self.settings.index_ttl:
-                return False
-        except FileNotFoundError:
-            pass
-        try:
-            directory.mkdir(exist_ok=True)
-            path.touch()
-        except OSError:
-            return True  # a claim that cannot be written only costs repeated work
-        self._claims += 1
-        if self._claims % CLAIMS_PRUNED_EVERY == 0:
-            for old in directory.iterdir():
-                with contextlib.suppress(OSError):
-                    if now - old.stat().st_mtime >= self.settings.index_ttl:
-                        old.unlink()
-        return True
+        others' work: on the real index that made a warm resolve twice as slow."""
+        return self.fetcher.cachedir.claim("ahead", repr(_key(job)), self.settings.index_ttl)
 
     def _work(self, job: Job) -> None:
         if job.project is None:
@@ -226,7 +198,7 @@ class Prefetcher:
     def _metadata(self, path: str, count: bool) -> bytes | None:
         hit = self.fetcher.cached(path)
         if hit is not None:
-            return read_answer(hit, METADATA_LIMIT)
+            return hit.read_all(METADATA_LIMIT)
         if not self._spare(1):
             fetch_ahead_dropped.send(self, count=1)
             return None
@@ -236,7 +208,7 @@ class Prefetcher:
         # it may be answered (and its use flushed) before this thread has read it all.
         if count and result.cache in FETCHED:
             fetched_ahead.send(self, kind="metadata", key=path, at=began)
-        return read_answer(result, METADATA_LIMIT)
+        return result.read_all(METADATA_LIMIT)
 
     def _file(self, path: str) -> None:
         """Start the wheel's single-flight download, when half the worker's download slots
@@ -244,7 +216,7 @@ class Prefetcher:
         ahead thread waits for a body, and clients keep the other half of the slots."""
         hit = self._step("file", lambda: self.fetcher.cached(path))
         if hit is not None:
-            close_answer(hit)
+            hit.close()
             return
         if not self._spare(max(1, self.settings.max_downloads // 2)):
             fetch_ahead_dropped.send(self, count=1)
@@ -255,7 +227,7 @@ class Prefetcher:
             return
         if result.cache in FETCHED:
             fetched_ahead.send(self, kind="file", key=path, at=began)
-        close_answer(result)
+        result.close()
 
     def _spare(self, needed: int) -> bool:
         return self.fetcher.slots.free() > needed - 1
@@ -290,13 +262,14 @@ class Prefetcher:
 
     def close(self) -> None:
         """End this process's threads once the jobs queued before are done."""
-        if self._pid != os.getpid():
+        if not self._start.done:
             return
         for _ in self._threads:
             self._queue.put(None)
         for thread in self._threads:
             thread.join()
-        self._pid, self._threads = None, []
+        self._threads = []
+        self._start.forget()
 
 
 def _key(job: Job) -> tuple:
@@ -304,11 +277,3 @@ def _key(job: Job) -> tuple:
     return (job.project, job.path if job.project is None else job.specifier, job.extras,
             job.client)
 
-
-def requirements(data: bytes) -> Iterator[Requirement]:
-    """The `Requires-Dist` of a core metadata file (unreadable ones skipped)."""
-    for line in BytesHeaderParser().parsebytes(data).get_all("Requires-Dist") or ():
-        try:
-            yield Requirement(str(line))
-        except InvalidRequirement:
-            continue

@@ -3,11 +3,12 @@ and random reads of a wheel for its metadata. Nothing read here is cached as a f
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Iterator
 
+from .conditional import Answer, Ask
 from .errors import IntegrityError, UpstreamError
-from .upstream import Upstream
+from .httpclient import Upstream
+from .results import FileAnswer
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 _IDENTITY = {"Accept-Encoding": "identity"}  # ranges of the stored bytes, never of a re-encoding
@@ -17,18 +18,25 @@ class RangesIgnored(Exception):
     """The upstream answered a Range request with the whole file."""
 
 
-@dataclass
-class Part:
-    """One range of a file, streamed from the upstream's 206 as it arrives."""
+class Part(FileAnswer):
+    """One range of a file, streamed from the upstream's 206 as it arrives: the answer is that
+    range, which the fetcher resolved from the client's request (app/fetch.py)."""
 
-    start: int
-    stop: int  # exclusive
-    size: int  # of the whole file
-    chunks: Iterator[bytes]
-    cache: str = "range"
+    cache = "range"
+
+    def __init__(self, path: str, start: int, stop: int, size: int, body: Iterator[bytes]):
+        self.path, self.start, self.stop, self.size = path, start, stop, size  # stop: exclusive
+        self._body = body
+
+    def answer(self, ask: Ask) -> Answer:
+        return Answer(206, self.start, self.stop)
+
+    def chunks(self, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+        assert (start, stop) == (self.start, self.stop), "a Part has one range"
+        return self._body
 
     def close(self) -> None:
-        close = getattr(self.chunks, "close", None)
+        close = getattr(self._body, "close", None)
         if close is not None:
             close()  # the generator's finally closes the upstream response
 
@@ -54,7 +62,7 @@ def _ask(upstream: Upstream, url: str, spec: str):
     return response
 
 
-def part(upstream: Upstream, url: str, start: int, stop: int, size: int) -> Part:
+def part(upstream: Upstream, url: str, path: str, start: int, stop: int, size: int) -> Part:
     """Bytes [start, stop) of a file of `size` bytes, from the upstream's 206 as it arrives.
 
     The range was resolved here (app/conditional.py) and is asked for by its positions, so an
@@ -71,7 +79,7 @@ def part(upstream: Upstream, url: str, start: int, stop: int, size: int) -> Part
     except UpstreamError:
         response.close()
         raise
-    return Part(start, stop, size, upstream.iter_body(response))
+    return Part(path, start, stop, size, upstream.iter_body(response))
 
 
 class RangeReader:

@@ -9,14 +9,14 @@ import logging
 import os
 from typing import Iterator
 
-from . import index, indexes, parsing, render
+from . import pagereader, parsepool, render, upstreams
+from .cachedir import key
 from .encoding import ACCEPT_ENCODING
 from .errors import NotFound
-from .store import key
-from .upstream import RedirectedAway
+from .httpclient import RedirectedAway
 
 log = logging.getLogger(__name__)
-STATE_FORMAT = 2  # state.json names our document of the page (v<version>.json): app/index.py
+STATE_FORMAT = 2  # state.json names our document of the page (v<version>.json): app/pagereader.py
 RENDERING = "2"  # part of every version: a change to how pages render changes their ETags
 MAX_ROOT = 1 << 30  # the root list is tens of MB; decoded past this it is a bomb or a fault
 UPSTREAM_ACCEPT = f"{render.V1_JSON}, {render.V1_HTML};q=0.2, {render.HTML};q=0.1"
@@ -34,10 +34,12 @@ class Refresher:
     page was answered: "miss" (fetched anew) or "revalidated" (the upstream's 304), and for a
     project page fetched anew its model."""
 
-    def __init__(self, settings, store, catalog, upstream):
-        self.settings, self.store, self.catalog, self.upstream = settings, store, catalog, upstream
-        self.linkers = {up.name: index.Linker(up.files_url, up.prefix) for up in settings.indexes}
-        self.parser = parsing.Parser()
+    def __init__(self, settings, cachedir, catalog, upstream):
+        self.settings, self.cachedir, self.catalog = settings, cachedir, catalog
+        self.upstream = upstream
+        self.linkers = {up.name: pagereader.Linker(up.files_url, up.prefix)
+                        for up in settings.indexes}
+        self.parser = parsepool.Parser()
         self._redirected: set[str] = set()  # projects whose redirect away was logged
 
     def project(self, name: str, old: dict | None) -> str:
@@ -54,14 +56,14 @@ class Refresher:
         body = bytearray()
         for chunk in self.upstream.iter_decoded(response, self.settings.max_page_size):
             body += chunk
-            self.store.touch_lock(lock_name(name))  # progress: waiters keep waiting
+            self.cachedir.touch_lock(lock_name(name))  # progress: waiters keep waiting
         content_type = response.headers.get("Content-Type", "text/html")
-        earlier = self.store.pages / name / f"{old['version']}.json" if old else None
+        earlier = self.cachedir.pages / name / f"{old['version']}.json" if old else None
         body, misfiled = self.parser.document(bytes(body), content_type, response.url, name,
                                               self.linkers[up.name], metadata, earlier)
         self.catalog.record_listed(name, misfiled)
         version = "v" + hashlib.sha256(RENDERING.encode() + body).hexdigest()[:16]
-        self.store.write_atomic(self.store.pages / name / f"{version}.json", body)
+        self.cachedir.write_atomic(self.cachedir.pages / name / f"{version}.json", body)
         self._write_state(name, response, version, old, upstream=up.name,
                           metadata_known=len(metadata))
         return "miss"
@@ -76,11 +78,11 @@ class Refresher:
             names = self._root_names(response)
         else:
             names = self._union()
-        directory = self.store.pages / name
+        directory = self.cachedir.pages / name
         with contextlib.ExitStack() as cleanup:
             outputs, temps = {}, []
             for fmt in ("html", "json"):
-                plain, packed = (self.store.new_temp(key(f"{name}.{fmt}{gz}"))
+                plain, packed = (self.cachedir.new_temp(key(f"{name}.{fmt}{gz}"))
                                  for gz in ("", ".gz"))
                 temps += [(plain[1], fmt), (packed[1], f"{fmt}.gz")]
                 outputs[fmt] = cleanup.enter_context(_Tee(plain[0], packed[0]))
@@ -92,7 +94,7 @@ class Refresher:
             digests = sorted(out.digest.hexdigest() for out in outputs.values())
             version = "v" + hashlib.sha256("".join(digests).encode()).hexdigest()[:16]
             for temp, suffix in temps:
-                self.store.publish(temp, directory / f"{version}.{suffix}")
+                self.cachedir.publish(temp, directory / f"{version}.{suffix}")
         log.info("root list refreshed: %d projects", count)
         self._write_state(name, response, version, old)
         return "miss"
@@ -104,7 +106,7 @@ class Refresher:
         below): an upstream that fails raises here, so an outage never hands its projects to a
         later upstream (dependency confusion).
         """
-        for up in indexes.candidates(self.settings, name):
+        for up in upstreams.candidates(self.settings, name):
             # The upstream the old page came from gets its ETag; its 404 ends the walk too,
             # so that the grace of a page gone upstream (Pages._gone_lately) applies to it.
             owner = bool(old) and old.get("upstream", "") == up.name
@@ -142,9 +144,9 @@ class Refresher:
         if response.status_code != 304:
             return False
         response.close()
-        path = self.store.pages / name / "state.json"
+        path = self.cachedir.pages / name / "state.json"
         if old and "gone_since" in old:  # the upstream has the page again
-            self.store.write_json(path, {k: v for k, v in old.items() if k != "gone_since"})
+            self.cachedir.write_json(path, {k: v for k, v in old.items() if k != "gone_since"})
         else:
             os.utime(path)
         return True
@@ -155,8 +157,8 @@ class Refresher:
         etag = response.headers.get("ETag") if response is not None else None
         state = {"format": STATE_FORMAT, "status": 200, "upstream_etag": etag,
                  "version": version, **more}
-        directory = self.store.pages / name
-        self.store.write_json(directory / "state.json", state)
+        directory = self.cachedir.pages / name
+        self.cachedir.write_json(directory / "state.json", state)
         keep = {"state", version, (old or {}).get("version")}
         for entry in directory.iterdir():
             if entry.name.split(".", 1)[0] not in keep:
@@ -167,7 +169,7 @@ class Refresher:
         """The page's bytes on disk, for the disk use and the size cap (written with the next
         statistics flush, as the rows of files are)."""
         total = 0
-        for entry in os.scandir(self.store.pages / name):
+        for entry in os.scandir(self.cachedir.pages / name):
             try:
                 total += entry.stat().st_size
             except FileNotFoundError:  # an old version removed meanwhile
@@ -176,7 +178,7 @@ class Refresher:
 
     def _root_names(self, response) -> Iterator[str]:
         chunks = self.upstream.iter_decoded(response, MAX_ROOT)
-        return index.iter_root_names(chunks, response.headers.get("Content-Type", ""))
+        return pagereader.iter_root_names(chunks, response.headers.get("Content-Type", ""))
 
     def _union(self) -> Iterator[str]:
         """Every upstream's project names, each once. The names of all upstreams but the last

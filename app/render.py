@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import json
 from typing import IO, Iterable
 
 from markupsafe import escape
@@ -51,7 +50,7 @@ def is_json(media_type: str) -> bool:
 
 def html_version(project: Project) -> str:
     """The HTML page's repository version: 1.4 for a project status (PEP 792), else 1.1 when
-    every size is known (PEP 700), else 1.0. (The JSON claims its own: app/index.py.)"""
+    every size is known (PEP 700), else 1.0. (The JSON claims its own: app/pagereader.py.)"""
     if project.status:
         return STATUS_VERSION
     return "1.1" if all(file.size is not None for file in project.files) else "1.0"

@@ -1,23 +1,24 @@
-"""What the fetch layer answers a file request with: the cached file, a download in progress
-to follow as it grows, or a file not cached described by its size (a HEAD, or a request
-whose answer has no body)."""
+"""What the fetch layer answers a file request with, one interface for every case: the cached
+file, a download in progress to follow as it grows, a file in the bucket, or a file not cached
+described by its size (a HEAD, or a request whose answer has no body). A range relayed from
+the upstream is the same kind of answer (app/ranges.py's Part)."""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
 import time
-from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
-from . import names, wakeups
+from . import conditional, names, wakeups
+from .cachedir import CacheDir
+from .conditional import Answer, Ask, Validator
 from .errors import UpstreamError
-from .objects import Stored
-from .store import Store
-from .upstream import CHUNK
+from .httpclient import CHUNK
+from .storage import Blob, FileBlob
 
 
-class DownloadAborted(Exception):
+class DownloadAborted(UpstreamError):
     """The download this response follows failed: the connection must be cut, not ended.
     `status` is what a client that has had no byte yet is answered (its writer's failure)."""
 
@@ -29,20 +30,101 @@ class DownloadAborted(Exception):
 class DownloadStalled(DownloadAborted):
     """No new byte of the download for the read timeout."""
 
+    def __init__(self, message: str):
+        super().__init__(message, 504)
 
-@dataclass
-class Hit:
+
+class FileAnswer:
+    """What the fetch layer answers every file request with (app/fetch.py, app/metadata.py,
+    app/cluster.py), wherever its bytes are: the file's size and validators, where it came
+    from (`cache`), its bytes [start, stop) as chunks, and how it answers a request's
+    conditionals and range (app/conditional.py, the one resolver). The packages view only
+    chooses the response; it never asks which kind it has.
+
+    Reading the chunks raises ProxyErrors (a download that failed, a bucket that went), so the
+    first of them can still turn into a clean 502/504/507 and a later one cuts the response.
+    """
+
+    path: str
+    cache: str
+    size: int | None = None  # of the whole file, when known
+    file: BinaryIO | None = None  # a local file, open: the server may send it with sendfile
+    url: str | None = None  # where the client may fetch it itself (a redirect)
+
+    def validator(self) -> Validator | None:
+        """The validators the file carries once published (None while its size is unknown)."""
+        return conditional.validator(self.path, self.size)
+
+    def answer(self, ask: Ask) -> Answer:
+        return conditional.resolve(ask, self.validator())
+
+    def chunks(self, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+        return iter(())
+
+    def close(self) -> None:
+        pass
+
+    def read_all(self, limit: int) -> bytes | None:
+        """All the bytes (None past `limit`), the answer closed (fetching ahead reads a
+        `.metadata` so)."""
+        total, parts = 0, []
+        try:
+            with contextlib.closing(self.chunks()) as chunks:
+                for chunk in chunks:
+                    total += len(chunk)
+                    if total > limit:
+                        return None
+                    parts.append(chunk)
+        finally:
+            self.close()
+        return b"".join(parts)
+
+
+class Hit(FileAnswer):
     """A cached file, already open: eviction may unlink it now and this reader still gets
     every byte (an open descriptor keeps the inode), so there is no check-then-open race."""
 
-    file: BinaryIO
-    cache: str = "hit"
+    def __init__(self, path: str, blob: FileBlob, cache: str = "hit"):
+        self.path, self.blob, self.cache = path, blob, cache
+        self.file, self.size = blob.file, blob.size
+
+    def validator(self) -> Validator:
+        return conditional.of_open_file(self.file.fileno())  # what nginx sends for it
+
+    def chunks(self, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+        return self.blob.chunks(start, stop)
 
     def close(self) -> None:
         self.file.close()
 
 
-class Follow:
+class BucketFile(FileAnswer):
+    """A file in the bucket, not on this node's disk: streamed from it, or a redirect to it."""
+
+    cache = "bucket"
+
+    def __init__(self, path: str, blob: Blob, url: str | None):
+        self.path, self.blob, self.url = path, blob, url
+        self.size = blob.size
+
+    def chunks(self, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+        try:
+            yield from self.blob.chunks(start, stop)
+        except FileNotFoundError as error:  # the object went, or the bucket did
+            raise UpstreamError(str(error)) from None
+
+    def close(self) -> None:
+        self.blob.close()
+
+
+class Head(FileAnswer):
+    """A file not cached, as the index or the upstream's HEAD describes it."""
+
+    def __init__(self, path: str, size: int | None, cache: str = "miss"):
+        self.path, self.size, self.cache = path, size, cache
+
+
+class Follow(FileAnswer):
     """A download in progress, read from its temp file as it grows.
 
     `size` is known when the index or the upstream said it. The bytes that end the requested
@@ -50,9 +132,9 @@ class Follow:
     aborted response, never in a complete-looking wrong body.
     """
 
-    def __init__(self, store: Store, stall: float, path: str, fd: int, size: int | None,
+    def __init__(self, cachedir: CacheDir, stall: float, path: str, fd: int, size: int | None,
                  cache: str):
-        self.store, self.stall, self.path, self.fd, self.size = store, stall, path, fd, size
+        self.cachedir, self.stall, self.path, self.fd, self.size = cachedir, stall, path, fd, size
         self.cache = cache  # "miss" for the client that started it, "follower" for the others
         # A range that ends before the file's end, taken from the download on its way
         # (Fetcher._range in app/fetch.py): its last bytes need not wait for the publish, as
@@ -65,13 +147,13 @@ class Follow:
             self.fd = None
 
     def published(self) -> bool:
-        return self.store.published(self.path, self.fd)
+        return self.cachedir.published(self.path, self.fd)
 
     def _failure(self) -> tuple[str, int]:
         """What the writer left when it failed (app/download.py), or a plain failure."""
         message = f"download of {names.filename(self.path)} failed"
         try:
-            note = json.loads(self.store.announce_path(self.path).read_bytes())
+            note = json.loads(self.cachedir.announce_path(self.path).read_bytes())
             return f"{message}: {note['message']}", int(note["failed"])
         except (OSError, ValueError, KeyError, TypeError):
             return message, 502
@@ -81,7 +163,7 @@ class Follow:
         and it ends before the file's last byte (which waits for the whole download)."""
         return self.size is not None and stop < self.size and start < os.fstat(self.fd).st_size
 
-    def stream(self, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+    def chunks(self, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
         """Bytes [start, stop) (to the end when stop is None), as they land."""
         end = self.size if stop is None else stop
         position, last_progress = start, time.monotonic()
@@ -107,7 +189,7 @@ class Follow:
                         position += len(chunk)
                         yield chunk
                     return
-                if not self.store.held_by_other(self.fd):
+                if not self.cachedir.held_by_other(self.fd):
                     if self.published():  # published between the two looks
                         continue
                     raise DownloadAborted(*self._failure())
@@ -119,52 +201,3 @@ class Follow:
                     backoff.wait()
         finally:
             self.close()
-
-
-@dataclass
-class Head:
-    """A file not cached, as the index or the upstream's HEAD describes it."""
-
-    size: int | None
-    cache: str = "miss"
-
-    def close(self) -> None:
-        pass
-
-
-# --- reading a whole answer (fetching ahead reads .metadata files) --------------------
-def read_answer(result, limit: int) -> bytes | None:
-    """A file answer's bytes (at most `limit`: None past it), the answer closed."""
-    if isinstance(result, Hit):
-        with result.file:
-            data = result.file.read(limit + 1)
-    elif isinstance(result, Stored):
-        with contextlib.closing(result):
-            data = b"".join(_bounded(result.blob.chunks(), limit))
-    elif isinstance(result, Follow):
-        try:
-            data = b"".join(_bounded(result.stream(), limit))
-        except DownloadAborted as error:
-            raise UpstreamError(str(error)) from None
-        finally:
-            result.close()
-    else:
-        raise TypeError(f"not a file answer: {result!r}")
-    return data if len(data) <= limit else None
-
-
-def _bounded(chunks: Iterator[bytes], limit: int) -> Iterator[bytes]:
-    total = 0
-    with contextlib.closing(chunks):
-        for chunk in chunks:
-            total += len(chunk)
-            yield chunk
-            if total > limit:
-                return
-
-
-def close_answer(result) -> None:
-    if isinstance(result, Hit):
-        result.file.close()
-    else:
-        result.close()

@@ -28,10 +28,11 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .cachedir import key as hashed
 from .config import redact_text
 from .convert import s3_location
-from .objects import CHUNK, Item, NoLease
-from .store import key as hashed
+from .perprocess import Once
+from .storage import CHUNK, Item
 
 log = logging.getLogger(__name__)
 LEASE_SECONDS = 10.0
@@ -89,6 +90,14 @@ class S3Blob:
             self._body = None
 
 
+class NoLease:
+    """No lease is needed: the bucket is away (this node goes on alone) or too small for the
+    file (it stays on the node that has it)."""
+
+    def release(self) -> None:
+        pass
+
+
 class S3Lease:
     """A live claim on one download, renewed by a thread of its own until released."""
 
@@ -135,8 +144,7 @@ class S3Storage:
             signature_version="s3v4",  # presigned URLs MinIO and Ceph accept too
         )
         self._client: Any = None
-        self._pid = 0
-        self._lock = threading.Lock()
+        self._connect = Once(self._make_client)  # it holds sockets: one per process
         self._away_until = 0.0  # a store that failed is not asked again (and waited for) at once
 
     def _away(self) -> bool:
@@ -150,12 +158,11 @@ class S3Storage:
 
     def client(self) -> Any:
         """boto3's client, made once per process after fork (it holds sockets)."""
-        if self._pid != os.getpid():
-            with self._lock:
-                if self._pid != os.getpid():
-                    self._client = boto3.session.Session().client("s3", config=self.config)
-                    self._pid = os.getpid()
+        self._connect()
         return self._client
+
+    def _make_client(self) -> None:
+        self._client = boto3.session.Session().client("s3", config=self.config)
 
     # --- files ---------------------------------------------------------------------------
     def get(self, path: str) -> S3Blob:

@@ -6,8 +6,10 @@ import errno
 import struct
 import zipfile
 import zlib
-from typing import Protocol
+from email.parser import BytesHeaderParser
+from typing import Iterator, Protocol
 
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from .errors import IntegrityError, ProxyError
@@ -155,3 +157,12 @@ def _find(archive: zipfile.ZipFile, project: str, filename: str) -> zipfile.ZipI
         return archive.getinfo(named[0] + "/METADATA")  # the last of that name, as pip reads it
     except KeyError:
         raise BadWheel(f"{filename} has no {named[0]}/METADATA") from None
+
+
+def requirements(data: bytes) -> Iterator[Requirement]:
+    """The `Requires-Dist` of a core metadata file (unreadable ones skipped)."""
+    for line in BytesHeaderParser().parsebytes(data).get_all("Requires-Dist") or ():
+        try:
+            yield Requirement(str(line))
+        except InvalidRequirement:
+            continue

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from . import servers
 from .clients import pip_command, pip_env, timed, uv_install_command
-from .upstream import STACK
 from .run import Run
+from .upstream import STACK
 
 W12 = "12. Far upstream (100 ms per request): install the 40-package stack"
 DELAY = 0.1

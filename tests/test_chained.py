@@ -39,7 +39,7 @@ def test_pip_require_hashes_through_two_pypicaches_then_with_the_first_stopped(t
         for project in ("alpha", "gamma"):  # the same files and hashes at both levels
             pages = [requests.get(f"{p.url}/simple/{project}/", headers={"Accept": JSON}, timeout=10).json()
                      for p in (regional, site)]
-            assert [(f["filename"], f["hashes"], f.get("yanked")) for f in pages[1]["files"]] == \
+            assert [(f["filename"], f["hashes"], f.get("yanked")) for f in pages[1]["files"]] ==\
                    [(f["filename"], f["hashes"], f.get("yanked")) for f in pages[0]["files"]]
 
         regional.stop()

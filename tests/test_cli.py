@@ -19,7 +19,7 @@ from .servers import ROOT, Proxy, clean_environ, pip_install
 def _put(app, path: str, data: bytes, project: str = "demo", record: bytes | None = None) -> None:
     """A cached file on disk, recorded in the catalog with the sha256 of `record` (or `data`)."""
     services = app.extensions["pypicache"]
-    target = services.store.file(path)
+    target = services.cachedir.file(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)
     digest = hashlib.sha256(data if record is None else record).hexdigest()
@@ -65,14 +65,14 @@ def test_verify_removes_and_records_mismatches_and_adopts_strays(app, runner):
     _put(app, "aa/good-1.0.tar.gz", b"good", project="good")
     _put(app, "aa/bad-1.0.tar.gz", b"flipped bits", project="bad", record=b"original bits")
     _put(app, "aa/gone-1.0.tar.gz", b"gone", project="gone")
-    services.store.file("aa/gone-1.0.tar.gz").unlink()
-    stray = services.store.file("bb/stray-1.0.tar.gz")  # on disk, unknown to the catalog
+    services.cachedir.file("aa/gone-1.0.tar.gz").unlink()
+    stray = services.cachedir.file("bb/stray-1.0.tar.gz")  # on disk, unknown to the catalog
     stray.parent.mkdir(parents=True)
     stray.write_bytes(b"stray")
     result = runner.invoke(args=["pypicache", "verify"])
     assert result.exit_code == 0, result.output
     assert "verified 4 files" in result.output and "2 removed, 1 adopted" in result.output
-    assert not services.store.file("aa/bad-1.0.tar.gz").exists()
+    assert not services.cachedir.file("aa/bad-1.0.tar.gz").exists()
     assert sorted(row[0] for row in services.catalog.files()) == [
         "aa/good-1.0.tar.gz", "bb/stray-1.0.tar.gz"]
     assert {(r[0], r[3]) for r in services.catalog.removed()} == {

@@ -9,7 +9,8 @@ import pytest
 from werkzeug.http import http_date
 
 from app.conditional import Answer, Ask, Validator, resolve, validator
-from app.store import Store, published_mtime
+from app.cachedir import CacheDir
+from app.storage import published_mtime
 
 SIZE = 300_000
 
@@ -118,17 +119,17 @@ def test_what_is_plain():
 
 def test_a_published_file_carries_the_validators_promised_before(tmp_path):
     """The ETag nginx computes for the published file is the one the app gave before."""
-    store = Store(tmp_path)
+    cachedir = CacheDir(tmp_path)
     paths = [f"{n:02x}/{n:02x}/demo-{n}.0-py3-none-any.whl" for n in range(50)]
     for number, path in enumerate(paths):
-        fd, temp = store.new_temp("demo")
+        fd, temp = cachedir.new_temp("demo")
         os.write(fd, b"x" * number)
         os.close(fd)
-        store.publish_file(temp, path)
-        stat = os.stat(store.file(path))
+        cachedir.publish_file(temp, path)
+        stat = os.stat(cachedir.file(path))
         assert f'"{int(stat.st_mtime):x}-{stat.st_size:x}"' == validator(path, number).etag
         assert stat.st_mtime < time.time() - 365 * 86400  # a Last-Modified in the past
-    store.write_file("ab/demo-1.0-py3-none-any.whl.metadata", b"Metadata-Version: 2.1\n")
-    metadata = os.stat(store.file("ab/demo-1.0-py3-none-any.whl.metadata"))
+    cachedir.write_file("ab/demo-1.0-py3-none-any.whl.metadata", b"Metadata-Version: 2.1\n")
+    metadata = os.stat(cachedir.file("ab/demo-1.0-py3-none-any.whl.metadata"))
     assert metadata.st_mtime == published_mtime("ab/demo-1.0-py3-none-any.whl.metadata")
     assert len({published_mtime(path) for path in paths}) == len(paths)  # spread by path

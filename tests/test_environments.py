@@ -116,7 +116,8 @@ def test_the_wheel_that_fits_the_client_best():
 
 
 def _document(files: list[File]) -> bytes:
-    """Our PEP 691 document of these files, as app/index.py writes it (compact, sorted keys)."""
+    """Our PEP 691 document of these files, as app/pagereader.py writes it (compact, sorted
+    keys)."""
     entries = [{"filename": f.filename, "hashes": {"sha256": "0" * 64},
                 "requires-python": f.requires_python, "url": f"../../packages/{f.path}",
                 "yanked": f.yanked} for f in files]

@@ -15,7 +15,7 @@ import responses
 from app.catalog import Catalog
 from app.evict import Evictor
 from app.refresh import lock_name
-from app.store import Store
+from app.cachedir import CacheDir
 
 from .conftest import FILES, MIRROR
 from .fixture_upstream import Upstream
@@ -27,15 +27,15 @@ MIB = 1 << 20
 # --- in one process ----------------------------------------------------------------------------
 @pytest.fixture
 def cache(tmp_path):
-    store, catalog = Store(tmp_path), Catalog(tmp_path / "catalog.sqlite3")
+    cachedir, catalog = CacheDir(tmp_path), Catalog(tmp_path / "catalog.sqlite3")
     for i, name in enumerate(["old", "middle", "new"]):
         path = f"aa/{name}-1.0.tar.gz"
-        store.file(path).parent.mkdir(parents=True, exist_ok=True)
-        store.file(path).write_bytes(b"x" * 1000)
+        cachedir.file(path).parent.mkdir(parents=True, exist_ok=True)
+        cachedir.file(path).write_bytes(b"x" * 1000)
         catalog.add_cached(path, name, 1000, "0" * 64)
         catalog._connect().execute(  # last used in this order
             "UPDATE cached SET last_used = ? WHERE path = ?", (1000.0 + i, path))
-    return store, catalog
+    return cachedir, catalog
 
 
 def _catalog_bytes(catalog) -> int:
@@ -44,57 +44,58 @@ def _catalog_bytes(catalog) -> int:
 
 
 def test_least_recently_used_go_first_until_the_cap_holds(cache):
-    store, catalog = cache
+    cachedir, catalog = cache
     own = _catalog_bytes(catalog)
-    result = Evictor(store, catalog).run(1500 + own)
+    result = Evictor(cachedir, catalog).run(1500 + own)
     assert (result.files, result.bytes, result.remaining) == (2, 2000, 1000 + own)
     assert [row[0] for row in catalog.files()] == ["aa/new-1.0.tar.gz"]
-    assert not store.file("aa/old-1.0.tar.gz").exists() and store.file("aa/new-1.0.tar.gz").exists()
+    assert not cachedir.file("aa/old-1.0.tar.gz").exists()
+    assert cachedir.file("aa/new-1.0.tar.gz").exists()
     assert [(r[0], r[3]) for r in catalog.removed()] == [
         ("aa/middle-1.0.tar.gz", "evicted"), ("aa/old-1.0.tar.gz", "evicted")]
 
 
 def test_a_file_whose_lock_is_held_is_skipped(cache):
-    store, catalog = cache
-    held = store.try_lock("aa/old-1.0.tar.gz")  # as a download of it would hold it
+    cachedir, catalog = cache
+    held = cachedir.try_lock("aa/old-1.0.tar.gz")  # as a download of it would hold it
     try:
-        result = Evictor(store, catalog).run(1000 + _catalog_bytes(catalog))
+        result = Evictor(cachedir, catalog).run(1000 + _catalog_bytes(catalog))
     finally:
         os.close(held)
-    assert result.skipped == 1 and store.file("aa/old-1.0.tar.gz").exists()
+    assert result.skipped == 1 and cachedir.file("aa/old-1.0.tar.gz").exists()
     assert [row[0] for row in catalog.files()] == ["aa/old-1.0.tar.gz"]
 
 
 def test_under_the_cap_nothing_goes(cache):
-    store, catalog = cache
-    assert Evictor(store, catalog).run(3000 + _catalog_bytes(catalog)).files == 0
+    cachedir, catalog = cache
+    assert Evictor(cachedir, catalog).run(3000 + _catalog_bytes(catalog)).files == 0
     assert len(catalog.files()) == 3
 
 
 def test_pages_go_by_last_use_too_unless_being_refreshed(cache):
-    store, catalog = cache
+    cachedir, catalog = cache
     for name, size, last_used in (("stale", 500, 999.0), ("busy", 500, 999.5)):
-        (store.pages / name).mkdir(parents=True)
-        (store.pages / name / "state.json").write_bytes(b"x" * size)
+        (cachedir.pages / name).mkdir(parents=True)
+        (cachedir.pages / name / "state.json").write_bytes(b"x" * size)
         catalog.record_page(name, size)
         catalog.write_pending()
         catalog._connect().execute("UPDATE pages SET last_used = ? WHERE project = ?",
                                    (last_used, name))
-    held = store.try_lock(lock_name("busy"))  # a refresh of it is under way
+    held = cachedir.try_lock(lock_name("busy"))  # a refresh of it is under way
     try:
-        result = Evictor(store, catalog).run(3000 + _catalog_bytes(catalog))
+        result = Evictor(cachedir, catalog).run(3000 + _catalog_bytes(catalog))
     finally:
-        store.unlock(lock_name("busy"), held)
+        cachedir.unlock(lock_name("busy"), held)
     assert (result.pages, result.files, result.skipped) == (1, 1, 1)
-    assert not (store.pages / "stale").exists() and (store.pages / "busy").exists()
-    assert catalog.usage().pages == 1 and not store.file("aa/old-1.0.tar.gz").exists()
+    assert not (cachedir.pages / "stale").exists() and (cachedir.pages / "busy").exists()
+    assert catalog.usage().pages == 1 and not cachedir.file("aa/old-1.0.tar.gz").exists()
 
 
 def test_one_evictor_at_a_time(cache):
-    store, catalog = cache
-    guard = store.try_lock("evict")
+    cachedir, catalog = cache
+    guard = cachedir.try_lock("evict")
     try:
-        assert Evictor(store, catalog).run(0).files == 0  # another worker is at it
+        assert Evictor(cachedir, catalog).run(0).files == 0  # another worker is at it
     finally:
         os.close(guard)
 
@@ -229,7 +230,7 @@ def test_a_hit_evicted_once_opened_still_gets_every_byte(app, client, monkeypatc
 
     def open_then_evicted(path, *args):
         result = real_open(path, *args)
-        app.extensions["pypicache"].store.file(path).unlink()
+        app.extensions["pypicache"].cachedir.file(path).unlink()
         app.extensions["pypicache"].catalog.forget(path, "evicted")
         return result
 

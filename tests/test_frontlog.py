@@ -9,7 +9,7 @@ import pytest
 from app.catalog import Catalog
 from app.stats import frontlog
 from app.stats.frontlog import FrontLog
-from app.store import Store
+from app.cachedir import CacheDir
 
 
 def line(path: str, method="GET", status=200, size=10, seconds=0.002) -> str:
@@ -19,18 +19,18 @@ def line(path: str, method="GET", status=200, size=10, seconds=0.002) -> str:
 
 def readers(tmp_path, count=2):
     """A cache with a front, and `count` readers of its log as separate workers would have."""
-    store = Store(tmp_path / "cache").prepare()
-    (store.root / "front").mkdir()
+    cachedir = CacheDir(tmp_path / "cache").prepare()
+    (cachedir.root / "front").mkdir()
     seen = []
-    catalog = store.root / "catalog.sqlite3"
-    made = [FrontLog(store, Catalog(catalog).prepare(), lambda *counts: seen.append(counts))
+    catalog = cachedir.root / "catalog.sqlite3"
+    made = [FrontLog(cachedir, Catalog(catalog).prepare(), lambda *counts: seen.append(counts))
             for _ in range(count)]
-    return store, made, seen
+    return cachedir, made, seen
 
 
 def test_every_complete_line_counts_once_whichever_worker_reads(tmp_path):
-    store, (one, two), seen = readers(tmp_path)
-    log = store.root / "front" / "2026-01-01T10.log"
+    cachedir, (one, two), seen = readers(tmp_path)
+    log = cachedir.root / "front" / "2026-01-01T10.log"
     log.write_text(line("a/x.whl") + line("a/x.whl", status=304, size=0) + line("a/x.whl", "HEAD")
                    + line("a/x.whl", status=416) + "not a line of ours\n" + line("b/y.whl", status=206)[:20])
     assert one.read() == 5  # the cut last line waits for its end
@@ -46,9 +46,9 @@ def test_every_complete_line_counts_once_whichever_worker_reads(tmp_path):
 
 
 def test_a_log_read_to_its_end_goes_once_nginx_has_moved_on(tmp_path):
-    store, (one,), _ = readers(tmp_path, 1)
-    old = store.root / "front" / "2026-01-01T10.log"
-    new = store.root / "front" / "2026-01-01T11.log"
+    cachedir, (one,), _ = readers(tmp_path, 1)
+    old = cachedir.root / "front" / "2026-01-01T10.log"
+    new = cachedir.root / "front" / "2026-01-01T11.log"
     old.write_text(line("a/x.whl"))
     new.write_text(line("a/x.whl"))
     assert one.read() == 2
@@ -62,8 +62,8 @@ def test_a_log_read_to_its_end_goes_once_nginx_has_moved_on(tmp_path):
 
 
 def test_no_front_no_work_and_one_thread_per_process(tmp_path):
-    store = Store(tmp_path / "cache").prepare()
-    reader = FrontLog(store, Catalog(store.root / "catalog.sqlite3").prepare())
+    cachedir = CacheDir(tmp_path / "cache").prepare()
+    reader = FrontLog(cachedir, Catalog(cachedir.root / "catalog.sqlite3").prepare())
     assert reader.read() == 0 and reader.catalog.totals() == {}
     reader.start()
     thread = reader._thread
@@ -72,8 +72,8 @@ def test_no_front_no_work_and_one_thread_per_process(tmp_path):
 
 
 def test_a_log_that_goes_takes_its_offset_with_it(tmp_path):
-    store, (one,), _ = readers(tmp_path, 1)
-    logs = [store.root / "front" / f"2026-01-01T1{i}.log" for i in range(4)]
+    cachedir, (one,), _ = readers(tmp_path, 1)
+    logs = [cachedir.root / "front" / f"2026-01-01T1{i}.log" for i in range(4)]
     past = time.time() - frontlog.DONE_AFTER - 1
     for log in logs:
         log.write_text(line("a/x.whl"))
@@ -85,8 +85,8 @@ def test_a_log_that_goes_takes_its_offset_with_it(tmp_path):
 
 
 def test_a_crash_while_a_log_goes_never_counts_its_lines_twice(tmp_path, monkeypatch):
-    store, (one,), _ = readers(tmp_path, 1)
-    old, new = (store.root / "front" / f"2026-01-01T1{hour}.log" for hour in (0, 1))
+    cachedir, (one,), _ = readers(tmp_path, 1)
+    old, new = (cachedir.root / "front" / f"2026-01-01T1{hour}.log" for hour in (0, 1))
     old.write_text(line("a/x.whl") + line("a/x.whl"))
     new.write_text("")
     past = time.time() - frontlog.DONE_AFTER - 1

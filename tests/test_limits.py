@@ -12,7 +12,7 @@ import responses
 
 from app.errors import UpstreamTimeout
 from app.pages import Body
-from app.store import Store
+from app.cachedir import CacheDir
 
 from .conftest import FILES, MIRROR
 from .reliability.conftest import wait_for
@@ -39,7 +39,7 @@ def test_past_the_download_slots_a_request_waits_then_gets_503_with_retry_after(
     assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
     fetcher.slots.release(slot)
     assert client.get(f"/packages/{PATH}").data == BODY
-    locks = app.extensions["pypicache"].store.locks  # the download thread releases them last
+    locks = app.extensions["pypicache"].cachedir.locks  # the download thread releases them last
     assert wait_for(lambda: not list(locks.iterdir())), list(locks.iterdir())
 
 
@@ -69,7 +69,7 @@ def test_clients_waiting_on_a_download_that_found_no_slot_get_the_same_503(make_
 @responses.activate
 def test_slots_are_shared_by_every_worker(make_app):
     app = make_app(max_downloads_total=2, download_wait=0.1)
-    other = Store(app.config["PYPICACHE"].cache_dir)  # another worker's slots: the same files
+    other = CacheDir(app.config["PYPICACHE"].cache_dir)  # another worker's slots: the same files
     held = [other.try_lock("slot-0"), other.try_lock("slot-1")]
     responses.get(f"{MIRROR}/demo/", body=_page("1.0"), content_type=V1_JSON)
     assert app.test_client().get(f"/packages/{PATH}").status_code == 503
@@ -88,8 +88,8 @@ def test_missing_projects_are_remembered_in_memory_up_to_the_bound(make_app):
         assert client.get(f"/simple/{name}/").status_code == 404
     asked = [call.request.url.rsplit("/", 2)[1] for call in responses.calls]
     assert asked == ["one", "two", "three", "one"]  # "one" was the oldest, pushed out
-    assert list(app.extensions["pypicache"].store.pages.iterdir()) == []
-    assert list(app.extensions["pypicache"].store.locks.iterdir()) == []
+    assert list(app.extensions["pypicache"].cachedir.pages.iterdir()) == []
+    assert list(app.extensions["pypicache"].cachedir.locks.iterdir()) == []
 
 
 def _read(body) -> bytes:
@@ -134,22 +134,22 @@ def test_a_big_page_is_parsed_in_a_helper_process(make_app):
 
 
 def test_a_lock_waiter_follows_the_holders_progress(tmp_path):
-    store = Store(tmp_path)
-    holder = store.try_lock("page:demo")
+    cachedir = CacheDir(tmp_path)
+    holder = cachedir.try_lock("page:demo")
     done = threading.Event()
 
     def slow_but_healthy():
         for _ in range(8):
             time.sleep(0.1)
-            store.touch_lock("page:demo")
-        store.unlock("page:demo", holder)
+            cachedir.touch_lock("page:demo")
+        cachedir.unlock("page:demo", holder)
         done.set()
 
     threading.Thread(target=slow_but_healthy).start()
-    with store.lock("page:demo", timeout=0.3):  # longer than 0.3 s in all: it waits on
+    with cachedir.lock("page:demo", timeout=0.3):  # longer than 0.3 s in all: it waits on
         assert done.is_set()
-    stuck = store.try_lock("page:demo")
+    stuck = cachedir.try_lock("page:demo")
     with pytest.raises(UpstreamTimeout):
-        with store.lock("page:demo", timeout=0.2):
+        with cachedir.lock("page:demo", timeout=0.2):
             pass
-    store.unlock("page:demo", stuck)
+    cachedir.unlock("page:demo", stuck)

@@ -153,7 +153,7 @@ def test_published_files_come_from_disk_with_the_apps_headers(chain):
 
 
 def test_sixteen_clients_of_one_cold_file_cause_one_download_and_stream(tmp_path):
-    with one_file(tmp_path, 16 * MIB, throttle=8 * MIB) as (up, proxy, big, app_url), \
+    with one_file(tmp_path, 16 * MIB, throttle=8 * MIB) as (up, proxy, big, app_url),\
             fronted(proxy) as front:
         url = app_url.replace(proxy.url, front.url)
         results = sixteen_clients(url)

@@ -25,12 +25,12 @@ def test_healthz_checks_the_cache_the_locks_and_the_catalog(client):
 
 
 def test_healthz_fails_when_the_cache_is_not_writable(app, client, monkeypatch):
-    store = app.extensions["pypicache"].store
+    cachedir = app.extensions["pypicache"].cachedir
 
     def full(prefix):
         raise StorageError("the cache disk is full")
 
-    monkeypatch.setattr(store, "new_temp", full)
+    monkeypatch.setattr(cachedir, "new_temp", full)
     response = client.get("/healthz")
     assert response.status_code == 503
     assert response.json["status"] == "failing"
@@ -49,8 +49,8 @@ def test_healthz_names_no_path_in_its_failures_and_logs_them(app, client, monkey
     def locked():
         raise sqlite3.OperationalError(f"unable to open database file {secret}")
 
-    monkeypatch.setattr(services.store, "new_temp", denied)
-    monkeypatch.setattr(services.store, "try_lock", lambda name: denied(name))
+    monkeypatch.setattr(services.cachedir, "new_temp", denied)
+    monkeypatch.setattr(services.cachedir, "try_lock", lambda name: denied(name))
     monkeypatch.setattr(services.catalog, "usage", locked)
     with caplog.at_level("WARNING", logger="app.stats.health"):
         response = client.get("/healthz")

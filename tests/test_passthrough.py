@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from app import index, passthrough
+from app import pagereader, passthrough
 from app.pagemodel import project_of
 
 BASE = "http://127.0.0.1:9001/packages/"
@@ -30,9 +30,9 @@ def page(files, version="1.1", spaced=True):
 
 
 def both(body, metadata=None, prefix=""):
-    linker = index.Linker(BASE, prefix)
+    linker = pagereader.Linker(BASE, prefix)
     fast = passthrough.rewrite(body, linker.base, prefix, "demo", metadata or {})
-    slow = index._from_json(body, PAGE_URL, "demo", linker, metadata or {})
+    slow = pagereader._from_json(body, PAGE_URL, "demo", linker, metadata or {})
     return fast, slow
 
 
@@ -99,7 +99,7 @@ def test_an_irregular_page_takes_the_long_way(odd):
 
 def test_a_newer_api_version_or_broken_json_takes_the_long_way():
     assert both(page([entry("demo-1.0.tar.gz")], version="1.5"))[0] is None
-    linker = index.Linker(BASE)
+    linker = pagereader.Linker(BASE)
     assert passthrough.rewrite(b'{"files": [', linker.base, "", "demo", {}) is None
 
 

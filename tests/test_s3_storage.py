@@ -11,9 +11,9 @@ import pytest
 import requests
 import yaml
 
-from app import cluster, config, convert, s3
+from app import cluster, config, convert, create_app, s3
 from app.config import ConfigError
-from app.objects import LocalStorage, open_storage
+from app.storage import LocalStorage
 
 from .test_deploy import schema_errors
 
@@ -71,7 +71,6 @@ def test_first_verified_writer_wins_in_the_bucket(bucket, tmp_path):
 
 def test_presigned_url_serves_the_file(bucket, tmp_path):
     bucket.store("p/y.whl", _file(tmp_path, b"signed bytes"))
-    assert LocalStorage(tmp_path).url("p/y.whl") is None
     answer = requests.get(bucket.url("p/y.whl"), timeout=10)
     assert answer.status_code == 200 and answer.content == b"signed bytes"
 
@@ -150,7 +149,8 @@ def test_storage_settings(tmp_path):
     assert config.load({"PYPI_S3_REDIRECT": "1"}).s3_redirect is True
     with pytest.raises(ConfigError, match="PYPI_S3_REDIRECT"):
         config.load({"PYPI_S3_REDIRECT": "maybe"})
-    assert isinstance(open_storage(None, tmp_path), LocalStorage)
+    app = create_app({"environ": {"PYPI_CACHE_DIR": str(tmp_path)}})
+    assert app.extensions["pypicache"].cluster is None  # no bucket: the local directory alone
 
 
 def test_prune_bucket_oldest_first(tmp_path):

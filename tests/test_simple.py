@@ -178,7 +178,7 @@ def test_core_metadata_prefers_sha256_among_several_hashes(client):
     responses.get(f"{MIRROR}/demo/", json=body, content_type="application/vnd.pypi.simple.v1+json")
     html = client.get("/simple/demo/").get_data(as_text=True)
     assert f'data-core-metadata="sha256={"cd" * 32}"' in html and "blake2b" not in html
-    assert client.get("/simple/demo/?format=json").json["files"][0]["core-metadata"] == \
+    assert client.get("/simple/demo/?format=json").json["files"][0]["core-metadata"] ==\
         {"blake2b": "ef" * 32, "sha256": "cd" * 32}
 
 
@@ -327,7 +327,14 @@ def test_a_refused_range_or_precondition_counts_nowhere(app, client):
     url = "/packages/ab/demo-1.0.tar.gz"
     assert client.get(url).data == b"x" * 100
     stats = app.extensions["pypicache.stats"]
+    # The client has every byte once the file is published; the download thread counts the
+    # download just after: wait for that count, or it lands in the second flush.
+    deadline = time.monotonic() + 10
     stats.recorder.flush()
+    while stats.catalog.totals().get("downloads") != 1:
+        assert time.monotonic() < deadline, "the download was never counted"
+        time.sleep(0.01)
+        stats.recorder.flush()
     before = stats.catalog.totals()
     assert client.get(url, headers={"Range": "bytes=100-"}).status_code == 416
     assert client.get(url, headers={"If-Match": '"other"'}).status_code == 412
@@ -426,7 +433,7 @@ def test_a_page_that_cannot_be_refreshed_for_lack_of_disk_is_served_stale(app, c
     def full(*args, **kwargs):
         raise StorageError("the cache disk is full")
 
-    monkeypatch.setattr(app.extensions["pypicache"].store, "write_atomic", full)
+    monkeypatch.setattr(app.extensions["pypicache"].cachedir, "write_atomic", full)
     stale = client.get("/simple/demo/")
     assert (stale.status_code, stale.headers["X-Cache"], stale.data) == (200, "stale", fresh.data)
     monkeypatch.undo()  # the space is back: the next request refreshes
@@ -441,8 +448,8 @@ def test_readers_of_a_page_being_refreshed_get_the_old_copy_at_once(app, monkeyp
     upstream_page()
     app.test_client().get("/simple/demo/")
     expire(app)
-    store = app.extensions["pypicache"].store
-    unlock = store.unlock
+    cachedir = app.extensions["pypicache"].cachedir
+    unlock = cachedir.unlock
 
     def slow_unlock(name, fd):  # widens the moment between two looks at the lock
         unlock(name, fd)
@@ -453,7 +460,7 @@ def test_readers_of_a_page_being_refreshed_get_the_old_copy_at_once(app, monkeyp
         time.sleep(0.5)
         return 200, {"Content-Type": "text/html"}, PAGE.replace("0.9", "0.8")
 
-    monkeypatch.setattr(store, "unlock", slow_unlock)
+    monkeypatch.setattr(cachedir, "unlock", slow_unlock)
     responses.remove(responses.GET, f"{MIRROR}/demo/")
     responses.add_callback(responses.GET, f"{MIRROR}/demo/", callback=slow_upstream)
     answers = []

@@ -19,8 +19,9 @@ import weakref
 from pathlib import Path
 from typing import Callable
 
+from ..cachedir import CacheDir
 from ..catalog import Catalog
-from ..store import Store
+from ..perprocess import Once
 
 log = logging.getLogger(__name__)
 LOCK = "front-log"
@@ -31,34 +32,26 @@ MAX_READ = 4 << 20  # bytes read per transaction
 
 
 class FrontLog:
-    def __init__(self, store: Store, catalog: Catalog,
+    def __init__(self, cachedir: CacheDir, catalog: Catalog,
                  counted: Callable[[int, int], None] | None = None):
-        self.store, self.catalog = store, catalog
-        self.directory = store.root / "front"
+        self.cachedir, self.catalog = cachedir, catalog
+        self.directory = cachedir.root / "front"
         self.counted = counted  # (hits, bytes) once committed: for the Prometheus counters
         self._thread: threading.Thread | None = None
-        self._pid = 0
-        self._start_lock = threading.Lock()
+        self.start = Once(self._start)  # run `read` about once a second (idempotent, cheap)
 
-    def start(self) -> None:
-        """Run `read` about once a second in a daemon thread of this process (idempotent,
-        cheap enough for every request; a forked worker starts its own)."""
-        if self._pid == os.getpid():
-            return
-        with self._start_lock:
-            if self._pid != os.getpid():
-                self._pid = os.getpid()
-                me = weakref.ref(self)  # the thread ends with its app (tests make many)
-                self._thread = threading.Thread(target=_run, args=(me,), name="front log",
-                                                daemon=True)
-                self._thread.start()
+    def _start(self) -> None:
+        """A daemon thread of this process that runs `read` about once a second."""
+        me = weakref.ref(self)  # the thread ends with its app (tests make many)
+        self._thread = threading.Thread(target=_run, args=(me,), name="front log", daemon=True)
+        self._thread.start()
 
     def read(self) -> int:
         """Count every complete new line of every file; how many lines (0 if another worker
         is reading or there is no front)."""
         if not self.directory.is_dir():
             return 0
-        lock = self.store.try_lock(LOCK)
+        lock = self.cachedir.try_lock(LOCK)
         if lock is None:
             return 0
         try:
@@ -72,7 +65,7 @@ class FrontLog:
                 for path in paths
             )
         finally:
-            self.store.unlock(LOCK, lock)
+            self.cachedir.unlock(LOCK, lock)
 
     def _read_file(self, path: Path, offset: int, newest: bool) -> int:
         lines = 0

@@ -9,17 +9,17 @@ import logging
 import os
 import sqlite3
 
+from ..cachedir import CacheDir
 from ..errors import StorageError
-from ..store import Store
 
 log = logging.getLogger(__name__)
 HEALTH_LOCK = "healthz"
 
 
-def cache_writable(store: Store) -> bool | str:
+def cache_writable(cachedir: CacheDir) -> bool | str:
     """A temp file can be created, written and removed in the cache's tmp/ directory."""
     try:
-        fd, temp = store.new_temp("healthz")
+        fd, temp = cachedir.new_temp("healthz")
         try:
             os.write(fd, b"ok")
         finally:
@@ -30,13 +30,13 @@ def cache_writable(store: Store) -> bool | str:
     return True
 
 
-def locks_work(store: Store) -> bool | str:
+def locks_work(cachedir: CacheDir) -> bool | str:
     """A lock taken here is seen as held through another open file, as other workers see it."""
     try:
-        with store.lock(HEALTH_LOCK, timeout=2):
-            fd = os.open(store.lock_path(HEALTH_LOCK), os.O_RDONLY)
+        with cachedir.lock(HEALTH_LOCK, timeout=2):
+            fd = os.open(cachedir.lock_path(HEALTH_LOCK), os.O_RDONLY)
             try:
-                if not store.held_by_other(fd):
+                if not cachedir.held_by_other(fd):
                     return "a held lock was not seen as held (locks do not work on this filesystem)"
             finally:
                 os.close(fd)
@@ -58,7 +58,7 @@ def _failed(what: str, error: Exception) -> str:
     error goes to the log."""
     log.warning("health check: %s: %s: %s", what, type(error).__name__, error)
     if isinstance(error, StorageError):
-        reason = error.message  # ours, made of the errno's words (app/store.py)
+        reason = error.message  # ours, made of the errno's words (app/cachedir.py)
     elif isinstance(error, OSError) and error.errno:
         reason = os.strerror(error.errno)
     elif isinstance(error, sqlite3.Error):

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from ..catalog import Catalog
-from ..upstream import redact
+from ..httpclient import redact
 from .signals import AHEAD_KINDS
 
 MB = 1_000_000  # the note's unit: t = 5 MB/s, d = 200 MB/s

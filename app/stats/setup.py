@@ -7,7 +7,7 @@ import time
 
 from flask import Flask, Response, current_app, request
 
-from .. import indexes
+from .. import upstreams
 from ..evict import Evictor
 from .frontlog import FrontLog
 from .metrics import Metrics
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 EXTENSION = "pypicache.stats"
 # The environ key gunicorn.conf.py's post_request hook calls with the bytes it sent.
 SENT_HOOK = "pypicache.sent"
-# What follows a URL's origin in an error message (app/upstream.py writes `<url>: <kind>`):
+# What follows a URL's origin in an error message (app/httpclient.py writes `<url>: <kind>`):
 # it names the project or file that was asked for.
 _URL_PATH = re.compile(r"([a-z][a-z0-9+.-]*://[^/\s]+)/\S*?(?=:?(?:\s|$))", re.IGNORECASE)
 
@@ -32,14 +32,14 @@ class Stats:
     def __init__(self, services):
         self.settings = services.settings
         self.catalog = services.catalog
-        self.evictor = Evictor(services.store, services.catalog)
+        self.evictor = Evictor(services.cachedir, services.catalog)
         self.metrics = Metrics(services.catalog)
         self.recorder = Recorder(services.catalog, after_download=self.enforce_cap,
                                  uses_kept=USES_KEPT if services.settings.prefetch else 0.0)
         self._hit = self.metrics.file_requests.labels("hit")
         self._hit_bytes = self.metrics.bytes.labels("cache")
         # Hits the nginx front served: read from its log by one worker at a time.
-        self.front_log = FrontLog(services.store, services.catalog, self._front_hits)
+        self.front_log = FrontLog(services.cachedir, services.catalog, self._front_hits)
 
     def enforce_cap(self) -> None:
         if self.settings.max_size:
@@ -66,7 +66,7 @@ class Stats:
         if text:  # shown on the open /healthz too: the upstream's origin, not what was asked
             text = _URL_PATH.sub(r"\1", text)
         self.recorder.event(name, text)
-        up = indexes.of_url(self.settings, url)
+        up = upstreams.of_url(self.settings, url)
         if up is not None and up.name:
             self.recorder.event(f"{name}:{up.name}", text)
 

@@ -9,7 +9,7 @@ _signals = Namespace()
 # sender=the Fetcher, path=..., size=bytes, seconds=time the body took to arrive.
 file_cached = _signals.signal("file-cached")
 
-# Sent by Upstream.get (app/upstream.py) after every upstream request: sender=the Upstream,
+# Sent by Upstream.get (app/httpclient.py) after every upstream request: sender=the Upstream,
 # outcome="ok", "not_found" or "error", seconds=time to the headers, message=the error's.
 upstream_answered = _signals.signal("upstream-answered")
 

@@ -16,8 +16,8 @@ bp = Blueprint("ops", __name__)
 def healthz():
     found = services()
     checks = {
-        "cache_writable": health.cache_writable(found.store),
-        "locks": health.locks_work(found.store),
+        "cache_writable": health.cache_writable(found.cachedir),
+        "locks": health.locks_work(found.cachedir),
         "catalog": health.catalog_readable(found.catalog),
     }
     healthy = all(value is True for value in checks.values())

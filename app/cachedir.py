@@ -31,28 +31,18 @@ from typing import Iterator
 
 from . import wakeups
 from .errors import StorageError, UpstreamTimeout
+from .storage import LocalStorage, published_mtime
 
 log = logging.getLogger(__name__)
 
 
 def key(name: str) -> str:
+    """The name of a lock, temp or claim file of `name` (a path, a page)."""
     return hashlib.sha1(name.encode()).hexdigest()
 
 
-# Published files' mtimes lie in 2000-2019: in the past (a Last-Modified in the future is
-# invalid, RFC 9110 8.8.2.1) and spread by path, so that no two files share an ETag by chance.
-_MTIME_EPOCH = 946684800  # 2000-01-01T00:00:00Z
-_MTIME_SPAN = 20 * 365 * 86400
-
-
-def published_mtime(path: str) -> int:
-    """The mtime of the file published at `path`: a function of the path alone, so that its
-    validators (app/conditional.py) are known before its download ends, and are the same on
-    every node, after a restart and after an eviction and a new download."""
-    return _MTIME_EPOCH + int(key(path)[:8], 16) % _MTIME_SPAN
-
-
-class Store:
+CLAIMS_PRUNED_EVERY = 1000  # claims between two removals of the expired ones
+class CacheDir:
     """The cache directory's layout and its write primitives; making it touches nothing."""
 
     def __init__(self, root: Path):
@@ -61,8 +51,10 @@ class Store:
         self.pages = self.root / "pages"
         self.tmp = self.root / "tmp"
         self.locks = self.root / "locks"
+        self.storage = LocalStorage(self.files)  # the published files (app/storage.py)
+        self._claims = 0  # made by this process, see `claim`
 
-    def prepare(self) -> "Store":
+    def prepare(self) -> "CacheDir":
         """Make the directories and remove what crashed writers left in tmp/: gunicorn does
         as the server starts; a process's first write makes the directories it lacks."""
         self._make_directories()
@@ -75,7 +67,7 @@ class Store:
 
     def _first_write(self, make):
         """`make()`, once the directories are made if the cache has none yet (a read-only
-        command never writes, so building a Store makes none). Not swept then: another
+        command never writes, so building a CacheDir makes none). Not swept then: another
         thread's temp file, made but not yet locked, would go (a concurrent /healthz saw it)."""
         try:
             return make()
@@ -120,6 +112,32 @@ class Store:
         finally:
             os.close(fd)
             wakeups.changed("lock " + name)
+
+    def claim(self, kind: str, name: str, ttl: float) -> bool:
+        """Whether the caller is the one on this machine to do the work `name` now: once per
+        `ttl` seconds, whichever worker asks first. A claim is a file under tmp/<kind>/, its
+        mtime when the work was begun; two workers that look at the same instant may both get
+        it, so it is for work that is only wasted when repeated (fetching ahead), not a lock."""
+        directory = self.tmp / kind
+        path = directory / hashlib.sha1(name.encode()).hexdigest()
+        now = time.time()
+        try:
+            if now - os.stat(path).st_mtime < ttl:
+                return False
+        except FileNotFoundError:
+            pass
+        try:
+            directory.mkdir(exist_ok=True)
+            path.touch()
+        except OSError:
+            return True  # a claim that cannot be written only costs repeated work
+        self._claims += 1
+        if self._claims % CLAIMS_PRUNED_EVERY == 0:
+            for old in directory.iterdir():
+                with contextlib.suppress(OSError):
+                    if now - old.stat().st_mtime >= ttl:
+                        old.unlink()
+        return True
 
     def touch_lock(self, name: str) -> None:
         """The holder shows progress: waiters in `lock` count their timeout from now."""
@@ -184,8 +202,11 @@ class Store:
             raise storage_error(error) from error
 
     def publish_file(self, temp: Path, path: str) -> None:
-        """Publish the verified file `temp` at `path`, with its published_mtime."""
-        self.publish(temp, self.file(path), published_mtime(path))
+        """Publish the verified file `temp` at `path` (with its published_mtime)."""
+        try:
+            self.storage.store(path, temp)
+        except OSError as error:
+            raise storage_error(error) from error
 
     def published(self, path: str, fd: int) -> bool:
         """Whether the open temp file `fd` is the file now published at `path` (its inode)."""

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from app import index
+from app import pagereader
 from app.errors import UpstreamError
 
 SHA = "a" * 64
@@ -22,8 +22,8 @@ ABSOLUTE_PAGE = f"""<!DOCTYPE html><html><head>
 
 
 def absolute():
-    linker = index.Linker("http://127.0.0.1:9001/packages")
-    return index.parse_html(ABSOLUTE_PAGE, "http://127.0.0.1:9000/simple/demo/", "demo", linker)
+    linker = pagereader.Linker("http://127.0.0.1:9001/packages")
+    return pagereader.parse_html(ABSOLUTE_PAGE, "http://127.0.0.1:9000/simple/demo/", "demo", linker)
 
 
 def test_absolute_links_become_paths_under_the_files_base():
@@ -52,15 +52,15 @@ def test_project_status_is_read():
 
 def test_relative_links_of_a_mirror():
     page = f'<a href="../../packages/ab/cd/demo-1.0.tar.gz#sha256={SHA}">demo-1.0.tar.gz</a>'
-    linker = index.Linker("http://127.0.0.1:9000/pypi/web/packages")
-    project = index.parse_html(page, "http://127.0.0.1:9000/pypi/web/simple/demo/", "demo", linker)
+    linker = pagereader.Linker("http://127.0.0.1:9000/pypi/web/packages")
+    project = pagereader.parse_html(page, "http://127.0.0.1:9000/pypi/web/simple/demo/", "demo", linker)
     assert [(f.path, f.sha256) for f in project.files] == [("ab/cd/demo-1.0.tar.gz", SHA)]
 
 
 def test_percent_encoded_names_are_decoded_once():
     page = '<a href="../../packages/ab/demo-1.0%2Blocal.tar.gz">x</a>'
-    linker = index.Linker("http://127.0.0.1:9000/packages")
-    project = index.parse_html(page, "http://127.0.0.1:9000/simple/demo/", "demo", linker)
+    linker = pagereader.Linker("http://127.0.0.1:9000/packages")
+    project = pagereader.parse_html(page, "http://127.0.0.1:9000/simple/demo/", "demo", linker)
     assert project.files[0].filename == "demo-1.0+local.tar.gz"
 
 
@@ -85,8 +85,8 @@ def test_json_pages():
             ],
         }
     )
-    linker = index.Linker("http://127.0.0.1:9000/packages")
-    project = index.parse(body.encode(), "application/vnd.pypi.simple.v1+json", "http://127.0.0.1:9000/simple/demo/", "demo", linker)
+    linker = pagereader.Linker("http://127.0.0.1:9000/packages")
+    project = pagereader.parse(body.encode(), "application/vnd.pypi.simple.v1+json", "http://127.0.0.1:9000/simple/demo/", "demo", linker)
     (file,) = project.files
     assert file.sha256 == SHA and file.size == 123 and file.yanked == "bad"
     assert file.core_metadata == {"sha256": "c" * 64}
@@ -95,9 +95,9 @@ def test_json_pages():
 
 
 def test_unreadable_json_is_an_upstream_fault():
-    linker = index.Linker("http://127.0.0.1:9000/packages")
+    linker = pagereader.Linker("http://127.0.0.1:9000/packages")
     with pytest.raises(UpstreamError):
-        index.parse(b"{not json", "application/vnd.pypi.simple.v1+json", "http://x/simple/a/", "a", linker)
+        pagereader.parse(b"{not json", "application/vnd.pypi.simple.v1+json", "http://x/simple/a/", "a", linker)
 
 
 @pytest.mark.parametrize("content_type", ["text/html", "application/vnd.pypi.simple.v1+json"])
@@ -108,18 +108,18 @@ def test_root_names_stream_across_chunk_boundaries(content_type):
     else:
         body = "".join(f'<a href="/simple/{n}/">{n}</a>\n' for n in names).encode()
     chunks = [body[i : i + 7] for i in range(0, len(body), 7)]
-    assert list(index.iter_root_names(chunks, content_type)) == [f"project-{n}" for n in range(2000)]
+    assert list(pagereader.iter_root_names(chunks, content_type)) == [f"project-{n}" for n in range(2000)]
 
 
 def test_a_dropped_link_is_logged_without_the_upstreams_credentials(caplog):
     """Relative links resolve against the page's URL, which carries the mirror's login."""
     secret = "m1rror-t0ken"
     base = f"http://mirror:{secret}@127.0.0.1:9000"
-    linker = index.Linker(f"{base}/pypi/web/packages/sub")
+    linker = pagereader.Linker(f"{base}/pypi/web/packages/sub")
     page = (f'<a href="../../packages/ab/demo-1.0.tar.gz#sha256={SHA}">demo-1.0.tar.gz</a>'
             f'<a href="{base}/pypi/web/packages/sub/%2e%2e/%2e%2e/x.tar.gz">evil</a>')
     with caplog.at_level("WARNING", logger="app.index"):
-        project = index.parse_html(page, f"{base}/pypi/web/simple/demo/", "demo", linker)
+        project = pagereader.parse_html(page, f"{base}/pypi/web/simple/demo/", "demo", linker)
     assert project.files == ()
     assert "outside the files base: 127.0.0.1:9000" in caplog.text
     assert "unsafe path" in caplog.text
@@ -128,5 +128,5 @@ def test_a_dropped_link_is_logged_without_the_upstreams_credentials(caplog):
 
 @pytest.mark.parametrize("page", ["", "  \n", "<html></html>", "no markup at all", "<a>no href</a>"])
 def test_a_page_without_links_lists_no_file(page):
-    linker = index.Linker("http://127.0.0.1:9000/packages")
-    assert index.parse_html(page, "http://127.0.0.1:9000/simple/demo/", "demo", linker).files == ()
+    linker = pagereader.Linker("http://127.0.0.1:9000/packages")
+    assert pagereader.parse_html(page, "http://127.0.0.1:9000/simple/demo/", "demo", linker).files == ()

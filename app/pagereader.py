@@ -20,8 +20,8 @@ import lxml.etree
 
 from . import names, passthrough
 from .config import redact_text
-from .pagemodel import EXTRACTED, Project, file_href, project_of
 from .errors import BadRequest, UpstreamError
+from .pagemodel import EXTRACTED, Project, file_href, project_of
 
 log = logging.getLogger(__name__)
 HIGHEST = (1, 4)  # the newest Simple API version this proxy knows (PEP 792's project status)
@@ -32,7 +32,7 @@ class Linker:
 
     def __init__(self, files_url: str, prefix: str = ""):
         self.base = files_url.rstrip("/") + "/"
-        self.prefix = prefix  # the upstream's name and '/' when there are several (app/indexes.py)
+        self.prefix = prefix  # the upstream's name and '/' when there are several (app/upstreams.py)
 
     def path(self, page_url: str, href: str) -> tuple[str, str] | None:
         href = href.strip()

@@ -1,6 +1,6 @@
-"""Several upstreams with safe precedence (app/indexes.py): settings, choice, files, union, health.
+"""Several upstreams with safe precedence (app/upstreams.py): settings, choice, files, union, health.
 
-In one process with `responses` as the upstreams; tests/test_indexes_e2e.py runs the same rules
+In one process with `responses` as the upstreams; tests/test_upstreams_e2e.py runs the same rules
 with real index servers and real clients.
 """
 import hashlib

@@ -7,7 +7,7 @@ from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from . import index
+from . import pagereader
 from .errors import UpstreamError
 
 # Below this a page parses in the request thread, holding the GIL for a few milliseconds at
@@ -27,13 +27,13 @@ class Parser:
         self._lock = threading.Lock()
 
     def document(self, body: bytes, content_type: str, url: str, name: str,
-                 linker: index.Linker, metadata: dict[str, str],
+                 linker: pagereader.Linker, metadata: dict[str, str],
                  earlier: Path | None) -> tuple[bytes, list[str]]:
         args = (body, content_type, url, name, linker, metadata, earlier)
         if len(body) < self.threshold:
-            return index.document(*args)
+            return pagereader.document(*args)
         try:
-            return self._helper().submit(index.document, *args).result()
+            return self._helper().submit(pagereader.document, *args).result()
         except BrokenProcessPool:  # the helper died (out of memory, killed): a fresh one next time
             with self._lock:
                 self._pool = None

@@ -4,16 +4,30 @@ The shape is warehouse's file storage: `get(path)`, `store(path, file_path)`, de
 prefix, and every storage fault turned into FileNotFoundError (or False) at the boundary, so a
 caller never knows which implementation it has. The local directory is the default and stays
 each node's spool (downloads in progress, followers on the same node); with
-PYPI_STORAGE_URL=s3://bucket/prefix the bucket is shared by every node (app/s3.py).
+PYPI_STORAGE_URL=s3://bucket/prefix the bucket is shared by every node (app/s3.py,
+chosen by app/__init__.py).
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, Protocol
 
 CHUNK = 256 * 1024
+# Published files' mtimes lie in 2000-2019: in the past (a Last-Modified in the future is
+# invalid, RFC 9110 8.8.2.1) and spread by path, so that no two files share an ETag by chance.
+_MTIME_EPOCH = 946684800  # 2000-01-01T00:00:00Z
+_MTIME_SPAN = 20 * 365 * 86400
+
+
+def published_mtime(path: str) -> int:
+    """The mtime of the file published at `path`: a function of the path alone, so that its
+    validators (app/conditional.py) are known before its download ends, and are the same on
+    every node, after a restart and after an eviction and a new download."""
+    return _MTIME_EPOCH + int(hashlib.sha1(path.encode()).hexdigest()[:8], 16) % _MTIME_SPAN
 
 
 @dataclass(frozen=True)
@@ -37,12 +51,6 @@ class Blob(Protocol):
     def close(self) -> None: ...
 
 
-class Lease(Protocol):
-    """A claim on a download that other nodes respect while it lives."""
-
-    def release(self) -> None: ...
-
-
 class Storage(Protocol):
     def get(self, path: str) -> Blob:
         """The file, or FileNotFoundError (also for any fault of the storage itself)."""
@@ -54,25 +62,6 @@ class Storage(Protocol):
         """Remove the file `prefix`, or every file under the folder `prefix/`; how many went."""
 
     def list(self, prefix: str = "") -> Iterator[Item]: ...
-
-    def url(self, path: str) -> str | None:
-        """A URL clients may fetch the file from directly, or None."""
-
-    def lease(self, name: str) -> Lease | None:
-        """A claim on `name` across nodes, or None while another node holds a live one."""
-
-
-class Stored:
-    """A file in the bucket, not on this node's disk: streamed from it, or a redirect to it."""
-
-    cache = "bucket"
-
-    def __init__(self, blob: Blob, url: str | None):
-        self.blob, self.url = blob, url
-        self.size = blob.size
-
-    def close(self) -> None:
-        self.blob.close()
 
 
 class FileBlob:
@@ -96,13 +85,6 @@ class FileBlob:
         self.file.close()
 
 
-class NoLease:
-    """One node needs no lease across nodes: its flock already gives one download."""
-
-    def release(self) -> None:
-        pass
-
-
 class LocalStorage:
     """Files under one directory; publishing is an atomic rename of a file beside it."""
 
@@ -119,9 +101,12 @@ class LocalStorage:
             raise FileNotFoundError(path) from None
 
     def store(self, path: str, file_path: Path, meta: dict[str, str] | None = None) -> bool:
+        """Rename the file into place with its published_mtime (a fault is an OSError: the
+        cache directory turns it into a 507, app/cachedir.py)."""
         target = self.file(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(file_path, 0o644)
+        os.utime(file_path, (time.time(), published_mtime(path)))
         os.replace(file_path, target)  # same inode: followers of the temp file see it published
         return True
 
@@ -142,18 +127,3 @@ class LocalStorage:
                 continue
             if file.is_file():
                 yield Item(file.relative_to(self.root).as_posix(), stat.st_size, stat.st_mtime)
-
-    def url(self, path: str) -> str | None:
-        return None
-
-    def lease(self, name: str) -> NoLease:
-        return NoLease()
-
-
-def open_storage(url: str | None, local: Path, **options) -> Storage:
-    """The storage PYPI_STORAGE_URL names: an S3 bucket, or (unset) the local directory."""
-    if not url:
-        return LocalStorage(local)
-    from .s3 import S3Storage  # boto3 is imported only by deployments that use a bucket
-
-    return S3Storage(url, **options)

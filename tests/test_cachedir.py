@@ -4,34 +4,34 @@ import os
 import threading
 
 from app import wakeups
-from app.store import Store
+from app.cachedir import CacheDir
 
 
 def test_a_lock_file_lives_only_while_held_and_a_waiter_on_the_old_file_tries_again(tmp_path):
-    store = Store(tmp_path)
-    fd = store.try_lock("a name")
-    assert fd is not None and store.try_lock("a name") is None
-    waiter = os.open(store.lock_path("a name"), os.O_RDWR)  # opened before the release
-    store.unlock("a name", fd)
-    assert list(store.locks.iterdir()) == []
+    cachedir = CacheDir(tmp_path)
+    fd = cachedir.try_lock("a name")
+    assert fd is not None and cachedir.try_lock("a name") is None
+    waiter = os.open(cachedir.lock_path("a name"), os.O_RDWR)  # opened before the release
+    cachedir.unlock("a name", fd)
+    assert list(cachedir.locks.iterdir()) == []
     fcntl.flock(waiter, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the old file: locked, but gone
-    again = store.try_lock("a name")  # a new file at the path: not blocked by the old one
-    assert again is not None and store.try_lock("a name") is None
+    again = cachedir.try_lock("a name")  # a new file at the path: not blocked by the old one
+    assert again is not None and cachedir.try_lock("a name") is None
     os.close(waiter)
-    store.unlock("a name", again)
-    assert list(store.locks.iterdir()) == []
+    cachedir.unlock("a name", again)
+    assert list(cachedir.locks.iterdir()) == []
 
 
 def test_write_atomic_keeps_its_temp_file_locked_until_the_rename(tmp_path):
-    class Rebooting(Store):
+    class Rebooting(CacheDir):
         def publish(self, temp, target, mtime=None):
-            Store(self.root).sweep_temp()  # another worker booting meanwhile (a HUP reload)
+            CacheDir(self.root).sweep_temp()  # another worker booting meanwhile (a HUP reload)
             super().publish(temp, target, mtime)
 
-    store = Rebooting(tmp_path)
-    store.write_atomic(store.pages / "demo" / "page.html", b"<html>")
-    assert (store.pages / "demo" / "page.html").read_bytes() == b"<html>"
-    assert list(store.tmp.iterdir()) == []
+    cachedir = Rebooting(tmp_path)
+    cachedir.write_atomic(cachedir.pages / "demo" / "page.html", b"<html>")
+    assert (cachedir.pages / "demo" / "page.html").read_bytes() == b"<html>"
+    assert list(cachedir.tmp.iterdir()) == []
 
 
 def test_a_waiter_in_this_process_wakes_at_the_change_it_waits_for():
