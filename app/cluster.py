@@ -36,6 +36,7 @@ from .storage import Storage
 
 log = logging.getLogger(__name__)
 SHARE_SECONDS = 10.0  # how often a node puts its statistics into the bucket
+BUCKET_CHECK_SECONDS = 5.0
 STATS_LOCK = "cluster-stats"  # not a file path (no '/'): one worker per node shares them
 
 
@@ -61,6 +62,10 @@ class ClusterFetcher(Fetcher):
         except FileNotFoundError:
             return None
         return BucketFile(path, blob, self.bucket.url(path) if self.redirect else None)
+
+    def made_here(self, path: str) -> None:
+        """Put it in the bucket too (a few KB, at once), so no other node extracts it again."""
+        self.bucket.store(path, self.cachedir.file(path))
 
     def _lead(self, path: str, lock: int, listed: Listed | None = None) -> FileAnswer:
         lease = self._claim(path)
@@ -151,7 +156,17 @@ class Cluster:
     def __init__(self, bucket: S3Storage, cachedir: CacheDir, catalog: Catalog):
         self.bucket, self.cachedir, self.catalog = bucket, cachedir, catalog
         self._node: str | None = None
+        self._bucket_state: tuple[float, dict] | None = None  # (when, what): bucket_state
         self.start = Once(self._start)  # the thread of this process: none survives a fork
+
+    def bucket_state(self) -> dict:
+        """Whether the bucket answers, for /healthz: asked at most every BUCKET_CHECK_SECONDS
+        (a probe every second must not become a request to the store every second)."""
+        now = time.monotonic()
+        if self._bucket_state is None or now - self._bucket_state[0] >= BUCKET_CHECK_SECONDS:
+            problem = self.bucket.ping()
+            self._bucket_state = (now, {"reachable": problem is None, "error": problem})
+        return self._bucket_state[1]
 
     @property
     def node(self) -> str:

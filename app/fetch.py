@@ -152,6 +152,9 @@ class Fetcher:
         except FileNotFoundError:
             return None
 
+    def made_here(self, path: str) -> None:
+        """A file this node made rather than downloaded (a wheel's METADATA) was published."""
+
     # --- the worker that downloads -------------------------------------------------------
     def _lead(self, path: str, lock: int, listed: Listed | None = None) -> Follow:
         response = fd = part = slot = None

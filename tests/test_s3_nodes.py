@@ -182,6 +182,10 @@ def test_pip_through_one_node_then_uv_through_another_redirected_to_the_bucket(t
                 url = file_url(redirecting, gamma)
                 moved = requests.get(url, allow_redirects=False, timeout=10)
                 assert moved.status_code == 302 and moved.headers["X-Cache"] == "bucket"
+                # A HEAD is answered by the node: a URL presigned for a GET is a 403 to a HEAD.
+                head = requests.head(url, allow_redirects=False, timeout=10)
+                assert head.status_code == 200 and head.headers["X-Cache"] == "bucket"
+                assert int(head.headers["Content-Length"]) == gamma.size
                 assert moved.headers["Location"].startswith(moto.url + "/")
                 assert hashlib.sha256(requests.get(moved.headers["Location"], timeout=10).content
                                       ).hexdigest() == gamma.sha256
@@ -211,5 +215,16 @@ def test_core_metadata_read_from_a_wheel_in_the_bucket(tmp_path, moto):
             assert b"Name: gamma" in answer.content and b"Version: 1.0" in answer.content
             assert up.downloads(gamma.filename) == 1
             assert "metadata of gamma-1.0-py3-none-any.whl extracted" not in second.logs()
+            # Extracted once, put in the bucket with the wheel: a third node takes it there.
+            assert gamma.filename + ".metadata" in bucket_files(moto, tmp_path)
+            third = Proxy(tmp_path / "node2" / "cache", first.env, workers=2).start()
+            try:
+                assert requests.get(f"{third.url}/simple/gamma/", timeout=10).ok
+                answer = requests.get(file_url(third, gamma) + ".metadata", timeout=30)
+                assert answer.status_code == 200 and answer.headers["X-Cache"] == "bucket"
+                assert b"Name: gamma" in answer.content
+                assert "extracted" not in third.logs()
+            finally:
+                third.stop()
     finally:
         up.stop()

@@ -30,6 +30,8 @@ def healthz():
             "upstream": upstream_state(state)}
     if len(found.settings.indexes) > 1:
         body["upstreams"] = upstream_states(state, found.settings.indexes)
+    if found.cluster is not None:  # informational too: without it a node serves on its own
+        body["bucket"] = found.cluster.bucket_state()
     return jsonify(body), 200 if healthy else 503
 
 

@@ -32,7 +32,8 @@ def package(path: str) -> Response:
         found.prefetch.after_metadata(path, request.headers.get("User-Agent", ""))
     else:
         result = found.fetcher.open(path, ask)
-    if result.url is not None:
+    # A HEAD is answered here: it needs no bytes, and a URL presigned for a GET is a 403 to it.
+    if result.url is not None and request.method == "GET":
         result.close()
         response = redirect(result.url, 302)  # temporary: the presigned URL expires
     else:
