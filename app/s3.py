@@ -154,6 +154,7 @@ class S3Storage:
     def __init__(self, url: str, connect_timeout: float = 10, read_timeout: float = 30,
                  connections: int = 32):
         self.location = url
+        self.address: str | None = None  # where other nodes reach this one (PYPI_NODE_URL)
         self.bucket, self.prefix = s3_location(url)
         self.root = self.prefix + "files/"
         self.config = Config(
@@ -287,8 +288,22 @@ class S3Storage:
         return None
 
     # --- leases --------------------------------------------------------------------------
+    def holder(self, name: str) -> str | None:
+        """The address of the node holding the lease on `name` (None: no lease, no address,
+        or the store is away)."""
+        if self._away():
+            return None
+        try:
+            answer = self.client().get_object(Bucket=self.bucket, Key=self._lease_key(name))
+            return json.loads(answer["Body"].read()).get("address")
+        except (*_FAULTS, ValueError, AttributeError):
+            return None
+
+    def _lease_key(self, name: str) -> str:
+        return f"{self.prefix}leases/{hashed(name)}"
+
     def lease(self, name: str) -> S3Lease | NoLease | None:
-        key = f"{self.prefix}leases/{hashed(name)}"
+        key = self._lease_key(name)
         if self._away():
             return NoLease()
         try:
@@ -318,7 +333,7 @@ class S3Storage:
                    if_none_match: bool = False) -> str | None:
         """The new ETag, or None when the condition failed (another node holds the lease)."""
         # No time in it: a lease's age is the store's to tell (_age), the nodes' clocks may differ.
-        body = {"node": NODE, "nonce": uuid.uuid4().hex}
+        body = {"node": NODE, "nonce": uuid.uuid4().hex, "address": self.address}
         condition = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"}
         try:
             answer = self.client().put_object(

@@ -21,14 +21,21 @@ MIB = 1 << 20
 
 
 @contextlib.contextmanager
-def cluster(tmp_path: Path, moto: MotoS3, up: Upstream, count: int, **env: str):
-    """`count` nodes (2 workers each: the machine has 2 cores), one bucket prefix per test."""
+def cluster(tmp_path: Path, moto: MotoS3, up: Upstream, count: int, peers: bool = False,
+            **env: str):
+    """`count` nodes (2 workers each: the machine has 2 cores), one bucket prefix per test;
+    with `peers`, each node has its PYPI_NODE_URL (nodes read each other's downloads)."""
     prefix = f"{tmp_path.name}/"
     shared = up.env() | moto.env() | {"PYPI_STORAGE_URL": f"s3://{moto.bucket}/{prefix}"} | env
+    if peers:
+        shared |= {"PYPI_CLUSTER_SECRET": "a secret the nodes share"}
     nodes: list[Proxy] = []
     try:
         for i in range(count):
-            nodes.append(Proxy(tmp_path / f"node{i}" / "cache", shared, workers=2).start())
+            node = Proxy(tmp_path / f"node{i}" / "cache", shared, workers=2)
+            if peers:
+                node.env["PYPI_NODE_URL"] = node.url
+            nodes.append(node.start())
         yield nodes
     finally:
         for node in nodes:
@@ -41,6 +48,14 @@ def file_url(node: Proxy, file) -> str:
 
 def bucket_files(moto: MotoS3, tmp_path: Path) -> list[str]:
     return [key.rsplit("/", 1)[-1] for key in moto.keys(f"{tmp_path.name}/files/")]
+
+
+def shared_soon(moto: MotoS3, tmp_path: Path, timeout: float = 30) -> list[str]:
+    """bucket_files, once the node's share thread (after its download) has put something."""
+    deadline = time.monotonic() + timeout
+    while not (found := bucket_files(moto, tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return found
 
 
 def newcomer_name(node: Proxy) -> str:
@@ -85,6 +100,86 @@ def test_sixteen_cold_clients_over_the_nodes_cause_one_download(tmp_path, moto, 
             assert kinds.count("miss") == 1 and "bucket" in kinds, kinds
             assert set(kinds) <= {"miss", "follower", "bucket"}
             assert bucket_files(moto, tmp_path) == [big.filename]
+    finally:
+        up.stop()
+
+
+def first_byte_then_all(url: str, first: list, i: int) -> tuple[str, str]:
+    """fetch(), noting in first[i] the moment the first bytes came."""
+    digest = hashlib.sha256()
+    try:
+        with requests.get(url, stream=True, timeout=60) as response:
+            response.raise_for_status()
+            for chunk in response.iter_content(64 * 1024):
+                if first[i] is None:
+                    first[i] = time.monotonic()
+                digest.update(chunk)
+            return response.headers.get("X-Cache", ""), digest.hexdigest()
+    except requests.RequestException:
+        return "cut", digest.hexdigest()
+
+
+def test_a_long_download_is_read_by_the_other_nodes_as_it_lands(tmp_path, moto):
+    """Longer than any node's patience (5.5 s here): without PYPI_NODE_URL each node downloads
+    it; with it, one upstream download, and every client has bytes while it runs."""
+    up = Upstream(tmp_path / "up", throttle=1 * MIB).start()
+    big = up.add_file("big", "big-1.0.tar.gz", size=10 * MIB)  # ten seconds upstream
+    try:
+        with cluster(tmp_path, moto, up, 3, peers=True) as nodes:
+            for node in nodes:
+                assert requests.get(f"{node.url}/simple/big/", timeout=10).ok
+            results, first = [None] * 9, [None] * 9
+            ended = {}
+            leader = threading.Thread(target=lambda: ended.setdefault(
+                "at", (first_byte_then_all(file_url(nodes[0], big), first, 0), time.monotonic())))
+            leader.start()
+            while first[0] is None:  # the first node has begun: the others come after
+                time.sleep(0.05)
+
+            def client(i: int) -> None:
+                results[i] = first_byte_then_all(file_url(nodes[i % 3], big), first, i)
+
+            threads = [threading.Thread(target=client, args=(i,)) for i in range(1, 9)]
+            for thread in threads:
+                thread.start()
+            for thread in threads + [leader]:
+                thread.join(120)
+            results[0], done = ended["at"]
+            assert {digest for _, digest in results} == {big.sha256}, results
+            assert up.downloads(big.filename) == 1
+            assert all(at < done for at in first), "a client had no byte until the end"
+            for node in nodes[1:]:
+                assert "downloading here too" not in node.logs()
+            assert shared_soon(moto, tmp_path) == [big.filename]
+    finally:
+        up.stop()
+
+
+def test_a_leader_killed_midway_is_taken_over_from_where_the_bytes_stop(tmp_path, moto):
+    """The node reading another's download takes the lease over once it expires and asks
+    the upstream for the rest only; its client gets the whole, verified file."""
+    up = Upstream(tmp_path / "up", throttle=1 * MIB).start()
+    big = up.add_file("big", "big-1.0.tar.gz", size=12 * MIB)
+    try:
+        with cluster(tmp_path, moto, up, 2, peers=True, PYPI_READ_TIMEOUT="20") as (lead, other):
+            for node in (lead, other):
+                assert requests.get(f"{node.url}/simple/big/", timeout=10).ok
+            with requests.get(file_url(lead, big), stream=True, timeout=60) as response:
+                next(response.iter_content(64 * 1024))  # the lead node's download is under way
+                result = {}
+                reader = threading.Thread(target=lambda: result.setdefault(
+                    "got", fetch(file_url(other, big))))
+                reader.start()
+                while up.written(big.filename) < 5 * MIB:
+                    time.sleep(0.05)
+                os.killpg(lead.process.pid, signal.SIGKILL)
+                lead.process.wait()
+            reader.join(120)
+            assert result["got"][1] == big.sha256, result
+            assert "took over the download" in other.logs()
+            # The dead node's bytes, then the rest by a range: the file once, and little more.
+            assert up.written(big.filename) <= big.size + 2 * MIB
+            assert shared_soon(moto, tmp_path) == [big.filename]  # by the node that finished
     finally:
         up.stop()
 

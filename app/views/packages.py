@@ -37,14 +37,14 @@ def package(path: str) -> Response:
         result.close()
         response = redirect(result.url, 302)  # temporary: the presigned URL expires
     else:
-        response = _respond(result, ask)
+        response = respond(result, ask)
     response.headers["Cache-Control"] = IMMUTABLE
     response.headers["X-Cache"] = result.cache
     file_served(path, result.cache, response)  # statistics and metrics (app/stats)
     return response
 
 
-def _respond(result: FileAnswer, ask: Ask) -> Response:
+def respond(result: FileAnswer, ask: Ask) -> Response:
     """Every kind of answer alike, as the nginx front answers a published file: the same
     validators, conditionals and ranges (app/conditional.py, through `result.answer`).
 
