@@ -26,6 +26,20 @@ try:
 except OSError as error:
     sys.exit(f"pypicache: PYPI_CACHE_DIR={_settings.cache_dir} is not writable: {error.strerror}")
 
+# Several nodes (PYPI_STORAGE_URL) rest on the store's conditional writes: one that ignores
+# them would let every node "win" each file and lease unnoticed, so it stops the server here.
+if _settings.storage_url:
+    from app.s3 import S3Storage, UnsafeStore  # noqa: E402  (boto3 only where a bucket is used)
+
+    try:
+        _unchecked = S3Storage(_settings.storage_url, connect_timeout=_settings.connect_timeout,
+                               read_timeout=_settings.read_timeout).check_conditions()
+    except UnsafeStore as error:
+        sys.exit(f"pypicache: {error}")
+    if _unchecked:
+        print(f"pypicache: could not check the bucket's conditional writes, going on: {_unchecked}",
+              file=sys.stderr)
+
 # The Flask factory; gunicorn calls it once per worker, after fork, so file locks and
 # HTTP sessions are made per process (as filelock advises: "build a lock per use").
 wsgi_app = "app:create_app()"

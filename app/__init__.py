@@ -67,13 +67,18 @@ class Services:
             return cls(settings, cachedir, catalog, upstream, fetcher, pages, listings,
                        Metadata(fetcher))
         from .cluster import Cluster, ClusterFetcher  # boto3 only where a bucket is used
+        from .peers import Peers
         from .s3 import S3Storage
 
         bucket = S3Storage(settings.storage_url, connect_timeout=settings.connect_timeout,
                            read_timeout=settings.read_timeout, connections=settings.threads)
+        bucket.address = settings.node_url  # in our leases: where the other nodes read from us
+        peers = None
+        if settings.node_url:
+            peers = Peers(upstream, settings.cluster_secret, settings.node_url)
         cluster = Cluster(bucket, cachedir, catalog)
         fetcher = ClusterFetcher(settings, cachedir, catalog, upstream, listings, cluster=cluster,
-                                 redirect=settings.s3_redirect)
+                                 redirect=settings.s3_redirect, peers=peers)
         return cls(settings, cachedir, catalog, upstream, fetcher, pages, listings,
                    Metadata(fetcher), cluster)
 
@@ -120,11 +125,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from . import auth
     from .cli import pypicache
     from .stats.setup import install
-    from .views import browse, ops, packages, simple
+    from .views import browse, ops, packages, peers, simple
 
     auth.install(app, settings.auth_file, settings.auth_scope, settings.cache_dir)
     app.register_blueprint(simple.bp)
     app.register_blueprint(packages.bp)
+    app.register_blueprint(peers.bp)
     app.register_blueprint(ops.bp)
     install(app, services)  # statistics, metrics, eviction (app/stats)
     app.register_blueprint(browse.bp)

@@ -19,7 +19,7 @@ from .stats.signals import login_checked
 from .throttle import Budget
 
 log = logging.getLogger(__name__)
-OPEN = frozenset({"ops.healthz"})  # probes never log in
+OPEN = frozenset({"ops.healthz", "peers.file"})  # probes never log in; nodes show a token
 # The routes that list what the organisation installs: the only ones PYPI_AUTH_SCOPE=dashboard guards.
 DASHBOARD = frozenset({"browse.dashboard", "browse.project", "browse.stats_json",
                        "browse.project_json", "ops.metrics"})

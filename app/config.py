@@ -143,6 +143,8 @@ class Settings:
     auth_scope: str
     storage_url: str | None
     s3_redirect: bool
+    node_url: str | None
+    cluster_secret: str | None
     indexes: tuple[upstreams.Index, ...]  # in precedence order; one nameless for PYPI_MIRROR_URL
     index_pins: Mapping[str, str]  # canonical project -> upstream name
     prefetch: bool
@@ -187,6 +189,12 @@ TABLE: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
     "storage_url": ("PYPI_STORAGE_URL", convert.storage_url, None),
     # 1: a file found in the bucket is a redirect to a presigned URL, not streamed by us.
     "s3_redirect": ("PYPI_S3_REDIRECT", convert.flag, "0"),
+    # This node's address as the other nodes reach it (http://host:port): a node downloading
+    # a file then serves it to the others as it arrives (app/peers.py). Unset: they wait for
+    # the bucket, and past their patience download too.
+    "node_url": ("PYPI_NODE_URL", convert.url, None),
+    # What nodes prove to each other that they are nodes with (16 characters at least).
+    "cluster_secret": ("PYPI_CLUSTER_SECRET", convert.secret, None),
     # Several upstreams in precedence order (app/upstreams.py); unset: the one above.
     "indexes": ("PYPI_INDEXES", upstreams.parse_entries, None),
     "index_pins": ("PYPI_INDEX_PINS", upstreams.parse_pins, None),
@@ -204,6 +212,9 @@ TABLE: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
     # re-read by every worker when it changes (app/policywatch.py). Unset: no policy.
     "policy_file": ("PYPI_POLICY_FILE", convert.readable_file, None),
 }
+
+
+SECRETS = {"cluster_secret"}  # never echoed in an error
 
 
 def _raw(environ: Mapping[str, str], variable: str) -> str:
@@ -235,8 +246,9 @@ def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings
             values[name] = parse(raw)
         except ValueError as error:
             # Any value may hold a URL with credentials (PYPI_INDEXES does), and so may the
-            # parser's message, which may quote a word of it.
-            raise ConfigError(redact_text(f"{variable}={raw!r}: {error}")) from None
+            # parser's message, which may quote a word of it; a secret is never shown.
+            shown = "(not shown)" if name in SECRETS else repr(raw)
+            raise ConfigError(redact_text(f"{variable}={shown}: {error}")) from None
     values["index_pins"] = values["index_pins"] or {}
     if values["indexes"] and "indexes" not in overrides:
         values["indexes"] = _several(environ, values)
@@ -250,6 +262,8 @@ def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings
         values["files_url"] = f"{origin.scheme}://{origin.netloc}{values['package_loc']}"
     if not values["indexes"]:
         values["indexes"] = (upstreams.Index("", values["mirror_url"], values["files_url"]),)
+    if values["node_url"] and not (values["storage_url"] and values["cluster_secret"]):
+        raise ConfigError("PYPI_NODE_URL needs PYPI_STORAGE_URL and PYPI_CLUSTER_SECRET")
     if values["cache_dir"] is None:
         values["cache_dir"] = Path(_default_cache_dir(environ))
     values["cache_dir"] = Path(values["cache_dir"]).absolute()

@@ -84,6 +84,12 @@ def storage_url(value: str) -> str:
     return value
 
 
+def secret(value: str) -> str:
+    if len(value) < 16:
+        raise ValueError("must be 16 characters or more")
+    return value
+
+
 def flag(value: str) -> bool:
     if value.lower() not in ("0", "1", "true", "false", "yes", "no"):
         raise ValueError("must be 1 or 0")

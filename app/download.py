@@ -5,10 +5,11 @@ import hashlib
 import logging
 import os
 import time
+from typing import Iterator
 
 from . import names, wakeups
 from .cachedir import storage_error, write_all
-from .errors import IntegrityError, ProxyError
+from .errors import IntegrityError, ProxyError, UpstreamError
 from .stats.signals import file_cached
 
 log = logging.getLogger(__name__)
@@ -17,8 +18,9 @@ log = logging.getLogger(__name__)
 class Download:
     """The background copy of one upstream body into its temp file, then verify and publish."""
 
-    def __init__(self, fetcher, path, project, sha256, size, response, fd, part, lock):
-        self.fetcher, self.path, self.project = fetcher, path, project
+    def __init__(self, fetcher, listed, sha256, size, response, fd, part, lock):
+        self.fetcher, self.listed = fetcher, listed
+        self.path, self.project = listed.path, listed.project
         self.sha256, self.size, self.response = sha256, size, response
         self.fd, self.part, self.lock = fd, part, lock
 
@@ -28,7 +30,7 @@ class Download:
         started = time.monotonic()  # the upstream throughput t on the dashboard (app/stats)
         failure: ProxyError | None = None
         try:
-            for chunk in self.fetcher.upstream.iter_body(self.response):
+            for chunk in self._chunks():
                 write_all(self.fd, chunk)
                 wakeups.changed(self.path)  # its followers in this process read it now
                 digest.update(chunk)
@@ -62,6 +64,36 @@ class Download:
             cachedir.unlock(self.path, lock)
             self.fetcher.catalog.release()  # this thread ends here
 
+
+    def _chunks(self) -> Iterator[bytes]:
+        """The source's bytes; when it fails, those of the one the fetcher gives instead,
+        from where they stopped (app/cluster.py: another node's download died, and this
+        node asks the upstream for the rest). A source that sends the whole file again has
+        its first bytes skipped: the sha256 at the end covers every byte either way."""
+        written = 0
+        while True:
+            skip = 0 if self.response.status_code == 206 else written
+            if not skip and written and not self.response.headers.get(
+                    "Content-Range", "").startswith(f"bytes {written}-"):
+                raise IntegrityError(f"the rest of {self.path} came from another byte")
+            try:
+                for chunk in self.fetcher.upstream.iter_body(self.response):
+                    if skip:  # bytes we have: the source began again from the first
+                        kept = chunk[skip:]
+                        skip -= len(chunk) - len(kept)
+                        if not kept:
+                            continue
+                        chunk = kept
+                    written += len(chunk)
+                    yield chunk
+                return
+            except UpstreamError as error:
+                response = self.fetcher.resume(self.path, self.listed, written)
+                if response is None:
+                    raise
+                log.info("download of %s goes on from byte %d: %s", self.path, written,
+                         error.message)
+                self.response = response
 
     def _leave_note(self, failure: ProxyError | None) -> None:
         """Replace the announcement: by nothing after a publish, else by what failed, so that

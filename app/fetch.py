@@ -152,15 +152,33 @@ class Fetcher:
         except FileNotFoundError:
             return None
 
+    def made_here(self, path: str) -> None:
+        """A file this node made rather than downloaded (a wheel's METADATA) was published."""
+
+    def local(self, path: str) -> FileAnswer | None:
+        """This node's own copy of `path`: published, or its download in progress; nothing
+        else is looked at or started (what another node reads, app/views/peers.py)."""
+        return Fetcher.cached(self, path) or self._follow(path, cache="node")
+
     # --- the worker that downloads -------------------------------------------------------
+    def _source(self, path: str, listed: Listed):
+        """The response a download copies: the upstream's file (app/cluster.py: or another
+        node's download of it)."""
+        return self.upstream.get(listed.url, headers={"Accept-Encoding": "identity"})
+
+    def resume(self, path: str, listed: Listed, written: int):
+        """Another response with the bytes from `written` on, after the source failed; None:
+        the download fails (one node asks the upstream once; app/cluster.py can do more)."""
+        return None
+
     def _lead(self, path: str, lock: int, listed: Listed | None = None) -> Follow:
         response = fd = part = slot = None
         try:
             self._clear_dead(path)
             listed = listed or self.listings.require(path)
-            project, sha256, size = listed.project, listed.sha256, listed.size
+            sha256, size = listed.sha256, listed.size
             slot = self.slots.acquire()
-            response = self.upstream.get(listed.url, headers={"Accept-Encoding": "identity"})
+            response = self._source(path, listed)
             length = response.headers.get("Content-Length")
             size = _agreed(size, int(length) if length and length.isdigit() else None)
             fd, part = self.cachedir.new_temp(key(path))
@@ -184,7 +202,7 @@ class Fetcher:
                 self.slots.release(slot)
             self.cachedir.unlock(path, lock)
             raise
-        job = Download(self, path, project, sha256, size, response, fd, part, (lock, slot))
+        job = Download(self, listed, sha256, size, response, fd, part, (lock, slot))
         # Not a daemon: a worker leaving gracefully (SIGHUP, SIGTERM) exits through sys.exit,
         # which waits for the download (each read bounded by the read timeout; the arbiter
         # still kills the worker after graceful_timeout), even once its own client is gone.

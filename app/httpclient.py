@@ -67,9 +67,18 @@ class Upstream:
             upstream_answered.send(self, outcome=outcome, seconds=time.perf_counter() - start,
                                    message=message, url=url)
 
-    def _get(self, url: str, headers: dict[str, str] | None, method: str) -> requests.Response:
-        for hop in range(_MAX_REDIRECTS + 1):
-            if origin(url) not in self.allowed:
+    def peer(self, url: str, headers: dict[str, str]) -> requests.Response:
+        """GET `url` of another node of the cluster (app/peers.py): its address comes from its
+        lease, not from the upstreams' origins, so only that origin is allowed and no
+        redirect is followed; not counted as the upstream's health."""
+        return self._get(url, headers, "GET", allowed={origin(url)}, redirects=0)
+
+    def _get(self, url: str, headers: dict[str, str] | None, method: str,
+             allowed: set[str] | None = None, redirects: int = _MAX_REDIRECTS
+             ) -> requests.Response:
+        allowed = self.allowed if allowed is None else allowed
+        for hop in range(redirects + 1):
+            if origin(url) not in allowed:
                 if hop:
                     raise RedirectedAway("refused to follow a redirect outside the configured "
                                          f"upstream: {redact(url)}")

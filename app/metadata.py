@@ -57,6 +57,7 @@ class Metadata:
             # Its catalog row, and with it the hash the next render of the page advertises,
             # comes with the next statistics flush, as for every published file.
             self.catalog.record_cached(path, project or names.project_of_file(path), len(data), digest)
+        self.fetcher.made_here(path)  # outside the lock: other nodes' copy (app/cluster.py)
         result = self.fetcher.cached(path) or self.fetcher.single_flight(path)  # just published
         result.cache = "miss"
         return result

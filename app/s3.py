@@ -21,6 +21,8 @@ import socket
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -36,11 +38,27 @@ from .storage import CHUNK, Item
 
 log = logging.getLogger(__name__)
 LEASE_SECONDS = 10.0
+_PING = Config(connect_timeout=2, read_timeout=2, retries={"total_max_attempts": 1})
+CLOCK_STEP = 1.0  # HTTP dates count whole seconds: a lease is live a second longer
 PRESIGNED_SECONDS = 600  # a redirected client fetches at once; the URL need not live long
 MAX_PUT = 5 * 1024**3  # S3's limit for one PUT; larger files stay on the node that has them
 _FAULTS = (BotoCoreError, ClientError, OSError)
 AWAY_SECONDS = 30.0  # after a fault of the store, how long a node goes on without it
 NODE = f"{socket.gethostname()}-{os.getpid()}"
+
+
+class UnsafeStore(Exception):
+    """The store does not honour the conditional writes cluster mode rests on."""
+
+
+def _age(answer: dict) -> float:
+    """Seconds since the object of a GET was last written, by the store's own clock: its Date
+    header against the object's Last-Modified, both from the store, so nodes whose clocks
+    disagree still agree on which lease has expired. (A store that sends no Date: this node's
+    clock against the Last-Modified.)"""
+    date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    now = parsedate_to_datetime(date) if date else datetime.now(timezone.utc)
+    return (now - answer["LastModified"]).total_seconds()
 
 
 def _status(error: Exception) -> int | None:
@@ -136,6 +154,7 @@ class S3Storage:
     def __init__(self, url: str, connect_timeout: float = 10, read_timeout: float = 30,
                  connections: int = 32):
         self.location = url
+        self.address: str | None = None  # where other nodes reach this one (PYPI_NODE_URL)
         self.bucket, self.prefix = s3_location(url)
         self.root = self.prefix + "files/"
         self.config = Config(
@@ -144,6 +163,7 @@ class S3Storage:
             signature_version="s3v4",  # presigned URLs MinIO and Ceph accept too
         )
         self._client: Any = None
+        self._pinger: Any = None  # the same, with short timeouts and no retry (/healthz)
         self._connect = Once(self._make_client)  # it holds sockets: one per process
         self._away_until = 0.0  # a store that failed is not asked again (and waited for) at once
 
@@ -162,7 +182,9 @@ class S3Storage:
         return self._client
 
     def _make_client(self) -> None:
-        self._client = boto3.session.Session().client("s3", config=self.config)
+        session = boto3.session.Session()
+        self._client = session.client("s3", config=self.config)
+        self._pinger = session.client("s3", config=self.config.merge(_PING))
 
     # --- files ---------------------------------------------------------------------------
     def get(self, path: str) -> S3Blob:
@@ -222,9 +244,66 @@ class S3Storage:
             ExpiresIn=PRESIGNED_SECONDS,
         )
 
+    def ping(self) -> str | None:
+        """Whether the bucket answers now, within 2 s and with no retry: None, or
+        why not in a few words (an HTTP status or the kind of fault, never a URL)."""
+        try:
+            self._connect()
+            self._pinger.head_bucket(Bucket=self.bucket)
+        except ClientError as error:
+            return f"the bucket answered {_status(error)}"
+        except _FAULTS as error:
+            return f"the bucket did not answer ({type(error).__name__})"
+        return None
+
+    def check_conditions(self) -> str | None:
+        """Whether the store honours conditional writes, on which the first writer's win and
+        every lease rest: a second create of a key with If-None-Match, and a write with an
+        If-Match of another ETag, must both fail. Raises UnsafeStore when either succeeds; a
+        store that cannot be asked (away, no such bucket) returns why (this node then goes on
+        without it, as after any fault of the store); None when all is well."""
+        key = f"{self.prefix}checks/{NODE}-{uuid.uuid4().hex}"
+        ignored = []
+        try:
+            client = self.client()
+            client.put_object(Bucket=self.bucket, Key=key, Body=b"first", IfNoneMatch="*")
+            try:
+                for name, condition in (("If-None-Match: *", {"IfNoneMatch": "*"}),
+                                        ("If-Match", {"IfMatch": '"not-its-etag"'})):
+                    try:
+                        client.put_object(Bucket=self.bucket, Key=key, Body=b"x", **condition)
+                        ignored.append(name)
+                    except ClientError as error:
+                        if _status(error) not in (412, 409):
+                            raise
+            finally:
+                client.delete_object(Bucket=self.bucket, Key=key)
+        except _FAULTS as error:
+            return redact_text(str(error))
+        if ignored:
+            raise UnsafeStore(
+                f"the bucket of PYPI_STORAGE_URL ignores conditional writes ({', '.join(ignored)}"
+                " on an existing key succeeded): several nodes would download and lease the same"
+                " file at once; use a store that honours them, or no PYPI_STORAGE_URL")
+        return None
+
     # --- leases --------------------------------------------------------------------------
+    def holder(self, name: str) -> str | None:
+        """The address of the node holding the lease on `name` (None: no lease, no address,
+        or the store is away)."""
+        if self._away():
+            return None
+        try:
+            answer = self.client().get_object(Bucket=self.bucket, Key=self._lease_key(name))
+            return json.loads(answer["Body"].read()).get("address")
+        except (*_FAULTS, ValueError, AttributeError):
+            return None
+
+    def _lease_key(self, name: str) -> str:
+        return f"{self.prefix}leases/{hashed(name)}"
+
     def lease(self, name: str) -> S3Lease | NoLease | None:
-        key = f"{self.prefix}leases/{hashed(name)}"
+        key = self._lease_key(name)
         if self._away():
             return NoLease()
         try:
@@ -239,7 +318,7 @@ class S3Storage:
                         continue  # released between our two looks: try again
                     raise
                 holder = json.loads(current["Body"].read())
-                if holder.get("expires", 0) > time.time():
+                if _age(current) <= LEASE_SECONDS + CLOCK_STEP:
                     return None
                 etag = self._put_lease(key, if_match=current["ETag"])  # take the expired one
                 if etag is not None:
@@ -253,7 +332,8 @@ class S3Storage:
     def _put_lease(self, key: str, if_match: str | None = None,
                    if_none_match: bool = False) -> str | None:
         """The new ETag, or None when the condition failed (another node holds the lease)."""
-        body = {"node": NODE, "expires": time.time() + LEASE_SECONDS, "nonce": uuid.uuid4().hex}
+        # No time in it: a lease's age is the store's to tell (_age), the nodes' clocks may differ.
+        body = {"node": NODE, "nonce": uuid.uuid4().hex, "address": self.address}
         condition = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"}
         try:
             answer = self.client().put_object(

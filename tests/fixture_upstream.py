@@ -119,6 +119,7 @@ class Upstream:
         self._project_faults: dict[str, str] = {}
         self._dl: Counter = Counter()  # whole-file GETs
         self._bytes: Counter = Counter()  # body bytes sent per file name (.metadata, ranges too)
+        self._written: Counter = Counter()  # of those, written so far by paced whole-file sends
         self.requests: Counter = Counter()
         self._lock = threading.Lock()
         self._ports: list[int] = []
@@ -288,8 +289,15 @@ class Upstream:
         """Body bytes of files sent so far (whole files, ranges, .metadata)."""
         return sum(self._bytes.values())
 
+    def written(self, filename) -> int:
+        """Bytes of `filename` written so far by throttled whole-file answers, as they go (a
+        connection cut midway counts what it sent), and by range answers."""
+        with self._lock:
+            return self._written[filename]
+
     def reset_counts(self):
         with self._lock:
+            self._written.clear()
             self._dl.clear()
             self._bytes.clear()
             self.requests.clear()
@@ -559,6 +567,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         with up._lock:  # counted first: a fast client may look before the last write returns
             up._bytes[f.filename] += stop - start
+            up._written[f.filename] += stop - start
         with open(f.disk_path, "rb") as fh:
             at = start
             if not up.bandwidth:
@@ -596,6 +605,8 @@ class _Handler(BaseHTTPRequestHandler):
                 up._pace(len(chunk))
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
                 sent += len(chunk)
+                with up._lock:
+                    up._written[f.filename] += len(chunk)
 
 
 def _size(s: str) -> int:

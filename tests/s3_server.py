@@ -1,9 +1,11 @@
 """moto's S3 server as a real process on 127.0.0.1, and the environment boto3 reads to reach it."""
 from __future__ import annotations
 
+import http.server
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -64,3 +66,48 @@ class MotoS3:
 
     def stop(self) -> None:
         stop_group(self.process, timeout=5)
+
+
+class ConditionsDropped:
+    """A relay in front of a real S3 server that drops If-None-Match and If-Match from every
+    request, as a store that ignores conditional writes behaves (moto honours them; some
+    S3-compatible stores and gateways do not). moto checks no signature, so the relayed
+    requests are still accepted."""
+
+    DROPPED = {"if-none-match", "if-match"}
+
+    def __init__(self, target: str):
+        self.target = target
+        relay = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _relay(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in relay.DROPPED | {"host", "content-length"}}
+                answer = requests.request(self.command, relay.target + self.path, data=body,
+                                          headers=headers, timeout=30)
+                self.send_response(answer.status_code)
+                for key, value in answer.headers.items():
+                    if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(answer.content)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -21,14 +21,21 @@ MIB = 1 << 20
 
 
 @contextlib.contextmanager
-def cluster(tmp_path: Path, moto: MotoS3, up: Upstream, count: int, **env: str):
-    """`count` nodes (2 workers each: the machine has 2 cores), one bucket prefix per test."""
+def cluster(tmp_path: Path, moto: MotoS3, up: Upstream, count: int, peers: bool = False,
+            **env: str):
+    """`count` nodes (2 workers each: the machine has 2 cores), one bucket prefix per test;
+    with `peers`, each node has its PYPI_NODE_URL (nodes read each other's downloads)."""
     prefix = f"{tmp_path.name}/"
     shared = up.env() | moto.env() | {"PYPI_STORAGE_URL": f"s3://{moto.bucket}/{prefix}"} | env
+    if peers:
+        shared |= {"PYPI_CLUSTER_SECRET": "a secret the nodes share"}
     nodes: list[Proxy] = []
     try:
         for i in range(count):
-            nodes.append(Proxy(tmp_path / f"node{i}" / "cache", shared, workers=2).start())
+            node = Proxy(tmp_path / f"node{i}" / "cache", shared, workers=2)
+            if peers:
+                node.env["PYPI_NODE_URL"] = node.url
+            nodes.append(node.start())
         yield nodes
     finally:
         for node in nodes:
@@ -41,6 +48,14 @@ def file_url(node: Proxy, file) -> str:
 
 def bucket_files(moto: MotoS3, tmp_path: Path) -> list[str]:
     return [key.rsplit("/", 1)[-1] for key in moto.keys(f"{tmp_path.name}/files/")]
+
+
+def shared_soon(moto: MotoS3, tmp_path: Path, timeout: float = 30) -> list[str]:
+    """bucket_files, once the node's share thread (after its download) has put something."""
+    deadline = time.monotonic() + timeout
+    while not (found := bucket_files(moto, tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return found
 
 
 def newcomer_name(node: Proxy) -> str:
@@ -85,6 +100,86 @@ def test_sixteen_cold_clients_over_the_nodes_cause_one_download(tmp_path, moto, 
             assert kinds.count("miss") == 1 and "bucket" in kinds, kinds
             assert set(kinds) <= {"miss", "follower", "bucket"}
             assert bucket_files(moto, tmp_path) == [big.filename]
+    finally:
+        up.stop()
+
+
+def first_byte_then_all(url: str, first: list, i: int) -> tuple[str, str]:
+    """fetch(), noting in first[i] the moment the first bytes came."""
+    digest = hashlib.sha256()
+    try:
+        with requests.get(url, stream=True, timeout=60) as response:
+            response.raise_for_status()
+            for chunk in response.iter_content(64 * 1024):
+                if first[i] is None:
+                    first[i] = time.monotonic()
+                digest.update(chunk)
+            return response.headers.get("X-Cache", ""), digest.hexdigest()
+    except requests.RequestException:
+        return "cut", digest.hexdigest()
+
+
+def test_a_long_download_is_read_by_the_other_nodes_as_it_lands(tmp_path, moto):
+    """Longer than any node's patience (5.5 s here): without PYPI_NODE_URL each node downloads
+    it; with it, one upstream download, and every client has bytes while it runs."""
+    up = Upstream(tmp_path / "up", throttle=1 * MIB).start()
+    big = up.add_file("big", "big-1.0.tar.gz", size=10 * MIB)  # ten seconds upstream
+    try:
+        with cluster(tmp_path, moto, up, 3, peers=True) as nodes:
+            for node in nodes:
+                assert requests.get(f"{node.url}/simple/big/", timeout=10).ok
+            results, first = [None] * 9, [None] * 9
+            ended = {}
+            leader = threading.Thread(target=lambda: ended.setdefault(
+                "at", (first_byte_then_all(file_url(nodes[0], big), first, 0), time.monotonic())))
+            leader.start()
+            while first[0] is None:  # the first node has begun: the others come after
+                time.sleep(0.05)
+
+            def client(i: int) -> None:
+                results[i] = first_byte_then_all(file_url(nodes[i % 3], big), first, i)
+
+            threads = [threading.Thread(target=client, args=(i,)) for i in range(1, 9)]
+            for thread in threads:
+                thread.start()
+            for thread in threads + [leader]:
+                thread.join(120)
+            results[0], done = ended["at"]
+            assert {digest for _, digest in results} == {big.sha256}, results
+            assert up.downloads(big.filename) == 1
+            assert all(at < done for at in first), "a client had no byte until the end"
+            for node in nodes[1:]:
+                assert "downloading here too" not in node.logs()
+            assert shared_soon(moto, tmp_path) == [big.filename]
+    finally:
+        up.stop()
+
+
+def test_a_leader_killed_midway_is_taken_over_from_where_the_bytes_stop(tmp_path, moto):
+    """The node reading another's download takes the lease over once it expires and asks
+    the upstream for the rest only; its client gets the whole, verified file."""
+    up = Upstream(tmp_path / "up", throttle=1 * MIB).start()
+    big = up.add_file("big", "big-1.0.tar.gz", size=12 * MIB)
+    try:
+        with cluster(tmp_path, moto, up, 2, peers=True, PYPI_READ_TIMEOUT="20") as (lead, other):
+            for node in (lead, other):
+                assert requests.get(f"{node.url}/simple/big/", timeout=10).ok
+            with requests.get(file_url(lead, big), stream=True, timeout=60) as response:
+                next(response.iter_content(64 * 1024))  # the lead node's download is under way
+                result = {}
+                reader = threading.Thread(target=lambda: result.setdefault(
+                    "got", fetch(file_url(other, big))))
+                reader.start()
+                while up.written(big.filename) < 5 * MIB:
+                    time.sleep(0.05)
+                os.killpg(lead.process.pid, signal.SIGKILL)
+                lead.process.wait()
+            reader.join(120)
+            assert result["got"][1] == big.sha256, result
+            assert "took over the download" in other.logs()
+            # The dead node's bytes, then the rest by a range: the file once, and little more.
+            assert up.written(big.filename) <= big.size + 2 * MIB
+            assert shared_soon(moto, tmp_path) == [big.filename]  # by the node that finished
     finally:
         up.stop()
 
@@ -182,6 +277,10 @@ def test_pip_through_one_node_then_uv_through_another_redirected_to_the_bucket(t
                 url = file_url(redirecting, gamma)
                 moved = requests.get(url, allow_redirects=False, timeout=10)
                 assert moved.status_code == 302 and moved.headers["X-Cache"] == "bucket"
+                # A HEAD is answered by the node: a URL presigned for a GET is a 403 to a HEAD.
+                head = requests.head(url, allow_redirects=False, timeout=10)
+                assert head.status_code == 200 and head.headers["X-Cache"] == "bucket"
+                assert int(head.headers["Content-Length"]) == gamma.size
                 assert moved.headers["Location"].startswith(moto.url + "/")
                 assert hashlib.sha256(requests.get(moved.headers["Location"], timeout=10).content
                                       ).hexdigest() == gamma.sha256
@@ -211,5 +310,16 @@ def test_core_metadata_read_from_a_wheel_in_the_bucket(tmp_path, moto):
             assert b"Name: gamma" in answer.content and b"Version: 1.0" in answer.content
             assert up.downloads(gamma.filename) == 1
             assert "metadata of gamma-1.0-py3-none-any.whl extracted" not in second.logs()
+            # Extracted once, put in the bucket with the wheel: a third node takes it there.
+            assert gamma.filename + ".metadata" in bucket_files(moto, tmp_path)
+            third = Proxy(tmp_path / "node2" / "cache", first.env, workers=2).start()
+            try:
+                assert requests.get(f"{third.url}/simple/gamma/", timeout=10).ok
+                answer = requests.get(file_url(third, gamma) + ".metadata", timeout=30)
+                assert answer.status_code == 200 and answer.headers["X-Cache"] == "bucket"
+                assert b"Name: gamma" in answer.content
+                assert "extracted" not in third.logs()
+            finally:
+                third.stop()
     finally:
         up.stop()

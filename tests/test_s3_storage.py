@@ -4,7 +4,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +18,8 @@ from app import cluster, config, convert, create_app, s3
 from app.config import ConfigError
 from app.storage import LocalStorage
 
-from .test_deploy import schema_errors
+from .s3_server import ConditionsDropped
+from .test_deploy import ROOT, schema_errors
 
 
 @pytest.fixture
@@ -89,17 +93,81 @@ def test_leases_one_holder_then_the_next(bucket):
 
 
 def test_a_lease_is_renewed_while_held_and_taken_over_once_expired(bucket, monkeypatch):
-    monkeypatch.setattr(s3, "LEASE_SECONDS", 0.6)
+    monkeypatch.setattr(s3, "LEASE_SECONDS", 2.0)  # the store's clock counts whole seconds
     held = bucket.lease("p/long.whl")
-    threading.Event().wait(1.5)  # more than twice the lifetime: only renewals keep it
+    threading.Event().wait(4.5)  # more than twice the lifetime: only renewals keep it
     assert bucket.lease("p/long.whl") is None
     held._done.set()  # its node dies: no more renewals, no release
-    threading.Event().wait(0.8)
+    threading.Event().wait(2 + s3.CLOCK_STEP + 1.5)
     taker = bucket.lease("p/long.whl")
     assert isinstance(taker, s3.S3Lease)
     held.release()  # a late release of the dead holder's ETag leaves the new lease alone
     assert bucket.lease("p/long.whl") is None
     taker.release()
+
+
+@pytest.mark.parametrize("skew", [60, -60])
+def test_leases_agree_whatever_the_nodes_clocks_say(bucket, monkeypatch, skew):
+    """A lease's age is the store's to tell (its Date against the lease's Last-Modified): a node
+    whose clock is a minute off neither takes a live lease nor waits on a dead one forever."""
+    monkeypatch.setattr(s3, "LEASE_SECONDS", 2.0)
+    held = bucket.lease("p/skew.whl")
+    assert isinstance(held, s3.S3Lease)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + skew)  # the other node's clock
+    other = s3.S3Storage(bucket.location)
+    assert other.lease("p/skew.whl") is None  # live: renewed by its holder
+    threading.Event().wait(3)
+    assert other.lease("p/skew.whl") is None  # still live past its first lifetime
+    held._done.set()  # its node dies: no more renewals
+    threading.Event().wait(2 + s3.CLOCK_STEP + 1.5)
+    taker = other.lease("p/skew.whl")
+    assert isinstance(taker, s3.S3Lease)
+    taker.release()
+
+
+def test_a_store_that_ignores_conditional_writes_is_refused(bucket, moto, monkeypatch):
+    assert bucket.check_conditions() is None  # moto honours If-None-Match and If-Match
+    relay = ConditionsDropped(moto.url)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", relay.url)
+        ignoring = s3.S3Storage(bucket.location)
+        with pytest.raises(s3.UnsafeStore, match="If-None-Match: \\*, If-Match"):
+            ignoring.check_conditions()
+        assert not [key for key in moto.keys() if "/checks/" in key]  # it cleans up after itself
+    finally:
+        relay.stop()
+
+
+@pytest.mark.e2e
+def test_the_server_refuses_cluster_mode_on_a_store_that_ignores_conditions(moto, tmp_path):
+    relay = ConditionsDropped(moto.url)
+    try:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("PYPI_")}
+        env |= moto.env() | {"AWS_ENDPOINT_URL": relay.url, "PYPI_CACHE_DIR": str(tmp_path),
+                             "PYPI_STORAGE_URL": f"s3://{moto.bucket}/refused/",
+                             "PYPI_BIND": "127.0.0.1:0"}
+        result = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode != 0
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "ignores conditional writes" in lines[0], result.stderr
+    finally:
+        relay.stop()
+
+
+def test_healthz_says_whether_the_bucket_answers(bucket, make_app, monkeypatch):
+    found = make_app(storage_url=bucket.location).test_client().get("/healthz")
+    assert found.status_code == 200
+    assert found.json["bucket"] == {"reachable": True, "error": None}
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    away = make_app(storage_url=bucket.location).test_client()
+    answer = away.get("/healthz")
+    assert answer.status_code == 200  # a node serves without its bucket: not a failure
+    assert answer.json["bucket"]["reachable"] is False
+    assert "did not answer" in answer.json["bucket"]["error"]
+    assert "127.0.0.1" not in answer.json["bucket"]["error"]
+    assert away.get("/healthz").json["bucket"] == answer.json["bucket"]  # cached, not asked again
 
 
 def test_racing_nodes_get_one_lease(bucket):

@@ -32,6 +32,8 @@ def healthz():
         body["upstreams"] = upstream_states(state, found.settings.indexes)
     if found.policy is not None:  # a bad new policy file keeps the last good one: never failing
         body["policy"] = found.policy.health()
+    if found.cluster is not None:  # informational too: without it a node serves on its own
+        body["bucket"] = found.cluster.bucket_state()
     return jsonify(body), 200 if healthy else 503
 
 

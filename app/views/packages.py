@@ -35,18 +35,19 @@ def package(path: str) -> Response:
         found.prefetch.after_metadata(path, request.headers.get("User-Agent", ""))
     else:
         result = found.fetcher.open(path, ask)
-    if result.url is not None:
+    # A HEAD is answered here: it needs no bytes, and a URL presigned for a GET is a 403 to it.
+    if result.url is not None and request.method == "GET":
         result.close()
         response = redirect(result.url, 302)  # temporary: the presigned URL expires
     else:
-        response = _respond(result, ask)
+        response = respond(result, ask)
     response.headers["Cache-Control"] = IMMUTABLE
     response.headers["X-Cache"] = result.cache
     file_served(path, result.cache, response)  # statistics and metrics (app/stats)
     return response
 
 
-def _respond(result: FileAnswer, ask: Ask) -> Response:
+def respond(result: FileAnswer, ask: Ask) -> Response:
     """Every kind of answer alike, as the nginx front answers a published file: the same
     validators, conditionals and ranges (app/conditional.py, through `result.answer`).
 
