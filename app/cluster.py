@@ -35,7 +35,8 @@ from .listings import Listed
 from .perprocess import Once
 from .results import BucketFile, FileAnswer
 from .peers import Peers
-from .s3 import CLOCK_STEP, LEASE_SECONDS, S3Storage
+from .s3 import S3Storage
+from .s3leases import CLOCK_STEP, LEASE_SECONDS
 from .storage import Storage
 
 log = logging.getLogger(__name__)

@@ -5,10 +5,8 @@ node's claim on a download in progress) and `nodes/<node>.json` (each node's sta
 Endpoint, region and credentials are boto3's own (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...).
 
 The first verified writer wins cluster-wide: files are put with `If-None-Match: *`, so a
-second node's put of the same path fails with 412 and changes nothing. A lease is an object
-created the same way; its holder renews it (a put with `If-Match` its last ETag) every third
-of LEASE_SECONDS, so a node that dies lets go within LEASE_SECONDS, and only one node can
-take an expired lease over (the `If-Match` on the expired ETag). Every fault of the store
+second node's put of the same path fails with 412 and changes nothing. Leases are created the
+same way (app/s3leases.py, whose methods S3Storage has). Every fault of the store
 becomes FileNotFoundError, False or "no lease needed" here: a node whose bucket is away
 keeps serving from its own directory and the upstream.
 """
@@ -16,55 +14,30 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
-import threading
 import time
 import uuid
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Iterator
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
-from .cachedir import key as hashed
 from .config import redact_text
 from .convert import s3_location
 from .perprocess import Once
+from .s3leases import _FAULTS, NODE, Leasing, _status
 from .storage import CHUNK, Item
 
 log = logging.getLogger(__name__)
-LEASE_SECONDS = 10.0
 _PING = Config(connect_timeout=2, read_timeout=2, retries={"total_max_attempts": 1})
-CLOCK_STEP = 1.0  # HTTP dates count whole seconds: a lease is live a second longer
 PRESIGNED_SECONDS = 600  # a redirected client fetches at once; the URL need not live long
 MAX_PUT = 5 * 1024**3  # S3's limit for one PUT; larger files stay on the node that has them
-_FAULTS = (BotoCoreError, ClientError, OSError)
 AWAY_SECONDS = 30.0  # after a fault of the store, how long a node goes on without it
-NODE = f"{socket.gethostname()}-{os.getpid()}"
 
 
 class UnsafeStore(Exception):
     """The store does not honour the conditional writes cluster mode rests on."""
-
-
-def _age(answer: dict) -> float:
-    """Seconds since the object of a GET was last written, by the store's own clock: its Date
-    header against the object's Last-Modified, both from the store, so nodes whose clocks
-    disagree still agree on which lease has expired. (A store that sends no Date: this node's
-    clock against the Last-Modified.)"""
-    date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
-    now = parsedate_to_datetime(date) if date else datetime.now(timezone.utc)
-    return (now - answer["LastModified"]).total_seconds()
-
-
-def _status(error: Exception) -> int | None:
-    if isinstance(error, ClientError):
-        return error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return None
 
 
 class S3Blob:
@@ -108,47 +81,7 @@ class S3Blob:
             self._body = None
 
 
-class NoLease:
-    """No lease is needed: the bucket is away (this node goes on alone) or too small for the
-    file (it stays on the node that has it)."""
-
-    def release(self) -> None:
-        pass
-
-
-class S3Lease:
-    """A live claim on one download, renewed by a thread of its own until released."""
-
-    def __init__(self, storage: "S3Storage", key: str, etag: str):
-        self.storage, self.key, self.etag = storage, key, etag
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._renew, name=f"lease {key}", daemon=True)
-        self._thread.start()
-
-    def _renew(self) -> None:
-        while not self._done.wait(LEASE_SECONDS / 3):
-            try:
-                etag = self.storage._put_lease(self.key, if_match=self.etag)
-            except _FAULTS as error:  # try again; if the store stays away the lease expires
-                log.warning("could not renew the lease %s: %s", self.key, redact_text(str(error)))
-                continue
-            if etag is None:
-                log.warning("lost the lease %s; the download goes on", self.key)
-                return
-            self.etag = etag
-
-    def release(self) -> None:
-        self._done.set()
-        self._thread.join(5)  # a renewal under way changes the ETag we delete by
-        try:
-            self.storage.client().delete_object(
-                Bucket=self.storage.bucket, Key=self.key, IfMatch=self.etag
-            )
-        except _FAULTS as error:  # it expires anyway
-            log.info("could not release the lease %s: %s", self.key, redact_text(str(error)))
-
-
-class S3Storage:
+class S3Storage(Leasing):
     """Files in a bucket under a prefix (see the module's docstring)."""
 
     def __init__(self, url: str, connect_timeout: float = 10, read_timeout: float = 30,
@@ -286,64 +219,6 @@ class S3Storage:
                 " on an existing key succeeded): several nodes would download and lease the same"
                 " file at once; use a store that honours them, or no PYPI_STORAGE_URL")
         return None
-
-    # --- leases --------------------------------------------------------------------------
-    def holder(self, name: str) -> str | None:
-        """The address of the node holding the lease on `name` (None: no lease, no address,
-        or the store is away)."""
-        if self._away():
-            return None
-        try:
-            answer = self.client().get_object(Bucket=self.bucket, Key=self._lease_key(name))
-            return json.loads(answer["Body"].read()).get("address")
-        except (*_FAULTS, ValueError, AttributeError):
-            return None
-
-    def _lease_key(self, name: str) -> str:
-        return f"{self.prefix}leases/{hashed(name)}"
-
-    def lease(self, name: str) -> S3Lease | NoLease | None:
-        key = self._lease_key(name)
-        if self._away():
-            return NoLease()
-        try:
-            for _ in range(3):
-                etag = self._put_lease(key, if_none_match=True)
-                if etag is not None:
-                    return S3Lease(self, key, etag)
-                try:
-                    current = self.client().get_object(Bucket=self.bucket, Key=key)
-                except ClientError as error:
-                    if _status(error) == 404:
-                        continue  # released between our two looks: try again
-                    raise
-                holder = json.loads(current["Body"].read())
-                if _age(current) <= LEASE_SECONDS + CLOCK_STEP:
-                    return None
-                etag = self._put_lease(key, if_match=current["ETag"])  # take the expired one
-                if etag is not None:
-                    log.info("took over %s's expired lease %s", holder.get("node"), key)
-                    return S3Lease(self, key, etag)
-            return None
-        except (*_FAULTS, ValueError) as error:  # this node downloads on its own
-            self._failed("a lease", error)
-            return NoLease()
-
-    def _put_lease(self, key: str, if_match: str | None = None,
-                   if_none_match: bool = False) -> str | None:
-        """The new ETag, or None when the condition failed (another node holds the lease)."""
-        # No time in it: a lease's age is the store's to tell (_age), the nodes' clocks may differ.
-        body = {"node": NODE, "nonce": uuid.uuid4().hex, "address": self.address}
-        condition = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"}
-        try:
-            answer = self.client().put_object(
-                Bucket=self.bucket, Key=key, Body=json.dumps(body).encode(), **condition
-            )
-        except ClientError as error:
-            if _status(error) in (412, 409):
-                return None
-            raise
-        return answer["ETag"]
 
     # --- statistics of every node --------------------------------------------------------
     def put_node_stats(self, node: str, data: dict) -> None:

@@ -14,7 +14,7 @@ import pytest
 import requests
 import yaml
 
-from app import cluster, config, convert, create_app, s3
+from app import cluster, config, convert, create_app, s3, s3leases
 from app.config import ConfigError
 from app.storage import LocalStorage
 
@@ -81,26 +81,26 @@ def test_presigned_url_serves_the_file(bucket, tmp_path):
 
 def test_leases_one_holder_then_the_next(bucket):
     first = bucket.lease("p/z.whl")
-    assert isinstance(first, s3.S3Lease)
+    assert isinstance(first, s3leases.S3Lease)
     assert bucket.lease("p/z.whl") is None
     other = bucket.lease("p/other.whl")
-    assert isinstance(other, s3.S3Lease)
+    assert isinstance(other, s3leases.S3Lease)
     first.release()
     other.release()
     second = bucket.lease("p/z.whl")
-    assert isinstance(second, s3.S3Lease)
+    assert isinstance(second, s3leases.S3Lease)
     second.release()
 
 
 def test_a_lease_is_renewed_while_held_and_taken_over_once_expired(bucket, monkeypatch):
-    monkeypatch.setattr(s3, "LEASE_SECONDS", 2.0)  # the store's clock counts whole seconds
+    monkeypatch.setattr(s3leases, "LEASE_SECONDS", 2.0)  # the store's clock counts whole seconds
     held = bucket.lease("p/long.whl")
     threading.Event().wait(4.5)  # more than twice the lifetime: only renewals keep it
     assert bucket.lease("p/long.whl") is None
     held._done.set()  # its node dies: no more renewals, no release
-    threading.Event().wait(2 + s3.CLOCK_STEP + 1.5)
+    threading.Event().wait(2 + s3leases.CLOCK_STEP + 1.5)
     taker = bucket.lease("p/long.whl")
-    assert isinstance(taker, s3.S3Lease)
+    assert isinstance(taker, s3leases.S3Lease)
     held.release()  # a late release of the dead holder's ETag leaves the new lease alone
     assert bucket.lease("p/long.whl") is None
     taker.release()
@@ -110,9 +110,9 @@ def test_a_lease_is_renewed_while_held_and_taken_over_once_expired(bucket, monke
 def test_leases_agree_whatever_the_nodes_clocks_say(bucket, monkeypatch, skew):
     """A lease's age is the store's to tell (its Date against the lease's Last-Modified): a node
     whose clock is a minute off neither takes a live lease nor waits on a dead one forever."""
-    monkeypatch.setattr(s3, "LEASE_SECONDS", 2.0)
+    monkeypatch.setattr(s3leases, "LEASE_SECONDS", 2.0)
     held = bucket.lease("p/skew.whl")
-    assert isinstance(held, s3.S3Lease)
+    assert isinstance(held, s3leases.S3Lease)
     real = time.time
     monkeypatch.setattr(time, "time", lambda: real() + skew)  # the other node's clock
     other = s3.S3Storage(bucket.location)
@@ -120,9 +120,9 @@ def test_leases_agree_whatever_the_nodes_clocks_say(bucket, monkeypatch, skew):
     threading.Event().wait(3)
     assert other.lease("p/skew.whl") is None  # still live past its first lifetime
     held._done.set()  # its node dies: no more renewals
-    threading.Event().wait(2 + s3.CLOCK_STEP + 1.5)
+    threading.Event().wait(2 + s3leases.CLOCK_STEP + 1.5)
     taker = other.lease("p/skew.whl")
-    assert isinstance(taker, s3.S3Lease)
+    assert isinstance(taker, s3leases.S3Lease)
     taker.release()
 
 
