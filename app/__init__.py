@@ -14,6 +14,7 @@ from .catalog import Catalog
 from .errors import ProxyError
 from .fetch import Fetcher
 from .httpclient import Upstream
+from .legacyjson import LegacyJson
 from .listings import Listings
 from .metadata import Metadata
 from .pages import Pages
@@ -39,9 +40,11 @@ class Services:
     metadata: Metadata
     cluster: Cluster | None = None  # when files are shared through a bucket
     prefetch: Prefetcher = field(init=False)  # what a client will ask for next
+    legacy: LegacyJson = field(init=False)  # the legacy JSON API's documents
 
     def __post_init__(self) -> None:
         self.prefetch = Prefetcher(self.settings, self.pages, self.metadata, self.fetcher)
+        self.legacy = LegacyJson(self.pages, self.metadata)
 
     @classmethod
     def build(cls, settings: config.Settings) -> "Services":
@@ -109,10 +112,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from . import auth
     from .cli import pypicache
     from .stats.setup import install
-    from .views import browse, ops, packages, simple
+    from .views import browse, jsonapi, ops, packages, simple
 
     auth.install(app, settings.auth_file, settings.auth_scope, settings.cache_dir)
     app.register_blueprint(simple.bp)
+    app.register_blueprint(jsonapi.bp)
     app.register_blueprint(packages.bp)
     app.register_blueprint(ops.bp)
     install(app, services)  # statistics, metrics, eviction (app/stats)

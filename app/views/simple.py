@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import re
 from typing import BinaryIO
 
 from flask import Blueprint, Response, redirect, request
@@ -12,14 +11,10 @@ from .. import names, render
 from ..pagefiles import Body
 from ..pages import ROOT
 from ..stats.setup import page_served
-from . import services
+from . import links_base, not_modified, page_headers, services
 
 bp = Blueprint("simple", __name__)
 SMALL = 1 << 20  # pages below this are read at once; bigger ones go out with sendfile
-# A request that came through a proxy (the nginx front says so too) gets relative links.
-FORWARDED = {"HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PROTO",
-             "HTTP_FORWARDED"}
-_HOST = re.compile(r"[A-Za-z0-9.\-]{1,253}(:\d{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:\d{1,5})?")
 
 
 def _redirect(location: str) -> Response:
@@ -34,12 +29,11 @@ def _page_response(name: str) -> Response:
         offered = ", ".join(render.OFFERS)
         return Response(f"Not acceptable; this index offers {offered}\n", 406, mimetype="text/plain")
     compressed = request.accept_encodings["gzip"] > 0  # "gzip;q=0" refuses it
-    want = Body("json" if render.is_json(media_type) else "html", compressed, _links_base())
+    want = Body("json" if render.is_json(media_type) else "html", compressed, links_base())
     found = services()
     page, body = found.pages.open(name, want)
     etag = page.etag(want)
-    # If-None-Match compares weakly (RFC 9110 13.1.2): a W/ tag from a gzipping front matches.
-    if request.if_none_match.contains_weak(etag.strip('"')):
+    if not_modified(etag):
         if not isinstance(body, bytes):
             body.close()
         response = Response(status=304)
@@ -47,29 +41,10 @@ def _page_response(name: str) -> Response:
         response = _body_response(body, media_type)
         if compressed:
             response.content_encoding = "gzip"
-    response.headers["ETag"] = etag
+    page_headers(response, page, etag)
     response.headers["Vary"] = "Accept, Accept-Encoding"
-    response.headers["Cache-Control"] = f"max-age={int(found.settings.index_ttl)}, public"
-    response.headers["X-Cache"] = page.cache
-    response.headers["Age"] = str(int(page.age)) if page.cache != "miss" else "0"
-    if page.cache == "stale":
-        response.headers["Warning"] = '110 pypicache "Response is Stale"'
     page_served(name)  # its last use, for the size cap (app/stats)
     return response
-
-
-def _links_base() -> str | None:
-    """The absolute URL file links start with, for a client that reached us directly; None
-    (relative links) through a proxy, whose scheme and host name we cannot be sure of.
-
-    pip resolves each relative link with urljoin: on a page of 5,000 files that cost it 80 ms
-    more than absolute links, every time it read the page. The host name is the client's own
-    (a body per name, at most a few per page: app/pages.py), so no client can point another's
-    links elsewhere."""
-    environ = request.environ
-    if FORWARDED.intersection(environ) or not _HOST.fullmatch(request.host):
-        return None
-    return f"{request.root_url}packages/"
 
 
 def _body_response(body: BinaryIO | bytes, media_type: str) -> Response:

@@ -1,0 +1,47 @@
+"""The legacy JSON API, as Warehouse serves it: /pypi/<project>/json and
+/pypi/<project>/<version>/json (app/legacyjson.py makes the documents)."""
+from __future__ import annotations
+
+from flask import Blueprint, Response, redirect, request
+
+from .. import names
+from ..stats.setup import page_served
+from . import links_base, not_modified, page_headers, services
+
+bp = Blueprint("jsonapi", __name__)
+JSON = "application/json"
+
+
+def _redirect(location: str) -> Response:
+    # Relative, so it stays right behind a reverse proxy with a path prefix.
+    query = request.query_string.decode("latin-1")
+    return redirect(location + ("?" + query if query else ""), 301)
+
+
+def _answer(name: str, version: str | None, relative: str) -> Response:
+    """`relative`: our /packages/ as seen from the document's URL, for a client behind a proxy."""
+    document = services().legacy.document(name, version, links_base() or relative)
+    if not_modified(document.etag):
+        response = Response(status=304)
+    else:
+        response = Response(document.body, mimetype=JSON)
+    page_headers(response, document.page, document.etag)
+    response.headers["Access-Control-Allow-Origin"] = "*"  # as Warehouse: read by web pages too
+    page_served(name)  # its last use, for the size cap (app/stats)
+    return response
+
+
+@bp.get("/pypi/<project>/json")
+def project(project: str) -> Response:
+    name = names.project_name(project)
+    if name != project:
+        return _redirect(f"../{name}/json")
+    return _answer(name, None, "../../packages/")
+
+
+@bp.get("/pypi/<project>/<version>/json")
+def release(project: str, version: str) -> Response:
+    name = names.project_name(project)
+    if name != project:
+        return _redirect(f"../../{name}/{version}/json")
+    return _answer(name, version, "../../../packages/")
