@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from flask import Response, current_app, request
+from flask import Response, current_app, redirect, request
 
 if TYPE_CHECKING:  # app/__init__.py imports the views
     from .. import Services
@@ -19,6 +19,13 @@ _HOST = re.compile(r"[A-Za-z0-9.\-]{1,253}(:\d{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:\
 def services() -> Services:
     """This app's services (app/__init__.py), built once per app, so once per worker."""
     return current_app.extensions["pypicache"]
+
+
+def moved(location: str) -> Response:
+    """A 301 to the canonical URL, relative, so it stays right behind a reverse proxy with a
+    path prefix; the query string kept."""
+    query = request.query_string.decode("latin-1")
+    return redirect(location + ("?" + query if query else ""), 301)
 
 
 def links_base() -> str | None:

@@ -2,20 +2,14 @@
 /pypi/<project>/<version>/json (app/legacyjson.py makes the documents)."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, redirect, request
+from flask import Blueprint, Response, request
 
 from .. import names
 from ..stats.setup import page_served
-from . import links_base, not_modified, page_headers, services
+from . import links_base, moved, not_modified, page_headers, services
 
 bp = Blueprint("jsonapi", __name__)
 JSON = "application/json"
-
-
-def _redirect(location: str) -> Response:
-    # Relative, so it stays right behind a reverse proxy with a path prefix.
-    query = request.query_string.decode("latin-1")
-    return redirect(location + ("?" + query if query else ""), 301)
 
 
 def _answer(name: str, version: str | None, relative: str) -> Response:
@@ -35,7 +29,7 @@ def _answer(name: str, version: str | None, relative: str) -> Response:
 def project(project: str) -> Response:
     name = names.project_name(project)
     if name != project:
-        return _redirect(f"../{name}/json")
+        return moved(f"../{name}/json")
     return _answer(name, None, "../../packages/")
 
 
@@ -43,5 +37,5 @@ def project(project: str) -> Response:
 def release(project: str, version: str) -> Response:
     name = names.project_name(project)
     if name != project:
-        return _redirect(f"../../{name}/{version}/json")
+        return moved(f"../../{name}/{version}/json")
     return _answer(name, version, "../../../packages/")

@@ -4,23 +4,17 @@ from __future__ import annotations
 import os
 from typing import BinaryIO
 
-from flask import Blueprint, Response, redirect, request
+from flask import Blueprint, Response, request
 from werkzeug.wsgi import wrap_file
 
 from .. import names, render
 from ..pagefiles import Body
 from ..pages import ROOT
 from ..stats.setup import page_served
-from . import links_base, not_modified, page_headers, services
+from . import links_base, moved, not_modified, page_headers, services
 
 bp = Blueprint("simple", __name__)
 SMALL = 1 << 20  # pages below this are read at once; bigger ones go out with sendfile
-
-
-def _redirect(location: str) -> Response:
-    # Relative, so it stays right behind a reverse proxy with a path prefix.
-    query = request.query_string.decode("latin-1")
-    return redirect(location + ("?" + query if query else ""), 301)
 
 
 def _page_response(name: str) -> Response:
@@ -63,7 +57,7 @@ def _body_response(body: BinaryIO | bytes, media_type: str) -> Response:
 
 @bp.get("/simple")
 def root_without_slash() -> Response:
-    return _redirect("simple/")
+    return moved("simple/")
 
 
 @bp.get("/simple/")
@@ -73,12 +67,12 @@ def root() -> Response:
 
 @bp.get("/simple/<project>")
 def project_without_slash(project: str) -> Response:
-    return _redirect(names.project_name(project) + "/")
+    return moved(names.project_name(project) + "/")
 
 
 @bp.get("/simple/<project>/")
 def project(project: str) -> Response:
     name = names.project_name(project)
     if name != project:
-        return _redirect(f"../{name}/")
+        return moved(f"../{name}/")
     return _page_response(name)
