@@ -2,6 +2,8 @@
 /pypi/<project>/<version>/json (app/legacyjson.py makes the documents)."""
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from flask import Blueprint, Response, request
 
 from .. import names
@@ -37,5 +39,5 @@ def project(project: str) -> Response:
 def release(project: str, version: str) -> Response:
     name = names.project_name(project)
     if name != project:
-        return moved(f"../../{name}/{version}/json")
+        return moved(f"../../{name}/{quote(version)}/json")  # a path segment, whatever it holds
     return _answer(name, version, "../../../packages/")
