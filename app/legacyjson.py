@@ -52,6 +52,7 @@ class Document:
     page: Page  # the cached page it was made from (its cache state and age)
     body: bytes
     etag: str
+    serial: int | None = None  # the upstream's last serial of the project, when it gave one
 
 
 class LegacyJson:
@@ -60,7 +61,7 @@ class LegacyJson:
 
     def __init__(self, pages, metadata):
         self.pages, self.metadata = pages, metadata
-        self._kept: OrderedDict[tuple, tuple[bytes, str]] = OrderedDict()
+        self._kept: OrderedDict[tuple, tuple[bytes, str, int | None]] = OrderedDict()
         self._kept_bytes = 0
         self._lock = threading.Lock()  # a worker's threads share what it keeps
 
@@ -81,22 +82,24 @@ class LegacyJson:
         if not isinstance(body, bytes):
             with body:
                 body = body.read()
-        made, complete = self._make(project_of(json.loads(body)), version, base)
+        project = project_of(json.loads(body))
+        made, complete = self._make(project, version, base)
         data = json.dumps(made, separators=(",", ":")).encode()
-        etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+        document = Document(page, data, '"' + hashlib.sha256(data).hexdigest()[:32] + '"',
+                            project.last_serial)
         if complete:  # a document made without metadata tries again next time
-            self._keep(key, data, etag)
-        return Document(page, data, etag)
+            self._keep(key, document)
+        return document
 
-    def _keep(self, key: tuple, data: bytes, etag: str) -> None:
-        if len(data) > KEPT_BYTES // 4:
+    def _keep(self, key: tuple, document: Document) -> None:
+        if len(document.body) > KEPT_BYTES // 4:
             return
         with self._lock:
             if key not in self._kept:
-                self._kept[key] = (data, etag)
-                self._kept_bytes += len(data)
+                self._kept[key] = (document.body, document.etag, document.serial)
+                self._kept_bytes += len(document.body)
             while self._kept_bytes > KEPT_BYTES:
-                _, (old, _) = self._kept.popitem(last=False)
+                _, (old, *_) = self._kept.popitem(last=False)
                 self._kept_bytes -= len(old)
 
     def _make(self, project: Project, version: str | None, base: str) -> tuple[dict, bool]:

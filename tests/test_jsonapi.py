@@ -3,6 +3,7 @@ fixture upstream on 127.0.0.1, or `responses` where a page must say what the fix
 Every document is checked against our schema of Warehouse's documented fields."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from urllib.parse import urljoin
@@ -158,6 +159,7 @@ def test_validators_and_freshness_as_the_simple_pages(demo, app_of):
     etag = first.headers["ETag"]
     assert first.headers["X-Cache"] == "miss" and first.headers["Cache-Control"] == "max-age=600, public"
     assert first.headers["Access-Control-Allow-Origin"] == "*"
+    assert "X-PyPI-Last-Serial" not in first.headers  # the fixture's pages give none
     for tag in (etag, "W/" + etag, f'"other", {etag}'):
         again = client.get("/pypi/demo-pkg/json", headers={"If-None-Match": tag})
         assert again.status_code == 304 and again.data == b"" and again.headers["ETag"] == etag
@@ -252,12 +254,21 @@ def entry(filename: str, sha256: str = "ab" * 32, **extra) -> dict:
 @pytest.mark.parametrize("sha256", ["ab" * 32, "AB" * 32])  # rewritten as bytes, or rebuilt
 @responses.activate
 def test_the_upstreams_serial_is_last_serial_and_pep700_versions_are_releases(client, sha256):
-    body = page_json([entry("demo-1.0.tar.gz", sha256, size=10, **{"upload-time": None})],
+    metadata = b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\nSummary: served\n\n"
+    digest = hashlib.sha256(metadata).hexdigest()
+    body = page_json([entry("demo-1.0.tar.gz", sha256, size=10, **{"upload-time": None}),
+                      entry("demo-1.0-py3-none-any.whl", sha256, size=20,
+                            **{"core-metadata": {"sha256": digest}})],
                      meta={"_last-serial": 4242}, versions=["0.5", "1.0"])
     responses.get(f"{MIRROR}/demo/", body=body, content_type=JSON)
-    document = valid(client.get("/pypi/demo/json").json)
-    assert document["last_serial"] == 4242
-    assert document["releases"]["0.5"] == [] and len(document["releases"]["1.0"]) == 1
+    responses.get(f"{FILES}/x/demo-1.0-py3-none-any.whl.metadata", body=metadata)
+    response = client.get("/pypi/demo/json")
+    document = valid(response.json)
+    assert document["info"]["summary"] == "served"
+    assert document["last_serial"] == 4242 and response.headers["X-PyPI-Last-Serial"] == "4242"
+    again = client.get("/pypi/demo/json")  # kept by the worker: the same answer
+    assert again.data == response.data and again.headers["X-PyPI-Last-Serial"] == "4242"
+    assert document["releases"]["0.5"] == [] and len(document["releases"]["1.0"]) == 2
     assert document["urls"][0]["digests"] == {"sha256": "ab" * 32}
     # A version the page lists without files has nothing to show.
     assert client.get("/pypi/demo/0.5/json").status_code == 404

@@ -23,6 +23,8 @@ def _answer(name: str, version: str | None, relative: str) -> Response:
         response = Response(document.body, mimetype=JSON)
     page_headers(response, document.page, document.etag)
     response.headers["Access-Control-Allow-Origin"] = "*"  # as Warehouse: read by web pages too
+    if document.serial is not None:  # Warehouse's header, which mirroring tools compare
+        response.headers["X-PyPI-Last-Serial"] = str(document.serial)
     page_served(name)  # its last use, for the size cap (app/stats)
     return response
 
