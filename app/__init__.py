@@ -14,6 +14,7 @@ from .catalog import Catalog
 from .errors import ProxyError
 from .fetch import Fetcher
 from .httpclient import Upstream
+from .legacyjson import LegacyJson
 from .listings import Listings
 from .metadata import Metadata
 from .pages import Pages
@@ -43,9 +44,11 @@ class Services:
     cluster: Cluster | None = None  # when files are shared through a bucket
     prefetch: Prefetcher = field(init=False)  # what a client will ask for next
     policy: PolicyService | None = field(init=False)  # with PYPI_POLICY_FILE only
+    legacy: LegacyJson = field(init=False)  # the legacy JSON API's documents
 
     def __post_init__(self) -> None:
         self.prefetch = Prefetcher(self.settings, self.pages, self.metadata, self.fetcher)
+        self.legacy = LegacyJson(self.pages, self.metadata)
         self.policy = None
         if self.settings.policy_file is not None:
             try:
@@ -125,10 +128,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from . import auth
     from .cli import pypicache
     from .stats.setup import install
-    from .views import browse, ops, packages, peers, simple
+    from .views import browse, jsonapi, ops, packages, peers, simple
 
     auth.install(app, settings.auth_file, settings.auth_scope, settings.cache_dir)
     app.register_blueprint(simple.bp)
+    app.register_blueprint(jsonapi.bp)
     app.register_blueprint(packages.bp)
     app.register_blueprint(peers.bp)
     app.register_blueprint(ops.bp)

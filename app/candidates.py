@@ -30,7 +30,7 @@ def choose(files: Iterable[File], specifier: SpecifierSet, client: Client) -> Fi
     one fitting has no wheel for this client)."""
     releases: dict[str, list[File]] = {}
     for file in files:
-        if (text := _version_text(file.filename)) is not None:
+        if (text := version_text(file.filename)) is not None:
             releases.setdefault(text, []).append(file)
     return _pick(releases, releases.__getitem__, specifier, client)
 
@@ -41,7 +41,7 @@ def choose_in(document: bytes, specifier: SpecifierSet, client: Client) -> File 
     requirement named it; the names and a few versions are a few milliseconds."""
     offsets: dict[str, list[int]] = {}
     for filename, at in filenames(document):
-        if (text := _version_text(filename)) is not None:
+        if (text := version_text(filename)) is not None:
             offsets.setdefault(text, []).append(at)
 
     def files_of(text: str) -> list[File]:
@@ -89,13 +89,13 @@ def _descending(versions: Iterable[str]) -> Iterator[tuple[Version, str]]:
             while len(numbers) > 1 and numbers[-1] == 0:  # 1.0 == 1, as Version compares
                 numbers = numbers[:-1]
             plain.append((numbers, text))
-        elif (version := _parsed(text)) is not None:
+        elif (version := parsed_version(text)) is not None:
             other.append((version, text))
     plain.sort(reverse=True)
     other.sort(reverse=True)
     i = j = 0
     while i < len(plain) or j < len(other):
-        version = _parsed(plain[i][1]) if i < len(plain) else None
+        version = parsed_version(plain[i][1]) if i < len(plain) else None
         if version is not None and (j == len(other) or version >= other[j][0]):
             yield version, plain[i][1]
             i += 1
@@ -106,7 +106,7 @@ def _descending(versions: Iterable[str]) -> Iterator[tuple[Version, str]]:
             i += 1  # unparseable (not reached: plain versions parse)
 
 
-def _version_text(filename: str) -> str | None:
+def version_text(filename: str) -> str | None:
     """The version a wheel's or sdist's name says (PEP 427, 625), without parsing it."""
     if filename.endswith(".whl"):
         parts = filename.split("-")
@@ -117,7 +117,7 @@ def _version_text(filename: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=65536)  # a page lists each version for many files
-def _parsed(text: str) -> Version | None:
+def parsed_version(text: str) -> Version | None:
     try:
         return Version(text)
     except InvalidVersion:

@@ -19,6 +19,8 @@ from urllib.parse import quote, unquote
 FILE_PREFIX = "../../packages/"
 # PEP 691 keeps keys with a leading underscore for the index itself: no standard will use it.
 EXTRACTED = "_pypicache-extracted"
+# The upstream's serial of the project's last change (Warehouse's "meta" key), kept when given.
+LAST_SERIAL = "_last-serial"
 # Characters quote() leaves alone: most paths need no quoting at all, and a page has thousands.
 _UNQUOTED = re.compile(r"[A-Za-z0-9_.\-~/]*")
 
@@ -52,6 +54,7 @@ class Project:
     versions: tuple[str, ...] | None = None  # PEP 700
     status: str | None = None  # PEP 792
     status_reason: str | None = None
+    last_serial: int | None = None  # the upstream's, when its page gave one
 
 
 def file_href(path: str) -> str:
@@ -68,9 +71,11 @@ def project_of(data: dict) -> Project:
     """The Project our document describes (it came from `document`: well formed)."""
     status = data.get("project-status") or {}
     versions = data.get("versions")
+    serial = (data.get("meta") or {}).get(LAST_SERIAL)
     return Project(data["name"], tuple(map(_file, data["files"])),
                    tuple(versions) if isinstance(versions, list) else None,
-                   status.get("status"), status.get("reason"))
+                   status.get("status"), status.get("reason"),
+                   serial if isinstance(serial, int) and not isinstance(serial, bool) else None)
 
 
 def _file(entry: dict) -> File:

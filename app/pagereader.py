@@ -21,7 +21,7 @@ import lxml.etree
 from . import names, passthrough
 from .config import redact_text
 from .errors import BadRequest, UpstreamError
-from .pagemodel import EXTRACTED, Project, file_href, project_of
+from .pagemodel import EXTRACTED, LAST_SERIAL, Project, file_href, project_of
 
 log = logging.getLogger(__name__)
 HIGHEST = (1, 4)  # the newest Simple API version this proxy knows (PEP 792's project status)
@@ -104,7 +104,10 @@ def _from_json(body: bytes | str, page_url: str, name: str, linker: Linker,
             _advertise(entry, path, _metadata_flag(flag), metadata)
             files.append(entry)
         data["files"], data["name"], data["misfiled"] = files, name, misfiled
-        data["meta"] = {"api-version": _version(data.get("meta", {}).get("api-version"))}
+        meta = data.get("meta", {})
+        data["meta"] = {"api-version": _version(meta.get("api-version"))}
+        if isinstance(meta.get(LAST_SERIAL), int):  # the rewritten pages keep it too
+            data["meta"][LAST_SERIAL] = meta[LAST_SERIAL]
         if not isinstance(data.get("versions", []), list):
             del data["versions"]
     except (ValueError, KeyError, TypeError, AttributeError) as error:

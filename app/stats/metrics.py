@@ -19,6 +19,7 @@ from .signals import AHEAD_KINDS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+DOWNLOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
 def multiprocess() -> bool:
@@ -27,8 +28,8 @@ def multiprocess() -> bool:
 
 
 class Metrics:
-    def __init__(self, catalog: Catalog):
-        self.catalog = catalog
+    def __init__(self, catalog: Catalog, max_size: int = 0):
+        self.catalog, self.max_size = catalog, max_size
         # A registry per app: tests build many apps in one process. In multiprocess mode
         # values go to the shared files whatever registry a metric was made with.
         self.registry = CollectorRegistry()
@@ -44,6 +45,9 @@ class Metrics:
             "the upstream", ["source"], **make)
         self.downloads = Counter(
             "pypicache_downloads", "Files downloaded from the upstream and published", **make)
+        self.download_seconds = Histogram(
+            "pypicache_download_seconds", "Time the body of each published download took to "
+            "arrive from the upstream", buckets=DOWNLOAD_BUCKETS, **make)
         self.upstream_latency = Histogram(
             "pypicache_upstream_latency_seconds", "Time until the upstream's response headers",
             ["outcome"], buckets=LATENCY_BUCKETS, **make)
@@ -72,7 +76,7 @@ class Metrics:
             MultiProcessCollector(registry)
         else:
             registry.register(_Own(self.registry))
-        registry.register(_CacheSize(self.catalog))
+        registry.register(_CacheSize(self.catalog, self.max_size))
         registry.register(_UsedAhead(self.catalog))
         return generate_latest(registry)
 
@@ -86,8 +90,8 @@ class _Own:
 
 
 class _CacheSize:
-    def __init__(self, catalog: Catalog):
-        self.catalog = catalog
+    def __init__(self, catalog: Catalog, max_size: int):
+        self.catalog, self.max_size = catalog, max_size
 
     def collect(self):
         usage = self.catalog.usage()
@@ -99,6 +103,8 @@ class _CacheSize:
         yield GaugeMetricFamily("pypicache_cache_disk_bytes", "Bytes the cache takes on disk: "
                                 "files, index pages and catalog (what the size cap bounds)",
                                 value=usage.disk)
+        yield GaugeMetricFamily("pypicache_cache_max_bytes", "The size cap of the cache's disk "
+                                "use (PYPI_CACHE_MAX_SIZE); 0: no cap", value=self.max_size)
 
 
 class _UsedAhead:

@@ -33,7 +33,7 @@ class Stats:
         self.settings = services.settings
         self.catalog = services.catalog
         self.evictor = Evictor(services.cachedir, services.catalog)
-        self.metrics = Metrics(services.catalog)
+        self.metrics = Metrics(services.catalog, services.settings.max_size)
         self.recorder = Recorder(services.catalog, after_download=self.enforce_cap,
                                  uses_kept=USES_KEPT if services.settings.prefetch else 0.0)
         self._hit = self.metrics.file_requests.labels("hit")
@@ -53,6 +53,7 @@ class Stats:
         try:
             self.recorder.downloaded(size, seconds)
             self.metrics.downloads.inc()
+            self.metrics.download_seconds.observe(seconds)
             self.metrics.bytes.labels("upstream").inc(size)
         except Exception:
             log.exception("could not count the download of %s", path)

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import os
-import re
 from typing import BinaryIO
 
-from flask import Blueprint, Response, redirect, request
+from flask import Blueprint, Response, request
 from werkzeug.wsgi import wrap_file
 
 from .. import names, render
@@ -13,20 +12,10 @@ from ..pagefiles import Body
 from ..pages import ROOT
 from ..policy import HEADER
 from ..stats.setup import page_served
-from . import refused, services, who
+from . import links_base, moved, not_modified, page_headers, refused, services, who
 
 bp = Blueprint("simple", __name__)
 SMALL = 1 << 20  # pages below this are read at once; bigger ones go out with sendfile
-# A request that came through a proxy (the nginx front says so too) gets relative links.
-FORWARDED = {"HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PROTO",
-             "HTTP_FORWARDED"}
-_HOST = re.compile(r"[A-Za-z0-9.\-]{1,253}(:\d{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:\d{1,5})?")
-
-
-def _redirect(location: str) -> Response:
-    # Relative, so it stays right behind a reverse proxy with a path prefix.
-    query = request.query_string.decode("latin-1")
-    return redirect(location + ("?" + query if query else ""), 301)
 
 
 def _page_response(name: str) -> Response:
@@ -35,7 +24,7 @@ def _page_response(name: str) -> Response:
         offered = ", ".join(render.OFFERS)
         return Response(f"Not acceptable; this index offers {offered}\n", 406, mimetype="text/plain")
     compressed = request.accept_encodings["gzip"] > 0  # "gzip;q=0" refuses it
-    want = Body("json" if render.is_json(media_type) else "html", compressed, _links_base())
+    want = Body("json" if render.is_json(media_type) else "html", compressed, links_base())
     found = services()
     policy = found.policy if name != ROOT else None  # the root list is not filtered
     client = who() if policy else None
@@ -49,8 +38,7 @@ def _page_response(name: str) -> Response:
             body.close()
         body = policed.body
     etag = policed.etag if policed else page.etag(want)
-    # If-None-Match compares weakly (RFC 9110 13.1.2): a W/ tag from a gzipping front matches.
-    if request.if_none_match.contains_weak(etag.strip('"')):
+    if not_modified(etag):
         if not isinstance(body, bytes):
             body.close()
         response = Response(status=304)
@@ -58,33 +46,14 @@ def _page_response(name: str) -> Response:
         response = _body_response(body, media_type)
         if compressed:
             response.content_encoding = "gzip"
-    response.headers["ETag"] = etag
+    page_headers(response, page, etag)
     response.headers["Vary"] = "Accept, Accept-Encoding"
-    max_age = found.settings.index_ttl
     if policed:  # no longer than until a held file passes
         response.headers[HEADER] = policed.header
-        max_age = min(max_age, policed.max_age) if policed.max_age is not None else max_age
-    response.headers["Cache-Control"] = f"max-age={int(max_age)}, public"
-    response.headers["X-Cache"] = page.cache
-    response.headers["Age"] = str(int(page.age)) if page.cache != "miss" else "0"
-    if page.cache == "stale":
-        response.headers["Warning"] = '110 pypicache "Response is Stale"'
+        if policed.max_age is not None and policed.max_age < found.settings.index_ttl:
+            response.headers["Cache-Control"] = f"max-age={int(policed.max_age)}, public"
     page_served(name)  # its last use, for the size cap (app/stats)
     return response
-
-
-def _links_base() -> str | None:
-    """The absolute URL file links start with, for a client that reached us directly; None
-    (relative links) through a proxy, whose scheme and host name we cannot be sure of.
-
-    pip resolves each relative link with urljoin: on a page of 5,000 files that cost it 80 ms
-    more than absolute links, every time it read the page. The host name is the client's own
-    (a body per name, at most a few per page: app/pages.py), so no client can point another's
-    links elsewhere."""
-    environ = request.environ
-    if FORWARDED.intersection(environ) or not _HOST.fullmatch(request.host):
-        return None
-    return f"{request.root_url}packages/"
 
 
 def _body_response(body: BinaryIO | bytes, media_type: str) -> Response:
@@ -103,7 +72,7 @@ def _body_response(body: BinaryIO | bytes, media_type: str) -> Response:
 
 @bp.get("/simple")
 def root_without_slash() -> Response:
-    return _redirect("simple/")
+    return moved("simple/")
 
 
 @bp.get("/simple/")
@@ -113,12 +82,12 @@ def root() -> Response:
 
 @bp.get("/simple/<project>")
 def project_without_slash(project: str) -> Response:
-    return _redirect(names.project_name(project) + "/")
+    return moved(names.project_name(project) + "/")
 
 
 @bp.get("/simple/<project>/")
 def project(project: str) -> Response:
     name = names.project_name(project)
     if name != project:
-        return _redirect(f"../{name}/")
+        return moved(f"../{name}/")
     return _page_response(name)
