@@ -37,6 +37,7 @@ from .candidates import parsed_version, version_text
 from .errors import NotFound, ProxyError
 from .pagefiles import Body, Page
 from .pagemodel import FILE_PREFIX, File, Project, file_href, project_of
+from .policy import without
 
 log = logging.getLogger(__name__)
 METADATA_LIMIT = 4 << 20  # a core metadata file is a few KB
@@ -65,12 +66,16 @@ class LegacyJson:
         self._kept_bytes = 0
         self._lock = threading.Lock()  # a worker's threads share what it keeps
 
-    def document(self, name: str, version: str | None, base: str) -> Document:
+    def document(self, name: str, version: str | None, base: str, policy=None,
+                 who=None) -> Document:
         """The project's document (`version` None) or one release's; `base` is what file
         links start with (the URL of our /packages/, absolute or relative to the document).
-        NotFound when the upstream has no such project, or that release has no files."""
+        NotFound when the upstream has no such project, or that release has no files. With
+        a policy (app/policyserve.py), the files it refuses now are not listed: a held
+        release is no release here either."""
         page, body = self.pages.open(name, Body())
-        key = (name, page.version, version, base)
+        verdict = policy.verdict(page, who, "json") if policy is not None else None
+        key = (name, page.version, version, base, verdict.key if verdict else None)
         with self._lock:
             kept = self._kept.get(key)
             if kept is not None:
@@ -83,6 +88,8 @@ class LegacyJson:
             with body:
                 body = body.read()
         project = project_of(json.loads(body))
+        if verdict is not None:
+            project = without(project, verdict.refused)
         made, complete = self._make(project, version, base)
         data = json.dumps(made, separators=(",", ":")).encode()
         document = Document(page, data, '"' + hashlib.sha256(data).hexdigest()[:32] + '"',

@@ -126,8 +126,9 @@ class PolicyService:
         self._audit(rules, "project", {name: refusal}, name, who)
         return refusal if rules.mode == "enforce" else None
 
-    def page(self, page: Page, want: Body, who: Who) -> Policed | None:
-        """The page's body without the files the rules refuse now; None to serve it as it is."""
+    def verdict(self, page: Page, who: Who, what: str = "page") -> Verdict | None:
+        """What the rules refuse of the page's files now, when they are enforced and refuse
+        something (logged and counted as refusals of `what`); None: serve it all."""
         rules = self.watcher.current()
         if not policy.touches(rules, page.name) or policy.project_refusal(rules, page.name):
             return None  # (a project refused as a whole reaches here in report mode only)
@@ -139,9 +140,15 @@ class PolicyService:
             self._verdicts.keep(key, verdict, verdict.changes_at)
         if not verdict.refused:
             return None
-        self._audit(rules, "page", verdict.refused, page.name, who)
-        if rules.mode != "enforce":
+        self._audit(rules, what, verdict.refused, page.name, who)
+        return verdict if rules.mode == "enforce" else None
+
+    def page(self, page: Page, want: Body, who: Who) -> Policed | None:
+        """The page's body without the files the rules refuse now; None to serve it as it is."""
+        verdict = self.verdict(page, who)
+        if verdict is None:
             return None
+        now = time.time()
         body_key = (page.name, page.version, verdict.key, want)
         body = self._bodies.get_fresh(body_key, now)
         if body is None:
@@ -229,11 +236,12 @@ class PolicyService:
         """One log line per request, and one count per rule, for what was (or in report mode
         would have been) refused."""
         verb = "refused" if rules.mode == "enforce" else "would refuse (report mode)"
-        if what == "page":
+        if what in ("page", "json"):  # the index page, or the JSON API's document
             shown = ", ".join(f"{name} ({r.header})" for name, r in sorted(refused.items())[:5])
             more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
-            log.warning("policy: %s %d files of the page of %s to %s: %s%s", verb,
-                        len(refused), project, who, shown, more)
+            where = "page" if what == "page" else "JSON document"
+            log.warning("policy: %s %d files of the %s of %s to %s: %s%s", verb,
+                        len(refused), where, project, who, shown, more)
         elif what == "project":
             log.warning("policy: %s the project %s to %s: %s", verb, project, who,
                         refused[project].header)

@@ -374,6 +374,24 @@ def test_a_held_release_leaves_the_json_and_html_pages(policed):
 
 
 @responses.activate
+def test_a_held_release_is_no_release_of_the_json_api_either(policed):
+    """What Renovate and auditors read: the newest release the policy allows, and no other."""
+    _, client, path = policed('[cooldown]\nmin-age = "7d"')
+    document = client.get("/pypi/demo/json")
+    assert document.status_code == 200, document.data
+    assert document.json["info"]["version"] == "1.0"
+    assert list(document.json["releases"]) == ["1.0"]
+    assert {entry["filename"] for entry in document.json["urls"]} == {
+        "demo-1.0-py3-none-any.whl", "demo-1.0.tar.gz"}
+    assert client.get("/pypi/demo/2.0/json").status_code == 404
+    path.write_text('[deny]\nprojects = ["demo"]')
+    denied = client.get("/pypi/demo/json")
+    assert denied.status_code == 403 and denied.headers["X-Pypicache-Policy"].startswith("deny")
+    path.write_text("")  # no rule: every release again
+    assert list(client.get("/pypi/demo/json").json["releases"]) == ["1.0", "2.0"]
+
+
+@responses.activate
 def test_an_untouched_page_is_the_cached_body_with_its_own_etag(policed):
     _, client, _ = policed('[cooldown]\nmin-age = "7d"\nexempt = ["demo"]')
     page = client.get("/simple/demo/", headers={"Accept": JSON_ACCEPT})

@@ -8,7 +8,7 @@ from flask import Blueprint, Response
 
 from .. import names
 from ..stats.setup import page_served
-from . import links_base, moved, not_modified, page_headers, services
+from . import links_base, moved, not_modified, page_headers, refused, services, who
 
 bp = Blueprint("jsonapi", __name__)
 JSON = "application/json"
@@ -16,7 +16,12 @@ JSON = "application/json"
 
 def _answer(name: str, version: str | None, relative: str) -> Response:
     """`relative`: our /packages/ as seen from the document's URL, for a client behind a proxy."""
-    document = services().legacy.document(name, version, links_base() or relative)
+    found = services()
+    client = who() if found.policy else None
+    if found.policy and (refusal := found.policy.project(name, client)):
+        return refused(refusal, f"the project {name}")
+    document = found.legacy.document(name, version, links_base() or relative, found.policy,
+                                     client)
     if not_modified(document.etag):
         response = Response(status=304)
     else:
