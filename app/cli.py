@@ -17,6 +17,7 @@ from packaging.utils import canonicalize_name
 from tqdm import tqdm
 
 from . import config, convert, database, names
+from .bucketcli import prune_bucket, verify_bucket
 from .catalog import Catalog
 from .policycli import policy
 from .stats import report
@@ -142,7 +143,7 @@ def prune(size, bucket) -> None:
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--to") from None
     if bucket:
-        _prune_bucket(services, size, limit)
+        prune_bucket(services, size, limit)
         return
     if size is None and not limit:
         raise click.UsageError("no size given and PYPI_CACHE_MAX_SIZE is 0 (no cap): use --to")
@@ -154,27 +155,20 @@ def prune(size, bucket) -> None:
                + (f"; {result.skipped} in use kept" if result.skipped else ""))
 
 
-def _prune_bucket(services, size: str | None, limit: int) -> None:
-    if services.cluster is None:
-        raise click.UsageError("--bucket needs PYPI_STORAGE_URL=s3://bucket/prefix")
-    if size is None:
-        raise click.UsageError("--bucket needs --to SIZE")
-    from .cluster import prune_bucket
-
-    files, freed, left = prune_bucket(services.cluster.bucket, limit)
-    click.echo(f"removed {files} files ({report.human_bytes(freed)}) from "
-               f"{services.settings.storage_url}; {report.human_bytes(left)} left")
-
-
 @pypicache.command()
+@click.option("--bucket", is_flag=True,
+              help="Verify the bucket of PYPI_STORAGE_URL, not this node's directory.")
 @with_appcontext
-def verify() -> None:
+def verify(bucket) -> None:
     """Re-hash every cached file against its recorded sha256; remove (and log) those that differ.
 
     Files on disk the catalog does not know are checked against the hash their cached index
     page promised, and adopted into the catalog when they match (or when no page gave a hash).
     """
     services = _services()
+    if bucket:
+        verify_bucket(services)
+        return
     cachedir, catalog, listings = services.cachedir, services.catalog, services.listings
     rows = catalog.files()
     known = {row[0] for row in rows}
