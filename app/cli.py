@@ -19,6 +19,7 @@ from tqdm import tqdm
 from . import config, convert, database, names
 from .catalog import Catalog
 from .policycli import policy
+from .uploadscli import uploads
 from .stats import report
 
 CHUNK = 1 << 20
@@ -30,6 +31,7 @@ def pypicache() -> None:
 
 
 pypicache.add_command(policy)  # policy check FILE, policy explain PROJECT (app/policycli.py)
+pypicache.add_command(uploads)  # uploads yank|unyank|delete PROJECT VERSION (app/uploadscli.py)
 
 
 def _services():
