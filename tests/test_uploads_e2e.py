@@ -1,0 +1,163 @@
+"""Uploads end to end: real twine and `uv publish` upload into the proxy under gunicorn, real
+pip and uv install through it (with public dependencies from the fixture upstream), the
+upstream's higher version of the same name ignored, yanks from the command line, and a
+second node of a cluster serving an upload at once."""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .servers import ROOT, Proxy, clean_environ, installed, pip_install, uv_install
+from .test_auth import _htpasswd
+from .test_s3_nodes import cluster
+from .wheels import make_sdist, make_wheel
+
+BIN = Path(sys.executable).parent
+PASSWORD = "a long upload password"
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+def users(tmp_path):
+    return _htpasswd(tmp_path / "htpasswd", alice=PASSWORD, bob="not an uploader")
+
+
+def upload_env(users: Path) -> dict[str, str]:
+    # Logins for uploads only: pip and uv install without credentials.
+    return {"PYPI_UPLOADS": "1", "PYPI_AUTH_FILE": str(users), "PYPI_AUTH_SCOPE": "dashboard",
+            "PYPI_UPLOADERS": "alice"}
+
+
+def dist(tmp_path: Path, *made: tuple[str, bytes]) -> list[Path]:
+    folder = tmp_path / "dist"
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for filename, data in made:
+        (folder / filename).write_bytes(data)
+        paths.append(folder / filename)
+    return paths
+
+
+def twine(url: str, files: list[Path], user: str = "alice", password: str = PASSWORD):
+    # No ~/.pypirc, no keyring: only what is given here.
+    env = clean_environ() | {"TWINE_NON_INTERACTIVE": "1", "PYTHON_KEYRING_BACKEND":
+                             "keyring.backends.null.Keyring"}
+    return subprocess.run(
+        [str(BIN / "twine"), "upload", "--non-interactive", "--disable-progress-bar",
+         "--config-file", str(files[0].parent / "no-pypirc"), "--repository-url", f"{url}/legacy/",
+         "-u", user, "-p", password, *map(str, files)],
+        env=env, capture_output=True, text=True, timeout=120)
+
+
+def uv_publish(url: str, files: list[Path], cache: Path):
+    return subprocess.run(
+        [str(BIN / "uv"), "publish", "--no-config", "--cache-dir", str(cache),
+         "--publish-url", f"{url}/legacy/", "--username", "alice", "--password", PASSWORD,
+         "--keyring-provider", "disabled", *map(str, files)],
+        env=clean_environ(), capture_output=True, text=True, timeout=120)
+
+
+def cli(proxy: Proxy, *args: str):
+    return subprocess.run([sys.executable, "-m", "flask", "--app", "app:create_app",
+                           "pypicache", "uploads", *args], cwd=ROOT, env=proxy.env,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def confusing(upstream):
+    """The upstream: a public dependency, and the team's project name with a higher version."""
+    upstream.add_wheel("public-dep", "1.0")
+    upstream.add_wheel("team-pkg", "99.0")
+    return upstream
+
+
+def test_twine_and_uv_publish_then_pip_and_uv_install_the_uploads(tmp_path, confusing, users):
+    proxy = Proxy(tmp_path / "cache", confusing.env(), workers=2, **upload_env(users)).start()
+    try:
+        # The upstream's page is cached first: the uploads must still win at once.
+        assert pip_install(f"{proxy.url}/simple", tmp_path / "before", "team-pkg").returncode == 0
+        assert installed(tmp_path / "before")["team_pkg"] == "99.0"
+
+        old = dist(tmp_path, make_wheel("team-pkg", "1.0", requires=["public-dep"]),
+                   make_sdist("team-pkg", "1.0", requires=["public-dep"]))
+        done = twine(proxy.url, old)
+        assert done.returncode == 0, done.stdout + done.stderr
+        new = [p for p in dist(tmp_path, make_wheel("team-pkg", "1.1", requires=["public-dep"]),
+                               make_sdist("team-pkg", "1.1", requires=["public-dep"]))]
+        done = uv_publish(proxy.url, new, tmp_path / "uv-publish")
+        assert done.returncode == 0, done.stdout + done.stderr
+
+        url = f"{proxy.url}/simple"
+        assert pip_install(url, tmp_path / "pip", "team-pkg").returncode == 0
+        assert installed(tmp_path / "pip") == {"team_pkg": "1.1", "public_dep": "1.0"}
+        done = uv_install(url, tmp_path / "uv", tmp_path / "uv-cache", "team-pkg")
+        assert done.returncode == 0, done.stderr
+        assert installed(tmp_path / "uv") == {"team_pkg": "1.1", "public_dep": "1.0"}
+
+        # Hashes checked: pip with --require-hashes, against the bytes that were uploaded.
+        dep = confusing.add_wheel("public-dep", "1.0")
+        requirements = tmp_path / "requirements.txt"
+        requirements.write_text(
+            f"team-pkg==1.0 --hash=sha256:{hashlib.sha256(old[0].read_bytes()).hexdigest()}\n"
+            f"public-dep==1.0 --hash=sha256:{dep.sha256}\n")
+        done = pip_install(url, tmp_path / "hashed", "--require-hashes", "--only-binary", ":all:",
+                           "-r", str(requirements))
+        assert done.returncode == 0, done.stderr
+        # The sdist builds (its in-tree backend) and installs too.
+        done = pip_install(url, tmp_path / "sdist", "--no-binary", "team-pkg", "team-pkg==1.0")
+        assert done.returncode == 0, done.stderr
+        assert installed(tmp_path / "sdist")["team_pkg"] == "1.0"
+
+        # The same file again: 409, and twine says why.
+        again = twine(proxy.url, old[:1])
+        assert again.returncode != 0 and "409" in again.stdout + again.stderr
+
+        # Yanked from the command line: skipped unless pinned.
+        done = cli(proxy, "yank", "team-pkg", "1.1", "--reason", "broken build")
+        assert done.returncode == 0, done.stderr
+        assert pip_install(url, tmp_path / "yanked", "team-pkg").returncode == 0
+        assert installed(tmp_path / "yanked")["team_pkg"] == "1.0"
+        done = uv_install(url, tmp_path / "uv-yanked", tmp_path / "uv-cache2", "team-pkg")
+        assert done.returncode == 0 and installed(tmp_path / "uv-yanked")["team_pkg"] == "1.0"
+        assert pip_install(url, tmp_path / "pinned", "team-pkg==1.1").returncode == 0
+        assert installed(tmp_path / "pinned")["team_pkg"] == "1.1"
+        assert confusing.downloads("team_pkg-99.0-py3-none-any.whl") == 1  # the one before
+    finally:
+        proxy.stop()
+
+
+def test_refusals_reach_twine_with_their_reason(tmp_path, upstream, users):
+    proxy = Proxy(tmp_path / "cache", upstream.env(), workers=1, **upload_env(users)).start()
+    try:
+        files = dist(tmp_path, make_wheel("team-pkg", "1.0"))
+        done = twine(proxy.url, files, user="bob", password="not an uploader")
+        assert done.returncode != 0 and "bob may not upload here" in done.stdout + done.stderr
+        done = twine(proxy.url, files, password="wrong")
+        assert done.returncode != 0 and "401" in done.stdout + done.stderr
+        assert not (tmp_path / "cache" / "uploads").exists()
+    finally:
+        proxy.stop()
+
+
+def test_a_second_node_serves_an_upload_at_once(tmp_path, moto, confusing, users):
+    with cluster(tmp_path, moto, confusing, 2, **upload_env(users)) as nodes:
+        first, second = nodes
+        url = f"{second.url}/simple"
+        # The second node has the upstream's page of the name cached before the upload.
+        assert pip_install(url, tmp_path / "before", "team-pkg").returncode == 0
+        files = dist(tmp_path, make_wheel("team-pkg", "1.0", requires=["public-dep"]))
+        done = twine(first.url, files)
+        assert done.returncode == 0, done.stdout + done.stderr
+        keys = moto.keys(f"{tmp_path.name}/uploads/")
+        assert sorted(k.rsplit("/", 1)[-1] for k in keys) == sorted(
+            [files[0].name, files[0].name + ".metadata", "index.json"])
+        assert not (first.cache_dir / "uploads").exists()  # in the bucket only
+        done = pip_install(url, tmp_path / "second", "team-pkg")
+        assert done.returncode == 0, done.stderr
+        assert installed(tmp_path / "second") == {"team_pkg": "1.0", "public_dep": "1.0"}
+        done = uv_install(url, tmp_path / "uv", tmp_path / "uv-cache", "team-pkg")
+        assert done.returncode == 0 and installed(tmp_path / "uv")["team_pkg"] == "1.0"
