@@ -10,14 +10,17 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 
 from .servers import ROOT, Proxy, clean_environ, installed, pip_install, uv_install
 from .test_auth import _htpasswd
+from .test_clients_more import isolated, poetry_install, run
 from .test_s3_nodes import cluster
 from .wheels import make_sdist, make_wheel
 
 BIN = Path(sys.executable).parent
 PASSWORD = "a long upload password"
+JSON = "application/vnd.pypi.simple.v1+json"
 pytestmark = pytest.mark.timeout(300)
 
 
@@ -161,3 +164,44 @@ def test_a_second_node_serves_an_upload_at_once(tmp_path, moto, confusing, users
         assert installed(tmp_path / "second") == {"team_pkg": "1.0", "public_dep": "1.0"}
         done = uv_install(url, tmp_path / "uv", tmp_path / "uv-cache", "team-pkg")
         assert done.returncode == 0 and installed(tmp_path / "uv")["team_pkg"] == "1.0"
+
+
+def test_poetry_and_pdm_upload_and_poetry_installs_the_upload(tmp_path, confusing, users):
+    proxy = Proxy(tmp_path / "cache", confusing.env(), workers=2, **upload_env(users)).start()
+    try:
+        for tool, version in (("poetry", "2.0"), ("pdm", "2.1")):
+            project = tmp_path / f"team-pkg-{tool}"
+            (project / "dist").mkdir(parents=True)
+            (project / "pyproject.toml").write_text(
+                f'[project]\nname = "team-pkg"\nversion = "{version}"\n')
+            for filename, data in (make_wheel("team-pkg", version, requires=["public-dep"]),
+                                   make_sdist("team-pkg", version, requires=["public-dep"])):
+                (project / "dist" / filename).write_bytes(data)
+            env = isolated(tmp_path / f"home-{tool}",
+                           POETRY_CONFIG_DIR=str(tmp_path / "poetry-config"),
+                           POETRY_CACHE_DIR=str(tmp_path / "poetry-cache"),
+                           POETRY_REPOSITORIES_TEAM_URL=f"{proxy.url}/legacy/",
+                           POETRY_HTTP_BASIC_TEAM_USERNAME="alice",
+                           POETRY_HTTP_BASIC_TEAM_PASSWORD=PASSWORD,
+                           POETRY_KEYRING_ENABLED="false", POETRY_NO_INTERACTION="1",
+                           PDM_CHECK_UPDATE="false", PDM_CACHE_DIR=str(tmp_path / "pdm-cache"),
+                           PDM_LOG_DIR=str(tmp_path / "pdm-log"))
+            if tool == "poetry":
+                run([str(BIN / "poetry"), "publish", "-r", "team"], project, env)
+            else:
+                run([str(BIN / "pdm"), "publish", "--no-build", "-r", f"{proxy.url}/legacy/",
+                     "-u", "alice", "-P", PASSWORD], project, env)
+        files = [f["filename"] for f in requests.get(
+            f"{proxy.url}/simple/team-pkg/", headers={"Accept": JSON}, timeout=10).json()["files"]]
+        assert sorted(files) == sorted(
+            ["team_pkg-2.0-py3-none-any.whl", "team_pkg-2.0.tar.gz",
+             "team_pkg-2.1-py3-none-any.whl", "team_pkg-2.1.tar.gz"])
+        # poetry resolves the team's project from the uploads, not the upstream's 99.0.
+        app = poetry_install(tmp_path, f"{proxy.url}/simple/",
+                             '[project]\nname = "app"\nversion = "0.1"\n'
+                             'requires-python = ">=3.8"\ndependencies = ["team-pkg"]\n')
+        lock = (app / "poetry.lock").read_text()
+        assert 'name = "team-pkg"\nversion = "2.1"' in lock
+        assert 'name = "public-dep"\nversion = "1.0"' in lock
+    finally:
+        proxy.stop()
