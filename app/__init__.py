@@ -71,7 +71,7 @@ class Services:
         if not settings.storage_url:
             fetcher = Fetcher(settings, cachedir, catalog, upstream, listings)
             return cls(settings, cachedir, catalog, upstream, fetcher, pages, listings,
-                       Metadata(fetcher), uploads=local)
+                       Metadata(fetcher, local), uploads=local)
         from .cluster import Cluster, ClusterFetcher  # boto3 only where a bucket is used
         from .peers import Peers
         from .s3 import S3Storage
@@ -86,7 +86,7 @@ class Services:
         fetcher = ClusterFetcher(settings, cachedir, catalog, upstream, listings, cluster=cluster,
                                  redirect=settings.s3_redirect, peers=peers)
         return cls(settings, cachedir, catalog, upstream, fetcher, pages, listings,
-                   Metadata(fetcher), cluster, uploads=local)
+                   Metadata(fetcher, local), cluster, uploads=local)
 
 
 def _log_like_gunicorn() -> None:

@@ -314,3 +314,16 @@ def test_the_settings_of_uploads(users):
 
 def test_uploads_off_has_no_upload_route(make_app):
     assert make_app().test_client().post("/legacy/").status_code in (404, 405)
+
+
+def test_the_dashboard_and_the_json_api_show_uploads(client, uploading):
+    wheel, data = make_wheel("team-pkg", "1.0", requires=["public-dep"])
+    assert post(client, wheel, data).status_code == 200
+    runner = client.application.test_cli_runner()
+    runner.invoke(args=["pypicache", "uploads", "yank", "team-pkg", "1.0", "--reason", "bad"])
+    html = client.get("/projects/team-pkg/", headers=ALICE).data.decode()
+    assert wheel in html and "yanked: bad" in html
+    assert client.get("/projects/..%2F..%2Fetc/", headers=ALICE).status_code == 404
+    info = client.get("/pypi/team-pkg/json", headers=ALICE).get_json()
+    assert info["info"]["requires_dist"] == ["public-dep"]  # read from the upload's METADATA
+    assert info["urls"][0]["yanked"] is True and info["urls"][0]["yanked_reason"] == "bad"
