@@ -19,8 +19,8 @@ from tqdm import tqdm
 from . import config, convert, database, names
 from .catalog import Catalog
 from .policycli import policy
-from .uploadscli import uploads
 from .stats import report
+from .uploadscli import uploads
 
 CHUNK = 1 << 20
 

@@ -114,8 +114,8 @@ def parse(environ: dict, spool: Spool, limit: int):
         _, form, files = parser.parse_from_environ(environ)
     except RequestEntityTooLarge:
         raise Refused(f"the upload is larger than the limit of {limit} bytes", 413) from None
-    except (HTTPException, ValueError) as error:  # ClientDisconnected is a BadRequest
-        raise Refused(f"the form cannot be read (cut short?): {type(error).__name__}") from None
+    except (HTTPException, ValueError):  # ClientDisconnected is a BadRequest
+        raise Refused("the body was cut short, or is not a multipart form") from None
     return form, files
 
 

@@ -209,7 +209,7 @@ REFUSALS = {
                          400, "names another project"),
     "not a tar.gz": (lambda c: post(c, "team_pkg-1.0.tar.gz", b"x" * 100), 400, "not a readable sdist"),
     "too large": (lambda c: post(c, *make_wheel("team-pkg", "1.0", payload=3 << 20)), 413, "limit"),
-    "truncated": (_truncated, 400, "cannot be read"),
+    "truncated": (_truncated, 400, "cut short"),
 }
 
 

@@ -4,13 +4,18 @@ upstream's higher version of the same name ignored, yanks from the command line,
 second node of a cluster serving an upload at once."""
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import requests
+from werkzeug.datastructures import FileStorage, MultiDict
+from werkzeug.test import encode_multipart
 
 from .servers import ROOT, Proxy, clean_environ, installed, pip_install, uv_install
 from .test_auth import _htpasswd
@@ -203,5 +208,54 @@ def test_poetry_and_pdm_upload_and_poetry_installs_the_upload(tmp_path, confusin
         lock = (app / "poetry.lock").read_text()
         assert 'name = "team-pkg"\nversion = "2.1"' in lock
         assert 'name = "public-dep"\nversion = "1.0"' in lock
+    finally:
+        proxy.stop()
+
+
+def _raw_post(proxy: Proxy, body: bytes, length: int, boundary: str) -> bytes:
+    """A POST to /legacy/ over a plain socket: `length` announced, `body` sent, then the
+    sending side closed (a client that died mid-upload, or a body cut short on the way)."""
+    auth = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+    head = (f"POST /legacy/ HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+            f"Content-Length: {length}\r\nConnection: close\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as sock:
+        sock.sendall(head + body)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_cut_short_and_oversized_bodies_are_refused_and_keep_nothing(tmp_path, upstream, users):
+    proxy = Proxy(tmp_path / "cache", upstream.env(), workers=1,
+                  **upload_env(users) | {"PYPI_UPLOAD_MAX_SIZE": "1M"}).start()
+    try:
+        filename, data = make_wheel("team-pkg", "1.0", payload=300_000)
+        fields = {":action": "file_upload", "name": "team-pkg", "version": "1.0",
+                  "filetype": "bdist_wheel", "sha256_digest": hashlib.sha256(data).hexdigest()}
+        boundary, body = encode_multipart(MultiDict(
+            fields | {"content": FileStorage(io.BytesIO(data), filename)}))
+        # Cut short: a third of the body, the length of all of it announced.
+        answer = _raw_post(proxy, body[:len(body) // 3], len(body), boundary)
+        assert answer.startswith(b"HTTP/1.1 400 the body was cut short"), answer[:300]
+        # The whole body but its closing boundary.
+        cut = body[:body.rindex(f"--{boundary}--".encode())]
+        answer = _raw_post(proxy, cut, len(cut), boundary)
+        assert answer.startswith(b"HTTP/1.1 400 the body was cut short"), answer[:300]
+        # Too large: refused from its Content-Length, before its body is read.
+        answer = _raw_post(proxy, b"", 50 << 20, boundary)
+        assert answer.startswith(b"HTTP/1.1 413 "), answer[:300]
+        assert b"limit" in answer
+        big = dist(tmp_path, make_wheel("team-pkg", "2.0", payload=2 << 20))
+        done = twine(proxy.url, big)
+        assert done.returncode != 0 and "413" in done.stdout + done.stderr
+        assert not (tmp_path / "cache" / "uploads").exists()
+        assert [p.name for p in (tmp_path / "cache" / "tmp").glob("*.part")] == []
+        # And a whole one still goes through.
+        answer = _raw_post(proxy, body, len(body), boundary)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+        assert "Traceback" not in proxy.logs()
     finally:
         proxy.stop()
