@@ -327,3 +327,17 @@ def test_the_dashboard_and_the_json_api_show_uploads(client, uploading):
     info = client.get("/pypi/team-pkg/json", headers=ALICE).get_json()
     assert info["info"]["requires_dist"] == ["public-dep"]  # read from the upload's METADATA
     assert info["urls"][0]["yanked"] is True and info["urls"][0]["yanked_reason"] == "bad"
+
+
+def test_the_policy_applies_to_uploads(uploading, tmp_path):
+    """A cooldown holds a fresh upload (its upload time is the real one); a denied version
+    is refused on the page and as a file."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text('mode = "enforce"\n[cooldown]\nmin-age = "1d"\n'
+                      '[deny]\nprojects = ["team-pkg==2.0"]\n')
+    client = uploading(policy_file=policy).test_client()
+    fresh, data = make_wheel("team-pkg", "2.0")
+    assert post(client, fresh, data).status_code == 200
+    assert page(client)["files"] == []
+    response = client.get(f"/packages/local.uploads/team-pkg/{fresh}", headers=ALICE)
+    assert response.status_code == 403
