@@ -25,6 +25,7 @@ from .errors import Busy, NotFound, StorageError, UpstreamError
 from .pagefiles import Body, Page, PageGone
 from .pagemodel import File, Project, find_file, project_of
 from .refresh import STATE_FORMAT, Refresher, local_token, lock_name
+from .uploads import ORIGIN
 
 log = logging.getLogger(__name__)
 NEGATIVE_TTL = 60.0  # an upstream 404 is remembered this long (a new project appears soon)
@@ -148,7 +149,8 @@ class Pages:
         try:
             cache = refresh(state[0] if state else None)
         except NotFound:
-            if state and self._gone_lately(name, state[0]):
+            # A page of uploads whose last file was deleted is not kept through the grace.
+            if state and state[0].get("upstream") != ORIGIN and self._gone_lately(name, state[0]):
                 log.warning("upstream has no page for %s; serving the cached one", name)
                 return self._answer(name, state, "stale")
             self.forget(name)

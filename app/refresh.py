@@ -96,6 +96,8 @@ class Refresher:
             names = self._root_names(response)
         else:
             names = self._union()
+        if self.local is not None:  # the uploads' projects first, each once
+            names = _first(self.local.projects(), names)
         directory = self.cachedir.pages / name
         with contextlib.ExitStack() as cleanup:
             outputs, temps = {}, []
@@ -210,6 +212,13 @@ class Refresher:
                     if up is not last:
                         seen.add(project)
                     yield project
+
+
+def _first(first: list[str], rest: Iterator[str]) -> Iterator[str]:
+    """The names of `first`, then those of `rest` not among them (`first` is small)."""
+    known = set(first)
+    yield from first
+    yield from (name for name in rest if name not in known)
 
 
 class _Tee:

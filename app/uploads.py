@@ -131,6 +131,16 @@ class LocalIndex:
                         raise Unavailable(f"the local index cannot be read: {error}") from None
             return self._known.get(path)
 
+    def projects(self) -> list[str]:
+        """The projects with files here (for the root list)."""
+        try:
+            if self.bucket is not None:
+                return sorted(path.split("/", 1)[0] for path in self.bucket.etags("/" + INDEX))
+            root = self.cachedir.root / "uploads"
+            return sorted(d.name for d in root.iterdir() if (d / INDEX).is_file())
+        except OSError:  # none yet, or the bucket is away: the root list goes without them
+            return []
+
     def entries(self, project: str) -> tuple[list[dict], str | None]:
         """The project's list and its tag (an empty list and None: no list)."""
         try:
@@ -224,6 +234,10 @@ class LocalIndex:
         for filename in gone:
             self.storage.delete(f"{project}/{filename}")
             self.storage.delete(f"{project}/{filename}.metadata")
+        with self.cachedir.lock(f"upload:{project}", timeout=self.wait):
+            if count and not self.entries(project)[0]:  # its last: the upstreams may have it
+                self.storage.delete(f"{project}/{INDEX}")
+                self._known = None
         return count
 
     def _count(self, project: str, version: str, change) -> int:

@@ -283,8 +283,11 @@ def test_yank_unyank_and_delete_from_the_command_line(uploading):
     assert missing.exit_code == 1 and "no such release" in missing.output
     result = runner.invoke(args=["pypicache", "uploads", "delete", "team-pkg", "1.0", "--yes"])
     assert result.exit_code == 0 and "1 file deleted" in result.output
-    assert stored(app) == ["team-pkg/index.json"]
+    assert stored(app) == []
     assert client.get(f"/packages/local.uploads/team-pkg/{wheel}", headers=ALICE).status_code == 404
+    with responses.RequestsMock() as mocked:  # the name is the upstreams' again
+        mocked.get("http://127.0.0.1:9/simple/team-pkg/", status=404)
+        assert client.get("/simple/team-pkg/", headers=ALICE).status_code == 404
 
 
 def test_uploads_are_counted_in_the_metrics(client):
@@ -341,3 +344,13 @@ def test_the_policy_applies_to_uploads(uploading, tmp_path):
     assert page(client)["files"] == []
     response = client.get(f"/packages/local.uploads/team-pkg/{fresh}", headers=ALICE)
     assert response.status_code == 403
+
+
+@responses.activate
+def test_the_root_list_names_the_uploads_first(client):
+    responses.get("http://127.0.0.1:9/simple/", content_type="text/html",
+                  body='<a href="other/">other</a><a href="team-pkg/">team-pkg</a>')
+    assert post(client, *make_wheel("team-pkg", "1.0")).status_code == 200
+    names = [p["name"] for p in client.get("/simple/", headers={"Accept": JSON} | ALICE)
+             .get_json()["projects"]]
+    assert names == ["team-pkg", "other"]
