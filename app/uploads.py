@@ -209,8 +209,7 @@ class LocalIndex:
                      "sha256": upload.sha256, "size": upload.size,
                      "upload-time": _now(), "requires-python": upload.requires_python,
                      "metadata-sha256": _sha256(upload.metadata), "yanked": None}
-            self._change(upload.project, lambda files: files + [entry]
-                         if all(f["filename"] != upload.filename for f in files) else None)
+            self._change(upload.project, lambda files: _added(files, entry))
         return entry
 
     def _store(self, path: str, temp: Path) -> bool:
@@ -221,7 +220,7 @@ class LocalIndex:
 
     def yank(self, project: str, version: str, reason: str | None) -> int:
         """Mark (reason given, "" for none) or unmark (None) a version's files (PEP 592)."""
-        def change(files: list[dict]) -> list[dict] | None:
+        def change(files: list[dict]) -> list[dict]:
             return [f | {"yanked": reason} if f["version"] == version else f for f in files]
         return self._count(project, version, change)
 
@@ -254,8 +253,6 @@ class LocalIndex:
         for _ in range(WRITE_TRIES):
             entries, tag = self.entries(project)
             changed = change(entries)
-            if changed is None:
-                return
             try:
                 if self.shelf.write_document(path, json.dumps({"files": changed}).encode(), tag):
                     self._known = None  # this worker sees its own change at once
@@ -263,6 +260,13 @@ class LocalIndex:
             except OSError as error:
                 raise Unavailable(f"the local index cannot be written: {error}") from None
         raise Unavailable(f"the list of {project} keeps changing: try again")
+
+
+def _added(files: list[dict], entry: dict) -> list[dict]:
+    """The list with the entry; Exists when another node listed that name first."""
+    if any(f["filename"] == entry["filename"] for f in files):
+        raise Exists(f"{entry['filename']} exists: files are immutable")
+    return files + [entry]
 
 
 def _now() -> str:

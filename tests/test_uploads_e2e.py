@@ -10,6 +10,8 @@ import io
 import socket
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -259,3 +261,45 @@ def test_cut_short_and_oversized_bodies_are_refused_and_keep_nothing(tmp_path, u
         assert "Traceback" not in proxy.logs()
     finally:
         proxy.stop()
+
+
+def _post(url: str, made: tuple[str, bytes]) -> int:
+    filename, data = made
+    name, version = filename.split("-")[:2]
+    fields = {":action": "file_upload", "name": name, "version": version.removesuffix(".tar.gz"),
+              "filetype": "bdist_wheel" if filename.endswith(".whl") else "sdist",
+              "sha256_digest": hashlib.sha256(data).hexdigest()}
+    return requests.post(f"{url}/legacy/", data=fields, files={"content": (filename, data)},
+                         auth=("alice", PASSWORD), timeout=60).status_code
+
+
+def _listed(node: Proxy) -> list[str]:
+    return sorted(f["filename"] for f in requests.get(
+        f"{node.url}/simple/team-pkg/", headers={"Accept": JSON}, timeout=10).json()["files"])
+
+
+def test_nodes_uploading_at_once_each_keep_theirs_and_one_name_once(tmp_path, moto, upstream,
+                                                                      users):
+    with cluster(tmp_path, moto, upstream, 2, **upload_env(users)) as nodes:
+        first, second = nodes
+        made = [make_wheel("team-pkg", f"1.{i}") for i in range(6)]
+        with ThreadPoolExecutor(6) as pool:  # different files of one project, on both nodes
+            codes = list(pool.map(_post, [nodes[i % 2].url for i in range(6)], made))
+        assert codes == [200] * 6
+        assert _listed(first) == _listed(second) == sorted(name for name, _ in made)
+        same = make_wheel("team-pkg", "2.0")
+        with ThreadPoolExecutor(2) as pool:  # one name on both nodes at once: one wins
+            codes = sorted(pool.map(_post, [first.url, second.url], [same, same]))
+        assert codes == [200, 409]
+        # A yank from the command line (against the bucket) shows on the other node.
+        done = cli(first, "yank", "team-pkg", "2.0", "--reason", "oops")
+        assert done.returncode == 0, done.stderr
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            files = requests.get(f"{second.url}/simple/team-pkg/", headers={"Accept": JSON},
+                                 timeout=10).json()["files"]
+            if any(f.get("yanked") == "oops" for f in files):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"the yank did not show on the second node: {files}")
