@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
+from packaging.version import InvalidVersion, Version
+
 from . import pagereader
 from .cachedir import CacheDir
 from .errors import NotFound, ProxyError
@@ -177,6 +179,8 @@ class LocalIndex:
     def open(self, path: str) -> FileAnswer:
         """A file of the local index (its path under /packages/), or NotFound."""
         try:
+            if path.endswith("/" + INDEX):  # the list is served as the page, not as a file
+                raise FileNotFoundError(path)
             blob = self.storage.get(path[len(PREFIX):])
         except FileNotFoundError:
             raise NotFound(f"no uploaded file {path.rsplit('/', 1)[-1]}") from None
@@ -221,14 +225,14 @@ class LocalIndex:
     def yank(self, project: str, version: str, reason: str | None) -> int:
         """Mark (reason given, "" for none) or unmark (None) a version's files (PEP 592)."""
         def change(files: list[dict]) -> list[dict]:
-            return [f | {"yanked": reason} if f["version"] == version else f for f in files]
+            return [f | {"yanked": reason} if _same(f["version"], version) else f for f in files]
         return self._count(project, version, change)
 
     def delete(self, project: str, version: str) -> int:
         """Remove a version's files from the list, then from the storage."""
         def change(files: list[dict]) -> list[dict]:
-            return [f for f in files if f["version"] != version]
-        gone = [f["filename"] for f in self.entries(project)[0] if f["version"] == version]
+            return [f for f in files if not _same(f["version"], version)]
+        gone = [f["filename"] for f in self.entries(project)[0] if _same(f["version"], version)]
         count = self._count(project, version, change)
         for filename in gone:
             self.storage.delete(f"{project}/{filename}")
@@ -241,7 +245,7 @@ class LocalIndex:
 
     def _count(self, project: str, version: str, change) -> int:
         with self.cachedir.lock(f"upload:{project}", timeout=self.wait):
-            count = sum(f["version"] == version for f in self.entries(project)[0])
+            count = sum(_same(f["version"], version) for f in self.entries(project)[0])
             if count:
                 self._change(project, change)
             return count
@@ -267,6 +271,14 @@ def _added(files: list[dict], entry: dict) -> list[dict]:
     if any(f["filename"] == entry["filename"] for f in files):
         raise Exists(f"{entry['filename']} exists: files are immutable")
     return files + [entry]
+
+
+def _same(listed: str, version: str) -> bool:
+    """Whether two versions are one (1.0 is 1.0.0, PEP 440); `version` is valid."""
+    try:
+        return Version(listed) == Version(version)
+    except InvalidVersion:
+        return listed == version
 
 
 def _now() -> str:

@@ -7,6 +7,7 @@ import sys
 import click
 from flask import current_app
 from flask.cli import with_appcontext
+from packaging.version import InvalidVersion, Version
 
 from .errors import BadRequest, ProxyError
 from .names import project_name
@@ -24,12 +25,16 @@ def _change(what: str, project: str, version: str, reason: str | None = None) ->
         sys.exit(1)
     try:
         name = project_name(project)
+        Version(version)
         if what == "delete":
             count = index.delete(name, version)
         else:
             count = index.yank(name, version, reason)
     except (BadRequest, ProxyError) as error:
         click.echo(f"{project}: {error.message}", err=True)
+        sys.exit(1)
+    except InvalidVersion:
+        click.echo(f"{version}: not a version", err=True)
         sys.exit(1)
     if not count:
         click.echo(f"{name} {version}: no such release in the local index", err=True)

@@ -125,6 +125,7 @@ def test_an_existing_file_is_a_409_and_keeps_the_first(client):
     assert again.status_code == 409 and "exists" in again.status
     assert client.get(f"/packages/local.uploads/team-pkg/{wheel}", headers=ALICE).data == data
     assert len(page(client)["files"]) == 1
+    assert client.get("/packages/local.uploads/team-pkg/index.json", headers=ALICE).status_code == 404
 
 
 def test_no_login_is_a_401_that_asks_for_one(client):
@@ -277,7 +278,7 @@ def test_yank_unyank_and_delete_from_the_command_line(uploading):
     assert result.exit_code == 0 and "1 file yanked" in result.output
     assert page(client)["files"][0]["yanked"] == "broken build"
     assert 'data-yanked="broken build"' in client.get("/simple/team-pkg/", headers=ALICE).data.decode()
-    assert runner.invoke(args=["pypicache", "uploads", "unyank", "team-pkg", "1.0"]).exit_code == 0
+    assert runner.invoke(args=["pypicache", "uploads", "unyank", "team-pkg", "1.0.0"]).exit_code == 0
     assert "yanked" not in page(client)["files"][0]
     missing = runner.invoke(args=["pypicache", "uploads", "yank", "team-pkg", "9.9"])
     assert missing.exit_code == 1 and "no such release" in missing.output
