@@ -298,6 +298,11 @@ def test_uploads_are_counted_in_the_metrics(client):
     metrics = client.get("/metrics", headers=ALICE).data.decode()
     assert 'pypicache_uploads_total{outcome="accepted"} 1.0' in metrics
     assert 'pypicache_uploads_total{outcome="refused"} 1.0' in metrics
+    client.get(f"/packages/local.uploads/team-pkg/{wheel}", headers=ALICE)
+    client.application.extensions["pypicache.stats"].recorder.flush()
+    overview = client.get("/stats.json", headers=ALICE).get_json()
+    assert overview["uploads"] == {"accepted": 1, "refused": 1, "served": 1}
+    assert overview["hit_ratio"] is None  # a served upload is no cache hit (nor miss)
 
 
 def test_the_settings_of_uploads(users):

@@ -19,7 +19,7 @@ import requests
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.test import encode_multipart
 
-from .servers import ROOT, Proxy, clean_environ, installed, pip_install, uv_install
+from .servers import ROOT, Front, Proxy, clean_environ, installed, pip_install, uv_install
 from .test_auth import _htpasswd
 from .test_clients_more import isolated, poetry_install, run
 from .test_s3_nodes import cluster
@@ -303,3 +303,25 @@ def test_nodes_uploading_at_once_each_keep_theirs_and_one_name_once(tmp_path, mo
             time.sleep(0.2)
         else:
             raise AssertionError(f"the yank did not show on the second node: {files}")
+
+
+def test_uploads_through_the_nginx_front(tmp_path, upstream, users):
+    """A wheel over nginx's default body limit (1 MiB) goes through the front, and is then
+    served through it; one over PYPI_UPLOAD_MAX_SIZE is the app's 413."""
+    proxy = Proxy(tmp_path / "cache", upstream.env(), workers=1,
+                  **upload_env(users) | {"PYPI_UPLOAD_MAX_SIZE": "4M"}).start()
+    front = None
+    try:
+        front = Front(proxy).start()
+        files = dist(tmp_path, make_wheel("team-pkg", "1.0", payload=2 << 20))
+        done = twine(front.url, files)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert pip_install(f"{front.url}/simple", tmp_path / "pip", "team-pkg").returncode == 0
+        assert installed(tmp_path / "pip") == {"team_pkg": "1.0"}
+        big = dist(tmp_path, make_wheel("team-pkg", "2.0", payload=5 << 20))
+        done = twine(front.url, big)
+        assert done.returncode != 0 and "larger than the limit" in done.stdout + done.stderr
+    finally:
+        if front is not None:
+            front.stop()
+        proxy.stop()
