@@ -19,8 +19,8 @@ from .listings import Listings
 from .metadata import Metadata
 from .pages import Pages
 from .policyfile import PolicyError
-from .policyserve import PolicyService
 from .policywatch import LAST_GOOD, Watcher
+from .policyserve import PolicyService
 from .prefetch import Prefetcher
 from .uploads import LocalIndex
 
@@ -72,10 +72,7 @@ class Services:
             fetcher = Fetcher(settings, cachedir, catalog, upstream, listings)
             return cls(settings, cachedir, catalog, upstream, fetcher, pages, listings,
                        Metadata(fetcher, local), uploads=local)
-        from .cluster import (  # boto3 only where a bucket is used
-            Cluster,
-            ClusterFetcher,
-        )
+        from .cluster import Cluster, ClusterFetcher  # boto3 only where a bucket is used
         from .peers import Peers
         from .s3 import S3Storage
 

@@ -32,9 +32,9 @@ from .catalog import Catalog
 from .conditional import PLAIN, Ask
 from .fetch import Fetcher
 from .listings import Listed
-from .peers import Peers
 from .perprocess import Once
 from .results import BucketFile, FileAnswer
+from .peers import Peers
 from .s3 import S3Storage
 from .s3leases import CLOCK_STEP, LEASE_SECONDS
 from .storage import Storage

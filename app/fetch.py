@@ -22,13 +22,7 @@ from .cachedir import CacheDir, key
 from .catalog import Catalog
 from .download import Download
 from .errors import (
-    Busy,
-    IntegrityError,
-    NotFound,
-    ProxyError,
-    StorageError,
-    UpstreamError,
-    UpstreamTimeout,
+    Busy, IntegrityError, NotFound, ProxyError, StorageError, UpstreamError, UpstreamTimeout,
 )
 from .httpclient import Upstream
 from .limits import Slots

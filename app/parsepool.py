@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
 
 from . import pagereader
 from .errors import UpstreamError

@@ -171,43 +171,48 @@ class S3Storage(Leasing):
                     continue  # `a/b` must not match `a/bc`
                 yield Item(name, entry["Size"], entry["LastModified"].timestamp())
 
-    # --- small documents replaced in place (the local index's lists: app/uploads.py) -----
-    def read_document(self, path: str) -> tuple[bytes, str] | None:
+    # --- small documents replaced in place, keys under the prefix (app/uploads.py) ---------
+    def read_document(self, key: str) -> tuple[bytes, str] | None:
         """The object's bytes and ETag, None when there is none; OSError when the store fails."""
         try:
-            answer = self.client().get_object(Bucket=self.bucket, Key=self.root + path)
+            answer = self.client().get_object(Bucket=self.bucket, Key=self.prefix + key)
             return answer["Body"].read(), answer["ETag"]
         except _FAULTS as error:
             if _status(error) == 404:
                 return None
-            raise OSError(f"the bucket failed reading {path}: {redact_text(str(error))}") from None
+            raise OSError(f"the bucket failed reading {key}: {redact_text(str(error))}") from None
 
-    def write_document(self, path: str, data: bytes, etag: str | None) -> bool:
+    def write_document(self, key: str, data: bytes, etag: str | None) -> bool:
         """Replace the object if its ETag is still `etag` (None: create it if there is none);
         False when another writer changed it first."""
         condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
         try:
-            self.client().put_object(Bucket=self.bucket, Key=self.root + path, Body=data,
+            self.client().put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data,
                                      ContentType="application/json", **condition)
         except _FAULTS as error:
             if _status(error) in (412, 409):
                 return False
-            raise OSError(f"the bucket failed writing {path}: {redact_text(str(error))}") from None
+            raise OSError(f"the bucket failed writing {key}: {redact_text(str(error))}") from None
         return True
 
-    def etags(self, suffix: str) -> dict[str, str]:
-        """{path: ETag} of every object whose path ends with `suffix`; OSError on a fault."""
-        found = {}
+    def delete_document(self, key: str) -> None:
+        try:
+            self.client().delete_object(Bucket=self.bucket, Key=self.prefix + key)
+        except _FAULTS as error:
+            raise OSError(f"the bucket failed deleting {key}: {redact_text(str(error))}") from None
+
+    def etags(self, folder: str) -> dict[str, str]:
+        """{name: ETag} of every object under the folder; OSError on a fault."""
+        root, found = self.prefix + folder, {}
         try:
             pages = self.client().get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self.root)
+                Bucket=self.bucket, Prefix=root)
             for page in pages:
                 for entry in page.get("Contents", []):
-                    if entry["Key"].endswith(suffix):
-                        found[entry["Key"][len(self.root):]] = entry["ETag"]
+                    found[entry["Key"][len(root):]] = entry["ETag"]
+            return found
         except _FAULTS as error:
             raise OSError(f"the bucket failed listing: {redact_text(str(error))}") from None
-        return found
 
     def url(self, path: str) -> str:
         return self.client().generate_presigned_url(

@@ -4,22 +4,21 @@ shares), and the page document a project of it is served with.
 
 A project with files here is never taken from an upstream (app/refresh.py asks this index
 first), unless PYPI_INDEX_PINS pins it to one. Files are immutable: a name that exists is
-refused. Each project has `<project>/index.json`, the list its page is made from, replaced
-whole: on one node under the project's lock, and in the bucket only if its ETag is still the
-one read (so nodes uploading to one project at once each add their file). A page knows it is
+refused. Each project has a list its page is made from (app/uploadlists.py), replaced whole:
+on one node under the project's lock, and in the bucket only if its ETag is still the one
+read (so nodes uploading to one project at once each add their file). A page knows it is
 current by the list's token (its stat here, its ETag in the bucket: docs/DESIGN.md).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
@@ -29,11 +28,11 @@ from .errors import NotFound, ProxyError
 from .pagemodel import file_href
 from .results import BucketFile, FileAnswer, Hit
 from .storage import FileBlob, LocalStorage, Storage
+from .uploadlists import INDEX, BucketShelf, LocalShelf, Shelf
 
 # Under /packages/: a first segment no upstream of PYPI_INDEXES can be named (a '.'), and that
 # the upstreams' own layouts (hash directories) never use.
 PREFIX = "local.uploads/"
-INDEX = "index.json"
 ORIGIN = "(uploads)"  # what a page's state says it came from: not an upstream's name
 LOOK_EVERY = 1.0  # seconds a worker trusts its list of the bucket's projects
 WRITE_TRIES = 20  # a list changed by another node meanwhile is read and written again
@@ -49,42 +48,6 @@ class Unavailable(ProxyError):
     """The storage of the local index cannot be read or written now."""
 
     status = 503
-
-
-class Shelf(Protocol):
-    """Where each project's list lives: read with a tag, replaced only if the tag still holds."""
-
-    def read_document(self, path: str) -> tuple[bytes, str] | None: ...
-
-    def write_document(self, path: str, data: bytes, etag: str | None) -> bool: ...
-
-
-class LocalShelf:
-    """The lists in the cache directory, replaced by an atomic rename (under the project's
-    lock, which the caller holds, so the tag check cannot race)."""
-
-    def __init__(self, cachedir: CacheDir, root: Path):
-        self.cachedir, self.root = cachedir, root
-
-    def tag(self, path: str) -> str | None:
-        try:
-            stat = os.stat(self.root / path)
-        except OSError:
-            return None
-        return f"{stat.st_ino}-{stat.st_mtime_ns}-{stat.st_size}"
-
-    def read_document(self, path: str) -> tuple[bytes, str] | None:
-        tag = self.tag(path)
-        try:
-            return (self.root / path).read_bytes(), tag or ""
-        except FileNotFoundError:
-            return None
-
-    def write_document(self, path: str, data: bytes, etag: str | None) -> bool:
-        if self.tag(path) != etag:
-            return False
-        self.cachedir.write_atomic(self.root / path, data)
-        return True
 
 
 @dataclass
@@ -108,7 +71,7 @@ class LocalIndex:
             self.storage: Storage = LocalStorage(cachedir.root / "uploads")
             self.shelf: Shelf = LocalShelf(cachedir, cachedir.root / "uploads")
         else:
-            self.storage = self.shelf = bucket
+            self.storage, self.shelf = bucket, BucketShelf(bucket)
         self.bucket = bucket
         self._known: dict[str, str] | None = None  # the bucket's lists: project -> ETag
         self._looked = 0.0
@@ -120,33 +83,29 @@ class LocalIndex:
         on one node; with the bucket, its listing at most once a second per worker. A bucket
         that cannot be listed is Unavailable rather than "nothing here", so an outage never
         hands the team's project names to an upstream."""
-        path = f"{project}/{INDEX}"
         if self.bucket is None:
-            return self.shelf.tag(path)  # type: ignore[attr-defined]
+            return self.shelf.tag(project)  # type: ignore[attr-defined]
         with self._lock:
             if self._known is None or time.monotonic() - self._looked >= LOOK_EVERY:
                 try:
-                    self._known = self.bucket.etags("/" + INDEX)
+                    self._known = self.shelf.tags()
                     self._looked = time.monotonic()
                 except OSError as error:
                     if self._known is None:
                         raise Unavailable(f"the local index cannot be read: {error}") from None
-            return self._known.get(path)
+            return self._known.get(project)
 
     def projects(self) -> list[str]:
         """The projects with files here (for the root list)."""
         try:
-            if self.bucket is not None:
-                return sorted(path.split("/", 1)[0] for path in self.bucket.etags("/" + INDEX))
-            root = self.cachedir.root / "uploads"
-            return sorted(d.name for d in root.iterdir() if (d / INDEX).is_file())
+            return sorted(self.shelf.tags())
         except OSError:  # none yet, or the bucket is away: the root list goes without them
             return []
 
     def entries(self, project: str) -> tuple[list[dict], str | None]:
         """The project's list and its tag (an empty list and None: no list)."""
         try:
-            found = self.shelf.read_document(f"{project}/{INDEX}")
+            found = self.shelf.read(project)
         except OSError as error:
             raise Unavailable(f"the local index cannot be read: {error}") from None
         if found is None:
@@ -239,7 +198,7 @@ class LocalIndex:
             self.storage.delete(f"{project}/{filename}.metadata")
         with self.cachedir.lock(f"upload:{project}", timeout=self.wait):
             if count and not self.entries(project)[0]:  # its last: the upstreams may have it
-                self.storage.delete(f"{project}/{INDEX}")
+                self.shelf.remove(project)
                 self._known = None
         return count
 
@@ -253,12 +212,11 @@ class LocalIndex:
     def _change(self, project: str, change) -> None:
         """Replace the project's list by change(list), if it is still the one read; read and
         change again when another node wrote it meanwhile."""
-        path = f"{project}/{INDEX}"
         for _ in range(WRITE_TRIES):
             entries, tag = self.entries(project)
             changed = change(entries)
             try:
-                if self.shelf.write_document(path, json.dumps({"files": changed}).encode(), tag):
+                if self.shelf.write(project, json.dumps({"files": changed}).encode(), tag):
                     self._known = None  # this worker sees its own change at once
                     return
             except OSError as error:

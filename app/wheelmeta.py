@@ -10,11 +10,7 @@ from email.parser import BytesHeaderParser
 from typing import Iterator, Protocol
 
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import (
-    InvalidWheelFilename,
-    canonicalize_name,
-    parse_wheel_filename,
-)
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from .errors import IntegrityError, ProxyError
 

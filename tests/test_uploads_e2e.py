@@ -162,9 +162,11 @@ def test_a_second_node_serves_an_upload_at_once(tmp_path, moto, confusing, users
         files = dist(tmp_path, make_wheel("team-pkg", "1.0", requires=["public-dep"]))
         done = twine(first.url, files)
         assert done.returncode == 0, done.stdout + done.stderr
-        keys = moto.keys(f"{tmp_path.name}/uploads/")
-        assert sorted(k.rsplit("/", 1)[-1] for k in keys) == sorted(
-            [files[0].name, files[0].name + ".metadata", "index.json"])
+        assert moto.keys(f"{tmp_path.name}/uploads/") == [
+            f"{tmp_path.name}/uploads/team-pkg/{files[0].name}",
+            f"{tmp_path.name}/uploads/team-pkg/{files[0].name}.metadata"]
+        assert moto.keys(f"{tmp_path.name}/upload-lists/") == [
+            f"{tmp_path.name}/upload-lists/team-pkg.json"]
         assert not (first.cache_dir / "uploads").exists()  # in the bucket only
         done = pip_install(url, tmp_path / "second", "team-pkg")
         assert done.returncode == 0, done.stderr
