@@ -13,14 +13,8 @@ from .frontlog import FrontLog
 from .metrics import Metrics
 from .recorder import USES_KEPT, Recorder
 from .signals import (
-    fetch_ahead_dropped,
-    fetch_ahead_failed,
-    fetched_ahead,
-    file_cached,
-    login_checked,
-    policy_refused,
-    upload_received,
-    upstream_answered,
+    fetch_ahead_dropped, fetch_ahead_failed, fetched_ahead, file_cached, login_checked,
+    policy_refused, upload_received, upstream_answered,
 )
 
 log = logging.getLogger(__name__)
