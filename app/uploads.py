@@ -166,7 +166,7 @@ class LocalIndex:
                     self._store(base + ".metadata", metadata)
                 finally:
                     metadata.unlink(missing_ok=True)
-            if not self._store(base, upload.temp):
+            if not self._store(base, upload.temp) and not self._same(base, upload):
                 raise Exists(f"{upload.filename} exists: files are immutable")
             entry = {"filename": upload.filename, "version": upload.version,
                      "sha256": upload.sha256, "size": upload.size,
@@ -174,6 +174,21 @@ class LocalIndex:
                      "metadata-sha256": _sha256(upload.metadata), "yanked": None}
             self._change(upload.project, lambda files: _added(files, entry))
         return entry
+
+    def _same(self, path: str, upload: Upload) -> bool:
+        """Whether the bucket's unlisted file at `path` has the upload's bytes: left by an
+        upload cut off between its put and its list, it is then listed rather than refused."""
+        try:
+            blob = self.storage.get(path)
+            digest = hashlib.sha256()
+            try:
+                for chunk in blob.chunks() if blob.size == upload.size else ():
+                    digest.update(chunk)
+            finally:
+                blob.close()
+        except FileNotFoundError:  # gone meanwhile, or the bucket is away
+            return False
+        return blob.size == upload.size and digest.hexdigest() == upload.sha256
 
     def _store(self, path: str, temp: Path) -> bool:
         try:

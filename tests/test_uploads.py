@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import zipfile
 
 import pytest
@@ -13,6 +14,9 @@ from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.test import encode_multipart
 
 from app import config
+from app.cachedir import CacheDir
+from app.s3 import S3Storage
+from app.uploads import Exists, LocalIndex, Upload
 from app.uploadform import allowed
 
 from .test_auth import _htpasswd
@@ -360,3 +364,31 @@ def test_the_root_list_names_the_uploads_first(client):
     names = [p["name"] for p in client.get("/simple/", headers={"Accept": JSON} | ALICE)
              .get_json()["projects"]]
     assert names == ["team-pkg", "other"]
+
+
+def test_a_file_left_in_the_bucket_unlisted_is_listed_when_uploaded_again(moto, monkeypatch,
+                                                                          tmp_path, request):
+    """An upload cut off between its put and its list leaves the file in the bucket: the same
+    bytes uploaded again are listed; other bytes under that name are a 409."""
+    for name, value in moto.env().items():
+        monkeypatch.setenv(name, value)
+    bucket = S3Storage(f"s3://{moto.bucket}/{request.node.name}", area="uploads/")
+    index = LocalIndex(CacheDir(tmp_path / "cache"), bucket)
+    filename, data = make_wheel("team-pkg", "1.0")
+    left = tmp_path / "left"
+    left.write_bytes(data)
+    assert bucket.store(f"team-pkg/{filename}", left)
+
+    def upload(content: bytes) -> Upload:
+        temp = tmp_path / "upload"
+        temp.write_bytes(content)
+        return Upload("team-pkg", "1.0", filename, temp, hashlib.sha256(content).hexdigest(),
+                      len(content), None, None)
+
+    with pytest.raises(Exists):
+        index.add(upload(data + b"other"))
+    assert index.entries("team-pkg")[0] == []
+    index.add(upload(data))
+    assert [f["filename"] for f in index.entries("team-pkg")[0]] == [filename]
+    assert json.loads(index.document("team-pkg"))["files"][0]["size"] == len(data)
+    assert index.token("team-pkg") is not None
