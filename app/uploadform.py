@@ -23,9 +23,9 @@ from packaging.version import InvalidVersion, Version
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 
-from . import wheelmeta
+from . import names, wheelmeta
 from .cachedir import CacheDir, key
-from .errors import ProxyError
+from .errors import BadRequest, ProxyError
 from .storage import CHUNK, FileBlob
 from .uploads import Upload
 
@@ -70,7 +70,10 @@ def check_form(form: Mapping[str, str], filename: str) -> tuple[str, str]:
         claimed = Version(form["version"])
     except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion) as error:
         raise Refused(f"invalid distribution: {str(error)[:200]}") from None
-    project = canonicalize_name(form["name"])
+    try:
+        project = names.project_name(form["name"])
+    except BadRequest:
+        raise Refused(f"{form['name'][:100]!r} is not a project name") from None
     if name != project:
         raise Refused(f"the file {filename} is not of the project {form['name'][:100]}")
     if version != claimed:

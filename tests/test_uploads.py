@@ -197,6 +197,8 @@ REFUSALS = {
                    400, "is not of the project"),
     "other version": (lambda c: post(c, *make_wheel("team-pkg", "1.0"), version="1.1"),
                       400, "is not of the version"),
+    "bad project name": (lambda c: post(c, "a b-1.0.tar.gz", make_sdist("a b", "1.0")[1],
+                                        name="a b", version="1.0"), 400, "is not a project name"),
     "bad file name": (lambda c: post(c, "team-pkg-1.0.whl", make_wheel("team-pkg", "1.0")[1],
                                      name="team-pkg", version="1.0"), 400, "invalid distribution"),
     "filetype": (lambda c: post(c, *make_wheel("team-pkg", "1.0"), filetype="sdist"),
