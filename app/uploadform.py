@@ -4,10 +4,10 @@ metadata inside the wheel or sdist, each refusal a 4xx with a one-line reason (t
 the status line's reason phrase)."""
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import hashlib
 import tarfile
+import zlib
 from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import IO, Mapping
@@ -162,21 +162,22 @@ def _wheel_metadata(temp: Path, filename: str) -> bytes:
 
 
 def _pkg_info(temp: Path, filename: str) -> bytes:
-    """The PKG-INFO at the top of the sdist's one directory (`<name>-<version>/PKG-INFO`)."""
-    top = filename[:-len(".tar.gz")]
+    """The PKG-INFO at the top of the sdist's directory (`<name>-<version>/PKG-INFO`, by
+    the file's name or, as older tools wrote it, by the project's name as given)."""
     try:
         with tarfile.open(temp, "r:gz") as archive:
             for count, member in enumerate(archive):
                 if count >= MAX_MEMBERS:
                     break
-                if member.name.lstrip("./") == f"{top}/PKG-INFO" and member.isfile():
+                parts = member.name.removeprefix("./").split("/")
+                if len(parts) == 2 and parts[1] == "PKG-INFO" and member.isfile():
                     if member.size > MAX_PKG_INFO:
                         raise Refused("the sdist's PKG-INFO is too large")
-                    with contextlib.closing(archive.extractfile(member)) as found:
-                        return found.read(MAX_PKG_INFO) if found else b""
-    except (tarfile.TarError, OSError, EOFError) as error:
+                    found = archive.extractfile(member)
+                    return found.read(MAX_PKG_INFO) if found is not None else b""
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         raise Refused(f"not a readable sdist (.tar.gz): {type(error).__name__}") from None
-    raise Refused(f"the sdist has no {top}/PKG-INFO")
+    raise Refused(f"the sdist has no {filename[:-len('.tar.gz')]}/PKG-INFO")
 
 
 def _matches(headers, project: str, version: str, filename: str) -> None:

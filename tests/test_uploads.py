@@ -6,6 +6,7 @@ import base64
 import hashlib
 import io
 import json
+import tarfile
 import zipfile
 
 import pytest
@@ -394,3 +395,15 @@ def test_a_file_left_in_the_bucket_unlisted_is_listed_when_uploaded_again(moto, 
     assert [f["filename"] for f in index.entries("team-pkg")[0]] == [filename]
     assert json.loads(index.document("team-pkg"))["files"][0]["size"] == len(data)
     assert index.token("team-pkg") is not None
+
+
+def test_an_sdist_without_pkg_info_is_refused(client):
+    _, data = make_sdist("team-pkg", "1.0")
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(data)) as source, tarfile.open(fileobj=out, mode="w:gz") as target:
+        for member in source:
+            if not member.name.endswith("PKG-INFO"):
+                target.addfile(member, source.extractfile(member))
+    response = post(client, "team_pkg-1.0.tar.gz", out.getvalue())
+    assert response.status_code == 400 and "has no team_pkg-1.0/PKG-INFO" in response.status
+    assert stored(client.application) == []
