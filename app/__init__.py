@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response
 
-from . import config, database
+from . import config, database, uploads
 from .cachedir import CacheDir
 from .catalog import Catalog
 from .errors import ProxyError
@@ -22,6 +22,7 @@ from .policyfile import PolicyError
 from .policywatch import LAST_GOOD, Watcher
 from .policyserve import PolicyService
 from .prefetch import Prefetcher
+from .uploads import LocalIndex
 
 if TYPE_CHECKING:  # boto3 only where a bucket is used
     from .cluster import Cluster
@@ -42,6 +43,7 @@ class Services:
     listings: Listings
     metadata: Metadata
     cluster: Cluster | None = None  # when files are shared through a bucket
+    uploads: LocalIndex | None = None  # the team's own packages (PYPI_UPLOADS)
     prefetch: Prefetcher = field(init=False)  # what a client will ask for next
     policy: PolicyService | None = field(init=False)  # with PYPI_POLICY_FILE only
     legacy: LegacyJson = field(init=False)  # the legacy JSON API's documents
@@ -63,12 +65,13 @@ class Services:
         cachedir = CacheDir(settings.cache_dir)
         catalog = Catalog(settings.cache_dir / database.NAME)
         upstream = Upstream(settings)
-        pages = Pages(settings, cachedir, catalog, upstream)
+        local = uploads.build(settings, cachedir)
+        pages = Pages(settings, cachedir, catalog, upstream, local)
         listings = Listings(settings, pages, catalog)
         if not settings.storage_url:
             fetcher = Fetcher(settings, cachedir, catalog, upstream, listings)
             return cls(settings, cachedir, catalog, upstream, fetcher, pages, listings,
-                       Metadata(fetcher))
+                       Metadata(fetcher, local), uploads=local)
         from .cluster import Cluster, ClusterFetcher  # boto3 only where a bucket is used
         from .peers import Peers
         from .s3 import S3Storage
@@ -83,7 +86,7 @@ class Services:
         fetcher = ClusterFetcher(settings, cachedir, catalog, upstream, listings, cluster=cluster,
                                  redirect=settings.s3_redirect, peers=peers)
         return cls(settings, cachedir, catalog, upstream, fetcher, pages, listings,
-                   Metadata(fetcher), cluster)
+                   Metadata(fetcher, local), cluster, uploads=local)
 
 
 def _log_like_gunicorn() -> None:
@@ -138,5 +141,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(ops.bp)
     install(app, services)  # statistics, metrics, eviction (app/stats)
     app.register_blueprint(browse.bp)
+    if settings.uploads:
+        from .views import uploads as upload_view
+
+        app.register_blueprint(upload_view.bp)
     app.cli.add_command(pypicache)
     return app

@@ -23,6 +23,8 @@ OPEN = frozenset({"ops.healthz", "peers.file"})  # probes never log in; nodes sh
 # The routes that list what the organisation installs: the only ones PYPI_AUTH_SCOPE=dashboard guards.
 DASHBOARD = frozenset({"browse.dashboard", "browse.project", "browse.stats_json",
                        "browse.project_json", "ops.metrics"})
+# Uploads (app/views/uploads.py) need a login whatever the scope.
+ALWAYS = frozenset({"uploads.upload"})
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="pypicache", charset="UTF-8"'}
 # The nginx front's question (docker/nginx/): 200 for a good login, 401 for a bad one, 403
 # when throttled, the only refusals its auth_request passes on.
@@ -189,7 +191,9 @@ def install(app: Flask, auth_file: Path | None, scope: str, cache_dir: Path) -> 
     front = FrontKey(cache_dir / "front" / "key")
 
     def guarded(endpoint: str | None) -> bool:
-        return endpoint in DASHBOARD if scope == "dashboard" else endpoint not in OPEN
+        if scope == "dashboard":
+            return endpoint in DASHBOARD or endpoint in ALWAYS
+        return endpoint not in OPEN
 
     def address() -> str:
         claimed = request.headers.get(FRONT_CLIENT)

@@ -21,6 +21,7 @@ from .bucketcli import prune_bucket, verify_bucket
 from .catalog import Catalog
 from .policycli import policy
 from .stats import report
+from .uploadscli import uploads
 
 CHUNK = 1 << 20
 
@@ -31,6 +32,7 @@ def pypicache() -> None:
 
 
 pypicache.add_command(policy)  # policy check FILE, policy explain PROJECT (app/policycli.py)
+pypicache.add_command(uploads)  # uploads yank|unyank|delete PROJECT VERSION (app/uploadscli.py)
 
 
 def _services():

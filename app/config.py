@@ -153,6 +153,9 @@ class Settings:
     prefetch_queue: int
     prefetch_files: bool
     policy_file: Path | None
+    uploads: bool
+    uploaders: Mapping[str, tuple[str, ...]]  # user -> project globs ("*": any project)
+    upload_max_size: int
 
 
 # name -> (environment variable, parser, default). The default None means "derived below".
@@ -211,6 +214,13 @@ TABLE: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
     # A policy (docs/POLICY.md): its rules checked as the server starts (check_policy), then
     # re-read by every worker when it changes (app/policywatch.py). Unset: no policy.
     "policy_file": ("PYPI_POLICY_FILE", convert.readable_file, None),
+    # The team's own packages (app/uploads.py): a local index that comes before every
+    # upstream, filled by twine or `uv publish` at /legacy/ by the users of PYPI_UPLOADERS
+    # (`user` or `user=project-glob`, by spaces or commas), who log in from PYPI_AUTH_FILE.
+    "uploads": ("PYPI_UPLOADS", convert.flag, "0"),
+    "uploaders": ("PYPI_UPLOADERS", convert.uploaders, None),
+    # A wheel of the team's is megabytes; past this an upload is refused (413).
+    "upload_max_size": ("PYPI_UPLOAD_MAX_SIZE", convert.size, "100M"),
 }
 
 
@@ -264,6 +274,9 @@ def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings
         values["indexes"] = (upstreams.Index("", values["mirror_url"], values["files_url"]),)
     if values["node_url"] and not (values["storage_url"] and values["cluster_secret"]):
         raise ConfigError("PYPI_NODE_URL needs PYPI_STORAGE_URL and PYPI_CLUSTER_SECRET")
+    values["uploaders"] = values["uploaders"] or {}
+    if values["uploads"] and not (values["auth_file"] and values["uploaders"]):
+        raise ConfigError("PYPI_UPLOADS needs PYPI_AUTH_FILE and PYPI_UPLOADERS: uploaders log in")
     if values["cache_dir"] is None:
         values["cache_dir"] = Path(_default_cache_dir(environ))
     values["cache_dir"] = Path(values["cache_dir"]).absolute()

@@ -94,3 +94,20 @@ def flag(value: str) -> bool:
     if value.lower() not in ("0", "1", "true", "false", "yes", "no"):
         raise ValueError("must be 1 or 0")
     return value.lower() in ("1", "true", "yes")
+
+
+def uploaders(value: str) -> dict[str, tuple[str, ...]]:
+    """`user user=glob ...` (by spaces or commas) -> {user: project globs}; a bare user may
+    upload any project ("*"), and a user named twice gets the globs of both."""
+    found: dict[str, tuple[str, ...]] = {}
+    for word in re.split(r"[\s,]+", value.strip()):
+        if not word:
+            continue
+        user, equals, glob = word.partition("=")
+        if not re.fullmatch(r"[^:\s=]{1,255}", user) or (equals and not glob):
+            raise ValueError(f"{word!r} is not user or user=project-glob")
+        glob = re.sub(r"[-_.]+", "-", glob.lower()) if equals else "*"  # as names canonicalize
+        found[user] = found.get(user, ()) + (glob,)
+    if not found:
+        raise ValueError("must name at least one user")
+    return found

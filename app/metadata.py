@@ -11,6 +11,8 @@ from .errors import IntegrityError, NotFound, UpstreamError
 from .fetch import Fetcher
 from .ranges import RangeReader, RangesIgnored
 from .results import BucketFile, FileAnswer, Follow, Head, Hit
+from .uploads import PREFIX as UPLOADS
+from .uploads import LocalIndex
 
 log = logging.getLogger(__name__)
 SUFFIX = ".whl.metadata"
@@ -21,11 +23,14 @@ class Metadata:
     against the page's hash), else the wheel's METADATA, from the cached wheel or read from the
     upstream with Range requests, published at the same path so later hits are plain files."""
 
-    def __init__(self, fetcher: Fetcher):
+    def __init__(self, fetcher: Fetcher, uploads: LocalIndex | None = None):
         self.fetcher, self.cachedir, self.catalog = fetcher, fetcher.cachedir, fetcher.catalog
+        self.uploads = uploads  # an uploaded wheel's METADATA was kept with it (app/uploads.py)
         self.wait = sum(fetcher.upstream.timeout)  # another worker's extraction: connect + read
 
     def open(self, path: str) -> FileAnswer:
+        if self.uploads is not None and path.startswith(UPLOADS):
+            return self.uploads.open(path)
         if (hit := self.fetcher.cached(path)) is not None:
             return hit
         wheel = path[:-len(".metadata")]

@@ -24,7 +24,8 @@ from . import render
 from .errors import Busy, NotFound, StorageError, UpstreamError
 from .pagefiles import Body, Page, PageGone
 from .pagemodel import File, Project, find_file, project_of
-from .refresh import STATE_FORMAT, Refresher, lock_name
+from .refresh import STATE_FORMAT, Refresher, local_token, lock_name
+from .uploads import ORIGIN
 
 log = logging.getLogger(__name__)
 NEGATIVE_TTL = 60.0  # an upstream 404 is remembered this long (a new project appears soon)
@@ -39,9 +40,10 @@ _REFRESH_FAULTS = (UpstreamError, StorageError, Busy)
 
 
 class Pages:
-    def __init__(self, settings, cachedir, catalog, upstream):
+    def __init__(self, settings, cachedir, catalog, upstream, local=None):
         self.settings, self.cachedir, self.catalog = settings, cachedir, catalog
-        self.refresher = Refresher(settings, cachedir, catalog, upstream)
+        self.refresher = Refresher(settings, cachedir, catalog, upstream, local)
+        self.local = local  # the uploads (app/uploads.py): a page of them is current, or not
         self._states: dict[str, tuple[tuple, dict]] = {}  # per worker: name -> (stat, state)
         # Per worker: names the upstream answered 404 for, and when. Not on disk, so a flood
         # of made-up names leaves nothing behind; at most PYPI_NEGATIVE_CACHE, oldest out first.
@@ -104,15 +106,22 @@ class Pages:
             del self._missing[next(iter(self._missing))]  # the oldest (dicts keep order)
         self._missing[name] = time.monotonic()
 
-    def _fresh(self, state) -> bool:
-        return state[1] < self.settings.index_ttl
+    def _fresh(self, name: str, state) -> bool:
+        """Within the TTL, and made from the uploads' current list if there is one: an
+        upload (or a yank) shows on the next page read, on every node."""
+        if state[1] >= self.settings.index_ttl:
+            return False
+        if self.local is None or name == ROOT:
+            return True
+        return state[0].get("local") == local_token(self.settings, self.local, name)
 
     def _get(self, name: str, refresh: Callable[[dict | None], str],
              want: Body | None) -> Page:
         state = self._state(name)
-        if state and self._fresh(state):
+        if state and self._fresh(name, state):
             return self._answer(name, state, "hit")
-        if state is None and self._known_missing(name):
+        if state is None and self._known_missing(name) and not (
+                name != ROOT and local_token(self.settings, self.local, name)):
             raise NotFound(f"no project named {name!r} upstream")
         lock = lock_name(name)
         if state is not None:
@@ -135,12 +144,13 @@ class Pages:
     def _refresh(self, name: str, refresh, want: Body | None) -> Page:
         """Under the page's lock: the page fetched anew, or the old copy if that fails."""
         state = self._state(name)
-        if state and self._fresh(state):
+        if state and self._fresh(name, state):
             return self._answer(name, state, "hit")
         try:
             cache = refresh(state[0] if state else None)
         except NotFound:
-            if state and self._gone_lately(name, state[0]):
+            # A page of uploads whose last file was deleted is not kept through the grace.
+            if state and state[0].get("upstream") != ORIGIN and self._gone_lately(name, state[0]):
                 log.warning("upstream has no page for %s; serving the cached one", name)
                 return self._answer(name, state, "stale")
             self.forget(name)

@@ -14,6 +14,7 @@ from .cachedir import key
 from .encoding import ACCEPT_ENCODING
 from .errors import NotFound
 from .httpclient import RedirectedAway
+from .uploads import ORIGIN
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = 2  # state.json names our document of the page (v<version>.json): app/pagereader.py
@@ -22,6 +23,14 @@ MAX_ROOT = 1 << 30  # the root list is tens of MB; decoded past this it is a bom
 UPSTREAM_ACCEPT = f"{render.V1_JSON}, {render.V1_HTML};q=0.2, {render.HTML};q=0.1"
 # HTML first: the root list streams well as lines; JSON is parsed by the same regex.
 ROOT_ACCEPT = f"{render.HTML}, {render.V1_JSON};q=0.5"
+
+
+def local_token(settings, local, name: str) -> str | None:
+    """The version of a project's uploaded files (None: none, or no local index, or the
+    project is pinned to an upstream by PYPI_INDEX_PINS, which wins over uploads)."""
+    if local is None or name in settings.index_pins:
+        return None
+    return local.token(name)
 
 
 def lock_name(name: str) -> str:
@@ -34,16 +43,25 @@ class Refresher:
     page was answered: "miss" (fetched anew) or "revalidated" (the upstream's 304), and for a
     project page fetched anew its model."""
 
-    def __init__(self, settings, cachedir, catalog, upstream):
+    def __init__(self, settings, cachedir, catalog, upstream, local=None):
         self.settings, self.cachedir, self.catalog = settings, cachedir, catalog
-        self.upstream = upstream
+        self.upstream, self.local = upstream, local  # local: the uploads (app/uploads.py)
         self.linkers = {up.name: pagereader.Linker(up.files_url, up.prefix)
                         for up in settings.indexes}
         self.parser = parsepool.Parser()
         self._redirected: set[str] = set()  # projects whose redirect away was logged
 
     def project(self, name: str, old: dict | None) -> str:
-        """Fetch a project's page anew (revalidated with the ETag of `old`, its last state)."""
+        """Fetch a project's page anew (revalidated with the ETag of `old`, its last state).
+        A project with uploaded files is the local index's, whatever the upstreams have."""
+        token = local_token(self.settings, self.local, name)
+        if token is not None and (body := self.local.document(name)) is not None:
+            version = "v" + hashlib.sha256(RENDERING.encode() + body).hexdigest()[:16]
+            self.cachedir.write_atomic(self.cachedir.pages / name / f"{version}.json", body)
+            self._write_state(name, None, version, old, upstream=ORIGIN, local=token)
+            return "miss"
+        if old and old.get("local") != token:  # its uploads went: the upstream's page anew
+            old = {k: v for k, v in old.items() if k != "upstream_etag"}
         # The sha256 of each wheel's .metadata the proxy served (the upstream's, or extracted
         # from the wheel): a page advertises them (PEP 658), so when there are more than the
         # page was written with, it is written anew (no ETag, so no 304).
@@ -65,7 +83,7 @@ class Refresher:
         version = "v" + hashlib.sha256(RENDERING.encode() + body).hexdigest()[:16]
         self.cachedir.write_atomic(self.cachedir.pages / name / f"{version}.json", body)
         self._write_state(name, response, version, old, upstream=up.name,
-                          metadata_known=len(metadata))
+                          metadata_known=len(metadata), local=token)
         return "miss"
 
     def root(self, name: str, old: dict | None) -> str:
@@ -78,6 +96,8 @@ class Refresher:
             names = self._root_names(response)
         else:
             names = self._union()
+        if self.local is not None:  # the uploads' projects first, each once
+            names = _first(self.local.projects(), names)
         directory = self.cachedir.pages / name
         with contextlib.ExitStack() as cleanup:
             outputs, temps = {}, []
@@ -192,6 +212,13 @@ class Refresher:
                     if up is not last:
                         seen.add(project)
                     yield project
+
+
+def _first(first: list[str], rest: Iterator[str]) -> Iterator[str]:
+    """The names of `first`, then those of `rest` not among them (`first` is small)."""
+    known = set(first)
+    yield from first
+    yield from (name for name in rest if name not in known)
 
 
 class _Tee:

@@ -85,11 +85,11 @@ class S3Storage(Leasing):
     """Files in a bucket under a prefix (see the module's docstring)."""
 
     def __init__(self, url: str, connect_timeout: float = 10, read_timeout: float = 30,
-                 connections: int = 32):
+                 connections: int = 32, area: str = "files/"):
         self.location = url
         self.address: str | None = None  # where other nodes reach this one (PYPI_NODE_URL)
         self.bucket, self.prefix = s3_location(url)
-        self.root = self.prefix + "files/"
+        self.root = self.prefix + area  # files/, or uploads/ (the local index: app/uploads.py)
         self.config = Config(
             connect_timeout=connect_timeout, read_timeout=read_timeout,
             max_pool_connections=connections, retries={"mode": "standard", "max_attempts": 3},
@@ -170,6 +170,49 @@ class S3Storage(Leasing):
                 if prefix and name != prefix and not name.startswith(prefix.rstrip("/") + "/"):
                     continue  # `a/b` must not match `a/bc`
                 yield Item(name, entry["Size"], entry["LastModified"].timestamp())
+
+    # --- small documents replaced in place, keys under the prefix (app/uploads.py) ---------
+    def read_document(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and ETag, None when there is none; OSError when the store fails."""
+        try:
+            answer = self.client().get_object(Bucket=self.bucket, Key=self.prefix + key)
+            return answer["Body"].read(), answer["ETag"]
+        except _FAULTS as error:
+            if _status(error) == 404:
+                return None
+            raise OSError(f"the bucket failed reading {key}: {redact_text(str(error))}") from None
+
+    def write_document(self, key: str, data: bytes, etag: str | None) -> bool:
+        """Replace the object if its ETag is still `etag` (None: create it if there is none);
+        False when another writer changed it first."""
+        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        try:
+            self.client().put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data,
+                                     ContentType="application/json", **condition)
+        except _FAULTS as error:
+            if _status(error) in (412, 409):
+                return False
+            raise OSError(f"the bucket failed writing {key}: {redact_text(str(error))}") from None
+        return True
+
+    def delete_document(self, key: str) -> None:
+        try:
+            self.client().delete_object(Bucket=self.bucket, Key=self.prefix + key)
+        except _FAULTS as error:
+            raise OSError(f"the bucket failed deleting {key}: {redact_text(str(error))}") from None
+
+    def etags(self, folder: str) -> dict[str, str]:
+        """{name: ETag} of every object under the folder; OSError on a fault."""
+        root, found = self.prefix + folder, {}
+        try:
+            pages = self.client().get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=root)
+            for page in pages:
+                for entry in page.get("Contents", []):
+                    found[entry["Key"][len(root):]] = entry["ETag"]
+            return found
+        except _FAULTS as error:
+            raise OSError(f"the bucket failed listing: {redact_text(str(error))}") from None
 
     def url(self, path: str) -> str:
         return self.client().generate_presigned_url(

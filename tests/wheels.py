@@ -1,4 +1,4 @@
-"""Build fixture package files: small real py3-none-any wheels (in memory), and large
+"""Build fixture package files: small real py3-none-any wheels and sdists (in memory), and large
 deterministic pseudo-random bodies generated once onto disk."""
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import io
 import random
 import re
 import struct
+import tarfile
 import zipfile
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -128,3 +129,58 @@ def local_header_at(data: bytes, name: str, offset: int) -> bytes:
     """The wheel with member `name`'s directory entry pointing at a local header at `offset`."""
     entry = central_entry(data, name)
     return data[:entry + 42] + struct.pack("<L", offset) + data[entry + 46:]
+
+
+# An in-tree PEP 517 backend with no build requirements: pip and uv build the sdist below
+# without fetching setuptools, so an end-to-end test needs no build tools from any index.
+_BACKEND = '''
+import base64, hashlib, os, zipfile
+
+NAME, DIST, VERSION, METADATA = {name!r}, {dist!r}, {version!r}, {metadata!r}
+
+
+def _line(path, data):
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{{path}},sha256={{digest}},{{len(data)}}"
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    info = f"{{DIST}}-{{VERSION}}.dist-info"
+    files = {{f"{{DIST}}/__init__.py": f"__version__ = {{VERSION!r}}\\n".encode(),
+             f"{{info}}/METADATA": METADATA.encode(),
+             f"{{info}}/WHEEL": b"Wheel-Version: 1.0\\nGenerator: backend\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"}}
+    record = [_line(p, d) for p, d in files.items()] + [f"{{info}}/RECORD,,"]
+    files[f"{{info}}/RECORD"] = ("\\n".join(record) + "\\n").encode()
+    filename = f"{{DIST}}-{{VERSION}}-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(wheel_directory, filename), "w") as zf:
+        for path, data in files.items():
+            zf.writestr(path, data)
+    return filename
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+'''
+
+
+def make_sdist(name, version, requires=(), requires_python=None, *, pkg_info_name=None):
+    """Return (filename, bytes) of an sdist `<name>-<version>.tar.gz` (PEP 625) that pip and
+    uv can build offline; `pkg_info_name` puts another name in its PKG-INFO."""
+    dist, version = _escape(name), str(version)
+    metadata = wheel_metadata_text(name, version, requires, requires_python).decode()
+    pkg_info = wheel_metadata_text(pkg_info_name or name, version, requires, requires_python)
+    top = f"{dist}-{version}"
+    files = {
+        f"{top}/PKG-INFO": pkg_info,
+        f"{top}/pyproject.toml": (b'[build-system]\nrequires = []\nbuild-backend = "backend"\n'
+                                  b'backend-path = ["."]\n'),
+        f"{top}/backend.py": _BACKEND.format(name=name, dist=dist, version=version,
+                                             metadata=metadata).encode(),
+    }
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as archive:
+        for path, data in files.items():
+            member = tarfile.TarInfo(path)
+            member.size, member.mtime, member.mode = len(data), 1700000000, 0o644
+            archive.addfile(member, io.BytesIO(data))
+    return f"{top}.tar.gz", buf.getvalue()

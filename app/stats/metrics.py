@@ -70,6 +70,10 @@ class Metrics:
             "mode: would have), by rule, mode and what: a project, files of a page, a file",
             ["rule", "mode", "what"], **make)
 
+        self.uploads = Counter(
+            "pypicache_uploads", "Uploads to the local index (PYPI_UPLOADS), accepted or "
+            "refused", ["outcome"], **make)
+
     def exposition(self) -> bytes:
         registry = CollectorRegistry()
         if multiprocess():

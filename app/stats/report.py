@@ -92,6 +92,7 @@ class Overview:
     upstreams: list[dict] = field(default_factory=list)  # each of several, in precedence order
     removed: list[dict] = field(default_factory=list)
     ahead: dict = field(default_factory=dict)  # fetched ahead of clients (app/prefetch.py)
+    uploads: dict = field(default_factory=dict)  # to the local index: accepted, refused, served
     generated: float = 0.0
 
     def as_dict(self) -> dict:
@@ -108,7 +109,8 @@ def overview(catalog: Catalog, max_size: int, state: dict | None = None,
         name[len("requests_"):]: int(value) for name, value in totals.items()
         if name.startswith("requests_")
     }
-    answered = sum(requests.values())
+    # Files of the local index are served, not cached: they count in no hit ratio.
+    answered = sum(count for kind, count in requests.items() if kind != "upload")
     local = sum(requests.get(kind, 0) for kind in LOCAL)
     from_cache = int(sum(totals.get(f"bytes_{kind}", 0) for kind in LOCAL))
     t = _rate(totals.get("download_bytes", 0), totals.get("download_seconds", 0))
@@ -128,6 +130,9 @@ def overview(catalog: Catalog, max_size: int, state: dict | None = None,
             for n in CLIENTS
         ],
         upstream=upstream_state(state),
+        uploads={"accepted": int(totals.get("uploads_accepted", 0)),
+                 "refused": int(totals.get("uploads_refused", 0)),
+                 "served": requests.get("upload", 0)},
         upstreams=upstream_states(state, upstreams),
         removed=[
             {"path": p, "filename": p.rsplit("/", 1)[-1], "project": project, "size": s,

@@ -14,7 +14,7 @@ from .metrics import Metrics
 from .recorder import USES_KEPT, Recorder
 from .signals import (
     fetch_ahead_dropped, fetch_ahead_failed, fetched_ahead, file_cached, login_checked,
-    policy_refused, upstream_answered,
+    policy_refused, upload_received, upstream_answered,
 )
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,10 @@ class Stats:
     def on_policy_refused(self, service, rule: str, mode: str, what: str) -> None:
         self.metrics.policy_refusals.labels(rule, mode, what).inc()
 
+    def on_upload_received(self, index, outcome: str) -> None:
+        self.recorder.add(f"uploads_{outcome}", 1)
+        self.metrics.uploads.labels(outcome).inc()
+
     def _front_hits(self, hits: int, size: int) -> None:
         self._hit.inc(hits)
         self._hit_bytes.inc(size)
@@ -111,6 +115,8 @@ def install(app: Flask, services) -> Stats:
     fetch_ahead_failed.connect(stats.on_ahead_failed, sender=services.prefetch)
     if services.policy is not None:
         policy_refused.connect(stats.on_policy_refused, sender=services.policy)
+    if services.uploads is not None:
+        upload_received.connect(stats.on_upload_received, sender=services.uploads)
     if (logins := app.extensions.get("pypicache.logins")) is not None:
         login_checked.connect(stats.on_login_checked, sender=logins)
     app.after_request(stats.after_request)

@@ -31,3 +31,7 @@ login_checked = _signals.signal("login-checked")
 # in report mode): sender=the PolicyService, rule=..., mode="enforce" or "report",
 # what="project" (a page refused), "page" (files left off a page) or "file" (a download).
 policy_refused = _signals.signal("policy-refused")
+
+# Sent by the upload view (app/views/uploads.py) for every upload it answers: sender=the local
+# index (app/uploads.py), outcome="accepted" or "refused".
+upload_received = _signals.signal("upload-received")

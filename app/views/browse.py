@@ -6,7 +6,8 @@ from dataclasses import asdict
 
 from flask import Blueprint, abort, jsonify, render_template, request
 
-from .. import config
+from .. import config, names
+from ..errors import BadRequest
 from ..stats import report
 from . import services
 
@@ -47,10 +48,23 @@ def dashboard():
 @bp.get("/projects/<path:name>/")  # path: a guessed name may hold anything
 def project(name: str):
     files = report.project_files(services().catalog, name)
-    if not files:
+    uploaded = _uploaded(name)
+    if not files and not uploaded:
         abort(404, f"no cached files of {name!r}")
-    return render_template("browse/project.html", name=name, files=files,
+    return render_template("browse/project.html", name=name, files=files, uploaded=uploaded,
                            size=sum(f.size for f in files), hits=sum(f.hits for f in files))
+
+
+def _uploaded(name: str) -> list[dict]:
+    """The project's files in the local index (PYPI_UPLOADS), newest first."""
+    uploads = services().uploads
+    if uploads is None:
+        return []
+    try:
+        canonical = names.project_name(name)
+    except BadRequest:
+        return []
+    return sorted(uploads.entries(canonical)[0], key=lambda f: f["upload-time"], reverse=True)
 
 
 @bp.get("/stats.json")

@@ -12,6 +12,7 @@ from ..conditional import Answer, Ask, Validator
 from ..metadata import SUFFIX as METADATA
 from ..results import FileAnswer
 from ..stats.setup import file_served
+from ..uploads import PREFIX as UPLOADS
 from . import refused, services, who
 
 bp = Blueprint("packages", __name__)
@@ -27,7 +28,9 @@ def package(path: str) -> Response:
     # Decided by the file itself, not by the page a client may never have read (lock files).
     if found.policy and (refusal := found.policy.file(path, who())):
         return refused(refusal, names.filename(path))
-    if request.method == "HEAD":  # starts no download and extracts nothing
+    if found.uploads is not None and path.startswith(UPLOADS):  # the team's own files
+        result = found.uploads.open(path)
+    elif request.method == "HEAD":  # starts no download and extracts nothing
         result = (found.metadata if path.endswith(METADATA) else found.fetcher).describe(path)
     elif path.endswith(METADATA):
         result = found.metadata.open(path)
