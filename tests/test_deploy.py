@@ -590,7 +590,7 @@ def test_uv_installs_through_the_image_command_with_the_user_images_settings(ser
     assert {"alpha", "beta"} <= {p.name for p in target.iterdir()}, result.stderr
 
 
-# ---- workers from the CPUs a container may use (app.config.usable_cpus) -------------------------
+# ---- workers from the CPUs a container may use (app.cpus.usable_cpus) -------------------------
 
 def fake_cgroups(tmp_path: Path, own: str, files: dict[str, str]) -> tuple[Path, Path]:
     """A /sys/fs/cgroup tree holding `files` and a /proc/self/cgroup that reads `own`."""
@@ -609,7 +609,7 @@ def eight_cpus(monkeypatch):
 
 
 def test_cpus_are_capped_by_a_cgroup_v2_quota(tmp_path, eight_cpus):
-    from app.config import usable_cpus
+    from app.cpus import usable_cpus
 
     # docker run --cpus 1.5 with a cgroup namespace: the container's cpu.max is at the root.
     root, own = fake_cgroups(tmp_path, "0::/\n", {"cpu.max": "150000 100000\n"})
@@ -620,7 +620,7 @@ def test_cpus_are_capped_by_a_cgroup_v2_quota(tmp_path, eight_cpus):
 
 
 def test_cpus_take_the_smallest_quota_of_the_cgroup_and_its_parents(tmp_path, eight_cpus):
-    from app.config import usable_cpus
+    from app.cpus import usable_cpus
 
     root, own = fake_cgroups(tmp_path, "0::/system.slice/pypicache.service\n", {
         "system.slice/cpu.max": "300000 100000\n",
@@ -630,7 +630,7 @@ def test_cpus_take_the_smallest_quota_of_the_cgroup_and_its_parents(tmp_path, ei
 
 
 def test_cpus_are_capped_by_a_cgroup_v1_quota(tmp_path, eight_cpus):
-    from app.config import usable_cpus
+    from app.cpus import usable_cpus
 
     # cgroup v1 without a namespace (Debian's docker.io here): /proc/self/cgroup names the host's
     # path, and the container sees its own cgroup mounted as the controller's root.
@@ -645,7 +645,7 @@ def test_cpus_are_capped_by_a_cgroup_v1_quota(tmp_path, eight_cpus):
 
 
 def test_cpus_follow_the_affinity_mask_and_never_fall_below_one(tmp_path, monkeypatch):
-    from app.config import usable_cpus
+    from app.cpus import usable_cpus
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})  # docker run --cpuset-cpus 0,1
     root, own = fake_cgroups(tmp_path, "0::/\n", {"cpu.max": "800000 100000\n"})
@@ -657,7 +657,8 @@ def test_cpus_follow_the_affinity_mask_and_never_fall_below_one(tmp_path, monkey
 
 
 def test_default_workers_are_two_per_usable_cpu_plus_one(monkeypatch):
-    from app.config import load, usable_cpus
+    from app.config import load
+    from app.cpus import usable_cpus
 
     monkeypatch.delenv("PYPI_WORKERS", raising=False)
     # tests/test_docker.py shows it in a container started with --cpus 1: 3 workers boot.
