@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import configparser
 import copy
+import re
 from pathlib import Path
 
 import kubernetes_validate
@@ -161,3 +162,10 @@ def test_z2jh_network_policy_lets_singleuser_pods_reach_the_cache_pods():
     assert peer["podSelector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
     # After the Service, traffic goes to the pods' own port: that is what the policy sees.
     assert [p["port"] for p in rule["ports"]] == [p["containerPort"] for p in container["ports"]]
+
+
+def test_the_deploy_doc_shows_the_values_file_as_it_is():
+    doc = (ROOT / "docs" / "DEPLOY.md").read_text(encoding="utf-8")
+    section = doc.split("## 16. Kubernetes beside zero-to-jupyterhub", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
+    assert yaml.safe_load(block) == yaml.safe_load((MANIFESTS / "z2jh-values.yaml").read_text())

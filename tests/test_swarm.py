@@ -60,7 +60,6 @@ SECOND = [
 ]
 THROTTLE = 1 << 20
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def wheels(packages: list) -> list[str]:
@@ -181,7 +180,8 @@ def swarm(engine, tmp_path_factory):
             docker("build", "--build-arg", f"PYTHON_IMAGE={standin}", "-t", IMAGES[key],
                    str(context), timeout=900)
         figures["build_s"] = round(time.monotonic() - started, 1)
-        keys = f"[default]\naws_access_key_id = swarm\naws_secret_access_key = {secrets.token_hex(16)}\n"
+        keys = ("[default]\naws_access_key_id = swarm\n"
+                f"aws_secret_access_key = {secrets.token_hex(16)}\n")
         for name, value in (("cluster_secret", secrets.token_hex(32)), ("s3_credentials", keys)):
             docker("secret", "create", f"{SECRETS}_{name}", "-", input=value)
         port = free_port()
@@ -210,8 +210,24 @@ def swarm(engine, tmp_path_factory):
                 docker("network", "rm", "docker_gwbridge", check=False)
 
 
-# ---- the test --------------------------------------------------------------------------------
+# ---- the tests -------------------------------------------------------------------------------
 
+def test_the_stack_file_is_valid_against_the_compose_specification():
+    from tests.test_deploy import schema_errors
+
+    stack = yaml.safe_load(STACK_FILE.read_text())
+    assert schema_errors(stack) == []
+    service = stack["services"]["pypicache"]
+    assert service["environment"]["PYPI_NODE_URL"] == "http://{{.Task.Name}}:80"
+    assert service["deploy"]["replicas"] == 3
+    files = {f"/run/secrets/{secret['target']}" for secret in service["secrets"]}
+    assert {service["environment"][name] for name in (
+        "PYPI_CLUSTER_SECRET_FILE", "AWS_SHARED_CREDENTIALS_FILE")} == files
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_three_replicas_install_once_serve_from_the_cache_and_survive_a_removal(swarm):
     swarm, figures = swarm
     tasks = swarm.tasks()
