@@ -235,6 +235,8 @@ def test_three_replicas_install_once_serve_from_the_cache_and_survive_a_removal(
     for task in tasks:
         node_url = docker("exec", task, "printenv", "PYPI_NODE_URL").stdout.strip()
         assert node_url == f"http://{task}:80"
+        # Started once the store answered (pypicache-wait-for-store): its writes were checked.
+        assert "could not check" not in docker("logs", task).stderr
     # The secret is a file of the swarm's, never in the environment.
     environment = docker("exec", tasks[0], "env").stdout.splitlines()
     assert not [line for line in environment if line.startswith("PYPI_CLUSTER_SECRET=")]
