@@ -39,6 +39,7 @@ RUN useradd --system --uid 10001 --user-group --no-create-home \
     && chown pypicache:pypicache /srv/pypicache/data
 
 COPY docker/pypicache/entrypoint.sh /usr/local/bin/pypicache-entrypoint
+COPY docker/pypicache/wait-for-store /usr/local/bin/pypicache-wait-for-store
 COPY gunicorn.conf.py .
 COPY templates ./templates
 COPY app ./app

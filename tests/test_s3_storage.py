@@ -268,7 +268,7 @@ def test_verify_command_on_the_bucket(bucket, make_app, tmp_path):
 
 def _deploy_blocks(language: str) -> list[str]:
     doc = (Path(__file__).resolve().parent.parent / "docs" / "DEPLOY.md").read_text()
-    section = doc.split("Several nodes sharing one bucket", 1)[1]
+    section = doc.split("## 14. Several nodes sharing one bucket", 1)[1].split("\n## ", 1)[0]
     return re.findall(rf"```{language}\n(.*?)```", section, re.S)
 
 
