@@ -11,7 +11,7 @@ ARG PYTHON_IMAGE=python:3.12-slim
 FROM ${PYTHON_IMAGE}
 
 # The upstream, baked into the image (docker-compose.jupyterhub.yml passes them from .env).
-# An empty value (the default, or an unset variable in .env) means "the default": app/config.py
+# An empty value (the default, or an unset variable in .env) means "the default": pypicache/config.py
 # treats an empty variable as unset, so the upstream is then the one pip itself uses by default
 # and the package location /packages. Both can still be overridden with `docker run -e`.
 ARG PYPI_MIRROR_URL=""
@@ -42,7 +42,7 @@ COPY docker/pypicache/entrypoint.sh /usr/local/bin/pypicache-entrypoint
 COPY docker/pypicache/wait-for-store /usr/local/bin/pypicache-wait-for-store
 COPY gunicorn.conf.py .
 COPY templates ./templates
-COPY app ./app
+COPY pypicache ./pypicache
 
 ENV PYPI_MIRROR_URL=${PYPI_MIRROR_URL} \
     PYPI_PACKAGE_LOC=${PYPI_PACKAGE_LOC} \
@@ -63,9 +63,9 @@ VOLUME /srv/pypicache/data
 EXPOSE 80
 
 # slim has no curl: ask the health endpoint with Python, on the port the server really binds
-# (read through app.config like everything else); any error or a non-200 answer is exit 1.
+# (read through pypicache.config like everything else); any error or a non-200 answer is exit 1.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; from app.config import load; port = load().bind.rpartition(':')[2]; sys.exit(urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4).status != 200)"]
+    CMD ["python", "-c", "import sys, urllib.request; from pypicache.config import load; port = load().bind.rpartition(':')[2]; sys.exit(urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4).status != 200)"]
 
 # Exec form: after the entrypoint's exec, gunicorn is PID 1 and gets docker stop's SIGTERM
 # itself (graceful shutdown).

@@ -1,13 +1,13 @@
-"""gunicorn settings for pypicache: every value comes from app.config.load(); each says why."""
+"""gunicorn settings for pypicache: every value comes from pypicache.config.load(); each says why."""
 import os
 import sys
 import tempfile
 
 # gunicorn puts its working directory on sys.path only after it has read this file;
-# put the project root there first so `app` imports wherever gunicorn is started from.
+# put the project root there first so `pypicache` imports wherever gunicorn is started from.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from app.config import ConfigError, check_policy, load  # noqa: E402  (needs the path above)
+from pypicache.config import ConfigError, check_policy, load  # noqa: E402  (needs the path above)
 
 try:
     _settings = load()
@@ -29,7 +29,7 @@ except OSError as error:
 # Several nodes (PYPI_STORAGE_URL) rest on the store's conditional writes: one that ignores
 # them would let every node "win" each file and lease unnoticed, so it stops the server here.
 if _settings.storage_url:
-    from app.s3 import S3Storage, UnsafeStore  # noqa: E402  (boto3 only where a bucket is used)
+    from pypicache.s3 import S3Storage, UnsafeStore  # noqa: E402  (boto3 only where a bucket is used)
 
     try:
         _unchecked = S3Storage(_settings.storage_url, connect_timeout=_settings.connect_timeout,
@@ -42,7 +42,7 @@ if _settings.storage_url:
 
 # The Flask factory; gunicorn calls it once per worker, after fork, so file locks and
 # HTTP sessions are made per process (as filelock advises: "build a lock per use").
-wsgi_app = "app:create_app()"
+wsgi_app = "pypicache:create_app()"
 
 # PYPI_BIND: 127.0.0.1:8080 by default; the image sets 0.0.0.0:80 because user images
 # reach the cache as http://pypicache/simple (no port).
@@ -96,17 +96,17 @@ loglevel = "info"
 # pypicache does not use gunicornc, so no socket.
 control_socket_disable = True
 
-# Statistics and metrics (app/stats). Prometheus counters are summed over workers
+# Statistics and metrics (pypicache/stats). Prometheus counters are summed over workers
 # by prometheus_client's multiprocess mode: a per-run directory of metric files, set in
 # on_starting (the arbiter, before any worker exists), emptied at start; a dead worker's
 # live gauges go in child_exit. post_request runs after gunicorn has sent a response, which is
 # when a cache hit's bytes have really left (sendfile): its duration is the throughput d.
 # Each worker flushes its counters into catalog.sqlite3 about once a second and when it
 # exits (sys.exit runs atexit), so a graceful stop loses no count.
-from app.stats import gunicorn as _stats_hooks  # noqa: E402
-from app.database import NAME as _CATALOG, prepare as _prepare_catalog  # noqa: E402
-from app.cachedir import CacheDir as _Store  # noqa: E402
-from app.policyserve import prepare as _prepare_policy  # noqa: E402
+from pypicache.stats import gunicorn as _stats_hooks  # noqa: E402
+from pypicache.database import NAME as _CATALOG, prepare as _prepare_catalog  # noqa: E402
+from pypicache.cachedir import CacheDir as _Store  # noqa: E402
+from pypicache.policyserve import prepare as _prepare_policy  # noqa: E402
 
 post_request = _stats_hooks.post_request
 on_exit = _stats_hooks.on_exit
@@ -122,7 +122,7 @@ def on_starting(server):
     _Store(_settings.cache_dir).prepare()
     _prepare_catalog(_settings.cache_dir / _CATALOG)
     # With a policy: the copy of its file that workers fall back on, and the nginx front
-    # told to serve no file from disk (app/policyserve.py).
+    # told to serve no file from disk (pypicache/policyserve.py).
     _prepare_policy(_settings.cache_dir, _settings.policy_file)
 
 
@@ -137,9 +137,9 @@ def child_exit(server, worker):
 
 
 # Each worker, once its app is built: the reader of the nginx front's log started
-# (app/stats/frontlog.py) before any request reaches the worker.
+# (pypicache/stats/frontlog.py) before any request reaches the worker.
 def post_worker_init(worker):
-    from app.stats.setup import worker_started
+    from pypicache.stats.setup import worker_started
 
     worker_started(worker.wsgi)
 

@@ -38,7 +38,7 @@ def machine(load: str) -> list[tuple[str, str]]:
     mem = re.search(r"MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text())
     commit = _cmd("git", "-C", str(ROOT), "log", "-1", "--format=%h %s")
     dirty = subprocess.run(
-        ["git", "-C", str(ROOT), "status", "--porcelain", "app", "gunicorn.conf.py"],
+        ["git", "-C", str(ROOT), "status", "--porcelain", "pypicache", "gunicorn.conf.py"],
         capture_output=True,
         text=True,
     ).stdout.strip()
@@ -49,7 +49,7 @@ def machine(load: str) -> list[tuple[str, str]]:
         ("kernel", platform.release()),
         ("Python", platform.python_version()),
         ("load average (1, 5, 15 min)", f"{load} at the start, {end} at the end"),
-        ("pypicache", commit + (" (app/ had uncommitted changes)" if dirty else "")),
+        ("pypicache", commit + (" (pypicache/ had uncommitted changes)" if dirty else "")),
         (
             "flask, gunicorn, requests",
             ", ".join(metadata.version(p) for p in ("flask", "gunicorn", "requests")),

@@ -10,7 +10,7 @@ from urllib.parse import urljoin
 
 import requests
 
-from app.config import TABLE
+from pypicache.config import TABLE
 from tests.servers import ROOT, Front, Proxy, clean_environ, free_port
 
 from .procs import VENVS, children, spawn, stop, wait_http

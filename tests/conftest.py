@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from flask.testing import FlaskClient
 
-from app import create_app
+from pypicache import create_app
 
 from .fixture_upstream import Upstream
 from .s3_server import MotoS3

@@ -10,8 +10,8 @@ import bcrypt
 import pytest
 import requests
 
-from app import auth
-from app.throttle import Budget
+from pypicache import auth
+from pypicache.throttle import Budget
 
 from .fixture_upstream import Upstream
 from .servers import Proxy, add_chain, installed, pip_install, uv_install

@@ -3,8 +3,8 @@ import fcntl
 import os
 import threading
 
-from app import wakeups
-from app.cachedir import CacheDir
+from pypicache import wakeups
+from pypicache.cachedir import CacheDir
 
 
 def test_a_lock_file_lives_only_while_held_and_a_waiter_on_the_old_file_tries_again(tmp_path):
@@ -35,7 +35,7 @@ def test_write_atomic_keeps_its_temp_file_locked_until_the_rename(tmp_path):
 
 
 def test_a_waiter_in_this_process_wakes_at_the_change_it_waits_for():
-    """app/wakeups.py: a download's follower or a lock's waiter in the writer's process wakes
+    """pypicache/wakeups.py: a download's follower or a lock's waiter in the writer's process wakes
     when told, not at the end of its delay; a change before the wait is not missed."""
     name = "demo.whl"
     early = wakeups.event(name)

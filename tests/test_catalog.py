@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from app import catalog as catalog_module, database
-from app.catalog import Catalog
-from app.errors import Busy, StorageError
+from pypicache import catalog as catalog_module, database
+from pypicache.catalog import Catalog
+from pypicache.errors import Busy, StorageError
 
 SHA = "a" * 64
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from .fixture_upstream import Upstream
-from app.catalog import Catalog
+from pypicache.catalog import Catalog
 
 from .servers import ROOT, Proxy, clean_environ, pip_install
 
@@ -86,7 +86,7 @@ def _cli(cache_dir, *args: str, **env: str) -> subprocess.CompletedProcess:
     """The CLI as an operator runs it: a process of its own, settings from the environment."""
     environ = clean_environ() | {"PYPI_CACHE_DIR": str(cache_dir),
                                  "PYPI_MIRROR_URL": "http://127.0.0.1:9/simple"} | env
-    command = [sys.executable, "-m", "flask", "--app", "app:create_app", "pypicache", *args]
+    command = [sys.executable, "-m", "flask", "--app", "pypicache:create_app", "pypicache", *args]
     return subprocess.run(command, cwd=ROOT, env=environ, capture_output=True, text=True,
                           timeout=120)
 
@@ -185,7 +185,7 @@ def test_warm_fetches_everything_a_requirements_file_needs(tmp_path):
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("alpha\n")
     try:
-        command = [sys.executable, "-m", "flask", "--app", "app:create_app", "pypicache", "warm",
+        command = [sys.executable, "-m", "flask", "--app", "pypicache:create_app", "pypicache", "warm",
                    "-r", str(requirements), "--proxy", proxy.url]
         warm = subprocess.run(command, cwd=ROOT, env=proxy.env, capture_output=True, text=True,
                               timeout=120)

@@ -1,4 +1,4 @@
-"""Validators, conditional requests and ranges (app/conditional.py): the table of questions
+"""Validators, conditional requests and ranges (pypicache/conditional.py): the table of questions
 that every path must answer alike (tests/test_conditional_e2e.py asks it of real servers)."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import time
 import pytest
 from werkzeug.http import http_date
 
-from app.conditional import Answer, Ask, Validator, resolve, validator
-from app.cachedir import CacheDir
-from app.storage import published_mtime
+from pypicache.conditional import Answer, Ask, Validator, resolve, validator
+from pypicache.cachedir import CacheDir
+from pypicache.storage import published_mtime
 
 SIZE = 300_000
 

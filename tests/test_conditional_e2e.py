@@ -16,7 +16,7 @@ import requests
 from hypothesis import HealthCheck, given, settings, strategies
 from werkzeug.http import parse_date
 
-from app.conditional import Validator, validator
+from pypicache.conditional import Validator, validator
 
 from .fixture_upstream import Upstream
 from .servers import Front, Proxy

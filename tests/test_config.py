@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from app import config
+from pypicache import config
 
 
 def test_defaults_come_from_pip_and_the_table():

@@ -38,7 +38,7 @@ COMPOSE_FILES = [COMPOSE, FLEET]
 ENV_EXAMPLE = ROOT / ".env.example"
 BIN = Path(sys.executable).parent  # the venv's scripts: gunicorn, hadolint
 
-# The variables app/config.py reads: the image must set them, never other spellings.
+# The variables pypicache/config.py reads: the image must set them, never other spellings.
 APP_VARIABLES = {"PYPI_MIRROR_URL", "PYPI_PACKAGE_LOC", "PYPI_CACHE_DIR", "PYPI_BIND"}
 VARIABLE = re.compile(r"\$(?:\{([A-Za-z_]\w*)[^}]*\}|([A-Za-z_]\w*))")
 
@@ -163,7 +163,8 @@ def test_dockerfile_installs_requirements_before_the_code():
     copies = [value for name, value in steps if name == "COPY"]
     assert copies[0].split()[0] == "requirements.txt", "requirements alone first (layer cache)"
     install = next(i for i, (n, v) in enumerate(steps) if n == "RUN" and "-r requirements.txt" in v)
-    first_code = next(i for i, (n, v) in enumerate(steps) if n == "COPY" and v.split()[0] == "app")
+    first_code = next(i for i, (n, v) in enumerate(steps)
+                      if n == "COPY" and v.split()[0] == "pypicache")
     assert install < first_code
 
 
@@ -176,11 +177,11 @@ def test_build_args_reach_the_apps_environment(name):
 
 
 def test_image_environment_is_read_by_app_config():
-    from app.config import load, pip_default_index
+    from pypicache.config import load, pip_default_index
 
     envs = parse_dockerfile().envs
     assert APP_VARIABLES <= set(envs), f"ENV lacks {APP_VARIABLES - set(envs)}"
-    # No build args: the empty values mean "default" (app/config.py treats empty as unset).
+    # No build args: the empty values mean "default" (pypicache/config.py treats empty as unset).
     settings = load(envs)
     assert settings.mirror_url == pip_default_index()[0].rstrip("/")
     assert settings.package_loc == "/packages"
@@ -250,7 +251,7 @@ def test_cmd_is_gunicorn_with_the_config_file():
     parser = parse_dockerfile()
     assert exec_form(parser.cmd) == ["gunicorn", "-c", "gunicorn.conf.py"]
     copied = {value.split()[0] for value in instructions(parser, "COPY")}
-    assert {"gunicorn.conf.py", "app", "templates", "requirements.txt"} <= copied
+    assert {"gunicorn.conf.py", "pypicache", "templates", "requirements.txt"} <= copied
 
 
 def test_healthcheck_path_is_a_route_of_the_app(tmp_path, monkeypatch):
@@ -260,7 +261,7 @@ def test_healthcheck_path_is_a_route_of_the_app(tmp_path, monkeypatch):
     assert match, argv
     path = match[1]
     monkeypatch.setenv("PYPI_CACHE_DIR", str(tmp_path))
-    from app import create_app
+    from pypicache import create_app
 
     adapter = create_app().url_map.bind("localhost")
     endpoint, _ = adapter.match(path, method="GET")  # raises NotFound if there is no route
@@ -280,7 +281,7 @@ def test_dockerignore_keeps_secrets_and_local_state_out():
 
 
 def test_deploy_doc_has_a_row_for_every_setting_with_its_default():
-    from app.config import TABLE
+    from pypicache.config import TABLE
 
     doc = (ROOT / "docs" / "DEPLOY.md").read_text(encoding="utf-8")
     row = re.compile(r"^\| `(PYPI_\w+)` \|.*$", re.MULTILINE)
@@ -301,14 +302,14 @@ def test_gunicorn_conf_takes_its_values_from_app_config(monkeypatch):
     monkeypatch.setenv("PYPI_WORKERS", "3")
     monkeypatch.setenv("PYPI_THREADS", "7")
     conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
-    assert conf["wsgi_app"] == "app:create_app()"
+    assert conf["wsgi_app"] == "pypicache:create_app()"
     assert conf["bind"] == ["127.0.0.1:8123"]
     assert (conf["workers"], conf["threads"]) == (3, 7)
     assert conf["worker_class"] == "gthread"
     assert conf["graceful_timeout"] > 0 and conf["timeout"] >= 30
     assert conf["accesslog"] == "-" and "%({x-cache}o)s" in conf["access_log_format"]
     assert conf["worker_tmp_dir"] == ("/dev/shm" if os.path.isdir("/dev/shm") else None)
-    assert "os.environ" not in (ROOT / "gunicorn.conf.py").read_text(), "app.config is the reader"
+    assert "os.environ" not in (ROOT / "gunicorn.conf.py").read_text(), "pypicache.config is the reader"
 
 
 @pytest.mark.e2e
@@ -383,8 +384,8 @@ def test_pypicache_service_matches_the_image(path):
     args = {name: f"${{{name}}}" for name in build_args}
     assert service["build"] == {"context": ".", "args": args}
     assert service["volumes"] == ["pypicache:${PYPI_CACHE_CONTAINER}"]
-    # Every setting it passes is one app/config.py reads, the size cap among them.
-    from app.config import TABLE
+    # Every setting it passes is one pypicache/config.py reads, the size cap among them.
+    from pypicache.config import TABLE
 
     variables = {variable for variable, _, _ in TABLE.values()}
     assert "PYPI_CACHE_MAX_SIZE" in service["environment"]
@@ -590,7 +591,7 @@ def test_uv_installs_through_the_image_command_with_the_user_images_settings(ser
     assert {"alpha", "beta"} <= {p.name for p in target.iterdir()}, result.stderr
 
 
-# ---- workers from the CPUs a container may use (app.cpus.usable_cpus) -------------------------
+# ---- workers from the CPUs a container may use (pypicache.cpus.usable_cpus) -------------------------
 
 def fake_cgroups(tmp_path: Path, own: str, files: dict[str, str]) -> tuple[Path, Path]:
     """A /sys/fs/cgroup tree holding `files` and a /proc/self/cgroup that reads `own`."""
@@ -609,7 +610,7 @@ def eight_cpus(monkeypatch):
 
 
 def test_cpus_are_capped_by_a_cgroup_v2_quota(tmp_path, eight_cpus):
-    from app.cpus import usable_cpus
+    from pypicache.cpus import usable_cpus
 
     # docker run --cpus 1.5 with a cgroup namespace: the container's cpu.max is at the root.
     root, own = fake_cgroups(tmp_path, "0::/\n", {"cpu.max": "150000 100000\n"})
@@ -620,7 +621,7 @@ def test_cpus_are_capped_by_a_cgroup_v2_quota(tmp_path, eight_cpus):
 
 
 def test_cpus_take_the_smallest_quota_of_the_cgroup_and_its_parents(tmp_path, eight_cpus):
-    from app.cpus import usable_cpus
+    from pypicache.cpus import usable_cpus
 
     root, own = fake_cgroups(tmp_path, "0::/system.slice/pypicache.service\n", {
         "system.slice/cpu.max": "300000 100000\n",
@@ -630,7 +631,7 @@ def test_cpus_take_the_smallest_quota_of_the_cgroup_and_its_parents(tmp_path, ei
 
 
 def test_cpus_are_capped_by_a_cgroup_v1_quota(tmp_path, eight_cpus):
-    from app.cpus import usable_cpus
+    from pypicache.cpus import usable_cpus
 
     # cgroup v1 without a namespace (Debian's docker.io here): /proc/self/cgroup names the host's
     # path, and the container sees its own cgroup mounted as the controller's root.
@@ -645,7 +646,7 @@ def test_cpus_are_capped_by_a_cgroup_v1_quota(tmp_path, eight_cpus):
 
 
 def test_cpus_follow_the_affinity_mask_and_never_fall_below_one(tmp_path, monkeypatch):
-    from app.cpus import usable_cpus
+    from pypicache.cpus import usable_cpus
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})  # docker run --cpuset-cpus 0,1
     root, own = fake_cgroups(tmp_path, "0::/\n", {"cpu.max": "800000 100000\n"})
@@ -657,8 +658,8 @@ def test_cpus_follow_the_affinity_mask_and_never_fall_below_one(tmp_path, monkey
 
 
 def test_default_workers_are_two_per_usable_cpu_plus_one(monkeypatch):
-    from app.config import load
-    from app.cpus import usable_cpus
+    from pypicache.config import load
+    from pypicache.cpus import usable_cpus
 
     monkeypatch.delenv("PYPI_WORKERS", raising=False)
     # tests/test_docker.py shows it in a container started with --cpus 1: 3 workers boot.

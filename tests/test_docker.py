@@ -468,7 +468,7 @@ def test_two_users_install_through_the_cache_and_the_cache_survives_down_and_up(
 
 
 def test_workers_follow_the_cpus_the_container_may_use(engine, deployment):
-    count = "from app.config import load; print(load().workers)"
+    count = "from pypicache.config import load; print(load().workers)"
     assert docker("run", "--rm", "--cpus", "1", "pypicache", "python", "-c", count).stdout == "3\n"
     assert docker("run", "--rm", "--cpuset-cpus", "0", "pypicache", "python", "-c",
                   count).stdout == "3\n"

@@ -6,8 +6,8 @@ import zlib
 import pytest
 import responses
 
-from app import encoding
-from app.errors import UpstreamError
+from pypicache import encoding
+from pypicache.errors import UpstreamError
 
 from .conftest import FILES, MIRROR
 from .test_simple import PAGE, SHA

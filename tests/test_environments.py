@@ -1,5 +1,5 @@
-"""A client's environment from its User-Agent (app/environments.py), and the release it would
-pick (app/candidates.py): checked against what pip itself sends and what packaging computes
+"""A client's environment from its User-Agent (pypicache/environments.py), and the release it would
+pick (pypicache/candidates.py): checked against what pip itself sends and what packaging computes
 for this very machine."""
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from pip._internal.network.session import user_agent as pips_user_agent
 
-from app.candidates import choose, choose_in
-from app.environments import UNKNOWN, applies, client_of
-from app.pagemodel import File
+from pypicache.candidates import choose, choose_in
+from pypicache.environments import UNKNOWN, applies, client_of
+from pypicache.pagemodel import File
 
 # What uv 0.13.8 sent from this kind of machine (captured from a request to a local server).
 UV = ('uv/0.13.8 {"installer":{"name":"uv","version":"0.13.8","subcommand":["pip","install"]},'
@@ -116,7 +116,7 @@ def test_the_wheel_that_fits_the_client_best():
 
 
 def _document(files: list[File]) -> bytes:
-    """Our PEP 691 document of these files, as app/pagereader.py writes it (compact, sorted
+    """Our PEP 691 document of these files, as pypicache/pagereader.py writes it (compact, sorted
     keys)."""
     entries = [{"filename": f.filename, "hashes": {"sha256": "0" * 64},
                 "requires-python": f.requires_python, "url": f"../../packages/{f.path}",

@@ -12,10 +12,10 @@ import pytest
 import requests
 import responses
 
-from app.catalog import Catalog
-from app.evict import Evictor
-from app.refresh import lock_name
-from app.cachedir import CacheDir
+from pypicache.catalog import Catalog
+from pypicache.evict import Evictor
+from pypicache.refresh import lock_name
+from pypicache.cachedir import CacheDir
 
 from .conftest import FILES, MIRROR
 from .fixture_upstream import Upstream
@@ -121,7 +121,7 @@ def _wait_for_hits(proxy: Proxy, project: str, hits: int, timeout: float = 10) -
 
 
 def _prune(proxy: Proxy, size: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "flask", "--app", "app:create_app", "pypicache", "prune",
+    command = [sys.executable, "-m", "flask", "--app", "pypicache:create_app", "pypicache", "prune",
                "--to", size]
     return subprocess.run(command, cwd=ROOT, env=proxy.env, capture_output=True, text=True,
                           timeout=60)
@@ -217,7 +217,7 @@ def test_a_download_in_progress_is_never_pruned(tmp_path):
 
 @responses.activate
 def test_a_hit_evicted_once_opened_still_gets_every_byte(app, client, monkeypatch):
-    """Eviction right after a hit opened its file (app/evict.py): the open descriptor keeps
+    """Eviction right after a hit opened its file (pypicache/evict.py): the open descriptor keeps
     the bytes, the client gets them all, and the next request downloads the file afresh."""
     body = b"wheel bytes" * 100
     listed = {"meta": {"api-version": "1.0"}, "name": "demo", "files": [

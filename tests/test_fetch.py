@@ -9,8 +9,8 @@ import pytest
 import requests
 import responses
 
-from app import download
-from app.results import DownloadAborted
+from pypicache import download
+from pypicache.results import DownloadAborted
 
 from .conftest import FILES, MIRROR
 

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from app.catalog import Catalog
-from app.stats import frontlog
-from app.stats.frontlog import FrontLog
-from app.cachedir import CacheDir
+from pypicache.catalog import Catalog
+from pypicache.stats import frontlog
+from pypicache.stats.frontlog import FrontLog
+from pypicache.cachedir import CacheDir
 
 
 def line(path: str, method="GET", status=200, size=10, seconds=0.002) -> str:

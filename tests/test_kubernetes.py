@@ -17,7 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from app.config import TABLE
+from pypicache.config import TABLE
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "deploy" / "kubernetes"
@@ -88,7 +88,7 @@ def test_three_pods_each_reachable_at_its_own_pod_ip_with_the_secret_as_files():
     assert env["PYPI_NODE_URL"]["value"] == f"http://$(POD_IP):{port}"
     assert names.index("POD_IP") < names.index("PYPI_NODE_URL")
     assert env["PYPI_STORAGE_URL"]["value"].startswith("s3://")
-    # Every setting is one app/config.py reads (or its _FILE), the secrets only as files.
+    # Every setting is one pypicache/config.py reads (or its _FILE), the secrets only as files.
     known = {variable for variable, _, _ in TABLE.values()}
     for name in names:
         if name.startswith("PYPI_"):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app import coremeta, legacyjson
-from app.pagemodel import File, Project
+from pypicache import coremeta, legacyjson
+from pypicache.pagemodel import File, Project
 
 
 def file(filename: str, yanked: bool | str = False) -> File:

@@ -10,9 +10,9 @@ import time
 import pytest
 import responses
 
-from app.errors import UpstreamTimeout
-from app.pages import Body
-from app.cachedir import CacheDir
+from pypicache.errors import UpstreamTimeout
+from pypicache.pages import Body
+from pypicache.cachedir import CacheDir
 
 from .conftest import FILES, MIRROR
 from .reliability.conftest import wait_for

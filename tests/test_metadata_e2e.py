@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app.conditional import validator
+from pypicache.conditional import validator
 
 from .fixture_upstream import Upstream
 from .servers import Proxy, clean_environ, installed, pip_install, uv_install

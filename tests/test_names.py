@@ -1,8 +1,8 @@
 """Project names and file paths: the one validator every untrusted path part passes."""
 import pytest
 
-from app import names
-from app.errors import BadRequest
+from pypicache import names
+from pypicache.errors import BadRequest
 
 
 @pytest.mark.parametrize(

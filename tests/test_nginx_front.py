@@ -13,7 +13,7 @@ import bcrypt
 import pytest
 import requests
 
-from app import auth
+from pypicache import auth
 
 from .servers import ROOT, Front, Proxy, add_chain, installed, pip_install, uv_install
 from .test_deploy import hadolint

@@ -10,7 +10,7 @@ import pytest
 import requests
 import responses
 
-from app.errors import StorageError
+from pypicache.errors import StorageError
 
 from .conftest import MIRROR
 from .fixture_upstream import Upstream
@@ -52,7 +52,7 @@ def test_healthz_names_no_path_in_its_failures_and_logs_them(app, client, monkey
     monkeypatch.setattr(services.cachedir, "new_temp", denied)
     monkeypatch.setattr(services.cachedir, "try_lock", lambda name: denied(name))
     monkeypatch.setattr(services.catalog, "usage", locked)
-    with caplog.at_level("WARNING", logger="app.stats.health"):
+    with caplog.at_level("WARNING", logger="pypicache.stats.health"):
         response = client.get("/healthz")
     assert response.status_code == 503
     checks = response.json["checks"]

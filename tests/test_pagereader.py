@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from app import pagereader
-from app.errors import UpstreamError
+from pypicache import pagereader
+from pypicache.errors import UpstreamError
 
 SHA = "a" * 64
 ABSOLUTE_PAGE = f"""<!DOCTYPE html><html><head>
@@ -118,7 +118,7 @@ def test_a_dropped_link_is_logged_without_the_upstreams_credentials(caplog):
     linker = pagereader.Linker(f"{base}/pypi/web/packages/sub")
     page = (f'<a href="../../packages/ab/demo-1.0.tar.gz#sha256={SHA}">demo-1.0.tar.gz</a>'
             f'<a href="{base}/pypi/web/packages/sub/%2e%2e/%2e%2e/x.tar.gz">evil</a>')
-    with caplog.at_level("WARNING", logger="app.index"):
+    with caplog.at_level("WARNING", logger="pypicache.index"):
         project = pagereader.parse_html(page, f"{base}/pypi/web/simple/demo/", "demo", linker)
     assert project.files == ()
     assert "outside the files base: 127.0.0.1:9000" in caplog.text

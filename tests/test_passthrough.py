@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from app import pagereader, passthrough
-from app.pagemodel import project_of
+from pypicache import pagereader, passthrough
+from pypicache.pagemodel import project_of
 
 BASE = "http://127.0.0.1:9001/packages/"
 PAGE_URL = "http://127.0.0.1:9000/simple/demo/"

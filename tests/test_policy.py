@@ -1,6 +1,6 @@
-"""The policy: its file parsed and validated (app/policyfile.py), its decisions (app/policy.py),
+"""The policy: its file parsed and validated (policyfile.py), its decisions (policy.py),
 and, in one process with `responses` as the upstream, what pages, files, /healthz and
-/metrics show of it (app/policyserve.py). tests/test_policy_e2e.py runs real servers."""
+/metrics show of it (pypicache/policyserve.py). tests/test_policy_e2e.py runs real servers."""
 from __future__ import annotations
 
 import gzip
@@ -14,9 +14,9 @@ from datetime import datetime, timezone
 import pytest
 import responses
 
-from app import config, policy, policyfile, policywatch
-from app.pagemodel import File, Project
-from app.policyfile import PolicyError, parse
+from pypicache import config, policy, policyfile, policywatch
+from pypicache.pagemodel import File, Project
+from pypicache.policyfile import PolicyError, parse
 
 from .conftest import FILES, MIRROR
 
@@ -154,7 +154,7 @@ def test_the_watcher_reloads_and_keeps_the_last_good_rules(tmp_path, caplog):
     assert first.min_age == 7 * DAY
     path.write_text('[cooldown]\nmin-age = "36h"\n')
     assert watcher.current().min_age == 36 * 3600 and watcher.error is None
-    with caplog.at_level(logging.WARNING, logger="app.policywatch"):
+    with caplog.at_level(logging.WARNING, logger="pypicache.policywatch"):
         path.write_text('[cooldown]\nmin-age = "36 hours"\n')
         assert watcher.current().min_age == 36 * 3600  # the last good one
         assert watcher.current().min_age == 36 * 3600
@@ -458,7 +458,7 @@ def test_unknown_upload_times_follow_unknown_time(policed, tmp_path):
 @responses.activate
 def test_report_mode_serves_everything_and_logs_and_counts(policed, caplog):
     _, client, _ = policed('mode = "report"\n[cooldown]\nmin-age = "7d"')
-    with caplog.at_level(logging.WARNING, logger="app.policyserve"):
+    with caplog.at_level(logging.WARNING, logger="pypicache.policyserve"):
         page = client.get("/simple/demo/", headers={"Accept": JSON_ACCEPT})
         assert len(filenames(page)) == 4 and "X-Pypicache-Policy" not in page.headers
         responses.get(f"{FILES}/ab/demo-2.0.tar.gz", body=b"new")
@@ -483,10 +483,10 @@ def test_every_refusal_is_logged_once_with_the_user_and_never_the_password(polic
     path.write_text('[cooldown]\nmin-age = "7d"\n')
     responses.get(f"{MIRROR}/demo/", json=DEMO, content_type=JSON_ACCEPT)
     client = make_app(policy_file=path, auth_file=passwords).test_client()
-    with caplog.at_level(logging.WARNING, logger="app.policyserve"):
+    with caplog.at_level(logging.WARNING, logger="pypicache.policyserve"):
         answer = client.get("/packages/ab/demo-2.0.tar.gz", auth=("ann", "s3cret-pw"))
     assert answer.status_code == 403
-    lines = [r.getMessage() for r in caplog.records if r.name == "app.policyserve"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "pypicache.policyserve"]
     assert len(lines) == 1
     assert "refused the file demo-2.0.tar.gz of demo to 127.0.0.1 user ann: cooldown 7d" in lines[0]
     assert "s3cret" not in caplog.text and "Basic" not in caplog.text
@@ -571,7 +571,7 @@ def test_policy_explain_says_what_happens_to_each_file(policed):
 
 
 def test_filtered_bodies_kept_in_memory_are_bounded_by_their_bytes():
-    from app.policyserve import _Kept
+    from pypicache.policyserve import _Kept
 
     kept = _Kept(10, max_bytes=100)
     for i in range(5):

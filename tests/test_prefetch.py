@@ -1,4 +1,4 @@
-"""Fetching ahead (app/prefetch.py), in process against the fixture upstream on 127.0.0.1,
+"""Fetching ahead (pypicache/prefetch.py), in process against the fixture upstream on 127.0.0.1,
 which counts every request: what a client's `.metadata` leads to, and its bounds."""
 from __future__ import annotations
 

@@ -15,9 +15,9 @@ import pytest
 import requests
 import yaml
 
-from app import cluster, config, convert, create_app, s3, s3leases
-from app.config import ConfigError
-from app.storage import LocalStorage
+from pypicache import cluster, config, convert, create_app, s3, s3leases
+from pypicache.config import ConfigError
+from pypicache.storage import LocalStorage
 
 from .s3_server import ConditionsDropped
 from .test_deploy import ROOT, schema_errors

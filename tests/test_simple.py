@@ -8,9 +8,9 @@ import pytest
 import requests
 import responses
 
-from app import pages
-from app.errors import StorageError
-from app.results import DownloadAborted
+from pypicache import pages
+from pypicache.errors import StorageError
+from pypicache.results import DownloadAborted
 
 from .conftest import FILES, MIRROR
 
@@ -319,7 +319,7 @@ def test_ranges_on_a_cached_file(client):
 
 @responses.activate
 def test_a_refused_range_or_precondition_counts_nowhere(app, client):
-    """As the nginx front's log is read (app/stats/frontlog.py): a 4xx is neither a hit nor a use."""
+    """As the nginx front's log is read (stats/frontlog.py): a 4xx is neither a hit nor a use."""
     listed = {"meta": {"api-version": "1.0"}, "name": "demo", "files": [
         {"filename": "demo-1.0.tar.gz", "url": f"{FILES}/ab/demo-1.0.tar.gz", "hashes": {}}]}
     responses.get(f"{MIRROR}/demo/", json=listed, content_type="application/vnd.pypi.simple.v1+json")

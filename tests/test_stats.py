@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from app.catalog import Catalog
-from app.stats import report
-from app.stats.recorder import USES_KEPT, Recorder
+from pypicache.catalog import Catalog
+from pypicache.stats import report
+from pypicache.stats.recorder import USES_KEPT, Recorder
 
 from .fixture_upstream import Upstream
 from .servers import Proxy

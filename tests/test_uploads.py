@@ -1,4 +1,4 @@
-"""The local index (app/uploads.py, app/uploadform.py, app/views/uploads.py) in one process:
+"""The local index (uploads.py, uploadform.py, views/uploads.py) in one process:
 uploads checked and kept, refusals that keep nothing, precedence over the upstream, yanks."""
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import responses
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.test import encode_multipart
 
-from app import config
-from app.cachedir import CacheDir
-from app.s3 import S3Storage
-from app.uploads import Exists, LocalIndex, Upload
-from app.uploadform import allowed
+from pypicache import config
+from pypicache.cachedir import CacheDir
+from pypicache.s3 import S3Storage
+from pypicache.uploads import Exists, LocalIndex, Upload
+from pypicache.uploadform import allowed
 
 from .test_auth import _htpasswd
 from .wheels import make_sdist, make_wheel

@@ -72,7 +72,7 @@ def uv_publish(url: str, files: list[Path], cache: Path):
 
 
 def cli(proxy: Proxy, *args: str):
-    return subprocess.run([sys.executable, "-m", "flask", "--app", "app:create_app",
+    return subprocess.run([sys.executable, "-m", "flask", "--app", "pypicache:create_app",
                            "pypicache", "uploads", *args], cwd=ROOT, env=proxy.env,
                           capture_output=True, text=True, timeout=60)
 

@@ -1,4 +1,4 @@
-"""Several upstreams with safe precedence (app/upstreams.py): settings, choice, files, union, health.
+"""Several upstreams with safe precedence (upstreams.py): settings, choice, files, union, health.
 
 In one process with `responses` as the upstreams; tests/test_upstreams_e2e.py runs the same rules
 with real index servers and real clients.
@@ -12,7 +12,7 @@ import pytest
 import requests
 import responses
 
-from app import config
+from pypicache import config
 
 CORP, PUB = "http://127.0.0.1:9001", "http://127.0.0.1:9002"
 PUB_FILES = "http://127.0.0.1:9003/files"  # the public index keeps its files on another host

@@ -1,4 +1,4 @@
-"""Core metadata read out of wheels by random reads (app/wheelmeta.py), on the suite's wheels,
+"""Core metadata read out of wheels by random reads (pypicache/wheelmeta.py), on the suite's wheels,
 unusual ones and damaged ones, against what zipfile reads of the sound wheel."""
 import io
 import os
@@ -8,9 +8,9 @@ import zipfile
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from app import wheelmeta
-from app.errors import UpstreamError
-from app.wheelmeta import BadWheel, core_metadata
+from pypicache import wheelmeta
+from pypicache.errors import UpstreamError
+from pypicache.wheelmeta import BadWheel, core_metadata
 
 from .wheels import (
     central_entry, local_header_at, make_wheel, metadata_from_wheel, short_zip64_extra,

@@ -14,7 +14,7 @@ import pytest
 import responses
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from app import create_app
+from pypicache import create_app
 
 from ..conftest import FILES, MIRROR, BufferedClient
 

@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from app.cachedir import key
+from pypicache.cachedir import key
 from ..fixture_upstream import Upstream
 from ..servers import Proxy
 from .conftest import (

@@ -158,7 +158,7 @@ def test_a_file_corrupted_on_disk_is_found_by_verify_and_never_served_again(tmp_
             stream.seek(100_000)
             stream.write(bytes([byte[0] ^ 0xFF]))
         result = subprocess.run(
-            [sys.executable, "-m", "flask", "--app", "app:create_app", "pypicache", "verify"],
+            [sys.executable, "-m", "flask", "--app", "pypicache:create_app", "pypicache", "verify"],
             cwd=ROOT, env=proxy.env, capture_output=True, text=True, timeout=60,
         )
         assert result.returncode == 0, result.stderr

@@ -1,0 +1,135 @@
+"""PEP 691 JSON pages rewritten as bytes: the upstream's own JSON with its file links pointed at
+the proxy and core metadata advertised for every wheel, by a few passes of regular expressions
+over the whole body instead of a pass in Python that rebuilds every file's entry.
+
+A big project page lists thousands of files; checked, rebuilt and dumped again in Python, each
+cost microseconds, and a cold page cost the proxy far more than the upstream took to send it.
+Here the parsed page is only read (which wheels lack core metadata, which files are named for
+another project) and the bytes are edited in C. This applies when the page is regular: every
+link under the files base with a plain path, every file with a lower-case sha256, and each
+wheel's metadata keys absent, true, or false in warehouse's sorted order. `rewrite` answers
+None otherwise, and pagereader.py builds the document in Python instead; both give the same
+document (tests/test_passthrough.py compares them).
+"""
+from __future__ import annotations
+
+import json
+import re
+
+from . import names
+from .pagemodel import EXTRACTED
+
+_SEGMENT = rb"[A-Za-z0-9][A-Za-z0-9._+!~=-]{0,254}"
+_PATH = rb"(?:" + _SEGMENT + rb"/){0,6}" + _SEGMENT  # no '%': an encoded path takes the long way
+_URL_KEY = re.compile(rb'"url"\s*:')
+_WHEEL = re.compile(rb'"filename"\s*:\s*"([^"\\]*\.whl)"')
+# Warehouse sorts keys: the two metadata keys come just before the file name.
+_NOT_ADVERTISED = re.compile(
+    rb'"core-metadata"\s*:\s*false\s*,\s*"data-dist-info-metadata"\s*:\s*false\s*,\s*'
+    rb'("filename"\s*:\s*"([^"\\]*\.whl)")')
+_NAME = re.compile(rb'"name"\s*:\s*"[^"\\]*"')
+# A false flag says what an absent one says; the long way drops them, and so does HTML.
+_FLAG_KEY = rb'"(?:core-metadata|data-dist-info-metadata)"\s*:\s*false'
+_FALSE_AFTER = re.compile(rb",\s*" + _FLAG_KEY + rb"(?=\s*[,}])")
+_FALSE_FIRST = re.compile(rb"\{\s*" + _FLAG_KEY + rb"\s*,\s*")  # a literal first: no lookbehind
+_RELATIVE = b'"url":"../../packages/'
+HIGHEST = (1, 4)
+
+
+def rewrite(body: bytes, files_base: str, prefix: str, name: str,
+            metadata: dict[str, str]) -> tuple[bytes, list[str]] | None:
+    """(our document's bytes, the paths of files whose names say another project), or None
+    when the page is not regular enough. `files_base` ends with '/'; `prefix` is the upstream's
+    name and '/' when there are several; `metadata` the sha256 of `.metadata` files the proxy
+    served, by path, advertised for the wheels the upstream gives no core metadata for."""
+    try:
+        data = json.loads(body)
+        files = data["files"]
+        claimed = tuple(int(part) for part in data["meta"]["api-version"].split("."))
+        wheels, odd = _read(files, name)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None  # the long way says what is wrong with it
+    if claimed > HIGHEST or not isinstance(data.get("versions", []), list) or wheels is None:
+        return None
+    # Only the base is replaced, a literal (a group in the replacement costs a Python call per
+    # link); a search in C finds any link whose path is not plain.
+    links = rb'"url"\s*:\s*"' + re.escape(files_base.encode())
+    if re.search(links + rb"(?!" + _PATH + rb'")', body):
+        return None  # an odd path
+    body, count = re.subn(links, _RELATIVE + prefix.encode(), body)
+    if count != len(files) or len(_URL_KEY.findall(body)) != count:
+        return None  # a link elsewhere
+    known = {names.filename(path.removesuffix(".metadata")): sha256
+             for path, sha256 in metadata.items()}
+    body = _advertise(body, wheels, known)
+    if body is None:
+        return None
+    body = _FALSE_FIRST.sub(b"{", _FALSE_AFTER.sub(b"", body))
+    found = _NAME.search(body)  # the project's: no file entry has a "name" key
+    if found is None:
+        return None
+    body = body[:found.start()] + b'"name":"' + name.encode() + b'"' + body[found.end():]
+    return body, [_path_of(body, filename) for filename in odd]
+
+
+def _read(files: list, name: str) -> tuple[list[tuple[str, str]] | None, list[str]]:
+    """Each wheel in order with "ok", "false" or "absent" (its core metadata), and the files
+    named for another project; None for the wheels when a file is not regular."""
+    wheels, odd = [], []
+    for entry in files:
+        filename = entry["filename"]
+        hashes = entry["hashes"]
+        if not isinstance(hashes, dict) or not isinstance(hashes.get("sha256"), str):
+            return None, odd  # a file without a sha256 may keep an earlier page's: the long way
+        if any(key != key.lower() or value != value.lower() for key, value in hashes.items()):
+            return None, odd  # the long way writes them in lower case
+        if filename.endswith(".whl"):
+            if entry.get("core-metadata", entry.get("data-dist-info-metadata")):
+                state = "ok"
+            elif "core-metadata" in entry or "data-dist-info-metadata" in entry:
+                state = "false"
+            else:
+                state = "absent"
+            wheels.append((filename, state))
+        if not names.names_project(filename, name):
+            odd.append(filename)
+    return wheels, odd
+
+
+def _advertise(body: bytes, wheels: list[tuple[str, str]], known: dict[str, str]) -> bytes | None:
+    """Every wheel advertises its core metadata (PEP 658/714; the proxy extracts it where the
+    upstream has none), with the sha256 of what the proxy served where it knows one."""
+
+    def flag(filename: bytes) -> bytes:
+        sha256 = known.get(filename.decode())
+        return b'{"sha256":"' + sha256.encode() + b'"}' if sha256 else b"true"
+
+    def keys(filename: bytes) -> bytes:
+        value = flag(filename)
+        return (b'"core-metadata":' + value + b',"data-dist-info-metadata":' + value + b',"'
+                + EXTRACTED.encode() + b'":true,')
+
+    false = sum(state == "false" for _, state in wheels)
+    if false:
+        body, count = _NOT_ADVERTISED.subn(lambda m: keys(m[2]) + m[1], body)
+        if count != false:
+            return None  # keys in another order: the long way
+    absent = [state == "absent" for _, state in wheels]
+    if not any(absent):
+        return body
+    found = list(_WHEEL.finditer(body))
+    if len(found) != len(wheels):
+        return None
+    pieces, at = [], 0
+    for match, missing in zip(found, absent):
+        if missing:
+            pieces += [body[at:match.start()], keys(match[1])]
+            at = match.start()
+    return b"".join(pieces) + body[at:]
+
+
+def _path_of(body: bytes, filename: str) -> str:
+    """The path of a file of our document, by its link (a file named for another project)."""
+    end = body.find(b"/" + filename.encode() + b'"')
+    start = body.rfind(_RELATIVE, 0, end) + len(_RELATIVE)
+    return body[start:end + 1 + len(filename.encode())].decode()
