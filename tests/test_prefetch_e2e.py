@@ -57,7 +57,11 @@ def test_a_cold_install_asks_for_what_was_fetched_ahead(tmp_path, installer, fil
             assert asked[f"GET {chain[wheel].path}.metadata"] == 1, wheel
             assert up.downloads(wheel) == 1
         fetched = {kind: ahead["kinds"][kind]["fetched"] for kind in kinds}
-        assert fetched["page"] + fetched["metadata"] >= 1, ahead  # it was ahead of the client
+        # It was ahead of the client somewhere. Which questions it won is a race: uv asks for
+        # beta's and gamma's pages the moment alpha's metadata arrives, and where the client
+        # was first the fetch ahead finds the answer cached and counts nothing (CI saw pages
+        # and metadata all the client's, the two wheels the fetch ahead's).
+        assert sum(fetched.values()) >= 1, ahead
         # ...and what it fetched, the client then asked for (in whatever worker).
         assert all(ahead["kinds"][kind]["unused"] == 0 for kind in kinds), ahead
         assert ahead["failed"] == 0
