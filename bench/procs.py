@@ -163,5 +163,9 @@ class Fixture:
     def downloads(self, filename: str) -> int:
         return requests.get(self.info["stats_url"], timeout=10).json()["downloads"].get(filename, 0)
 
+    def written(self, filename: str) -> int:
+        """Bytes of the file sent so far, a connection cut midway included (ranges too)."""
+        return requests.get(self.info["stats_url"], timeout=10).json()["written"].get(filename, 0)
+
     def file(self, key: str) -> dict:
         return self.info["files"][key]

@@ -3,9 +3,12 @@ streamed and redirected, beside hits from a node's own disk; a cold herd over tw
 
 from __future__ import annotations
 
+import os
 import shlex
+import signal
 import statistics
 import subprocess
+import time
 
 from tests.s3_server import MotoS3
 from tests.servers import Proxy
@@ -15,6 +18,7 @@ from .run import MIB, Run
 
 W_HIT = "9. Warm file from the shared bucket (moto's S3 server)"
 W_HERD = "10. 16 cold clients over nodes sharing a bucket, throttled upstream"
+RATE = 8_000_000  # bytes/s per upstream connection in the long herds: 256 MiB take 34 s
 
 
 def _curls(urls: list[str]) -> str:
@@ -93,28 +97,92 @@ def _herd(run: Run, a: Proxy, b: Proxy, clients: int = 16) -> None:
 
 
 def _long_herd(run: Run, out, env: dict, clients: int = 16) -> None:
-    """Longer upstream than a waiting node's patience (10 s): without PYPI_NODE_URL each node
-    would download it; with it, one download that every node reads as it lands."""
+    """Far longer upstream than a waiting node's patience (10 s): without PYPI_NODE_URL each
+    node would download it; with it, one download that every node reads as it lands. Then
+    again with the leading node killed halfway: another node finishes it."""
     nodes = []
     try:
         for name in ("p1", "p2", "p3"):
             node = Proxy(out / name / "cache", env, workers=2, PYPI_READ_TIMEOUT="")
             node.env["PYPI_NODE_URL"] = node.url
             nodes.append(node.start())
-        run.fixture.throttle(5_000_000)
+        run.fixture.throttle(RATE)
         f = run.fixture.file("herd-s3-long")
         direct = download(f["url"])["total"]  # the fixture's own body: not cached by anyone
-        case = "3 nodes reading each other, 64 MiB"
+        case = f"3 nodes reading each other, {f['size'] // MIB} MiB"
         run.add(W_HERD, f"{case}: one direct download", "direct", direct, "s", "direct", direct)
-        urls = [_url(node, run, "herd-s3-long") for node in nodes]
         before = run.fixture.downloads(f["filename"])
-        seconds = timed(_curls([urls[i % 3] for i in range(clients)]))
+        got, seconds = _herd_of(run, nodes, "herd-s3-long", clients)
         count = run.fixture.downloads(f["filename"]) - before
         run.add(W_HERD, f"{case}: upstream downloads", "pypicache", count, "x the file",
                 goal="== 1")
         run.add(W_HERD, f"{case}: all clients done", "pypicache", seconds, "s",
                 "one direct download", direct, goal="<= 1.2",
-                note=f"{f['size'] // MIB} MiB at 5 MB/s upstream, longer than a node's patience")
+                note=f"at {RATE / 1e6:.0f} MB/s upstream, longer than a node's patience")
+        firsts = [first for _, _, first in got]
+        run.add(W_HERD, f"{case}: slowest first byte after the leader's", "pypicache",
+                max(firsts) - firsts[0], "s", goal="<= 1")
+        run.add(W_HERD, f"{case}: bodies right (sha256)", "pypicache",
+                sum(ok for ok, _, _ in got), f"of {clients}", goal=f"== {clients}")
+        _killed_leader(run, nodes, clients)
     finally:
         for node in nodes:
             node.stop()
+
+
+def _herd_of(run: Run, nodes: list[Proxy], key: str, clients: int, kill=None):
+    """`clients` curl processes over the nodes, the first one alone until the upstream sends
+    its first byte (it leads), each body hashed as it arrives: [(sha256 right, presented as
+    whole, the moment of its first byte)] and the wall time. `kill(first node)` runs once
+    the others are under way."""
+    f = run.fixture.file(key)
+    urls = [_url(nodes[i % len(nodes)], run, key) for i in range(clients)]
+    write = "%{stderr}%{http_code} %{time_starttransfer}"
+
+    def curl(url: str) -> subprocess.Popen:  # pipefail: curl's own status, a cut body fails
+        command = f"set -o pipefail; curl -sS -o - -w '{write}' {shlex.quote(url)} | sha256sum"
+        return subprocess.Popen(["bash", "-c", command], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    started = time.monotonic()
+    procs = [(started, curl(urls[0]))]
+    while run.fixture.written(f["filename"]) == 0 and time.monotonic() - started < 30:
+        time.sleep(0.05)
+    procs += [(time.monotonic(), curl(url)) for url in urls[1:]]
+    if kill is not None:
+        kill(nodes[0])
+    got = []
+    for began, proc in procs:
+        digest, figures = proc.communicate(timeout=900)
+        code, ttfb = (["0", "0"] + figures.split())[-2:]
+        whole = proc.returncode == 0 and code == "200"
+        got.append((digest.split()[0] == f["sha256"], whole, began + float(ttfb)))
+    return got, time.monotonic() - started
+
+
+def _killed_leader(run: Run, nodes: list[Proxy], clients: int) -> None:
+    """The leading node's every process SIGKILLed at half the file: the clients of the other
+    nodes get the whole file, its missing bytes fetched once more, and no client a short
+    body presented as complete (curl sees the cut)."""
+    f = run.fixture.file("herd-s3-killed")
+    case = f"3 nodes reading each other, {f['size'] // MIB} MiB, leading node killed halfway"
+    before = run.fixture.written(f["filename"])
+
+    def kill(leader: Proxy) -> None:
+        while run.fixture.written(f["filename"]) - before < f["size"] // 2:
+            time.sleep(0.05)
+        os.killpg(leader.process.pid, signal.SIGKILL)
+        leader.process.wait()
+
+    got, seconds = _herd_of(run, nodes, "herd-s3-killed", clients, kill)
+    survivors = [item for i, item in enumerate(got) if i % len(nodes)]
+    cut = [item for i, item in enumerate(got) if not i % len(nodes)]
+    again = (run.fixture.written(f["filename"]) - before) / f["size"]
+    run.add(W_HERD, f"{case}: upstream bytes", "pypicache", again, "x the file", goal="<= 1.05",
+            note="the dead node's bytes, then a range from where the others' stop")
+    run.add(W_HERD, f"{case}: other nodes' bodies right (sha256)", "pypicache",
+            sum(ok for ok, _, _ in survivors), f"of {len(survivors)}",
+            goal=f"== {len(survivors)}")
+    run.add(W_HERD, f"{case}: the dead node's clients given a wrong body as whole", "pypicache",
+            sum(whole and not ok for ok, whole, _ in cut), "clients",
+            goal="== 0", note=f"all clients done in {seconds:.1f} s")

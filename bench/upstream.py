@@ -44,8 +44,11 @@ def fill(up: Upstream, big: int, stack_payload: int) -> dict:
         add(f"cold-{peer}", "cold", f"cold-1.{i}-py3-none-any.whl", size=16 * MIB)
         add(f"herd-{peer}", "herd", f"herd-1.{i}-py3-none-any.whl", size=16 * MIB)
     add("herd-s3", "herd", "herd-1.9-py3-none-any.whl", size=16 * MIB)  # bench/s3.py
-    # bench/s3.py: longer upstream than a waiting node's patience (13 s at 5 MB/s)
-    add("herd-s3-long", "herd", "herd-1.10-py3-none-any.whl", size=64 * MIB)
+    # bench/s3.py: far longer upstream than a waiting node's patience (34 s at 8 MB/s), twice:
+    # all nodes alive, and the leading node killed halfway
+    for i, key in enumerate(("herd-s3-long", "herd-s3-killed")):
+        # 256 MiB (--quick: 64)
+        add(key, "herd", f"herd-1.{10 + i}-py3-none-any.whl", size=big // 2)
     for n in (244, 5000):
         for i in range(n):
             up.add_file(

@@ -9,6 +9,7 @@ import click
 from tqdm import tqdm
 
 from .stats import report
+from .storage import Storage
 
 
 def _bucket(services):
@@ -21,11 +22,24 @@ def prune_bucket(services, size: str | None, limit: int) -> None:
     bucket = _bucket(services)
     if size is None:
         raise click.UsageError("--bucket needs --to SIZE")
-    from .cluster import prune_bucket as prune
-
-    files, freed, left = prune(bucket, limit)
+    files, freed, left = oldest_out(bucket, limit)
     click.echo(f"removed {files} files ({report.human_bytes(freed)}) from "
                f"{services.settings.storage_url}; {report.human_bytes(left)} left")
+
+
+def oldest_out(bucket: Storage, limit: int) -> tuple[int, int, int]:
+    """Remove the bucket's oldest files until it holds at most `limit` bytes: (files, bytes
+    removed, bytes left). Oldest first, as S3 records no last use; a node streaming a file
+    removed meanwhile finishes it (S3 keeps a GET under way), the next request downloads it."""
+    items = sorted(bucket.list(), key=lambda item: item.mtime)
+    left = sum(item.size for item in items)
+    files = freed = 0
+    for item in items:
+        if left <= limit:
+            break
+        bucket.delete(item.path)
+        files, freed, left = files + 1, freed + item.size, left - item.size
+    return files, freed, left
 
 
 def verify_bucket(services) -> None:

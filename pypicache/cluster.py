@@ -37,7 +37,6 @@ from .results import BucketFile, FileAnswer
 from .peers import Peers
 from .s3 import S3Storage
 from .s3leases import CLOCK_STEP, LEASE_SECONDS
-from .storage import Storage
 
 log = logging.getLogger(__name__)
 SHARE_SECONDS = 10.0  # how often a node puts its statistics into the bucket
@@ -114,30 +113,49 @@ class ClusterFetcher(Fetcher):
 
     def _source(self, path: str, listed: Listed):
         claim = self._claims.get(path)
-        if claim is not None and claim.peer is not None:
-            response = self.peers.open(claim.peer, path, 0, self.patience)
-            if response is not None:
-                return response
-            log.info("node %s did not give %s: downloading here too", claim.peer, path)
-            claim.peer = None
+        if claim is None or claim.peer is None:
+            return super()._source(path, listed)
+        response = self.peers.open(claim.peer, path, 0, self.patience)
+        if response is None:  # a node stopping gracefully refuses us, yet ends its download
+            response = self._elsewhere(path, listed, claim, 0, time.monotonic() + self.patience)
+        if response is not None:
+            return response
+        log.info("node %s did not give %s: downloading here too", claim.peer, path)
+        claim.peer = None
         return super()._source(path, listed)
 
     def resume(self, path: str, listed: Listed, written: int):
-        """The node we read from failed: once its lease expires, take it and ask the upstream
-        for the rest; or read the rest from the node that took it first."""
+        """The node we read from failed: the rest from the bucket once it is there, from the
+        upstream once that node's lease expires, or from the node that took it over first."""
         claim = self._claims.get(path)
         if claim is None or claim.peer is None:
             return None  # we were reading the upstream: fail as on one node
-        failed = claim.peer
         deadline = time.monotonic() + LEASE_SECONDS + CLOCK_STEP + self.patience
+        return self._elsewhere(path, listed, claim, written, deadline)
+
+    def _elsewhere(self, path: str, listed: Listed, claim: Claim, written: int,
+                   deadline: float):
+        """The bytes of `path` from `written` on, once the node we read from does not give
+        them, from wherever they come first: the bucket (a node that stops gracefully refuses
+        new connections but finishes its download and puts the file there), the upstream
+        under our own lease once that node's lease is gone, or a third node that took the
+        download over. None once `deadline` passes."""
+        failed = claim.peer
         backoff = wakeups.Backoff(0.1, 1.0)
         while time.monotonic() < deadline:
+            if (found := self._in_bucket(path, written)) is not None:
+                return found
             if (lease := self.bucket.lease(path)) is not None:
+                if (found := self._in_bucket(path, written)) is not None:  # put, then let go
+                    lease.release()
+                    return found
                 claim.lease, claim.peer = lease, None
                 log.info("took over the download of %s from node %s at byte %d", path, failed,
                          written)
-                return self.upstream.get(listed.url, headers={
-                    "Range": f"bytes={written}-", "Accept-Encoding": "identity"})
+                headers = {"Accept-Encoding": "identity"}
+                if written:
+                    headers["Range"] = f"bytes={written}-"
+                return self.upstream.get(listed.url, headers=headers)
             address = self.bucket.holder(path)
             if address and address != failed:
                 response = self.peers.open(address, path, written, self.patience)
@@ -146,6 +164,12 @@ class ClusterFetcher(Fetcher):
                     return response
             backoff.wait()
         return None
+
+    def _in_bucket(self, path: str, written: int) -> BucketSource | None:
+        try:
+            return BucketSource(self.bucket.get(path), written)
+        except FileNotFoundError:
+            return None
 
     def _share(self, path: str, watch: int, claim: Claim) -> None:
         """After the download: put the verified file into the bucket (unless another node,
@@ -163,6 +187,25 @@ class ClusterFetcher(Fetcher):
             claim.release()
 
 
+class BucketSource:
+    """A file in the bucket from byte `start`, as the download copies an upstream's answer
+    (status, headers, raw.read1, close): what another node put there while we read it."""
+
+    def __init__(self, blob, start: int):
+        self.status_code = 206 if start else 200
+        self.headers = {"Content-Length": str(max(blob.size - start, 0))}
+        if start:
+            self.headers["Content-Range"] = f"bytes {start}-{blob.size - 1}/{blob.size}"
+        self.raw = self
+        self._chunks = blob.chunks(start)
+
+    def read1(self, size: int, decode_content: bool = False) -> bytes:
+        return next(self._chunks, b"")  # a bucket's chunk, whatever `size`: it is all there
+
+    def close(self) -> None:
+        self._chunks.close()
+
+
 @dataclass
 class Claim:
     """How this node gets a file no node has put yet: under `lease` (ours) from the upstream,
@@ -174,21 +217,6 @@ class Claim:
     def release(self) -> None:
         if self.lease is not None:
             self.lease.release()
-
-
-def prune_bucket(bucket: Storage, limit: int) -> tuple[int, int, int]:
-    """Remove the bucket's oldest files until it holds at most `limit` bytes: (files, bytes
-    removed, bytes left). Oldest first, as S3 records no last use; a node streaming a file
-    removed meanwhile finishes it (S3 keeps a GET under way), the next request downloads it."""
-    items = sorted(bucket.list(), key=lambda item: item.mtime)
-    left = sum(item.size for item in items)
-    files = freed = 0
-    for item in items:
-        if left <= limit:
-            break
-        bucket.delete(item.path)
-        files, freed, left = files + 1, freed + item.size, left - item.size
-    return files, freed, left
 
 
 def node_name(cachedir: CacheDir) -> str:

@@ -305,7 +305,7 @@ class Upstream:
     def stats(self) -> dict:
         with self._lock:
             return {"downloads": dict(self._dl), "requests": dict(self.requests),
-                    "bytes": dict(self._bytes)}
+                    "bytes": dict(self._bytes), "written": dict(self._written)}
 
     # ---- rendering ------------------------------------------------------------------
     def _href(self, f: File) -> str:

@@ -15,7 +15,7 @@ import pytest
 import requests
 import yaml
 
-from pypicache import cluster, config, convert, create_app, s3, s3leases
+from pypicache import bucketcli, config, convert, create_app, s3, s3leases
 from pypicache.config import ConfigError
 from pypicache.storage import LocalStorage
 
@@ -227,7 +227,7 @@ def test_prune_bucket_oldest_first(tmp_path):
     for age, name in enumerate(["new.whl", "mid.whl", "old.whl"]):
         files.store(f"p/{name}", _file(tmp_path, b"x" * 100))
         os.utime(files.file(f"p/{name}"), (1e9 - age, 1e9 - age))
-    assert cluster.prune_bucket(files, 150) == (2, 200, 100)
+    assert bucketcli.oldest_out(files, 150) == (2, 200, 100)
     assert [item.path for item in files.list()] == ["p/new.whl"]
 
 
