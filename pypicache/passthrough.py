@@ -34,7 +34,7 @@ _FALSE_AFTER = re.compile(rb",\s*" + _FLAG_KEY + rb"(?=\s*[,}])")
 _FALSE_FIRST = re.compile(rb"\{\s*" + _FLAG_KEY + rb"\s*,\s*")  # a literal first: no lookbehind
 _RELATIVE = b'"url":"../../packages/'
 # PEP 740 provenance URLs pass as they are when absolute; the long way resolves the others.
-_ODD_PROVENANCE = re.compile(rb'"provenance"\s*:\s*(?!"https?://)')
+_ODD_PROVENANCE = re.compile(rb'"provenance"\s*:\s*(?=\S)(?!"https?://)')
 HIGHEST = (1, 4)
 
 
