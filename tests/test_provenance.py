@@ -255,3 +255,17 @@ def test_trusted_proxies_are_addresses_or_networks(tmp_path):
     assert config.load({}, cache_dir=tmp_path).trusted_proxies is None  # gunicorn's default
     with pytest.raises(config.ConfigError, match="PYPI_TRUSTED_PROXIES.*'nginx'"):
         load("nginx")
+
+
+def test_a_page_the_policy_filters_still_points_at_the_proxy(make_app, up, tmp_path):
+    signed, _ = add(up)
+    held, _ = add(up, version="2.0")
+    rules = tmp_path / "policy.toml"
+    rules.write_text('[deny]\nprojects = ["demo==2.0"]\n')
+    client = app_for(make_app, up, policy_file=rules).test_client()
+    listed = entries(client, base_url="https://pypi.internal")
+    assert list(listed) == [signed.filename]
+    assert listed[signed.filename]["provenance"] == (
+        f"https://pypi.internal/packages/{ours(up, signed)}.provenance")
+    assert client.get(f"/packages/{ours(up, held)}.provenance").status_code == 403
+    assert entries(client)[signed.filename]["provenance"] == up.provenance_url(signed)
