@@ -641,10 +641,12 @@ def provenance_document(filename: str, sha256: str) -> bytes:
     checks the statement, never the signature)."""
     statement = {"_type": "https://in-toto.io/Statement/v1",
                  "subject": [{"name": filename, "digest": {"sha256": sha256}}],
-                 "predicateType": "https://docs.pypi.org/attestations/publish/v1", "predicate": None}
+                 "predicateType": "https://docs.pypi.org/attestations/publish/v1",
+                 "predicate": None}
+    encoded = base64.b64encode(json.dumps(statement).encode()).decode()
     attestation = {"version": 1,
                    "verification_material": {"certificate": "", "transparency_entries": []},
-                   "envelope": {"statement": base64.b64encode(json.dumps(statement).encode()).decode(),
+                   "envelope": {"statement": encoded,
                                 "signature": base64.b64encode(b"fixture").decode()}}
     document = {"version": 1, "attestation_bundles": [
         {"publisher": {"kind": "fixture", "claims": {}}, "attestations": [attestation]}]}

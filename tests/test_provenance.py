@@ -250,7 +250,8 @@ def test_a_refused_files_provenance_is_refused(make_app, up, tmp_path):
 
 def test_trusted_proxies_are_addresses_or_networks(tmp_path):
     load = lambda value: config.load({"PYPI_TRUSTED_PROXIES": value}, cache_dir=tmp_path)
-    assert load("10.0.0.0/8, 192.168.1.2 ::1").trusted_proxies == ("10.0.0.0/8", "192.168.1.2", "::1")
+    assert load("10.0.0.0/8, 192.168.1.2 ::1").trusted_proxies == (
+        "10.0.0.0/8", "192.168.1.2", "::1")
     assert load("*").trusted_proxies == ("*",)
     assert config.load({}, cache_dir=tmp_path).trusted_proxies is None  # gunicorn's default
     with pytest.raises(config.ConfigError, match="PYPI_TRUSTED_PROXIES.*'nginx'"):
