@@ -48,6 +48,12 @@ wsgi_app = "pypicache:create_app()"
 # reach the cache as http://pypicache/simple (no port).
 bind = [_settings.bind]
 
+# PYPI_TRUSTED_PROXIES: which fronts gunicorn believes when they say the client came over https
+# (X-Forwarded-Proto and the other secure_scheme_headers); the app then sees an https request
+# and points PEP 740 provenance URLs at itself. Unset: gunicorn's default.
+if _settings.trusted_proxies is not None:
+    forwarded_allow_ips = ",".join(_settings.trusted_proxies)
+
 # PYPI_WORKERS / PYPI_THREADS: processes share the cache through the disk and file locks.
 workers = _settings.workers
 threads = _settings.threads

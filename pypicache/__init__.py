@@ -22,6 +22,8 @@ from .policyfile import PolicyError
 from .policywatch import LAST_GOOD, Watcher
 from .policyserve import PolicyService
 from .prefetch import Prefetcher
+from .provenancefetch import Provenance
+from .stats.signals import file_cached
 from .uploads import LocalIndex
 
 if TYPE_CHECKING:  # boto3 only where a bucket is used
@@ -47,9 +49,13 @@ class Services:
     prefetch: Prefetcher = field(init=False)  # what a client will ask for next
     policy: PolicyService | None = field(init=False)  # with PYPI_POLICY_FILE only
     legacy: LegacyJson = field(init=False)  # the legacy JSON API's documents
+    provenance: Provenance = field(init=False)  # PEP 740 provenance, cached with the files
 
     def __post_init__(self) -> None:
         self.prefetch = Prefetcher(self.settings, self.pages, self.metadata, self.fetcher)
+        self.provenance = Provenance(self.fetcher)
+        # A file's provenance comes along with its download, for sites without the upstream.
+        file_cached.connect(self.provenance.after_download, sender=self.fetcher)
         self.legacy = LegacyJson(self.pages, self.metadata)
         self.policy = None
         if self.settings.policy_file is not None:

@@ -100,6 +100,7 @@ class Settings:
     uploads: bool
     uploaders: Mapping[str, tuple[str, ...]]  # user -> project globs ("*": any project)
     upload_max_size: int
+    trusted_proxies: tuple[str, ...] | None  # None: gunicorn's own forwarded_allow_ips
 
 
 # name -> (environment variable, parser, default). The default None means "derived below".
@@ -165,6 +166,11 @@ TABLE: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
     "uploaders": ("PYPI_UPLOADERS", convert.uploaders, None),
     # A wheel of the team's is megabytes; past this an upload is refused (413).
     "upload_max_size": ("PYPI_UPLOAD_MAX_SIZE", convert.size, "100M"),
+    # The fronts (addresses or networks, `*`: any) whose X-Forwarded-Proto gunicorn believes, so
+    # that a request that reached a TLS front is https to the app: provenance URLs (PEP 740: of
+    # a secure origin) point at this proxy only then. Unset: gunicorn's forwarded_allow_ips
+    # (127.0.0.1, ::1; unix sockets always).
+    "trusted_proxies": ("PYPI_TRUSTED_PROXIES", convert.addresses, None),
 }
 
 

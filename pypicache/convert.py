@@ -2,6 +2,7 @@
 string pypicache/config.py read and raising ValueError that says what the string must be."""
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -110,4 +111,17 @@ def uploaders(value: str) -> dict[str, tuple[str, ...]]:
         found[user] = found.get(user, ()) + (glob,)
     if not found:
         raise ValueError("must name at least one user")
+    return found
+
+
+def addresses(value: str) -> tuple[str, ...]:
+    """Addresses or networks (`10.0.0.0/8`), by commas or spaces, or `*` for any: as gunicorn's
+    forwarded_allow_ips takes them."""
+    found = tuple(part for part in re.split(r"[,\s]+", value) if part)
+    for part in found:
+        if part != "*":
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(f"{part!r} is not an address or a network") from None
     return found

@@ -31,16 +31,21 @@ class Page:
 
 @dataclass(frozen=True)
 class Body:
-    """One body of a page: its format, gzipped or not, and the URL its file links start with
-    (None: relative links, `../../packages/`, right behind any host name and path prefix)."""
+    """One body of a page: its format, gzipped or not, the URL its file links start with
+    (None: relative links, `../../packages/`, right behind any host name and path prefix), and
+    the https URL its PEP 740 provenance URLs start with when they point at our copies (None:
+    the upstream's, pypicache/provenance.py)."""
 
     fmt: str = "json"
     compressed: bool = False
     base: str | None = None
+    provenance: str | None = None
 
     @property
     def suffix(self) -> str:
         links = "." + hashlib.sha256(self.base.encode()).hexdigest()[:12] if self.base else ""
+        if self.provenance:
+            links += ".p" + hashlib.sha256(self.provenance.encode()).hexdigest()[:12]
         return f"{links}.{self.fmt}{'.gz' if self.compressed else ''}"
 
     def linked(self, data: bytes) -> bytes:

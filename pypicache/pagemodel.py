@@ -41,6 +41,8 @@ class File:
     # asking the upstream for a `.metadata` first (in our document: EXTRACTED, a key that
     # clients ignore, PEP 691).
     extracted: bool = False
+    # PEP 740: the URL of the file's provenance object, as the upstream gave it (absolute).
+    provenance: str | None = None
 
     @property
     def sha256(self) -> str | None:
@@ -81,6 +83,7 @@ def project_of(data: dict) -> Project:
 def _file(entry: dict) -> File:
     yanked = entry.get("yanked", False)
     size = entry.get("size")
+    provenance = entry.get("provenance")
     return File(
         filename=entry["filename"],
         path=entry_path(entry),
@@ -91,6 +94,7 @@ def _file(entry: dict) -> File:
         size=size if isinstance(size, int) and size >= 0 else None,
         upload_time=entry.get("upload-time"),
         extracted=entry.get(EXTRACTED, False) is True,
+        provenance=provenance if isinstance(provenance, str) else None,
     )
 
 

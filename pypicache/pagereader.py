@@ -102,6 +102,7 @@ def _from_json(body: bytes | str, page_url: str, name: str, linker: Linker,
             entry["hashes"] = {k.lower(): str(v).lower() for k, v in hashes.items()}
             flag = entry.get("core-metadata", entry.get("data-dist-info-metadata"))
             _advertise(entry, path, _metadata_flag(flag), metadata)
+            _provenance(entry, page_url, entry.pop("provenance", None))
             files.append(entry)
         data["files"], data["name"], data["misfiled"] = files, name, misfiled
         meta = data.get("meta", {})
@@ -144,6 +145,7 @@ def _from_html(text: str | bytes, page_url: str, name: str, linker: Linker,
             entry["yanked"] = anchor["data-yanked"] or True
         flag = anchor.get("data-core-metadata", anchor.get("data-dist-info-metadata"))
         _advertise(entry, path, _metadata_flag(flag), metadata)
+        _provenance(entry, page_url, anchor.get("data-provenance"))
         files.append(entry)
     data: dict[str, Any] = {"meta": {"api-version": "1.0"}, "name": name, "files": files,
                             "misfiled": misfiled}
@@ -170,6 +172,17 @@ def _advertise(entry: dict, path: str, flag: bool | dict, known: dict[str, str])
     else:
         entry.pop("core-metadata", None)
         entry.pop("data-dist-info-metadata", None)
+
+
+def _provenance(entry: dict, page_url: str, url: Any) -> None:
+    """PEP 740's provenance URL of a file, kept absolute (the spec asks for a fully qualified
+    one; a relative one is resolved against the upstream's page, as the file's own link is);
+    none claimed where the upstream gives none, or something that is not an http(s) URL."""
+    if not isinstance(url, str) or not url.strip():
+        return
+    url = urljoin(page_url, url.strip())
+    if urlsplit(url).scheme in ("http", "https"):
+        entry["provenance"] = url
 
 
 def with_known_hashes(data: dict, earlier: dict) -> dict:

@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from typing import BinaryIO, Callable
 
-from . import render
+from . import provenance, render
 from .errors import Busy, NotFound, StorageError, UpstreamError
 from .pagefiles import Body, Page, PageGone
 from .pagemodel import File, Project, find_file, project_of
@@ -223,13 +223,13 @@ class Pages:
             return data
 
     def _make(self, page: Page, want: Body) -> bytes:
-        if want.base:  # the relative body's links made absolute (see pypicache/views/simple.py)
-            relative = Body(want.fmt)
+        if want.base or want.provenance:  # the relative body's links made absolute
+            relative = Body(want.fmt)  # (see pypicache/views/simple.py, pypicache/provenance.py)
             found = self.body(page, relative)
             if not isinstance(found, bytes):
                 with found:
                     found = found.read()
-            data = want.linked(found)
+            data = want.linked(provenance.point(found, want, self.settings))
         elif want.fmt == "json":
             try:
                 data = page.path(Body()).read_bytes()

@@ -33,6 +33,8 @@ _FLAG_KEY = rb'"(?:core-metadata|data-dist-info-metadata)"\s*:\s*false'
 _FALSE_AFTER = re.compile(rb",\s*" + _FLAG_KEY + rb"(?=\s*[,}])")
 _FALSE_FIRST = re.compile(rb"\{\s*" + _FLAG_KEY + rb"\s*,\s*")  # a literal first: no lookbehind
 _RELATIVE = b'"url":"../../packages/'
+# PEP 740 provenance URLs pass as they are when absolute; the long way resolves the others.
+_ODD_PROVENANCE = re.compile(rb'"provenance"\s*:\s*(?=\S)(?!"https?://)')
 HIGHEST = (1, 4)
 
 
@@ -50,6 +52,8 @@ def rewrite(body: bytes, files_base: str, prefix: str, name: str,
     except (ValueError, KeyError, TypeError, AttributeError):
         return None  # the long way says what is wrong with it
     if claimed > HIGHEST or not isinstance(data.get("versions", []), list) or wheels is None:
+        return None
+    if _ODD_PROVENANCE.search(body):
         return None
     # Only the base is replaced, a literal (a group in the replacement costs a Python call per
     # link); a search in C finds any link whose path is not plain.

@@ -23,7 +23,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import names, policy, render
+from . import names, policy, provenance, render
 from .errors import Busy, ProxyError
 from .pagefiles import Body, Page, PageGone
 from .pages import GZIP_LEVEL
@@ -182,14 +182,14 @@ class PolicyService:
                               separators=(",", ":")).encode()
         else:
             data = render.project_html(policy.without(self._model(page), verdict.refused)).encode()
-        data = want.linked(data)
+        data = want.linked(provenance.point(data, want, self.pages.settings))
         return gzip.compress(data, GZIP_LEVEL, mtime=0) if want.compressed else data
 
     # --- files -----------------------------------------------------------------------------
     def file(self, path: str, who: Who) -> Refusal | None:
         """The refusal of a file or its `.metadata` (as of the distribution), if enforced."""
         rules = self.watcher.current()
-        distribution = path.removesuffix(METADATA)
+        distribution = provenance.distribution(path.removesuffix(METADATA))
         project = names.project_of_file(distribution)
         if not policy.touches(rules, project):  # most files of most policies: no lookup
             return None

@@ -96,6 +96,8 @@ def _anchor(file: File) -> str:
     if metadata:
         metadata = escape(metadata)
         attributes += f' data-core-metadata="{metadata}" data-dist-info-metadata="{metadata}"'
+    if file.provenance:  # PEP 740; pointed at our copy for https clients (pypicache/provenance.py)
+        attributes += f' data-provenance="{escape(file.provenance)}"'
     return f'\n<a href="{escape(href)}"{attributes}>{escape(file.filename)}</a><br>'
 
 

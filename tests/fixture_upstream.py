@@ -9,7 +9,7 @@ See tests/test_fixture_upstream.py for usage; `python -m tests.fixture_upstream 
 """
 from __future__ import annotations
 
-import argparse, hashlib, html, json, re, signal, socket, sys, tempfile, threading, time
+import argparse, base64, hashlib, html, json, re, signal, socket, sys, tempfile, threading, time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,6 +40,7 @@ class File:
     metadata_sha256: str | None = None  # sha256 of "<file>.metadata" (wheels only)
     _up: "Upstream" = field(default=None, repr=False, compare=False)
     listed_only: bool = False  # on the page with a hash, but no body (404): add_history
+    provenance: bool = False  # PEP 740: the page links its provenance (provenance_document)
 
     @property
     def url(self) -> str:
@@ -101,10 +102,11 @@ class _Server(ThreadingHTTPServer):
 
 class Upstream:
     def __init__(self, root, layout="absolute", formats=("html", "json"), metadata=True, throttle=None,
-                 ranges=True, delay=0.0, bandwidth=None):
+                 ranges=True, delay=0.0, bandwidth=None, provenance=False):
         assert layout in ("absolute", "relative"), layout
         self.root, self.layout, self.formats = Path(root), layout, tuple(formats)
         self.metadata, self.throttle, self.ranges = metadata, throttle, ranges
+        self.provenance = provenance  # files added get a PEP 740 provenance (add_file's default)
         self.delay, self.bandwidth = delay, bandwidth  # see set_delay, set_bandwidth
         self._next_slot = 0.0  # when the shared bandwidth is free again (monotonic)
         self._rendered: dict[str, dict] = {}  # pages with a history: rendered once per change
@@ -179,7 +181,7 @@ class Upstream:
 
     # ---- content --------------------------------------------------------------------
     def add_file(self, project, filename, content=None, *, size=None, requires_python=None,
-                 yanked=None, upload_time=None) -> File:
+                 yanked=None, upload_time=None, provenance=None) -> File:
         disk = self.root / "files" / filename
         if content is not None:
             disk.write_bytes(content)
@@ -201,7 +203,8 @@ class Upstream:
             upload_time = upload_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         path = f"{self.package_loc}/{sha[:2]}/{sha[2:4]}/{sha[4:]}/{filename}"
         f = File(project, filename, path, sha, n, disk, requires_python, yanked,
-                 upload_time or "2024-01-01T00:00:00.000000Z", meta_sha, self)
+                 upload_time or "2024-01-01T00:00:00.000000Z", meta_sha, self,
+                 provenance=self.provenance if provenance is None else provenance)
         with self._lock:
             display, files = self._projects.setdefault(canonicalize_name(project), (project, []))
             files[:] = [x for x in files if x.filename != filename] + [f]
@@ -312,6 +315,10 @@ class Upstream:
         return (f"../..{f.path[len(self.package_loc) - len('/packages'):]}" if self.layout == "relative"
                 else f.url)
 
+    def provenance_url(self, f: File) -> str:
+        """Where the index serves a file's provenance: on the index's host, as PyPI does."""
+        return f"{self._origin()}/integrity/{canonicalize_name(f.project)}/{f.filename}/provenance"
+
     def render_project(self, norm: str, fmt: str) -> bytes:
         cache = self._rendered.get(norm)
         if cache is not None:
@@ -341,6 +348,8 @@ class Upstream:
                 d["core-metadata"] = d["data-dist-info-metadata"] = (
                     {"sha256": f.metadata_sha256} if meta(f) else False)
                 d.update({"size": f.size, "upload-time": f.upload_time})
+                if f.provenance:
+                    d["provenance"] = self.provenance_url(f)
                 out.append(d)
             doc = {"meta": {"api-version": "1.1"}, "name": norm, "files": out,
                    "versions": [str(v) for v in sorted(versions)]}
@@ -354,6 +363,8 @@ class Upstream:
                 a += f' data-yanked="{"" if f.yanked is True else html.escape(str(f.yanked))}"'
             if meta(f):
                 a += f' data-core-metadata="sha256={f.metadata_sha256}" data-dist-info-metadata="sha256={f.metadata_sha256}"'
+            if f.provenance:
+                a += f' data-provenance="{html.escape(self.provenance_url(f))}"'
             lines.append(f"    {a}>{html.escape(f.filename)}</a><br />\n")
         lines.append(HTML_TAIL)
         return "".join(lines).encode()
@@ -432,6 +443,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if role != "files" and (path == up.simple_path or path.startswith(up.simple_path + "/")):
             return self._index(up, path[len(up.simple_path):], body)
+        if role != "files" and path.startswith("/integrity/"):
+            return self._provenance(up, path, body)
         if role != "index" and path.startswith(up.package_loc + "/"):
             return self._file(up, path, body)
         self._send(404, b"not found", body=body)
@@ -496,6 +509,19 @@ class _Handler(BaseHTTPRequestHandler):
         if body:
             for c in chunks:
                 self.wfile.write(c)
+
+    def _provenance(self, up, path, body):
+        """/integrity/<project>/<filename>/provenance: the file's provenance object."""
+        parts = path.split("/")
+        found = [f for f in up._by_path.values() if len(parts) == 5 and f.filename == parts[3]
+                 and f.provenance and parts[4] == "provenance"]
+        if not found:
+            return self._send(404, b"not found", body=body)
+        kind = up._faults.get(found[0].filename + ".provenance", "")  # fault("<file>.provenance")
+        if kind and self._fault(up, kind, body):
+            return
+        data = provenance_document(found[0].filename, found[0].sha256)
+        self._send(200, data, "application/vnd.pypi.integrity.v1+json", body=body)
 
     def _file(self, up, path, body):
         if path.endswith(".metadata"):
@@ -607,6 +633,24 @@ class _Handler(BaseHTTPRequestHandler):
                 sent += len(chunk)
                 with up._lock:
                     up._written[f.filename] += len(chunk)
+
+
+def provenance_document(filename: str, sha256: str) -> bytes:
+    """A PEP 740 provenance object of one file, in shape only: its one attestation's statement
+    names the file and its sha256, its certificate and signature are placeholders (the proxy
+    checks the statement, never the signature)."""
+    statement = {"_type": "https://in-toto.io/Statement/v1",
+                 "subject": [{"name": filename, "digest": {"sha256": sha256}}],
+                 "predicateType": "https://docs.pypi.org/attestations/publish/v1",
+                 "predicate": None}
+    encoded = base64.b64encode(json.dumps(statement).encode()).decode()
+    attestation = {"version": 1,
+                   "verification_material": {"certificate": "", "transparency_entries": []},
+                   "envelope": {"statement": encoded,
+                                "signature": base64.b64encode(b"fixture").decode()}}
+    document = {"version": 1, "attestation_bundles": [
+        {"publisher": {"kind": "fixture", "claims": {}}, "attestations": [attestation]}]}
+    return json.dumps(document).encode()
 
 
 def _size(s: str) -> int:

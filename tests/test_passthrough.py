@@ -121,3 +121,23 @@ def test_a_false_flag_in_another_order_takes_the_long_way():
                 "hashes": {"sha256": SHA}, "url": f"{BASE}ab/demo-1.0-py3-none-any.whl"}
     fast, slow = both(page([unsorted]))
     assert fast is None and slow["files"][0]["core-metadata"] is True
+
+
+@pytest.mark.parametrize("spaced", [True, False])
+def test_absolute_provenance_urls_pass_as_they_are(spaced):
+    files = [entry("demo-1.0.tar.gz", provenance="https://index.example/integrity/demo/1.0/p"),
+             entry("demo-1.1.tar.gz")]
+    fast, slow = both(page(files, spaced=spaced))
+    assert fast is not None
+    same(fast, slow)
+    assert [f.get("provenance") for f in json.loads(fast[0])["files"]] == [
+        "https://index.example/integrity/demo/1.0/p", None]
+
+
+@pytest.mark.parametrize("odd", ["/integrity/demo/p", "p", None, "ftp://index.example/p"])
+def test_a_provenance_url_not_absolute_takes_the_long_way(odd):
+    fast, slow = both(page([entry("demo-1.0.tar.gz", provenance=odd)]))
+    assert fast is None
+    expected = {"/integrity/demo/p": "http://127.0.0.1:9000/integrity/demo/p",
+                "p": "http://127.0.0.1:9000/simple/demo/p"}.get(odd)
+    assert slow["files"][0].get("provenance") == expected

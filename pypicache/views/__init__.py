@@ -61,6 +61,16 @@ def links_base() -> str | None:
     return f"{request.root_url}packages/"
 
 
+def provenance_base() -> str | None:
+    """Where a page's provenance URLs start when they point at our copies: only for a client
+    that reached us over https (PEP 740 asks for a fully qualified URL of a secure origin; a
+    TLS front says so with X-Forwarded-Proto, believed from PYPI_TRUSTED_PROXIES), to the host
+    it used; None keeps the upstream's (pypicache/provenance.py)."""
+    if not request.is_secure or not _HOST.fullmatch(request.host):
+        return None
+    return f"{request.root_url}packages/"
+
+
 def not_modified(etag: str) -> bool:
     """Whether the request's If-None-Match names `etag`. It compares weakly (RFC 9110
     13.1.2): a W/ tag from a gzipping front matches."""

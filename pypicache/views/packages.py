@@ -10,6 +10,7 @@ from werkzeug.wsgi import wrap_file
 from .. import names
 from ..conditional import Answer, Ask, Validator
 from ..metadata import SUFFIX as METADATA
+from ..provenance import SUFFIX as PROVENANCE
 from ..results import FileAnswer
 from ..stats.setup import file_served
 from ..uploads import PREFIX as UPLOADS
@@ -30,6 +31,9 @@ def package(path: str) -> Response:
         return refused(refusal, names.filename(path))
     if found.uploads is not None and path.startswith(UPLOADS):  # the team's own files
         result = found.uploads.open(path)
+    elif path.endswith(PROVENANCE):  # PEP 740 (pypicache/provenancefetch.py)
+        head = request.method == "HEAD"
+        result = (found.provenance.describe if head else found.provenance.open)(path)
     elif request.method == "HEAD":  # starts no download and extracts nothing
         result = (found.metadata if path.endswith(METADATA) else found.fetcher).describe(path)
     elif path.endswith(METADATA):

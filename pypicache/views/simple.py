@@ -12,7 +12,9 @@ from ..pagefiles import Body
 from ..pages import ROOT
 from ..policy import HEADER
 from ..stats.setup import page_served
-from . import links_base, moved, not_modified, page_headers, refused, services, who
+from . import (
+    links_base, moved, not_modified, page_headers, provenance_base, refused, services, who,
+)
 
 bp = Blueprint("simple", __name__)
 SMALL = 1 << 20  # pages below this are read at once; bigger ones go out with sendfile
@@ -24,7 +26,8 @@ def _page_response(name: str) -> Response:
         offered = ", ".join(render.OFFERS)
         return Response(f"Not acceptable; this index offers {offered}\n", 406, mimetype="text/plain")
     compressed = request.accept_encodings["gzip"] > 0  # "gzip;q=0" refuses it
-    want = Body("json" if render.is_json(media_type) else "html", compressed, links_base())
+    want = Body("json" if render.is_json(media_type) else "html", compressed, links_base(),
+                provenance_base())
     found = services()
     policy = found.policy if name != ROOT else None  # the root list is not filtered
     client = who() if policy else None
