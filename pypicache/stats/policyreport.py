@@ -10,11 +10,15 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..catalog import Catalog
 from ..catalogrefusals import RefusalRow
 from ..policy import version_of
 from ..policyfile import Rules, rfc3339
+
+if TYPE_CHECKING:  # the service sends the refusals this page reads: no import at run time
+    from ..policyserve import PolicyService
 
 
 @dataclass
@@ -85,7 +89,7 @@ def held(rows: list[RefusalRow], now: float) -> list[dict]:
             for r in sorted(releases.values(), key=lambda r: (r["last"], r["project"]))]
 
 
-def build(service, catalog: Catalog, path: Path | None, kept: int) -> PolicyPage:
+def build(service: PolicyService | None, catalog: Catalog, path: Path | None, kept: int) -> PolicyPage:
     """The page of the policy in force (`service`: the PolicyService, None without a policy)."""
     rows = catalog.refusals()
     now = time.time()
