@@ -137,7 +137,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from . import auth
     from .cli import pypicache
     from .stats.setup import install
-    from .views import browse, jsonapi, ops, packages, peers, simple
+    from .views import browse, jsonapi, ops, packages, peers, policypage, simple
 
     auth.install(app, settings.auth_file, settings.auth_scope, settings.cache_dir)
     app.register_blueprint(simple.bp)
@@ -147,6 +147,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(ops.bp)
     install(app, services)  # statistics, metrics, eviction (pypicache/stats)
     app.register_blueprint(browse.bp)
+    app.register_blueprint(policypage.bp)
     if settings.uploads:
         from .views import uploads as upload_view
 

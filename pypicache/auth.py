@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 OPEN = frozenset({"ops.healthz", "peers.file"})  # probes never log in; nodes show a token
 # The routes that list what the organisation installs: the only ones PYPI_AUTH_SCOPE=dashboard guards.
 DASHBOARD = frozenset({"browse.dashboard", "browse.project", "browse.stats_json",
-                       "browse.project_json", "ops.metrics"})
+                       "browse.project_json", "ops.metrics", "policy.page", "policy.page_json"})
 # Uploads (pypicache/views/uploads.py) need a login whatever the scope.
 ALWAYS = frozenset({"uploads.upload"})
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="pypicache", charset="UTF-8"'}

@@ -8,7 +8,8 @@ statistics every worker adds to (pypicache/stats); `removed` what eviction and `
 here: the page's own model says it (pypicache/listings.py), so a page miss writes no row per file.
 `listed_under` holds the rare file whose page is not the project its name says
 (names.project_of_file), so that it is still found. The statistics' tables (`totals`, `state`,
-`ahead`) are written and read by the methods of pypicache/catalogstats.py.
+`ahead`) are written and read by the methods of pypicache/catalogstats.py, the policy's
+recent refusals (`refusals`) by those of pypicache/catalogrefusals.py.
 
 Reads never write: rows of published files and page sizes are buffered (record_cached,
 record_page) and written by `write_pending`, which the statistics thread calls about once a
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from . import database, names
+from .catalogrefusals import Refusals
 from .catalogstats import Statistics
 from .database import translated
 
@@ -48,7 +50,7 @@ FILE_COLUMNS = "path, project, size, sha256, created, last_used, hits"
 REMOVED_KEPT = 1000  # the dashboard shows the latest 50 removals
 
 
-class Catalog(Statistics):
+class Catalog(Statistics, Refusals):
     """The catalog file, read and written (once `prepare`d), or only read (`readonly`)."""
 
     def __init__(self, path: Path, readonly: bool = False):

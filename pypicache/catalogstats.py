@@ -12,6 +12,8 @@ import sqlite3
 import time
 from typing import Callable, Iterable, NamedTuple
 
+from .catalogrefusals import Pending, write_refusals
+
 AHEAD_KEPT = 86400.0  # seconds something fetched ahead waits for a client; then it counts unused
 # Each thing fetched ahead is used once, by the first use that came after its fetch began (a
 # client that followed that fetch included): uses are [key, time] pairs.
@@ -42,6 +44,7 @@ class Statistics:
         pages: dict[str, float] | None = None,
         ahead: dict[str, tuple[str, float]] | None = None,
         uses: dict[str, float] | None = None,
+        refusals: Pending | None = None,
     ) -> Added:
         """One worker's counts since its last flush, added in one short transaction.
 
@@ -50,6 +53,7 @@ class Statistics:
         `pages` the last use of each page served. `ahead` is what was fetched ahead of any
         client, by key (a file's path, "page:<project>"): (kind, when its fetch began); `uses`
         the latest use of each key, which counts those in the totals `ahead_used_<kind>`.
+        `refusals` are the policy's (pypicache/catalogrefusals.py).
         Returns the `files` rows that found no file row (not written yet by the worker that
         published the file, or evicted) and the keys of `uses` that found something.
         """
@@ -81,6 +85,8 @@ class Statistics:
             )
             db.executemany("UPDATE pages SET last_used = MAX(last_used, ?) WHERE project = ?",
                            [(at, project) for project, at in (pages or {}).items()])
+            if refusals:
+                write_refusals(db, refusals)
 
         self._transaction(add)
         return added

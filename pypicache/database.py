@@ -29,6 +29,12 @@ CREATE INDEX IF NOT EXISTS ahead_at ON ahead(at);
 CREATE TABLE IF NOT EXISTS removed (
     path TEXT NOT NULL, project TEXT NOT NULL, size INTEGER NOT NULL, reason TEXT NOT NULL,
     at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS refusals (
+    mode TEXT NOT NULL, rule TEXT NOT NULL, project TEXT NOT NULL, file TEXT NOT NULL,
+    what TEXT NOT NULL, address TEXT NOT NULL, user TEXT NOT NULL, entry TEXT NOT NULL,
+    count INTEGER NOT NULL, first REAL NOT NULL, last REAL NOT NULL, until REAL,
+    PRIMARY KEY (mode, rule, project, file, what, address, user));
+CREATE INDEX IF NOT EXISTS refusals_last ON refusals(last);
 """
 BUSY_TIMEOUT = 30  # seconds SQLite waits for another worker's write transaction
 # SQLite's primary result codes that are faults of the cache's storage, not of our queries.

@@ -250,7 +250,9 @@ class PolicyService:
             log.warning("policy: %s the file %s of %s to %s: %s", verb, name, project, who,
                         refusal.header)
         for rule in sorted({r.rule for r in refused.values()}):
-            policy_refused.send(self, rule=rule, mode=rules.mode, what=what)
+            policy_refused.send(self, rule=rule, mode=rules.mode, what=what, project=project,
+                                who=who, refused={name: r for name, r in refused.items()
+                                                  if r.rule == rule})
 
     def health(self) -> dict:
         """For /healthz, which anyone may read: the rules' version and state, and where a bad

@@ -20,6 +20,7 @@ from collections import defaultdict
 from typing import Callable
 
 from ..catalog import Catalog
+from ..catalogrefusals import Pending, RefusalKey
 
 log = logging.getLogger(__name__)
 FLUSH_INTERVAL = 1.0  # seconds: how stale the dashboard and the LRU order may be
@@ -57,6 +58,7 @@ class Recorder:
         self._ahead: dict[str, tuple[str, float]] = {}  # key -> (kind, when its fetch began)
         self._totals: defaultdict[str, float] = defaultdict(float)
         self._state: dict[str, tuple[float, str | None]] = {}
+        self._refusals: Pending = {}  # the policy's, see refused()
 
     def _forked(self) -> None:
         """A child starts with nothing: its parent's counts are the parent's to flush."""
@@ -134,6 +136,20 @@ class Recorder:
         if self._thread is None:
             self._start()
 
+    def refused(self, key: RefusalKey, entry: str, until: float | None) -> None:
+        """The policy refused something (or would have, in report mode): counted by rule,
+        project, file, kind and client, and kept in the catalog's last REFUSALS_KEPT."""
+        now = time.time()
+        with self._lock:
+            row = self._refusals.get(key)
+            if row is None:
+                self._refusals[key] = [1, now, now, entry, until]
+            else:
+                row[0] += 1
+                row[2:] = [now, entry, until]
+        if self._thread is None:
+            self._start()
+
     def pending_state(self) -> dict[str, tuple[float, str | None]]:
         with self._lock:
             return dict(self._state)
@@ -178,22 +194,23 @@ class Recorder:
         with self._flush_lock:
             with self._lock:
                 files, totals, state, pages = self._files, self._totals, self._state, self._pages
-                ahead = self._ahead
+                ahead, refusals = self._ahead, self._refusals
                 self._reset()
             uses = dict(self._uses)
             for key, at in [(path, last) for path, (_, last) in files.items()] + [
                     ("page:" + name, at) for name, at in pages.items()]:
                 uses[key] = max(at, uses.get(key, at))
             try:
-                if not (files or totals or state or pages or uses):
+                if not (files or totals or state or pages or uses or refusals):
                     self.catalog.write_pending()  # rows of published files, if any
                     self._checkpoint()
                     return
                 rows = [(hits, last, path) for path, (hits, last) in files.items()]
-                added = self.catalog.add_stats(rows, dict(totals), state, pages, ahead, uses)
+                added = self.catalog.add_stats(rows, dict(totals), state, pages, ahead, uses,
+                                               refusals)
             except sqlite3.Error as error:
                 log.warning("statistics not saved yet (%s); kept for the next flush", error)
-                self._merge(files, totals, state, pages, ahead)
+                self._merge(files, totals, state, pages, ahead, refusals)
                 return
             unmatched = added.unmatched
             recent = time.time() - self.uses_kept
@@ -214,8 +231,12 @@ class Recorder:
         self._checkpointed = time.monotonic()
         self.catalog.checkpoint()
 
-    def _merge(self, files, totals, state, pages, ahead=None) -> None:
+    def _merge(self, files, totals, state, pages, ahead=None, refusals=None) -> None:
         with self._lock:
+            for key, (count, first, last, entry, until) in (refusals or {}).items():
+                row = self._refusals.setdefault(key, [0, first, last, entry, until])
+                row[0] += count
+                row[1] = min(row[1], first)
             for key, value in (ahead or {}).items():
                 self._ahead.setdefault(key, value)
             for name, at in pages.items():

@@ -8,6 +8,7 @@ import time
 from flask import Flask, Response, current_app, request
 
 from .. import upstreams
+from ..catalogrefusals import RefusalKey
 from ..evict import Evictor
 from .frontlog import FrontLog
 from .metrics import Metrics
@@ -86,8 +87,16 @@ class Stats:
     def on_login_checked(self, logins, outcome: str) -> None:
         self.metrics.logins.labels(outcome).inc()
 
-    def on_policy_refused(self, service, rule: str, mode: str, what: str) -> None:
+    def on_policy_refused(self, service, rule: str, mode: str, what: str, project: str = "",
+                          who=None, refused: dict | None = None, **_) -> None:
+        """Counted by rule for /metrics, and each file (or project) by client for the
+        policy page (buffered, flushed with the other counts)."""
         self.metrics.policy_refusals.labels(rule, mode, what).inc()
+        address, user = (who.address, who.user or "") if who is not None else ("-", "")
+        for name, refusal in (refused or {}).items():
+            file = "" if what == "project" else name
+            key = RefusalKey(mode, rule, project, file, what, address, user)
+            self.recorder.refused(key, refusal.entry, refusal.until)
 
     def on_upload_received(self, index, outcome: str) -> None:
         self.recorder.add(f"uploads_{outcome}", 1)

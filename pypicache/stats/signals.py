@@ -29,7 +29,9 @@ login_checked = _signals.signal("login-checked")
 
 # Sent by pypicache/policyserve.py once per request and rule that refused something (or would have,
 # in report mode): sender=the PolicyService, rule=..., mode="enforce" or "report",
-# what="project" (a page refused), "page" (files left off a page) or "file" (a download).
+# what="project" (a page refused), "page" (files left off a page) or "file" (a download),
+# project=its canonical name, who=the client (policyserve.Who: address, user), refused=
+# {filename (the project's name for a whole project): policy.Refusal} of this rule.
 policy_refused = _signals.signal("policy-refused")
 
 # Sent by the upload view (pypicache/views/uploads.py) for every upload it answers: sender=the local
