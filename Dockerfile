@@ -41,7 +41,6 @@ RUN useradd --system --uid 10001 --user-group --no-create-home \
 COPY docker/pypicache/entrypoint.sh /usr/local/bin/pypicache-entrypoint
 COPY docker/pypicache/wait-for-store /usr/local/bin/pypicache-wait-for-store
 COPY gunicorn.conf.py .
-COPY templates ./templates
 COPY pypicache ./pypicache
 
 ENV PYPI_MIRROR_URL=${PYPI_MIRROR_URL} \

@@ -102,7 +102,7 @@ def _log_like_gunicorn() -> None:
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """The app: settings from the environment (overridden by `test_config`), services, views."""
     _log_like_gunicorn()
-    app = Flask(__name__, template_folder="../templates")
+    app = Flask(__name__)  # templates: pypicache/templates, shipped in the package
     overrides = dict(test_config or {})
     settings = config.load(overrides.pop("environ", None), **overrides)
     services = Services.build(settings)

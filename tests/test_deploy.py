@@ -251,7 +251,7 @@ def test_cmd_is_gunicorn_with_the_config_file():
     parser = parse_dockerfile()
     assert exec_form(parser.cmd) == ["gunicorn", "-c", "gunicorn.conf.py"]
     copied = {value.split()[0] for value in instructions(parser, "COPY")}
-    assert {"gunicorn.conf.py", "pypicache", "templates", "requirements.txt"} <= copied
+    assert {"gunicorn.conf.py", "pypicache", "requirements.txt"} <= copied
 
 
 def test_healthcheck_path_is_a_route_of_the_app(tmp_path, monkeypatch):
