@@ -1,6 +1,10 @@
 """pypicache: an on-demand caching mirror of a Python package index (a Flask app)."""
 from __future__ import annotations
 
+# The one place of the version: setup.cfg reads it (`attr:`), `pypicache --version`, /healthz
+# and the dashboard show it. CHANGELOG.md says what each one changed.
+__version__ = "1.0.0"
+
 import logging
 import sqlite3
 from dataclasses import dataclass, field
@@ -108,6 +112,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     services = Services.build(settings)
     app.extensions["pypicache"] = services
     app.config["PYPICACHE"] = settings
+    app.jinja_env.globals["pypicache_version"] = __version__
     # Nothing above wrote to the cache, so a read-only command (`pypicache stats`) leaves it
     # as it is: gunicorn prepares it as the server starts, a process's first write otherwise.
 
