@@ -25,6 +25,6 @@ def serve(gunicorn_args: tuple[str, ...]) -> None:
 
 
 def gunicorn_command(gunicorn_args: tuple[str, ...] = ()) -> list[str]:
-    """The interpreter's arguments that run the server. -P: the working directory is not put
-    first on sys.path, so a directory named pypicache there never shadows the installed one."""
-    return ["-P", "-m", "gunicorn", "-c", CONFIG, *gunicorn_args]
+    """The interpreter's arguments that run the server (the image keeps no source tree in its
+    working directory, which `-m` puts first on sys.path)."""
+    return ["-m", "gunicorn", "-c", CONFIG, *gunicorn_args]

@@ -207,8 +207,8 @@ def start_nginx(work: Path, dists: Path, links: str = "relative") -> Index:
 def start_pypiserver(work: Path, dists: Path) -> Index:
     """`pypi-server run` on a directory of packages; no fallback redirect to the public index."""
     port, log = free_port(), work / "pypiserver.log"
-    command = [str(tool_bin("pypiserver") / "pypi-server"), "run", "--host", "127.0.0.1", "--port", str(port),
-               "--disable-fallback", str(dists)]
+    command = [str(tool_bin("pypiserver") / "pypi-server"), "run", "--host", "127.0.0.1",
+               "--port", str(port), "--disable-fallback", str(dists)]
     process = _spawn(command, log, env=clean_environ())
     origin = f"http://127.0.0.1:{port}"
     _wait(origin + "/health", process, log)

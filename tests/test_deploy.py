@@ -269,7 +269,8 @@ def test_the_image_installs_the_package_after_its_pinned_requirements_and_drops_
     runs = [value for name, value in steps if name == "RUN"]
     (install,) = [run for run in runs if f"pip install --no-cache-dir --no-deps {source}" in run]
     assert "pip check" in install and f"rm -rf {source}" in install
-    assert runs.index(install) > next(i for i, run in enumerate(runs) if "-r requirements.txt" in run)
+    pinned = next(i for i, run in enumerate(runs) if "-r requirements.txt" in run)
+    assert runs.index(install) > pinned
 
 
 def test_healthcheck_path_is_a_route_of_the_app(tmp_path, monkeypatch):
