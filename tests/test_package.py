@@ -86,7 +86,7 @@ def test_serve_runs_gunicorn_with_the_shipped_settings_and_passes_options_on(tmp
 # ---- pip install <checkout> in a fresh venv (tests/installed.py) --------------------------
 
 @pytest.fixture(scope="module")
-def upstream(tmp_path_factory):
+def chain(tmp_path_factory):
     server = Upstream(tmp_path_factory.mktemp("upstream")).start()
     server.add_wheel("alpha", "1.0", requires=["beta"])
     server.add_wheel("beta", "1.0")
@@ -95,11 +95,11 @@ def upstream(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def served(installed, upstream, tmp_path_factory):
+def served(installed, chain, tmp_path_factory):
     """`pypicache serve` of the fresh venv, from a directory with no checkout in it."""
     base = tmp_path_factory.mktemp("served")
     port = free_port()
-    env = clean_environ() | upstream.env() | {
+    env = clean_environ() | chain.env() | {
         "PYPI_CACHE_DIR": str(base / "cache"), "PYPI_BIND": f"127.0.0.1:{port}",
         "PYPI_WORKERS": "2", "HOME": str(base)}
     env.pop("PYTHONPATH", None)
@@ -154,7 +154,7 @@ def test_serve_answers_healthz_with_the_version(served):
 
 
 @pytest.mark.e2e
-def test_warm_through_the_served_proxy_shows_its_progress(installed, served, upstream):
+def test_warm_through_the_served_proxy_shows_its_progress(installed, served, chain):
     requirements = served["base"] / "requirements.txt"
     requirements.write_text("alpha\n")
     done = subprocess.run(
@@ -163,6 +163,6 @@ def test_warm_through_the_served_proxy_shows_its_progress(installed, served, ups
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 files to warm" in done.stdout and "warmed 2 files" in done.stdout
     assert re.search(r"warming: 100%\|", done.stdout), done.stdout  # tqdm's bar, at its end
-    assert [upstream.downloads(f"{name}-1.0-py3-none-any.whl") for name in ("alpha", "beta")] \
+    assert [chain.downloads(f"{name}-1.0-py3-none-any.whl") for name in ("alpha", "beta")] \
         == [1, 1]
     assert os.path.isdir(Path(served["env"]["PYPI_CACHE_DIR"]) / "files")
