@@ -18,13 +18,8 @@ def serve(gunicorn_args: tuple[str, ...]) -> None:
     Every other argument goes to gunicorn, whose options win over the settings:
     `pypicache serve --log-level debug`, `pypicache serve --check-config`.
     """
-    command = [sys.executable, *gunicorn_command(gunicorn_args)]
+    # `-m` puts the working directory first on sys.path: the image keeps no source tree there.
+    command = [sys.executable, "-m", "gunicorn", "-c", CONFIG, *gunicorn_args]
     # exec, not a child: the server keeps this process's id, so a container's PID 1 is
     # gunicorn's arbiter and gets docker stop's SIGTERM itself (graceful shutdown).
     os.execv(sys.executable, command)
-
-
-def gunicorn_command(gunicorn_args: tuple[str, ...] = ()) -> list[str]:
-    """The interpreter's arguments that run the server (the image keeps no source tree in its
-    working directory, which `-m` puts first on sys.path)."""
-    return ["-m", "gunicorn", "-c", CONFIG, *gunicorn_args]
