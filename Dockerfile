@@ -40,9 +40,20 @@ RUN useradd --system --uid 10001 --user-group --no-create-home \
 
 COPY docker/pypicache/entrypoint.sh /usr/local/bin/pypicache-entrypoint
 COPY docker/pypicache/wait-for-store /usr/local/bin/pypicache-wait-for-store
+
+# The package, installed as `pip install .` installs it anywhere: its dependencies are the
+# pinned layer above (--no-deps keeps them; pip check proves they meet the package's ranges).
+# Built from a copy outside the workdir, which is removed: the server runs the installed
+# package, never a source tree that the working directory would put first on sys.path.
+COPY pyproject.toml setup.cfg README.md /tmp/pypicache-src/
+COPY pypicache /tmp/pypicache-src/pypicache
+RUN pip install --no-cache-dir --no-deps /tmp/pypicache-src \
+    && pip check \
+    && rm -rf /tmp/pypicache-src
+
+# For a command that names it (`gunicorn -c gunicorn.conf.py`, docker/swarm/): the installed
+# package's settings, the same as `pypicache serve`.
 COPY gunicorn.conf.py .
-COPY templates ./templates
-COPY pypicache ./pypicache
 
 ENV PYPI_MIRROR_URL=${PYPI_MIRROR_URL} \
     PYPI_PACKAGE_LOC=${PYPI_PACKAGE_LOC} \
@@ -67,7 +78,7 @@ EXPOSE 80
 HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; from pypicache.config import load; port = load().bind.rpartition(':')[2]; sys.exit(urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4).status != 200)"]
 
-# Exec form: after the entrypoint's exec, gunicorn is PID 1 and gets docker stop's SIGTERM
-# itself (graceful shutdown).
+# Exec form: after the entrypoint's exec and `pypicache serve`'s own, gunicorn is PID 1 and
+# gets docker stop's SIGTERM itself (graceful shutdown).
 ENTRYPOINT ["pypicache-entrypoint"]
-CMD ["gunicorn", "-c", "gunicorn.conf.py"]
+CMD ["pypicache", "serve"]

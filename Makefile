@@ -9,17 +9,22 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.runtime: requirements.txt | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+# The pinned requirements and the package itself, editable (the checkout's code runs, edits
+# need no reinstall) in one resolution: pip refuses pins outside the package's ranges.
+# $(BIN)/pypicache is the package's command.
+PACKAGE := setup.cfg pyproject.toml
+
+$(VENV)/.runtime: requirements.txt $(PACKAGE) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements.txt -e .
 	touch $@
 
-$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+$(VENV)/.dev: requirements.txt requirements-dev.txt $(PACKAGE) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -e .
 	touch $@
 
 # Start the server on its defaults (127.0.0.1:8080, cache in ~/.cache/pypicache).
 serve: $(VENV)/.runtime
-	$(BIN)/gunicorn -c gunicorn.conf.py
+	$(BIN)/pypicache serve
 
 # Set up and run the whole test suite (what .ci/run runs).
 test: $(VENV)/.dev

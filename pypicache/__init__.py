@@ -1,6 +1,10 @@
 """pypicache: an on-demand caching mirror of a Python package index (a Flask app)."""
 from __future__ import annotations
 
+# The one place of the version: setup.cfg reads it (`attr:`), `pypicache --version`, /healthz
+# and the dashboard show it. CHANGELOG.md says what each one changed.
+__version__ = "1.0.0"
+
 import logging
 import sqlite3
 from dataclasses import dataclass, field
@@ -108,12 +112,13 @@ def _log_like_gunicorn() -> None:
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """The app: settings from the environment (overridden by `test_config`), services, views."""
     _log_like_gunicorn()
-    app = Flask(__name__, template_folder="../templates")
+    app = Flask(__name__)  # templates: pypicache/templates, shipped in the package
     overrides = dict(test_config or {})
     settings = config.load(overrides.pop("environ", None), **overrides)
     services = Services.build(settings)
     app.extensions["pypicache"] = services
     app.config["PYPICACHE"] = settings
+    app.jinja_env.globals["pypicache_version"] = __version__
     # Nothing above wrote to the cache, so a read-only command (`pypicache stats`) leaves it
     # as it is: gunicorn prepares it as the server starts, a process's first write otherwise.
 

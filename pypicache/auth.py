@@ -37,6 +37,9 @@ USER = "pypicache.user"
 REMEMBERED = 4096  # verified and refused logins kept per worker, each as a 32-byte digest
 CHECKS_AT_ONCE = 1  # bcrypt checks per worker: each takes a core for a quarter of a second
 CHECK_WAIT = 2.0  # seconds a login waits for that; then 429
+# bcrypt reads the first 72 bytes of a password, and `htpasswd -B` hashes a longer one so; bcrypt
+# 5 refuses a longer one instead of cutting it, so it is cut here, as the file's hash was made.
+BCRYPT_MAX = 72
 # Failed checks allowed (burst, then one per interval in seconds), shared by the workers:
 # per client address (IPv6 by /64, what one host is given), per user name, and in all. Each
 # check takes a core for a quarter of a second: at most BURST of them at once, and then
@@ -124,7 +127,8 @@ class Logins:
             if wait := self._wait(keys):
                 return self._throttled(wait)
             try:
-                accepted = bcrypt.checkpw(password.encode(), hashed) and stored is not None
+                accepted = (bcrypt.checkpw(password.encode()[:BCRYPT_MAX], hashed)
+                            and stored is not None)
             except ValueError:  # a malformed hash in the file
                 accepted = False
         finally:

@@ -1,4 +1,8 @@
-"""Command-line tools: `flask --app pypicache:create_app pypicache warm|prune|verify|stats|policy`."""
+"""The `pypicache` command: serve, warm, prune, verify, stats, policy, uploads.
+
+Installed as a console script (`pypicache.cli:main`); the same group is also the app's flask
+command, `flask --app pypicache:create_app pypicache ...`, as it was before the package.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -12,14 +16,15 @@ from pathlib import Path
 
 import click
 from flask import current_app
-from flask.cli import with_appcontext
+from flask.cli import ScriptInfo, with_appcontext
 from packaging.utils import canonicalize_name
 from tqdm import tqdm
 
-from . import config, convert, database, names
+from . import __version__, config, convert, database, names
 from .bucketcli import prune_bucket, verify_bucket
 from .catalog import Catalog
 from .policycli import policy
+from .servecli import serve
 from .stats import report
 from .uploadscli import uploads
 
@@ -27,12 +32,25 @@ CHUNK = 1 << 20
 
 
 @click.group("pypicache")
+@click.version_option(__version__, prog_name="pypicache", message="%(prog)s %(version)s")
 def pypicache() -> None:
-    """Manage the pypicache cache."""
+    """An on-demand caching mirror of a Python package index: the server and its cache."""
 
 
+pypicache.add_command(serve)  # gunicorn with the shipped settings (pypicache/servecli.py)
 pypicache.add_command(policy)  # policy check FILE, policy explain PROJECT (pypicache/policycli.py)
 pypicache.add_command(uploads)  # uploads yank|unyank|delete PROJECT VERSION (uploadscli.py)
+
+
+def main() -> None:
+    """The console script: the group, with the app its commands need built from the environment
+    (PYPI_* settings) when a command asks for it, as flask's `--app` would."""
+    from . import create_app  # here: the package imports this module while it builds an app
+
+    try:
+        pypicache.main(prog_name="pypicache", obj=ScriptInfo(create_app=create_app))
+    except config.ConfigError as error:  # one line naming the variable, as the server says it
+        sys.exit(f"pypicache: bad configuration: {error}")
 
 
 def _services():

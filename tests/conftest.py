@@ -7,6 +7,7 @@ from flask.testing import FlaskClient
 from pypicache import create_app
 
 from .fixture_upstream import Upstream
+from .installed import install_checkout
 from .s3_server import MotoS3
 from .servers import Proxy
 
@@ -68,3 +69,10 @@ def moto(tmp_path_factory):
     server = MotoS3(tmp_path_factory.mktemp("moto")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory):
+    """bin/ of a fresh venv with `pip install <checkout>` done (tests/installed.py): made once
+    per test session, for the tests of the package and of the image's command."""
+    return install_checkout(tmp_path_factory.mktemp("installed"))

@@ -9,7 +9,6 @@ import html
 import io
 import json
 import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -18,9 +17,9 @@ import requests
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
 from .servers import clean_environ, free_port, stop_group
+from .toolenvs import tool_bin
 from .wheels import make_wheel, metadata_from_wheel, wheel_metadata_text
 
-BIN = Path(sys.executable).parent
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 CHAIN = {"alpha": "1.0", "beta": "1.0", "gamma": "1.0"}  # what `install alpha` must give
 
@@ -208,8 +207,8 @@ def start_nginx(work: Path, dists: Path, links: str = "relative") -> Index:
 def start_pypiserver(work: Path, dists: Path) -> Index:
     """`pypi-server run` on a directory of packages; no fallback redirect to the public index."""
     port, log = free_port(), work / "pypiserver.log"
-    command = [str(BIN / "pypi-server"), "run", "--host", "127.0.0.1", "--port", str(port),
-               "--disable-fallback", str(dists)]
+    command = [str(tool_bin("pypiserver") / "pypi-server"), "run", "--host", "127.0.0.1",
+               "--port", str(port), "--disable-fallback", str(dists)]
     process = _spawn(command, log, env=clean_environ())
     origin = f"http://127.0.0.1:{port}"
     _wait(origin + "/health", process, log)
@@ -221,10 +220,11 @@ def start_devpi(work: Path, dists: Path | None = None, mirror_of: str | None = N
     """devpi-init (without its mirror of the public index), devpi-server, then devpi-client:
     root/dev with `dists` uploaded, or root/mirror, `type=mirror` of `mirror_of`."""
     port, log, serverdir = free_port(), work / "devpi.log", work / "devpi-server"
+    bin_ = tool_bin("devpi")  # its own venv (tests/toolenvs.py)
     env = clean_environ() | {"DEVPI_CLIENTDIR": str(work / "devpi-client")}
-    subprocess.run([str(BIN / "devpi-init"), "--serverdir", str(serverdir), "--no-root-pypi"],
+    subprocess.run([str(bin_ / "devpi-init"), "--serverdir", str(serverdir), "--no-root-pypi"],
                    check=True, capture_output=True, env=env, timeout=120)
-    command = [str(BIN / "devpi-server"), "--serverdir", str(serverdir),
+    command = [str(bin_ / "devpi-server"), "--serverdir", str(serverdir),
                "--host", "127.0.0.1", "--port", str(port)]
     process = _spawn(command, log, env=env)
     origin = f"http://127.0.0.1:{port}"
@@ -238,7 +238,7 @@ def start_devpi(work: Path, dists: Path | None = None, mirror_of: str | None = N
         steps = [["index", "-c", index], ["use", index],
                  ["upload", *map(str, sorted(dists.iterdir()))]]
     for args in [["use", origin], ["login", "root", "--password", ""], *steps]:
-        done = subprocess.run([str(BIN / "devpi"), *args], capture_output=True, text=True,
+        done = subprocess.run([str(bin_ / "devpi"), *args], capture_output=True, text=True,
                               env=env, cwd=work, timeout=120)
         if done.returncode:
             stop_group(process)

@@ -1,4 +1,4 @@
-"""The command-line tools: warm, prune, verify, stats."""
+"""The command-line tools (`pypicache ...`, pypicache/cli.py): warm, prune, verify, stats."""
 from __future__ import annotations
 
 import hashlib
@@ -86,7 +86,7 @@ def _cli(cache_dir, *args: str, **env: str) -> subprocess.CompletedProcess:
     """The CLI as an operator runs it: a process of its own, settings from the environment."""
     environ = clean_environ() | {"PYPI_CACHE_DIR": str(cache_dir),
                                  "PYPI_MIRROR_URL": "http://127.0.0.1:9/simple"} | env
-    command = [sys.executable, "-m", "flask", "--app", "pypicache:create_app", "pypicache", *args]
+    command = [sys.executable, "-m", "pypicache", *args]
     return subprocess.run(command, cwd=ROOT, env=environ, capture_output=True, text=True,
                           timeout=120)
 
@@ -174,6 +174,22 @@ def test_stats_on_a_missing_cache_says_so_and_makes_none(tmp_path):
     assert not (tmp_path / "nowhere").exists()
 
 
+def test_the_flask_form_of_the_commands_still_works(tmp_path):
+    """`flask --app pypicache:create_app pypicache ...`, the form before the `pypicache` command."""
+    command = [sys.executable, "-m", "flask", "--app", "pypicache:create_app", "pypicache",
+               "stats"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=clean_environ() | {"PYPI_CACHE_DIR": str(tmp_path / "nowhere")})
+    assert done.returncode == 1 and "no cache at" in done.stderr
+
+
+def test_a_bad_setting_is_one_line_naming_the_variable(tmp_path):
+    done = _cli(tmp_path / "cache", "stats", PYPI_BIND="nowhere")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "pypicache: bad configuration: PYPI_BIND='nowhere': must be HOST:PORT or unix:PATH"]
+
+
 @pytest.mark.e2e
 def test_warm_fetches_everything_a_requirements_file_needs(tmp_path):
     up = Upstream(tmp_path / "up").start()
@@ -185,8 +201,8 @@ def test_warm_fetches_everything_a_requirements_file_needs(tmp_path):
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("alpha\n")
     try:
-        command = [sys.executable, "-m", "flask", "--app", "pypicache:create_app", "pypicache", "warm",
-                   "-r", str(requirements), "--proxy", proxy.url]
+        command = [sys.executable, "-m", "pypicache", "warm", "-r", str(requirements),
+                   "--proxy", proxy.url]
         warm = subprocess.run(command, cwd=ROOT, env=proxy.env, capture_output=True, text=True,
                               timeout=120)
         assert warm.returncode == 0, warm.stderr

@@ -247,11 +247,30 @@ def test_the_entrypoint_walks_the_cache_only_when_its_top_has_another_owner(tmp_
     assert deep.stat().st_uid == catalog.stat().st_uid == 10001
 
 
-def test_cmd_is_gunicorn_with_the_config_file():
+def test_cmd_is_the_pypicache_command_of_the_installed_package():
     parser = parse_dockerfile()
-    assert exec_form(parser.cmd) == ["gunicorn", "-c", "gunicorn.conf.py"]
-    copied = {value.split()[0] for value in instructions(parser, "COPY")}
-    assert {"gunicorn.conf.py", "pypicache", "templates", "requirements.txt"} <= copied
+    assert exec_form(parser.cmd) == ["pypicache", "serve"]
+    copied = {source for value in instructions(parser, "COPY") for source in value.split()[:-1]}
+    assert {"gunicorn.conf.py", "pypicache", "setup.cfg", "pyproject.toml",
+            "requirements.txt"} <= copied
+
+
+def test_the_image_installs_the_package_after_its_pinned_requirements_and_drops_the_source():
+    """`pip install .` as anywhere, --no-deps over the pinned layer (which stays cached), then
+    pip check: the pins meet the package's ranges. No source tree stays to shadow it."""
+    parser = parse_dockerfile()
+    steps = [(item["instruction"], item["value"]) for item in parser.structure]
+    (code,) = [value.split() for name, value in steps
+               if name == "COPY" and value.split()[0] == "pypicache"]
+    source = str(Path(code[1]).parent)
+    assert source.startswith("/"), "built outside the WORKDIR"
+    (setup,) = [value.split() for name, value in steps if name == "COPY" and "setup.cfg" in value]
+    assert setup[-1].rstrip("/") == source and "pyproject.toml" in setup
+    runs = [value for name, value in steps if name == "RUN"]
+    (install,) = [run for run in runs if f"pip install --no-cache-dir --no-deps {source}" in run]
+    assert "pip check" in install and f"rm -rf {source}" in install
+    pinned = next(i for i, run in enumerate(runs) if "-r requirements.txt" in run)
+    assert runs.index(install) > pinned
 
 
 def test_healthcheck_path_is_a_route_of_the_app(tmp_path, monkeypatch):
@@ -275,7 +294,8 @@ def test_dockerignore_keeps_secrets_and_local_state_out():
     ]
     assert lines[0] == "*", "ignore everything, then allow what the Dockerfile copies"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    copied = {value.split()[0] for value in instructions(parse_dockerfile(), "COPY")}
+    copied = {source for value in instructions(parse_dockerfile(), "COPY")
+              for source in value.split()[:-1]}
     assert copied <= allowed
     assert not allowed & {".env", ".git", ".venv", "tests"}
 
@@ -309,7 +329,8 @@ def test_gunicorn_conf_takes_its_values_from_app_config(monkeypatch):
     assert conf["graceful_timeout"] > 0 and conf["timeout"] >= 30
     assert conf["accesslog"] == "-" and "%({x-cache}o)s" in conf["access_log_format"]
     assert conf["worker_tmp_dir"] == ("/dev/shm" if os.path.isdir("/dev/shm") else None)
-    assert "os.environ" not in (ROOT / "gunicorn.conf.py").read_text(), "pypicache.config is the reader"
+    for path in (ROOT / "gunicorn.conf.py", ROOT / "pypicache" / "gunicorn_conf.py"):
+        assert "os.environ" not in path.read_text(), f"{path.name}: pypicache.config is the reader"
 
 
 @pytest.mark.e2e
@@ -460,23 +481,26 @@ def localize(text: str, host: str, port: int) -> str:
 def image_workdir(parser: DockerfileParser, workdir: Path) -> Path:
     """The image's WORKDIR as its COPY instructions fill it: nothing else of the repo is there."""
     for value in instructions(parser, "COPY"):
-        source, destination = value.split()
-        if destination.startswith("/"):  # outside the WORKDIR (the entrypoint)
+        *sources, destination = value.split()
+        if destination.startswith("/"):  # outside the WORKDIR (the entrypoint, the package source)
             continue
-        origin, target = ROOT / source, workdir / destination
-        if origin.is_dir():
-            shutil.copytree(origin, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            if destination.endswith("/") or destination in (".", "./"):
-                target = target / origin.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(origin, target)
+        for source in sources:
+            origin, target = ROOT / source, workdir / destination
+            if origin.is_dir():
+                shutil.copytree(origin, target,
+                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                if destination.endswith("/") or destination in (".", "./"):
+                    target = target / origin.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(origin, target)
     return workdir
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """The image's CMD and ENV, with a tmp cache, a loopback bind and the fixture upstream."""
+def served(tmp_path_factory, installed):
+    """The image's CMD and ENV, with a tmp cache, a loopback bind and the fixture upstream; the
+    package installed in a venv as the image installs it (`installed`, tests/conftest.py)."""
     from tests.fixture_upstream import Upstream
     from tests.servers import stop_group
 
@@ -493,7 +517,7 @@ def served(tmp_path_factory):
     env.update(
         PYPI_CACHE_DIR=str(base / "cache"),
         PYPI_BIND=f"127.0.0.1:{port}",
-        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # `gunicorn` as in the image
+        PATH=f"{installed}{os.pathsep}{os.environ.get('PATH', '')}",  # the image's venv
         HOME=str(base / "server-home"),
     )
     workdir = image_workdir(parser, base / "workdir")
@@ -506,7 +530,7 @@ def served(tmp_path_factory):
     try:
         wait_healthy(port, server, log_path)
         yield {"port": port, "env": env, "upstream": upstream, "files": files, "log": log_path,
-               "workdir": workdir}
+               "workdir": workdir, "python": str(installed / "python")}
     finally:
         stop_group(server)
         upstream.stop()
@@ -517,7 +541,7 @@ def wait_healthy(port: int, server: subprocess.Popen, log_path: Path, limit: flo
     last = None
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            pytest.fail(f"gunicorn exited with {server.returncode}:\n{log_path.read_text()}")
+            pytest.fail(f"the server exited with {server.returncode}:\n{log_path.read_text()}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
                 if response.status == 200:
@@ -531,7 +555,7 @@ def wait_healthy(port: int, server: subprocess.Popen, log_path: Path, limit: flo
 @pytest.mark.e2e
 def test_the_images_healthcheck_passes_against_the_running_server(served):
     argv = healthcheck_argv(parse_dockerfile())
-    argv[0] = sys.executable  # `python` in the image
+    argv[0] = served["python"]  # `python` in the image: its venv's
     result = subprocess.run(
         argv, cwd=served["workdir"], env=served["env"], capture_output=True, text=True, timeout=30
     )

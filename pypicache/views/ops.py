@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from .. import __version__
 from ..stats import health
 from ..stats.metrics import CONTENT_TYPE
 from ..stats.report import upstream_state, upstream_states
@@ -26,7 +27,7 @@ def healthz():
     state = found.catalog.state() if checks["catalog"] is True else {}
     for name, seen in current_app.extensions[EXTENSION].recorder.pending_state().items():
         state[name] = max(state.get(name, seen), seen, key=lambda event: event[0])
-    body = {"status": "ok" if healthy else "failing", "checks": checks,
+    body = {"status": "ok" if healthy else "failing", "version": __version__, "checks": checks,
             "upstream": upstream_state(state)}
     if len(found.settings.indexes) > 1:
         body["upstreams"] = upstream_states(state, found.settings.indexes)
