@@ -97,6 +97,7 @@ class Settings:
     prefetch_queue: int
     prefetch_files: bool
     policy_file: Path | None
+    upload_time_source: str | None
     uploads: bool
     uploaders: Mapping[str, tuple[str, ...]]  # user -> project globs ("*": any project)
     upload_max_size: int
@@ -158,6 +159,9 @@ TABLE: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
     # A policy (docs/POLICY.md): its rules checked as the server starts (check_policy), then
     # re-read by every worker when it changes (pypicache/policywatch.py). Unset: no policy.
     "policy_file": ("PYPI_POLICY_FILE", convert.readable_file, None),
+    # A PEP 691 index whose pages give upload times (the public index's simple URL): asked,
+    # matching by sha256, for the files whose upstream page gives none (pypicache/uploadtimes.py).
+    "upload_time_source": ("PYPI_UPLOAD_TIME_SOURCE", convert.url, None),
     # The team's own packages (pypicache/uploads.py): a local index that comes before every
     # upstream, filled by twine or `uv publish` at /legacy/ by the users of PYPI_UPLOADERS
     # (`user` or `user=project-glob`, by spaces or commas), who log in from PYPI_AUTH_FILE.
