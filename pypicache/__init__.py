@@ -22,6 +22,7 @@ from .policyfile import PolicyError
 from .policywatch import LAST_GOOD, Watcher
 from .policyserve import PolicyService
 from .prefetch import Prefetcher
+from .quarantine import Quarantine
 from .uploads import LocalIndex
 
 if TYPE_CHECKING:  # boto3 only where a bucket is used
@@ -47,10 +48,14 @@ class Services:
     prefetch: Prefetcher = field(init=False)  # what a client will ask for next
     policy: PolicyService | None = field(init=False)  # with PYPI_POLICY_FILE only
     legacy: LegacyJson = field(init=False)  # the legacy JSON API's documents
+    quarantine: Quarantine = field(init=False)  # PEP 792: projects the upstream quarantined
 
     def __post_init__(self) -> None:
         self.prefetch = Prefetcher(self.settings, self.pages, self.metadata, self.fetcher)
         self.legacy = LegacyJson(self.pages, self.metadata)
+        self.quarantine = self.pages.refresher.status.quarantine
+        if self.cluster is not None:  # a quarantined project's files go from the bucket too
+            self.quarantine.stores.append(self.cluster.bucket)
         self.policy = None
         if self.settings.policy_file is not None:
             try:
