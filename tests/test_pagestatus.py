@@ -223,6 +223,8 @@ def test_the_setting_is_read_from_the_environment():
     settings = config.load({"PYPI_UPLOAD_TIME_SOURCE": "https://index.example/simple/"})
     assert settings.upload_time_source == "https://index.example/simple"
     assert config.load({}).upload_time_source is None
+    public = config.load({"PYPI_UPLOAD_TIME_SOURCE": "public"}).upload_time_source
+    assert public == config.pip_default_index()[0].rstrip("/")
     with pytest.raises(config.ConfigError, match="PYPI_UPLOAD_TIME_SOURCE"):
         config.load({"PYPI_UPLOAD_TIME_SOURCE": "index.example"})
 
@@ -306,3 +308,47 @@ def test_archived_and_deprecated_are_carried_through_and_change_nothing_else(cli
     assert f'<meta name="pypi:project-status" content="{status}">' in html
     assert '<meta name="pypi:repository-version" content="1.4">' in html
     assert client.get(f"/packages/ab/{WHEEL_OLD}").data == OLD
+
+
+@pytest.fixture
+def bucket(moto, monkeypatch, request):
+    from pypicache import s3
+
+    for name, value in moto.env().items():
+        monkeypatch.setenv(name, value)
+    return s3.S3Storage(f"s3://{moto.bucket}/{request.node.name}")
+
+
+@responses.activate
+def test_a_quarantined_projects_files_go_from_the_bucket_too(bucket, make_app, tmp_path):
+    responses.get(f"{MIRROR}/demo/", json=status_page(None), content_type=JSON)
+    app = make_app(storage_url=bucket.location)
+    client = app.test_client()
+    json_get(client)
+    upload = tmp_path / "upload"
+    for path in ("ab/" + WHEEL_OLD, "ab/" + WHEEL_OLD + ".metadata", "ab/other-1.0.tar.gz"):
+        upload.write_bytes(b"x")
+        assert bucket.store(path, upload)  # put there by another node
+    expire(app)
+    responses.replace(responses.GET, f"{MIRROR}/demo/", json=status_page("quarantined"),
+                      content_type=JSON)
+    assert json_get(client)["files"] == []
+    assert [item.path for item in bucket.list()] == ["ab/other-1.0.tar.gz"]
+    bucket.store("ab/" + WHEEL_OLD, upload)  # and again, by a node that had not yet looked
+    assert client.get(f"/packages/ab/{WHEEL_OLD}").status_code == 404
+    assert [item.path for item in bucket.list()] == ["ab/other-1.0.tar.gz"]
+
+
+def test_a_file_being_downloaded_is_removed_once_its_download_lets_go(app):
+    services = app.extensions["pypicache"]
+    cachedir, path = services.cachedir, "ab/" + WHEEL_OLD
+    cachedir.write_file(path, b"x")
+    lock = cachedir.try_lock(path)  # as a download holds it until its publish
+    Quarantine(cachedir, services.catalog).remove("demo", [path])
+    time.sleep(0.2)
+    assert cachedir.file(path).exists()
+    cachedir.unlock(path, lock)
+    deadline = time.monotonic() + 10
+    while cachedir.file(path).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not cachedir.file(path).exists()
