@@ -6,6 +6,8 @@ needs neither."""
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from .pagemodel import entry_path
 from .quarantine import Quarantine, without_files
 from .uploadtimes import UploadTimes
 
+log = logging.getLogger(__name__)
 # In the page's state.json: the time source failed, so the next refresh fetches the page
 # anew (no ETag, no 304) and asks the source again.
 RETRY_TIMES = "times_retry"
@@ -49,9 +52,12 @@ class PageStatus:
     def settle(self, name: str, amended: Amended) -> None:
         """Once the new version is what readers get: a quarantined project marked and its
         cached files removed, or its mark gone."""
-        self.quarantine.mark(name, amended.removals is not None)
-        if amended.removals is not None:
-            self.quarantine.remove(name, amended.removals)
+        try:
+            self.quarantine.mark(name, amended.removals is not None)
+            if amended.removals is not None:
+                self.quarantine.remove(name, amended.removals)
+        except (OSError, sqlite3.Error) as error:  # the page is right: its files wait
+            log.warning("could not act on the quarantine of %s: %s", name, error)
 
 
 def _listed(earlier: Path | None) -> list[str]:

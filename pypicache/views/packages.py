@@ -26,7 +26,8 @@ def package(path: str) -> Response:
     path = names.file_path(path)
     ask = Ask.of(request.environ)
     found = services()
-    if (quarantined := found.quarantine.check(path)) is not None:
+    # A file of a project the upstream quarantined (the team's own uploads are not its).
+    if (quarantined := found.quarantine.check(path)) and not path.startswith(UPLOADS):
         _confirm_quarantine(found, quarantined, path)
     # Decided by the file itself, not by the page a client may never have read (lock files).
     if found.policy and (refusal := found.policy.file(path, who())):
