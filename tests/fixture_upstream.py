@@ -367,7 +367,8 @@ class Upstream:
         if status:
             marks = f'    <meta name="pypi:project-status" content="{html.escape(status)}">\n'
             if reason:
-                marks += f'    <meta name="pypi:project-status-reason" content="{html.escape(reason)}">\n'
+                why = html.escape(reason)
+                marks += f'    <meta name="pypi:project-status-reason" content="{why}">\n'
             head = head.replace('content="1.1">\n', 'content="1.4">\n' + marks)
         lines = [head]
         for f in listed:
