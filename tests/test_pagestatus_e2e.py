@@ -110,9 +110,15 @@ def test_a_source_that_is_down_never_fails_a_page(upstreams, tmp_path):
         proxy.stop()
 
 
-def test_uv_exclude_newer_through_an_nginx_mirror_tree_with_a_time_source(tmp_path):
-    """Debian's nginx serving a bandersnatch-style tree: HTML and PEP 691 JSON pages, neither
-    with an upload time, as TUNA and USTC serve them."""
+SERVERS = {"nginx": indexes.start_nginx, "pypiserver": indexes.start_pypiserver,
+           "devpi": indexes.start_devpi}
+
+
+@pytest.mark.parametrize("server", sorted(SERVERS))
+def test_client_cutoffs_through_real_index_servers_with_a_time_source(tmp_path, server):
+    """Index servers other people wrote, none of which gives these files an upload time:
+    Debian's nginx serving a bandersnatch-style tree (HTML and PEP 691 JSON pages, as TUNA
+    and USTC serve them), pypiserver (HTML) and devpi-server (PEP 691 JSON 1.0, no times)."""
     dists = tmp_path / "dists"
     dists.mkdir()
     source = Upstream(tmp_path / "source", formats=("json",)).start()
@@ -120,11 +126,12 @@ def test_uv_exclude_newer_through_an_nginx_mirror_tree_with_a_time_source(tmp_pa
         filename, data = make_wheel("demo", version)
         (dists / filename).write_bytes(data)
         source.add_file("demo", filename, data, upload_time=uploaded)
-    nginx = indexes.start_nginx(tmp_path / "nginx", dists)
+    (tmp_path / server).mkdir()
+    upstream = SERVERS[server](tmp_path / server, dists)
     proxy = None
     try:
-        assert no_times(*exclude_newer(nginx.simple, tmp_path / "direct"))
-        proxy = Proxy(tmp_path / "cache", nginx.env(), workers=2,
+        assert no_times(*exclude_newer(upstream.simple, tmp_path / "direct"))
+        proxy = Proxy(tmp_path / "cache", upstream.env(), workers=2,
                       PYPI_UPLOAD_TIME_SOURCE=source.index_url).start()
         uv, pip = exclude_newer(f"{proxy.url}/simple", tmp_path / "proxied")
         assert uv.returncode == 0 and pip.returncode == 0, (uv.stderr, pip.stderr)
@@ -133,7 +140,7 @@ def test_uv_exclude_newer_through_an_nginx_mirror_tree_with_a_time_source(tmp_pa
     finally:
         if proxy is not None:
             proxy.stop()
-        nginx.stop()
+        upstream.stop()
         source.stop()
 
 
