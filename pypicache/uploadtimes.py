@@ -18,15 +18,17 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from pathlib import Path
 
 from .config import redact
 from .encoding import ACCEPT_ENCODING
-from .errors import NotFound, ProxyError, UpstreamError
+from .errors import NotFound, ProxyError, UpstreamError, UpstreamTimeout
 
 log = logging.getLogger(__name__)
 ACCEPT = "application/vnd.pypi.simple.v1+json"
 SOURCE_TIMEOUT = 5.0  # each wait for the source, at most: it must never hold a page miss long
+SOURCE_DEADLINE = 15.0  # and for its whole answer (a source that trickles bytes)
 # PEP 700's format, UTC: what clients parse (anything else from the source is not passed on).
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
 _KEY = b'"upload-time"'
@@ -107,7 +109,7 @@ class UploadTimes:
     def ask(self, name: str) -> dict[str, str]:
         """sha256 -> upload time of the source's page of the project ({}: it has none);
         ProxyError when the source fails."""
-        url = f"{self.source}/{name}/"
+        url, deadline = f"{self.source}/{name}/", time.monotonic() + SOURCE_DEADLINE
         try:
             headers = {"Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING}
             response = self.upstream.source(url, headers, SOURCE_TIMEOUT)
@@ -116,7 +118,13 @@ class UploadTimes:
         if "json" not in response.headers.get("Content-Type", ""):
             response.close()
             raise UpstreamError(f"{redact(url)} is no PEP 691 JSON page: it gives no upload times")
-        body = b"".join(self.upstream.iter_decoded(response, self.limit))
+        body = bytearray()
+        chunks = self.upstream.iter_decoded(response, self.limit)
+        for chunk in chunks:
+            body += chunk
+            if time.monotonic() > deadline:
+                chunks.close()
+                raise UpstreamTimeout(f"{redact(url)} took over {SOURCE_DEADLINE:.0f} s")
         try:
             return times_of(json.loads(body))
         except ValueError as error:

@@ -190,6 +190,20 @@ def test_a_failing_source_never_fails_the_page_and_is_asked_again_next_time(make
 
 
 @responses.activate
+def test_a_source_that_takes_too_long_is_a_failing_one(make_app, monkeypatch, caplog):
+    monkeypatch.setattr(uploadtimes, "SOURCE_DEADLINE", 0.0)
+    responses.get(f"{MIRROR}/demo/", body=HTML_DEMO, content_type="text/html")
+    responses.get(f"{SOURCE}/demo/", json=source_page((WHEEL_OLD, SHA_OLD, OLD_TIME)),
+                  content_type=JSON)
+    app = make_app(upload_time_source=SOURCE)
+    with caplog.at_level(logging.WARNING, "pypicache"):
+        assert times(json_get(app.test_client())) == {WHEEL_OLD: None, WHEEL_NEW: None}
+    assert "took over 0 s" in caplog.text
+    state = app.config["PYPICACHE"].cache_dir / "pages" / "demo" / "state.json"
+    assert json.loads(state.read_text())["times_retry"] is True
+
+
+@responses.activate
 def test_a_source_without_the_project_leaves_times_unknown_and_the_page_revalidates(make_app):
     responses.get(f"{MIRROR}/demo/", body=HTML_DEMO, content_type="text/html",
                   headers={"ETag": '"e1"'})
