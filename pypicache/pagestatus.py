@@ -31,7 +31,11 @@ class Amended:
 
 class PageStatus:
     def __init__(self, settings, cachedir, catalog, upstream):
-        self.times = UploadTimes(upstream, settings.upload_time_source, settings.max_page_size)
+        # The source is asked under the page's lock, whose waiters give up after connect +
+        # read timeouts without progress (pypicache/pages.py): it must answer well within.
+        waited = (settings.connect_timeout + settings.read_timeout) / 2
+        self.times = UploadTimes(upstream, settings.upload_time_source, settings.max_page_size,
+                                 deadline=waited)
         self.quarantine = Quarantine(cachedir, catalog,
                                      wait=settings.connect_timeout + settings.read_timeout)
 

@@ -74,8 +74,10 @@ class UploadTimes:
     """The times of one worker's page misses: `source` is PYPI_UPLOAD_TIME_SOURCE (None: none
     asked, and nothing here costs anything)."""
 
-    def __init__(self, upstream, source: str | None, limit: int):
+    def __init__(self, upstream, source: str | None, limit: int,
+                 deadline: float = SOURCE_DEADLINE):
         self.upstream, self.source, self.limit = upstream, source, limit
+        self.deadline = min(deadline, SOURCE_DEADLINE)
 
     def amend(self, name: str, body: bytes, earlier: Path | None) -> tuple[bytes, bool]:
         """Our document (its bytes) with the times it lacked that can be learned, and whether
@@ -109,7 +111,7 @@ class UploadTimes:
     def ask(self, name: str) -> dict[str, str]:
         """sha256 -> upload time of the source's page of the project ({}: it has none);
         ProxyError when the source fails."""
-        url, deadline = f"{self.source}/{name}/", time.monotonic() + SOURCE_DEADLINE
+        url, deadline = f"{self.source}/{name}/", time.monotonic() + self.deadline
         try:
             headers = {"Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING}
             response = self.upstream.source(url, headers, SOURCE_TIMEOUT)
@@ -124,7 +126,7 @@ class UploadTimes:
             body += chunk
             if time.monotonic() > deadline:
                 chunks.close()
-                raise UpstreamTimeout(f"{redact(url)} took over {SOURCE_DEADLINE:.0f} s")
+                raise UpstreamTimeout(f"{redact(url)} took over {self.deadline:.0f} s")
         try:
             return times_of(json.loads(body))
         except ValueError as error:
