@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 # anew (no ETag, no 304) and asks the source again.
 RETRY_TIMES = "times_retry"
 QUARANTINED = "quarantined"
+# And how its document was amended: one made otherwise (before this module, or with another
+# time source) is fetched anew once rather than revalidated, since a 304 keeps the old one.
+AMENDED = "amended"
+TREATMENT = "1"  # changed when amend() comes to do more
 
 
 @dataclass(frozen=True)
@@ -38,20 +42,21 @@ class PageStatus:
                                  deadline=waited)
         self.quarantine = Quarantine(cachedir, catalog,
                                      wait=settings.connect_timeout + settings.read_timeout)
+        self.treatment = TREATMENT + " " + (settings.upload_time_source or "")
 
-    @staticmethod
-    def fetch_anew(old: dict | None) -> bool:
+    def fetch_anew(self, old: dict | None) -> bool:
         """Whether a page must be fetched whole rather than revalidated."""
-        return bool(old) and bool(old.get(RETRY_TIMES))
+        return bool(old) and (bool(old.get(RETRY_TIMES)) or old.get(AMENDED) != self.treatment)
 
     def amend(self, name: str, body: bytes, earlier: Path | None) -> Amended:
         """Our document of a new version of a project's page, before it is written."""
         stripped = without_files(body)
         if stripped is not None:  # no file to give a time to
             body, listed = stripped
-            return Amended(body, {QUARANTINED: True}, listed + _listed(earlier))
+            return Amended(body, {AMENDED: self.treatment, QUARANTINED: True},
+                           listed + _listed(earlier))
         body, failed = self.times.amend(name, body, earlier)
-        return Amended(body, {RETRY_TIMES: True} if failed else {})
+        return Amended(body, {AMENDED: self.treatment} | ({RETRY_TIMES: True} if failed else {}))
 
     def settle(self, name: str, amended: Amended) -> None:
         """Once the new version is what readers get: a quarantined project marked and its

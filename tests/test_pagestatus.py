@@ -157,6 +157,24 @@ def test_a_new_version_of_the_page_keeps_the_times_it_had_and_asks_for_the_rest(
 
 
 @responses.activate
+def test_pages_cached_before_the_source_was_set_are_fetched_anew_once(make_app):
+    responses.get(f"{MIRROR}/demo/", body=HTML_DEMO, content_type="text/html",
+                  headers={"ETag": '"e1"'})
+    responses.get(f"{SOURCE}/demo/", json=source_page((WHEEL_OLD, SHA_OLD, OLD_TIME)),
+                  content_type=JSON)
+    before = make_app()
+    assert times(json_get(before.test_client())) == {WHEEL_OLD: None, WHEEL_NEW: None}
+    after = make_app(upload_time_source=SOURCE)
+    expire(after)
+    client = after.test_client()
+    assert times(json_get(client)) == {WHEEL_OLD: OLD_TIME, WHEEL_NEW: None}
+    expire(after)
+    json_get(client)  # and from then on revalidated, as any page
+    page_calls = [c for c in responses.calls if c.request.url == f"{MIRROR}/demo/"]
+    assert ["If-None-Match" in c.request.headers for c in page_calls] == [False, False, True]
+
+
+@responses.activate
 def test_the_upstreams_own_times_are_kept_and_the_source_not_asked(make_app):
     page = source_page((WHEEL_OLD, SHA_OLD, "2020-01-01T00:00:00Z"))
     page["files"][0]["url"] = f"{FILES}/ab/{WHEEL_OLD}"
