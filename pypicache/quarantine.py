@@ -119,14 +119,17 @@ class Quarantine:
     def remove(self, project: str, listed: list[str]) -> None:
         """Remove the files (and their `.metadata`) of a quarantined project: `listed`, and
         those the catalog knows for it. A file being downloaded is removed once its download
-        ends (its lock), in a thread of its own."""
+        has published it and let go of its lock, in a thread of its own."""
         paths = set(listed) | {row[0] for row in self.catalog.files(project)}
         paths |= {path + METADATA for path in paths if not path.endswith(METADATA)}
         for store in self.stores[1:]:  # the bucket: a thousand keys a request
             store.delete_files(sorted(paths))
         busy = []
         for path in sorted(paths):
-            if not self.cachedir.file(path).exists():
+            # Neither published nor being downloaded (announced: pypicache/fetch.py)? Nothing
+            # to do, and no lock to take for each of a big page's thousands of files.
+            if not (self.cachedir.file(path).exists()
+                    or self.cachedir.announce_path(path).exists()):
                 continue
             lock = self.cachedir.try_lock(path)
             if lock is None:

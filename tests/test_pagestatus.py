@@ -371,13 +371,17 @@ def test_a_quarantined_projects_files_go_from_the_bucket_too(bucket, make_app, t
     assert [item.path for item in bucket.list()] == ["ab/other-1.0.tar.gz"]
 
 
-def test_a_file_being_downloaded_is_removed_once_its_download_lets_go(app):
+@pytest.mark.parametrize("published", [True, False])
+def test_a_file_being_downloaded_is_removed_once_its_download_lets_go(app, published):
     services = app.extensions["pypicache"]
     cachedir, path = services.cachedir, "ab/" + WHEEL_OLD
-    cachedir.write_file(path, b"x")
     lock = cachedir.try_lock(path)  # as a download holds it until its publish
+    cachedir.write_json(cachedir.announce_path(path), {"part": "x.part", "size": 1})
+    if published:
+        cachedir.write_file(path, b"x")
     Quarantine(cachedir, services.catalog).remove("demo", [path])
     time.sleep(0.2)
+    cachedir.write_file(path, b"x")  # the download ends
     assert cachedir.file(path).exists()
     cachedir.unlock(path, lock)
     deadline = time.monotonic() + 10
