@@ -388,3 +388,18 @@ def test_a_file_being_downloaded_is_removed_once_its_download_lets_go(app, publi
     while cachedir.file(path).exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not cachedir.file(path).exists()
+
+
+@responses.activate
+def test_a_download_asks_for_a_due_page_first_and_a_quarantine_stops_it(app, client):
+    """A lock file names the URL and asks for no page: the page's next version is fetched
+    before a download trusts the old one."""
+    responses.get(f"{MIRROR}/demo/", json=status_page(None), content_type=JSON)
+    upstream_file = responses.get(f"{FILES}/ab/{WHEEL_OLD}", body=OLD)
+    json_get(client)
+    expire(app)
+    responses.replace(responses.GET, f"{MIRROR}/demo/", json=status_page("quarantined"),
+                      content_type=JSON)
+    assert client.get(f"/packages/ab/{WHEEL_OLD}").status_code == 404
+    assert upstream_file.call_count == 0
+    assert json_get(client)["files"] == []

@@ -14,6 +14,7 @@ import requests
 from . import indexes
 from .fixture_upstream import Upstream
 from .servers import Proxy, installed, pip_install, uv_install
+from .test_s3_nodes import bucket_files, cluster, shared_soon
 from .wheels import make_wheel
 
 pytestmark = pytest.mark.e2e
@@ -196,4 +197,35 @@ def test_a_quarantined_project_is_emptied_refused_and_removed_also_when_stale(tm
         assert lib.filename in {p.name for p in (proxy.cache_dir / "files").rglob("*.whl")}
     finally:
         proxy.stop()
+        up.stop()
+
+
+def test_a_quarantine_empties_every_node_and_the_bucket(tmp_path, moto):
+    up = Upstream(tmp_path / "up").start()
+    files = publish(up)
+    try:
+        with cluster(tmp_path, moto, up, 2, PYPI_INDEX_TTL="1") as (first, second):
+            old, new = files["1.0"], files["2.0"]
+            # Each node downloads one (kept on its disk), and puts it in the bucket.
+            assert requests.get(_file_url(second, old), timeout=30).ok
+            assert requests.get(_file_url(first, new), timeout=30).ok
+            deadline = time.monotonic() + 30
+            while len(shared_soon(moto, tmp_path)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert _cached(second, old.filename) and _cached(first, new.filename)
+            up.set_status("demo", "quarantined")
+            time.sleep(1.2)
+            page = requests.get(first.url + "/simple/demo/", headers={"Accept": JSON},
+                                timeout=10).json()
+            assert page["files"] == [] and not _cached(first, new.filename)
+            assert not {old.filename, new.filename} & set(bucket_files(moto, tmp_path))
+            # The second node has not read the page since: a file asked for by URL (a lock
+            # file) makes it read the page first, and its own copy goes too.
+            assert _cached(second, old.filename)
+            assert requests.get(_file_url(second, new), timeout=30).status_code == 404
+            assert not _cached(second, old.filename)
+            assert requests.get(_file_url(second, old), timeout=30).status_code == 404
+            assert not {old.filename, new.filename} & set(bucket_files(moto, tmp_path))
+            assert up.downloads(old.filename) == up.downloads(new.filename) == 1
+    finally:
         up.stop()
