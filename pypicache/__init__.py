@@ -27,6 +27,7 @@ from .policywatch import LAST_GOOD, Watcher
 from .policyserve import PolicyService
 from .prefetch import Prefetcher
 from .provenancefetch import Provenance
+from .quarantine import Quarantine
 from .stats.signals import file_cached
 from .uploads import LocalIndex
 
@@ -54,6 +55,7 @@ class Services:
     policy: PolicyService | None = field(init=False)  # with PYPI_POLICY_FILE only
     legacy: LegacyJson = field(init=False)  # the legacy JSON API's documents
     provenance: Provenance = field(init=False)  # PEP 740 provenance, cached with the files
+    quarantine: Quarantine = field(init=False)  # PEP 792: projects the upstream quarantined
 
     def __post_init__(self) -> None:
         self.prefetch = Prefetcher(self.settings, self.pages, self.metadata, self.fetcher)
@@ -61,6 +63,9 @@ class Services:
         # A file's provenance comes along with its download, for sites without the upstream.
         file_cached.connect(self.provenance.after_download, sender=self.fetcher)
         self.legacy = LegacyJson(self.pages, self.metadata)
+        self.quarantine = self.pages.refresher.status.quarantine
+        if self.cluster is not None:  # a quarantined project's files go from the bucket too
+            self.quarantine.stores.append(self.cluster.bucket)
         self.policy = None
         if self.settings.policy_file is not None:
             try:

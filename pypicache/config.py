@@ -65,6 +65,12 @@ def pip_default_index() -> tuple[str, str]:
     return PyPI.simple_url, f"https://{PyPI.file_storage_domain}/packages"
 
 
+def time_source(value: str) -> str:
+    """PYPI_UPLOAD_TIME_SOURCE: a simple index URL, or `public` for the public index as pip
+    defines it (so that no host is named here either)."""
+    return pip_default_index()[0].rstrip("/") if value == "public" else convert.url(value)
+
+
 @dataclass(frozen=True)
 class Settings:
     mirror_url: str
@@ -97,6 +103,7 @@ class Settings:
     prefetch_queue: int
     prefetch_files: bool
     policy_file: Path | None
+    upload_time_source: str | None
     uploads: bool
     uploaders: Mapping[str, tuple[str, ...]]  # user -> project globs ("*": any project)
     upload_max_size: int
@@ -159,6 +166,9 @@ TABLE: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
     # A policy (docs/POLICY.md): its rules checked as the server starts (check_policy), then
     # re-read by every worker when it changes (pypicache/policywatch.py). Unset: no policy.
     "policy_file": ("PYPI_POLICY_FILE", convert.readable_file, None),
+    # A PEP 691 index whose pages give upload times (`public`: the public index): asked,
+    # matching by sha256, for the files whose upstream page gives none (pypicache/uploadtimes.py).
+    "upload_time_source": ("PYPI_UPLOAD_TIME_SOURCE", time_source, None),
     # The team's own packages (pypicache/uploads.py): a local index that comes before every
     # upstream, filled by twine or `uv publish` at /legacy/ by the users of PYPI_UPLOADERS
     # (`user` or `user=project-glob`, by spaces or commas), who log in from PYPI_AUTH_FILE.

@@ -73,9 +73,15 @@ class Upstream:
         redirect is followed; not counted as the upstream's health."""
         return self._get(url, headers, "GET", allowed={origin(url)}, redirects=0)
 
+    def source(self, url: str, headers: dict[str, str], timeout: float) -> requests.Response:
+        """GET `url` of the upload time source (PYPI_UPLOAD_TIME_SOURCE, pypicache/uploadtimes.py):
+        its origin only, each wait at most `timeout`; not counted as the upstream's health."""
+        return self._get(url, headers, "GET", allowed={origin(url)},
+                         timeout=(min(timeout, self.timeout[0]), min(timeout, self.timeout[1])))
+
     def _get(self, url: str, headers: dict[str, str] | None, method: str,
-             allowed: set[str] | None = None, redirects: int = _MAX_REDIRECTS
-             ) -> requests.Response:
+             allowed: set[str] | None = None, redirects: int = _MAX_REDIRECTS,
+             timeout: tuple[float, float] | None = None) -> requests.Response:
         allowed = self.allowed if allowed is None else allowed
         for hop in range(redirects + 1):
             if origin(url) not in allowed:
@@ -85,7 +91,8 @@ class Upstream:
                 raise UpstreamError(f"refused to fetch outside the configured upstream: {redact(url)}")
             try:
                 response = self._session().request(
-                    method, url, headers=headers, stream=True, timeout=self.timeout, allow_redirects=False
+                    method, url, headers=headers, stream=True, timeout=timeout or self.timeout,
+                    allow_redirects=False
                 )
             except requests.Timeout as error:
                 raise UpstreamTimeout(f"upstream timed out: {redact(url)}") from error

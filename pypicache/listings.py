@@ -52,7 +52,13 @@ class Listings:
         """What its page lists for `path`, the page fetched first if it is not cached (or is
         due): NotFound for a file no page lists, so nothing unlisted is ever asked upstream."""
         if (listed := self.find(path)) is not None:
-            return listed
+            # A page past its TTL is asked for anew before a download trusts it: the new
+            # one may no longer list the file, or say the project is quarantined (PEP 792).
+            if self.pages.project(listed.project).cache != "miss":
+                return listed
+            if (listed := self.find(path)) is not None:
+                return listed
+            raise NotFound(f"{names.filename(path)} is no longer listed on its page")
         upstreams.locate(self.settings, path)  # a file of no configured upstream: 404 at once
         try:
             project = names.project_name(names.project_of_file(path))

@@ -14,6 +14,7 @@ from .cachedir import key
 from .encoding import ACCEPT_ENCODING
 from .errors import NotFound
 from .httpclient import RedirectedAway
+from .pagestatus import PageStatus
 from .uploads import ORIGIN
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class Refresher:
         self.linkers = {up.name: pagereader.Linker(up.files_url, up.prefix)
                         for up in settings.indexes}
         self.parser = parsepool.Parser()
+        # Upload times from PYPI_UPLOAD_TIME_SOURCE, PEP 792's quarantine (pypicache/pagestatus.py).
+        self.status = PageStatus(settings, cachedir, catalog, upstream)
         self._redirected: set[str] = set()  # projects whose redirect away was logged
 
     def project(self, name: str, old: dict | None) -> str:
@@ -66,7 +69,7 @@ class Refresher:
         # from the wheel): a page advertises them (PEP 658), so when there are more than the
         # page was written with, it is written anew (no ETag, so no 304).
         metadata = self.catalog.metadata_hashes(name)
-        if old and old.get("metadata_known", 0) < len(metadata):
+        if old and (old.get("metadata_known", 0) < len(metadata) or self.status.fetch_anew(old)):
             old = {k: v for k, v in old.items() if k != "upstream_etag"}
         up, response = self._ask(name, old)
         if self._revalidated(name, response, old):
@@ -80,10 +83,13 @@ class Refresher:
         body, misfiled = self.parser.document(bytes(body), content_type, response.url, name,
                                               self.linkers[up.name], metadata, earlier)
         self.catalog.record_listed(name, misfiled)
+        amended = self.status.amend(name, body, earlier)
+        body = amended.body
         version = "v" + hashlib.sha256(RENDERING.encode() + body).hexdigest()[:16]
         self.cachedir.write_atomic(self.cachedir.pages / name / f"{version}.json", body)
         self._write_state(name, response, version, old, upstream=up.name,
-                          metadata_known=len(metadata), local=token)
+                          metadata_known=len(metadata), local=token, **amended.state)
+        self.status.settle(name, amended)
         return "miss"
 
     def root(self, name: str, old: dict | None) -> str:

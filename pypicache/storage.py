@@ -61,6 +61,9 @@ class Storage(Protocol):
     def delete(self, prefix: str) -> int:
         """Remove the file `prefix`, or every file under the folder `prefix/`; how many went."""
 
+    def delete_files(self, paths: list[str]) -> None:
+        """Remove these files, whichever of them are there (none looked for first)."""
+
     def list(self, prefix: str = "") -> Iterator[Item]: ...
 
 
@@ -116,6 +119,13 @@ class LocalStorage:
             self.file(item.path).unlink(missing_ok=True)
             removed += 1
         return removed
+
+    def delete_files(self, paths: list[str]) -> None:
+        for path in paths:
+            try:
+                self.file(path).unlink(missing_ok=True)
+            except (IsADirectoryError, NotADirectoryError):
+                pass
 
     def list(self, prefix: str = "") -> Iterator[Item]:
         base = self.file(prefix) if prefix else self.root

@@ -119,6 +119,7 @@ class Upstream:
         self._big_root = 0
         self._faults: dict[str, str] = {}
         self._project_faults: dict[str, str] = {}
+        self._status: dict[str, tuple[str, str | None]] = {}  # PEP 792: set_status
         self._dl: Counter = Counter()  # whole-file GETs
         self._bytes: Counter = Counter()  # body bytes sent per file name (.metadata, ranges too)
         self._written: Counter = Counter()  # of those, written so far by paced whole-file sends
@@ -269,6 +270,19 @@ class Upstream:
         fn, data = make_wheel(name, version, requires, requires_python)
         return self.add_file(name, fn, data, requires_python=requires_python)
 
+    def set_status(self, project, status=None, reason=None):
+        """PEP 792's project status on the project's page (API 1.4; None: active again). A
+        quarantined project's page lists no file, as the PEP says; its files are still served
+        by URL, as a CDN that has them may."""
+        norm = canonicalize_name(project)
+        with self._lock:
+            if status is None:
+                self._status.pop(norm, None)
+            else:
+                self._status[norm] = (status, reason)
+            if norm in self._rendered:
+                self._rendered[norm] = {}
+
     def add_projects(self, names):
         self._extra.extend(names)
 
@@ -330,6 +344,8 @@ class Upstream:
     def _render_project(self, norm: str, fmt: str) -> bytes:
         display, files = self._projects[norm]
         files = list(files)
+        status, reason = self._status.get(norm, (None, None))
+        listed = [] if status == "quarantined" else files
         meta = lambda f: self.metadata and f.metadata_sha256
         if fmt == "json":
             versions = set()
@@ -340,7 +356,7 @@ class Upstream:
                 except Exception:
                     pass
             out = []
-            for f in files:
+            for f in listed:
                 d = {"filename": f.filename, "url": self._href(f), "hashes": {"sha256": f.sha256}}
                 if f.requires_python:
                     d["requires-python"] = f.requires_python
@@ -351,11 +367,20 @@ class Upstream:
                 if f.provenance:
                     d["provenance"] = self.provenance_url(f)
                 out.append(d)
-            doc = {"meta": {"api-version": "1.1"}, "name": norm, "files": out,
+            doc = {"meta": {"api-version": "1.4" if status else "1.1"}, "name": norm, "files": out,
                    "versions": [str(v) for v in sorted(versions)]}
+            if status:
+                doc["project-status"] = {"status": status} | ({"reason": reason} if reason else {})
             return json.dumps(doc).encode()
-        lines = [HTML_HEAD.format(t=f"Links for {html.escape(display)}")]
-        for f in files:
+        head = HTML_HEAD.format(t=f"Links for {html.escape(display)}")
+        if status:
+            marks = f'    <meta name="pypi:project-status" content="{html.escape(status)}">\n'
+            if reason:
+                why = html.escape(reason)
+                marks += f'    <meta name="pypi:project-status-reason" content="{why}">\n'
+            head = head.replace('content="1.1">\n', 'content="1.4">\n' + marks)
+        lines = [head]
+        for f in listed:
             a = f'<a href="{html.escape(self._href(f))}#sha256={f.sha256}"'
             if f.requires_python:
                 a += f' data-requires-python="{html.escape(f.requires_python)}"'

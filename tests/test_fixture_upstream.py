@@ -335,3 +335,19 @@ def test_cli_flags_for_delay_bandwidth_and_history(tmp_path):
         proc.terminate()
         proc.wait(10)
         proc.stdout.close()
+
+
+def test_project_status_pep_792(up):
+    up.set_status("alpha", "quarantined", "haunted")
+    page = requests.get(up.index_url + "/alpha/", headers={"Accept": JSON_T}).json()
+    assert page["meta"]["api-version"] == "1.4" and page["files"] == []
+    assert page["project-status"] == {"status": "quarantined", "reason": "haunted"}
+    assert page["versions"] == ["0.8", "0.9", "1.0"]
+    html = requests.get(up.index_url + "/alpha/", headers={"Accept": "text/html"}).text
+    assert 'content="1.4"' in html and "<a " not in html
+    assert '<meta name="pypi:project-status" content="quarantined">' in html
+    assert '<meta name="pypi:project-status-reason" content="haunted">' in html
+    w = next(f for f in up._projects["alpha"][1] if f.filename.endswith(".whl"))
+    assert requests.get(w.url).status_code == 200  # still served by URL, as a CDN may
+    up.set_status("alpha")
+    assert len(requests.get(up.index_url + "/alpha/", headers={"Accept": JSON_T}).json()["files"]) == 3

@@ -9,6 +9,7 @@ from werkzeug.wsgi import wrap_file
 
 from .. import names
 from ..conditional import Answer, Ask, Validator
+from ..errors import ProxyError
 from ..metadata import SUFFIX as METADATA
 from ..provenance import SUFFIX as PROVENANCE
 from ..results import FileAnswer
@@ -26,6 +27,9 @@ def package(path: str) -> Response:
     path = names.file_path(path)
     ask = Ask.of(request.environ)
     found = services()
+    # A file of a project the upstream quarantined (the team's own uploads are not its).
+    if (quarantined := found.quarantine.check(path)) and not path.startswith(UPLOADS):
+        _confirm_quarantine(found, quarantined, path)
     # Decided by the file itself, not by the page a client may never have read (lock files).
     if found.policy and (refusal := found.policy.file(path, who())):
         return refused(refusal, names.filename(path))
@@ -52,6 +56,17 @@ def package(path: str) -> Response:
     response.headers["X-Cache"] = result.cache
     file_served(path, result.cache, response)  # statistics and metrics (pypicache/stats)
     return response
+
+
+def _confirm_quarantine(found, project: str, path: str) -> None:
+    """A file of a project marked quarantined (PEP 792, pypicache/quarantine.py) is a 404 and
+    removed, unless its page, fetched anew if due, says the upstream lifted the quarantine."""
+    try:
+        found.pages.project(project)
+    except ProxyError:  # no page to be had: the last one stands
+        pass
+    if project in found.quarantine.marked():
+        raise found.quarantine.refuse(project, path)
 
 
 def respond(result: FileAnswer, ask: Ask) -> Response:
