@@ -132,16 +132,24 @@ class PolicyService:
         rules = self.watcher.current()
         if not policy.touches(rules, page.name) or policy.project_refusal(rules, page.name):
             return None  # (a project refused as a whole reaches here in report mode only)
-        now = time.time()
+        verdict = self._judged(rules, page, time.time())
+        if not verdict.refused:
+            return None
+        self._audit(rules, what, verdict.refused, page.name, who)
+        return verdict if rules.mode == "enforce" else None
+
+    def _judged(self, rules: Rules, page: Page, now: float) -> Verdict:
+        """The verdict on a page version, kept until it changes."""
         key = (page.name, page.version, rules.digest)
         verdict: Verdict | None = self._verdicts.get_fresh(key, now)
         if verdict is None:
             verdict = policy.judge(rules, self._model(page), now)
             self._verdicts.keep(key, verdict, verdict.changes_at)
-        if not verdict.refused:
-            return None
-        self._audit(rules, what, verdict.refused, page.name, who)
-        return verdict if rules.mode == "enforce" else None
+        return verdict
+
+    def advisories(self):
+        """The advisories in force (pypicache/policyfile.py's Advisories), or None."""
+        return self.watcher.current().advisories
 
     def page(self, page: Page, want: Body, who: Who) -> Policed | None:
         """The page's body without the files the rules refuse now; None to serve it as it is."""
@@ -225,10 +233,25 @@ class PolicyService:
         if refusal is None:
             refusal = policy.file_refusal(rules, project, names.filename(distribution),
                                           upload_time, now)
+        until = refusal.until if refusal is not None else None
+        if refusal is not None and refusal.rule == "cooldown" and self._fast(rules, project):
+            # Whether the fast lane lets it through depends on the project's other releases:
+            # its page's verdict says (a page that cannot be had keeps the hold).
+            try:
+                verdict = self._judged(rules, self.pages.project(project), now)
+            except ProxyError:
+                verdict = None
+            if verdict is not None:
+                refusal = verdict.refused.get(names.filename(distribution))
+                until = verdict.changes_at
         if listed is not None:
-            until = refusal.until if refusal is not None else None
             self._files.keep((rules.digest, distribution), (project, refusal), until)
         return project, refusal
+
+    @staticmethod
+    def _fast(rules: Rules, project: str) -> bool:
+        osv = rules.advisories
+        return osv is not None and osv.fast_lane and project in osv.index.by_project
 
     # --- audit and health ------------------------------------------------------------------
     def _audit(self, rules: Rules, what: str, refused: dict[str, Refusal], project: str,
@@ -258,6 +281,8 @@ class PolicyService:
         rules = self.watcher.current()
         state = {"status": "ok", "mode": rules.mode, "version": rules.digest,
                  "loaded": rfc3339(self.watcher.loaded)}
+        if rules.advisories is not None:
+            state["advisories"] = rules.advisories.index.records
         if self.watcher.error is not None:
             state |= {"status": "last good policy kept", "error": self.watcher.error.public,
                       "error_since": rfc3339(self.watcher.error_since)}

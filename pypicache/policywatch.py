@@ -1,4 +1,5 @@
-"""The policy in force in a worker: the policy file re-read when it changes, the last good
+"""The policy in force in a worker: the policy file re-read when it changes, or when the OSV
+source its `[advisories]` name does (a stat of each, at most once a second), the last good
 rules kept when a new version is bad (and why said in the log and on /healthz).
 
 The last good version is also kept as a copy in the cache (LAST_GOOD: written as the server
@@ -14,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+from . import advisories
 from .policyfile import PolicyError, Rules, load
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,7 @@ class Watcher:
                  settle: float = SETTLE):
         self.path, self.last_good, self.interval, self.settle = path, last_good, interval, settle
         self._lock = threading.Lock()
-        self._signature = self._stat()
+        signature = self._stat_file()
         self.error: PolicyError | None = None
         self.error_since: float | None = None
         try:
@@ -41,8 +43,9 @@ class Watcher:
         except PolicyError as error:  # raised when there is no good copy either
             if last_good is None or not last_good.is_file():
                 raise
-            self.rules = load(last_good)[0]
+            self.rules = load(last_good, base=path.parent)[0]
             self._refuse(error)
+        self._signature = (signature, self._source_signature(self.rules))
         self.loaded = time.time()
         self._looked = time.monotonic()
         self._unsettled = False  # a change seen that was too fresh to read
@@ -60,21 +63,32 @@ class Watcher:
         wait = min(self.settle, self.interval) if self._unsettled else self.interval
         return time.monotonic() - self._looked >= wait
 
-    def _stat(self) -> tuple | None:
+    def _stat_file(self) -> tuple | None:
         try:
             stat = os.stat(self.path)
         except OSError:
             return None
         return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
+    @staticmethod
+    def _source_signature(rules: Rules) -> tuple | None:
+        """The OSV source's signature as the rules read it (None: no advisories)."""
+        return rules.advisories.signature if rules.advisories is not None else None
+
+    def _stat(self) -> tuple:
+        osv = self.rules.advisories
+        return self._stat_file(), advisories.signature(osv.source) if osv is not None else None
+
     def _check(self) -> bool:
-        """Look at the file, read it if it changed; whether it changed too lately to read."""
+        """Look at the file and the OSV source, read them if one changed; whether it changed
+        too lately to read."""
         signature = self._stat()
         if signature == self._signature:
             return False
         # Being written, perhaps: look again soon. (An mtime in the future, a clock apart or
         # a copy that kept it, says nothing of that: read it.)
-        if signature is not None and 0 <= time.time() - signature[1] / 1e9 < self.settle:
+        if any(part is not None and 0 <= time.time() - part[1] / 1e9 < self.settle
+               for part in signature):
             return True
         self._signature = signature
         try:
@@ -87,6 +101,7 @@ class Watcher:
             self.loaded = time.time()
             self._keep(data)
         self.rules, self.error, self.error_since = rules, None, None
+        self._signature = (signature[0], self._source_signature(rules))  # its source, as read
         return False
 
     def _refuse(self, error: PolicyError) -> None:
