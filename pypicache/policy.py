@@ -4,10 +4,10 @@ and the time: nothing here reads a file, a clock or a request.
 
 Order of the rules: `[allow-only]`, then `[deny]` (a whole project, or the versions a
 specifier names), then `[advisories] block` (the versions OSV records report malicious or
-vulnerable: pypicache/advisories.py), then the rules of time, `[cooldown]`: an exempt project or a break-glass
-release (`allow`) passes them; a file uploaded after `freeze-at` is refused; one younger
-than `min-age` is held until it is that old; one whose upload time is unknown is held or
-served as `unknown-time` says. Upload times are the index's (PEP 691/700 `upload-time`),
+vulnerable: pypicache/advisories.py), then the rules of time, `[cooldown]`: an exempt
+project or a break-glass release (`allow`) passes them; a file uploaded after `freeze-at`
+is refused; one younger than `min-age` is held until it is that old; one whose upload time
+is unknown is held or served as `unknown-time` says. Upload times are the index's (PEP 691/700 `upload-time`),
 never the time this cache first saw a file. The fast lane (`[advisories] fast-lane`) lets a
 release the cooldown holds pass when it fixes an advisory of the newest release that the
 rules other than `block = ["vulnerable"]` let through: what the fleet would otherwise get.

@@ -214,7 +214,8 @@ def test_the_fast_lane_passes_no_release_that_is_still_affected_nor_the_freeze(t
 
 
 # --- served, in one process ----------------------------------------------------------------
-DEMO = json_page(("demo-1.0-py3-none-any.whl", stamp(30 * DAY)), ("demo-1.0.tar.gz", stamp(30 * DAY)),
+DEMO = json_page(("demo-1.0-py3-none-any.whl", stamp(30 * DAY)),
+                 ("demo-1.0.tar.gz", stamp(30 * DAY)),
                  ("demo-2.0-py3-none-any.whl", stamp(3600)), ("demo-2.0.tar.gz", stamp(3600)))
 
 
