@@ -8,9 +8,11 @@ vulnerable: pypicache/advisories.py), then the rules of time, `[cooldown]`: an e
 project or a break-glass release (`allow`) passes them; a file uploaded after `freeze-at`
 is refused; one younger than `min-age` is held until it is that old; one whose upload time
 is unknown is held or served as `unknown-time` says. Upload times are the index's (PEP
-691/700 `upload-time`), never the time this cache first saw a file. The fast lane (`[advisories] fast-lane`) lets a
-release the cooldown holds pass when it fixes an advisory of the newest release that the
-rules other than `block = ["vulnerable"]` let through: what the fleet would otherwise get.
+691/700 `upload-time`), never the time this cache first saw a file.
+
+The fast lane (`[advisories] fast-lane`) lets a release the cooldown holds pass when it
+fixes an advisory of the newest release that the rules other than `block = ["vulnerable"]`
+let through: what the fleet would otherwise get.
 """
 from __future__ import annotations
 
