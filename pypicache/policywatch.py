@@ -53,10 +53,16 @@ class Watcher:
     def current(self) -> Rules:
         if not self._due():
             return self.rules
-        with self._lock:
+        # One thread looks (and reads, which takes a second or so for an OSV source of
+        # thousands of records); the others go on with the rules in force meanwhile.
+        if not self._lock.acquire(blocking=False):
+            return self.rules
+        try:
             if self._due():
                 self._unsettled = self._check()
                 self._looked = time.monotonic()
+        finally:
+            self._lock.release()
         return self.rules
 
     def _due(self) -> bool:
