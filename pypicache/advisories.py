@@ -201,6 +201,8 @@ def _events(events: list) -> tuple[tuple[str, Version | None], ...] | None:
         if not isinstance(event, dict) or len(event) != 1:
             return None
         ((kind, text),) = event.items()
+        if kind == "limit" and text == "*":  # infinity: as no limit at all
+            continue
         start = kind == "introduced" and text == "0"
         version = None if start else _version(text)
         if kind not in ("introduced", "fixed", "last_affected", "limit") \

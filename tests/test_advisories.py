@@ -102,10 +102,11 @@ def test_unsorted_events_limits_and_git_ranges():
         {"type": "ECOSYSTEM", "events": [{"fixed": "3.0"}, {"introduced": "2.5"}]},
         {"type": "GIT", "repo": "https://example.invalid/r", "events": [{"introduced": "abc"}]},
         {"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"limit": "0.5"}]},
+        {"type": "ECOSYSTEM", "events": [{"introduced": "5.0"}, {"limit": "*"}]},
         {"type": "ECOSYSTEM", "events": [{"introduced": "bogus version"}]},  # not evaluated
     ]})
-    assert [v for v in ("0.1", "0.5", "2.4", "2.5", "2.9", "3.0") if entry.affects(Version(v))] \
-        == ["0.1", "2.5", "2.9"]
+    checked = ("0.1", "0.5", "2.4", "2.5", "2.9", "3.0", "5.0", "99")
+    assert [v for v in checked if entry.affects(Version(v))] == ["0.1", "2.5", "2.9", "5.0", "99"]
     assert entry.fixed == ("3.0",)
 
 
