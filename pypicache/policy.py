@@ -26,8 +26,8 @@ from datetime import datetime, timezone
 from packaging.utils import parse_sdist_filename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from .pagemodel import Project
 from .advisories import Affected
+from .pagemodel import Project
 from .policyfile import Rules, rfc3339
 
 HEADER = "X-Pypicache-Policy"  # on every refusal: the rule, and for a cooldown when it passes
