@@ -157,7 +157,8 @@ def _in_process(run: Run, targets: dict, servers: dict) -> None:
                     answer.close()
                 best[name] = min(best[name], (time.process_time() - started) / BATCH)
             assert answer.status_code == 200, (what, answer.status_code)
+        # No goal: a diagnostic (the bar is the throughput above, through gunicorn).
         run.add(W, f"{what}, in process", "pypicache, policy vs none", 1 / best[policed],
-                "req/s", "no policy", 1 / best[plain], ">= 0.9",
+                "req/s", "no policy", 1 / best[plain],
                 note=f"{best[policed] * 1e6:.0f} us CPU/request with the policy, "
-                     f"{best[plain] * 1e6:.0f} us without")
+                     f"{best[plain] * 1e6:.0f} us without, in process (no HTTP, no socket)")
