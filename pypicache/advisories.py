@@ -14,6 +14,7 @@ Nothing here knows the policy: pypicache/policy.py decides what an advisory refu
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -116,6 +117,31 @@ def load(path: Path) -> Index:
         for project, affected in entries:
             by_project.setdefault(project, []).append(affected)
     return Index({p: tuple(a) for p, a in by_project.items()}, count, seen.hexdigest()[:16])
+
+
+def keep(source: Path, digest: str, copy: Path) -> bool:
+    """A copy of a source's records as one zip at `copy` (pypicache/policywatch.py's last good
+    copy, for a worker that starts while the source is bad), unless the copy already has the
+    records of `digest` or another process is writing it; whether it was written."""
+    said = copy.with_name(copy.name + ".digest")
+    try:
+        if said.read_text() == digest:
+            return False
+    except OSError:
+        pass
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    with open(copy.with_name(copy.name + ".lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another worker writes the same records
+            return False
+        temp = copy.with_name(f".{copy.name}.{os.getpid()}")
+        with zipfile.ZipFile(temp, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name, data in _records(source):
+                archive.writestr(name, data)
+        os.replace(temp, copy)
+        said.write_text(digest)
+    return True
 
 
 def _records(path: Path) -> Iterator[tuple[str, bytes]]:

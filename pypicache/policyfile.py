@@ -134,10 +134,11 @@ def rfc3339(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse(data: bytes, base: Path | None = None) -> Rules:
+def parse(data: bytes, base: Path | None = None, osv_copy: Path | None = None) -> Rules:
     """The rules of a policy file's bytes; PolicyError saying where and why when they are bad.
     The OSV source of `[advisories]` is read now (a relative path is relative to `base`, the
-    policy file's directory): a source that cannot be read is a bad policy."""
+    policy file's directory): a source that cannot be read is a bad policy. With `osv_copy`,
+    the records are read from that copy of the source instead."""
     try:
         document = tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
@@ -151,7 +152,8 @@ def parse(data: bytes, base: Path | None = None) -> Rules:
     only = _table(document, "allow-only")
     for name, table in (("cooldown", cooldown), ("deny", deny), ("allow-only", only)):
         _known(table, name)
-    osv = _advisories(_table(document, "advisories"), base) if "advisories" in document else None
+    osv = (_advisories(_table(document, "advisories"), base, osv_copy)
+           if "advisories" in document else None)
     min_age = cooldown.get("min-age")
     if min_age is not None:
         min_age = _convert("cooldown.min-age", min_age, lambda v: duration(_string(v)))
@@ -181,21 +183,22 @@ def parse(data: bytes, base: Path | None = None) -> Rules:
     )
 
 
-def load(path: Path, base: Path | None = None) -> tuple[Rules, bytes]:
+def load(path: Path, base: Path | None = None,
+         osv_copy: Path | None = None) -> tuple[Rules, bytes]:
     """A policy file's rules, and the bytes they were read from; `base` is where a relative
     OSV source is (the policy file's own directory unless said: a kept copy's is not)."""
     try:
         data = path.read_bytes()
     except OSError as error:
         raise PolicyError("", f"cannot be read: {error.strerror}") from None
-    return parse(data, path.parent if base is None else base), data
+    return parse(data, path.parent if base is None else base, osv_copy), data
 
 
 def read(path: Path) -> Rules:
     return load(path)[0]
 
 
-def _advisories(table: dict, base: Path | None) -> Advisories:
+def _advisories(table: dict, base: Path | None, copy: Path | None) -> Advisories:
     _known(table, "advisories")
     if not isinstance(table.get("osv"), str) or not table["osv"].strip():
         raise PolicyError("advisories.osv", "must name a directory or a zip of OSV records")
@@ -210,9 +213,11 @@ def _advisories(table: dict, base: Path | None) -> Advisories:
     fast_lane = table.get("fast-lane", False)
     if not isinstance(fast_lane, bool):
         raise PolicyError("advisories.fast-lane", "must be true or false", fast_lane)
-    signature = advisories.signature(source)  # before reading: a change meanwhile is seen
+    # Taken before reading: a change meanwhile is seen. None for a copy: the source itself is
+    # then looked at as if it had changed.
+    signature = advisories.signature(source) if copy is None else None
     try:
-        index = advisories.load(source)
+        index = advisories.load(source if copy is None else copy)
     except advisories.SourceError as error:
         raise PolicyError("advisories.osv", str(error), str(source)) from None
     return Advisories(source, index, frozenset(block), fast_lane,

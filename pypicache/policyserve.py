@@ -28,8 +28,8 @@ from .errors import Busy, ProxyError
 from .pagefiles import Body, Page, PageGone
 from .pages import GZIP_LEVEL
 from .policy import Refusal, Verdict
-from .policyfile import Rules, rfc3339
-from .policywatch import LAST_GOOD, Watcher, write_atomic
+from .policyfile import Rules, read, rfc3339
+from .policywatch import LAST_GOOD, LAST_GOOD_OSV, Watcher, keep_source, write_atomic
 from .stats.signals import policy_refused
 
 log = logging.getLogger(__name__)
@@ -97,14 +97,16 @@ class _Kept(OrderedDict):
 
 
 def prepare(cache_dir: Path, policy_file: Path | None) -> None:
-    """As the server starts (gunicorn's arbiter, the file checked): the copy of the policy
-    file workers fall back on (pypicache/policywatch.py), and whether the front must pass files
-    to the app, said by FRONT_MARK (a mark a crash leaves only sends files to the app)."""
+    """As the server starts (gunicorn's arbiter, the file checked): the copies of the policy
+    file and of its OSV records that workers fall back on (pypicache/policywatch.py), and
+    whether the front must pass files to the app, said by FRONT_MARK (a mark a crash leaves
+    only sends files to the app)."""
     mark = cache_dir / FRONT_MARK
     if policy_file is None:
         mark.unlink(missing_ok=True)
         return
     write_atomic(cache_dir / LAST_GOOD, policy_file.read_bytes())
+    keep_source(read(policy_file), cache_dir / LAST_GOOD.with_name(LAST_GOOD_OSV))
     write_atomic(mark, b"the app judges every file by its policy (PYPI_POLICY_FILE): "
                  b"the nginx front serves none from disk\n")
 

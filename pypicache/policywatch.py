@@ -24,6 +24,7 @@ CHECK_EVERY = 1.0  # seconds between two looks at the file's stat, per worker
 # truncates it first) is never taken half-written, nor empty, for a policy that refuses less.
 SETTLE = 0.25
 LAST_GOOD = Path("policy") / "last-good.toml"  # under the cache directory
+LAST_GOOD_OSV = "last-good-osv.zip"  # beside it: the records of the last good OSV source
 
 
 class Watcher:
@@ -34,6 +35,7 @@ class Watcher:
     def __init__(self, path: Path, last_good: Path | None = None, interval: float = CHECK_EVERY,
                  settle: float = SETTLE):
         self.path, self.last_good, self.interval, self.settle = path, last_good, interval, settle
+        self.last_good_osv = last_good.with_name(LAST_GOOD_OSV) if last_good else None
         self._lock = threading.Lock()
         signature = self._stat_file()
         self.error: PolicyError | None = None
@@ -43,12 +45,23 @@ class Watcher:
         except PolicyError as error:  # raised when there is no good copy either
             if last_good is None or not last_good.is_file():
                 raise
-            self.rules = load(last_good, base=path.parent)[0]
+            self.rules = self._last_good(last_good)
             self._refuse(error)
         self._signature = (signature, self._source_signature(self.rules))
         self.loaded = time.time()
         self._looked = time.monotonic()
         self._unsettled = False  # a change seen that was too fresh to read
+
+    def _last_good(self, last_good: Path) -> Rules:
+        """The last good copy's rules; their records from the last good OSV source's copy
+        when the source itself cannot be read now."""
+        try:
+            return load(last_good, base=self.path.parent)[0]
+        except PolicyError as error:
+            copy = self.last_good_osv
+            if error.key != "advisories.osv" or copy is None or not copy.is_file():
+                raise
+            return load(last_good, base=self.path.parent, osv_copy=copy)[0]
 
     def current(self) -> Rules:
         if not self._due():
@@ -106,6 +119,7 @@ class Watcher:
             log.info("policy file %s reloaded (%s, mode %s)", self.path, rules.digest, rules.mode)
             self.loaded = time.time()
             self._keep(data)
+            self._keep_source(rules)
         self.rules, self.error, self.error_since = rules, None, None
         self._signature = (signature[0], self._source_signature(rules))  # its source, as read
         return False
@@ -122,6 +136,24 @@ class Watcher:
             write_atomic(self.last_good, data)
         except OSError as error:  # a worker started later falls back on an older copy
             log.warning("could not keep a copy of the policy file: %s", error.strerror)
+
+
+    def _keep_source(self, rules: Rules) -> None:
+        if self.last_good_osv is not None:
+            keep_source(rules, self.last_good_osv)
+
+
+def keep_source(rules: Rules, copy: Path) -> None:
+    """The records of a good OSV source copied beside the last good policy file, for a worker
+    that starts while the source is bad (as the server starts, and by a worker that takes a
+    new version); only rules read from the source itself, not from a copy."""
+    osv = rules.advisories
+    if osv is None or osv.signature is None:
+        return
+    try:
+        advisories.keep(osv.source, osv.index.digest, copy)
+    except (OSError, advisories.SourceError) as error:  # changed since: the next look
+        log.warning("could not keep a copy of the OSV records: %s", error)
 
 
 def write_atomic(path: Path, data: bytes) -> None:

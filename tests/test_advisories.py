@@ -347,3 +347,28 @@ def test_the_fast_lane_serves_the_held_fix_on_pages_and_as_a_file(served):
     assert client.get("/packages/ab/demo-2.0.tar.gz").data == b"new"
     assert client.get("/packages/ab/demo-1.0.tar.gz").headers["X-Pypicache-Policy"] == \
         "advisory GHSA-aaaa-bbbb-cccc"
+
+
+def test_a_worker_started_while_the_source_is_bad_takes_the_last_good_records(tmp_path):
+    osv = write(tmp_path / "osv", DEMO_MAL)
+    path, kept = tmp_path / "policy.toml", tmp_path / "cache" / "policy" / "last-good.toml"
+    path.write_text('[advisories]\nosv = "osv"\nblock = ["malicious"]\n')
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(path.read_bytes())
+    copy = kept.with_name(policywatch.LAST_GOOD_OSV)
+    policywatch.keep_source(policywatch.Watcher(path).rules, copy)  # as the server starts
+    assert copy.is_file() and not advisories.keep(osv, advisories.load(osv).digest, copy)
+    (osv / "broken.json").write_text("{")
+    later = policywatch.Watcher(path, kept, interval=0, settle=0)
+    assert later.error.key == "advisories.osv"
+    assert [a.advisory.id for a in later.rules.advisories.index.by_project["demo"]] == \
+        ["MAL-2026-7"]
+    assert later.rules.advisories.source == osv  # the source is still the one looked at
+    (osv / "broken.json").unlink()
+    write(osv, VULN)
+    assert later.current().advisories.index.records == 2 and later.error is None
+    assert advisories.load(copy).records == 2  # the new good records kept in turn
+    copy.unlink()
+    (osv / "broken.json").write_text("{")
+    with pytest.raises(PolicyError, match="advisories.osv: broken.json"):
+        policywatch.Watcher(path, kept)

@@ -4,6 +4,8 @@ OSV records written by the test into a directory (a zip for one), and real pip a
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import zipfile
 from datetime import timedelta
@@ -139,3 +141,28 @@ def test_a_record_added_to_the_source_applies_without_a_restart(osv_fleet, tmp_p
                for _ in range(20)}
     assert answers == {403} and proxy.process.pid == pid
     assert "reloaded" in proxy.logs()
+
+
+def test_a_bad_source_keeps_the_last_good_records_even_in_a_new_worker(osv_fleet, tmp_path):
+    start, osv = osv_fleet
+    proxy = start(f'[advisories]\nosv = "{osv}"\nblock = ["malicious"]\n')
+    url = file_url(proxy, proxy.files["evil-1.0"])
+    assert requests.get(url, timeout=10).status_code == 403
+    (osv / "broken.json").write_text("{")  # a record cut short
+    eventually(lambda: requests.get(proxy.url + "/healthz", timeout=10).json()["policy"]
+               .get("error", "").startswith("advisories.osv: broken.json: not a JSON record"))
+    assert requests.get(url, timeout=10).status_code == 403
+    # A worker that dies now is replaced by one that starts with the bad source in place:
+    # it comes up with the last good records (kept as the server started), and the server
+    # stays up.
+    assert (proxy.cache_dir / "policy" / "last-good-osv.zip").is_file()
+    before = set(proxy.worker_pids())
+    os.kill(min(before), signal.SIGKILL)
+    eventually(lambda: len(set(proxy.worker_pids()) - before) == 1
+               and len(proxy.worker_pids()) == 2)
+    (newcomer,) = set(proxy.worker_pids()) - before
+    eventually(lambda: f"[{newcomer}] [WARNING] policy file {proxy.policy} not applied"
+               in proxy.logs())
+    answers = {requests.get(url, timeout=10, headers={"Connection": "close"}).headers
+               .get("X-Pypicache-Policy") for _ in range(20)}
+    assert answers == {"advisory MAL-2026-1234"} and proxy.process.poll() is None
