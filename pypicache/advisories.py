@@ -1,5 +1,6 @@
-"""OSV advisories (the policy's `[advisories] osv`): a directory or a zip of OSV JSON records,
-such as the PyPI export of the OSV database, read into an index by project.
+"""OSV advisories (the policy's `[advisories] osv`): the records of a directory or a zip of
+OSV JSON records (pypicache/osvsource.py), such as the PyPI export of the OSV database, read
+into an index by project.
 
 Only `affected` entries of the ecosystem "PyPI" count, their names compared canonically (PEP
 503); a withdrawn record counts for nothing. A version is affected as the OSV schema's
@@ -10,30 +11,36 @@ after it. GIT ranges need the repository and are left to the `versions` list. Ve
 compared as PEP 440 versions (packaging); one that is not PEP 440 names no file of the index.
 A record whose id (or an alias) starts with MAL- reports a malicious package.
 
+An export has tens of thousands of records whose `versions` lists name hundreds of versions:
+read, each entry keeps its version strings (interned: most repeat); a project's entries are
+compiled (their versions parsed) when it is first asked about, and its details kept
+compressed, so that a worker holds megabytes, not hundreds of them.
+
 Nothing here knows the policy: pypicache/policy.py decides what an advisory refuses.
 """
 from __future__ import annotations
 
-import fcntl
+import functools
 import hashlib
 import json
-import os
-import zipfile
+import sys
+import threading
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from .osvsource import SourceError, records
+
+__all__ = ["Advisory", "Affected", "Index", "SourceError", "load", "warehouse"]
 ECOSYSTEM = "PyPI"
 MALICIOUS = "MAL-"
-RECORD_BYTES = 4 << 20  # no OSV record is this big: a bigger one is no record of ours
 _ORDERED = ("ECOSYSTEM", "SEMVER")  # ranges compared by version; GIT ones need the repository
-
-
-class SourceError(ValueError):
-    """An OSV source we will not use, and why (the policy keeps its last good version)."""
+_KINDS = ("introduced", "fixed", "last_affected", "limit")
+COMPILED_KEPT = 4096  # projects whose entries a worker keeps compiled (versions parsed)
 
 
 @dataclass(frozen=True)
@@ -41,11 +48,26 @@ class Advisory:
     id: str
     aliases: tuple[str, ...] = ()
     summary: str | None = None
-    details: str | None = None
+    packed_details: bytes | None = field(default=None, repr=False)  # zlib: read rarely
     malicious: bool = False
+
+    @property
+    def details(self) -> str | None:
+        if self.packed_details is None:
+            return None
+        return zlib.decompress(self.packed_details).decode()
 
     def names(self) -> set[str]:
         return {self.id, *self.aliases}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One `affected` entry as read: version strings, compiled when first asked about."""
+
+    advisory: Advisory
+    versions: tuple[str, ...] = ()
+    ranges: tuple[tuple[tuple[str, str], ...], ...] = ()  # ECOSYSTEM or SEMVER ranges' events
 
 
 @dataclass(frozen=True)
@@ -78,33 +100,35 @@ class Index:
     """The advisories of a source by canonical project name; `digest` names its content
     (the same in every worker that read the same records)."""
 
-    by_project: dict[str, tuple[Affected, ...]] = field(default_factory=dict)
+    by_project: dict[str, tuple[Entry, ...]] = field(default_factory=dict)
     records: int = 0
     digest: str = ""
+    _compiled: dict = field(default_factory=dict, compare=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+
+    def entries(self, project: str) -> tuple[Affected, ...]:
+        """A project's entries (canonical name), compiled, kept for the next ask."""
+        found = self._compiled.get(project)
+        if found is None:
+            found = tuple(_compile(e) for e in self.by_project.get(project, ()))
+            with self._lock:
+                if len(self._compiled) >= COMPILED_KEPT:
+                    self._compiled.clear()  # a fleet's own projects come back at once
+                self._compiled[project] = found
+        return found
 
     def affecting(self, project: str, version: Version | None) -> list[Affected]:
         """The entries whose versions include `version` (of a canonical project name)."""
-        if version is None:
+        if version is None or project not in self.by_project:
             return []
-        return [a for a in self.by_project.get(project, ()) if a.affects(version)]
-
-
-def signature(path: Path) -> tuple | None:
-    """What says a source changed, cheaply (one stat): a zip's inode, mtime and size; a
-    directory's inode and mtime, which change when a record is added, removed or renamed
-    into it (rsync, `mv`); a record rewritten in place changes neither (docs/POLICY.md)."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return stat.st_ino, stat.st_mtime_ns, stat.st_size if path.is_file() else 0
+        return [a for a in self.entries(project) if a.affects(version)]
 
 
 def load(path: Path) -> Index:
     """The index of a directory (every *.json under it) or a zip of OSV records."""
-    by_project: dict[str, list[Affected]] = {}
+    by_project: dict[str, list[Entry]] = {}
     seen, count = hashlib.sha256(), 0
-    for name, data in sorted(_records(path)):
+    for name, data in records(path):
         try:
             record = json.loads(data)
         except (ValueError, UnicodeDecodeError) as error:
@@ -119,62 +143,7 @@ def load(path: Path) -> Index:
     return Index({p: tuple(a) for p, a in by_project.items()}, count, seen.hexdigest()[:16])
 
 
-def keep(source: Path, digest: str, copy: Path) -> bool:
-    """A copy of a source's records as one zip at `copy` (pypicache/policywatch.py's last good
-    copy, for a worker that starts while the source is bad), unless the copy already has the
-    records of `digest` or another process is writing it; whether it was written."""
-    said = copy.with_name(copy.name + ".digest")
-    try:
-        if said.read_text() == digest:
-            return False
-    except OSError:
-        pass
-    copy.parent.mkdir(parents=True, exist_ok=True)
-    with open(copy.with_name(copy.name + ".lock"), "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # another worker writes the same records
-            return False
-        temp = copy.with_name(f".{copy.name}.{os.getpid()}")
-        with zipfile.ZipFile(temp, "w", zipfile.ZIP_DEFLATED) as archive:
-            for name, data in _records(source):
-                archive.writestr(name, data)
-        os.replace(temp, copy)
-        said.write_text(digest)
-    return True
-
-
-def _records(path: Path) -> Iterator[tuple[str, bytes]]:
-    if path.is_dir():
-        for file in path.rglob("*.json"):
-            try:
-                yield str(file.relative_to(path)), _small(file.read_bytes(), file.name)
-            except OSError as error:
-                raise SourceError(f"{file}: cannot be read: {error.strerror}") from None
-        return
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                if info.is_dir() or not info.filename.endswith(".json"):
-                    continue
-                if info.file_size > RECORD_BYTES:
-                    raise SourceError(f"{info.filename}: too big for an OSV record")
-                yield info.filename, archive.read(info)
-    except FileNotFoundError:
-        raise SourceError("no such directory or zip") from None
-    except OSError as error:
-        raise SourceError(f"cannot be read: {error.strerror or error}") from None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as error:
-        raise SourceError(f"is neither a directory nor a readable zip ({error})") from None
-
-
-def _small(data: bytes, name: str) -> bytes:
-    if len(data) > RECORD_BYTES:
-        raise SourceError(f"{name}: too big for an OSV record")
-    return data
-
-
-def _record(name: str, record: Any) -> list[tuple[str, Affected]] | None:
+def _record(name: str, record: Any) -> list[tuple[str, Entry]] | None:
     """(project, entry) for each PyPI entry of a record; None for one that counts for nothing
     (withdrawn, or of no PyPI project). A record of the wrong shape is a SourceError."""
     if not isinstance(record, dict) or not isinstance(record.get("id"), str):
@@ -185,9 +154,10 @@ def _record(name: str, record: Any) -> list[tuple[str, Affected]] | None:
     aliases = record.get("aliases") or []
     if not isinstance(affected, list) or not _strings(aliases):
         raise SourceError(f"{name}: affected or aliases is not a list")
+    details = _text(record.get("details"))
     advisory = Advisory(
-        id=record["id"], aliases=tuple(aliases),
-        summary=_text(record.get("summary")), details=_text(record.get("details")),
+        id=record["id"], aliases=tuple(aliases), summary=_text(record.get("summary")),
+        packed_details=zlib.compress(details.encode(), 1) if details is not None else None,
         malicious=any(n.startswith(MALICIOUS) for n in (record["id"], *aliases)))
     entries = []
     for entry in affected:
@@ -195,44 +165,53 @@ def _record(name: str, record: Any) -> list[tuple[str, Affected]] | None:
         if not isinstance(package, dict) or package.get("ecosystem") != ECOSYSTEM \
                 or not isinstance(package.get("name"), str):
             continue
-        entries.append((canonicalize_name(package["name"]), _affected(name, advisory, entry)))
+        entries.append((canonicalize_name(package["name"]), _entry(name, advisory, entry)))
     return entries or None
 
 
-def _affected(name: str, advisory: Advisory, entry: dict) -> Affected:
+def _entry(name: str, advisory: Advisory, entry: dict) -> Entry:
     versions, ranges = entry.get("versions") or [], entry.get("ranges") or []
     if not _strings(versions) or not isinstance(ranges, list):
         raise SourceError(f"{name}: a versions or ranges field is not a list")
-    parsed, fixed = [], []
+    kept = []
     for each in ranges:
         if not isinstance(each, dict) or not isinstance(each.get("events"), list):
             raise SourceError(f"{name}: a range without events")
-        if each.get("type") not in _ORDERED:
-            continue
-        events = _events(each["events"])
-        if events is not None:
-            parsed.append(events)
-            fixed += [text for event in each["events"] for kind, text in event.items()
-                      if kind == "fixed"]
-    return Affected(advisory, tuple(parsed),
-                    frozenset(v for v in map(_version, versions) if v is not None),
-                    tuple(fixed))
+        if each.get("type") in _ORDERED and (events := _raw_events(each["events"])):
+            kept.append(events)
+    return Entry(advisory, tuple(map(sys.intern, versions)), tuple(kept))
 
 
-def _events(events: list) -> tuple[tuple[str, Version | None], ...] | None:
-    """A range's events sorted by version; None for one a version of which is not PEP 440
-    (it cannot be evaluated: the versions list still counts)."""
+def _raw_events(events: list) -> tuple[tuple[str, str], ...] | None:
+    """A range's events as (kind, version) strings; None for one of the wrong shape (it
+    cannot be evaluated: the versions list still counts)."""
     found = []
     for event in events:
         if not isinstance(event, dict) or len(event) != 1:
             return None
         ((kind, text),) = event.items()
+        if kind not in _KINDS or not isinstance(text, str):
+            return None
+        found.append((kind, sys.intern(text)))
+    return tuple(found)
+
+
+def _compile(entry: Entry) -> Affected:
+    ranges = [r for r in map(_events, entry.ranges) if r is not None]
+    fixed = tuple(text for r in entry.ranges for kind, text in r if kind == "fixed")
+    return Affected(entry.advisory, tuple(ranges),
+                    frozenset(v for v in map(_version, entry.versions) if v is not None), fixed)
+
+
+def _events(events: tuple[tuple[str, str], ...]) -> tuple[tuple[str, Version | None], ...] | None:
+    """A range's events sorted by version; None for one a version of which is not PEP 440."""
+    found = []
+    for kind, text in events:
         if kind == "limit" and text == "*":  # infinity: as no limit at all
             continue
         start = kind == "introduced" and text == "0"
         version = None if start else _version(text)
-        if kind not in ("introduced", "fixed", "last_affected", "limit") \
-                or version is None and not start:
+        if version is None and not start:
             return None
         found.append((kind, version))
     # "0" first; at one version an introduced before what closes it, as in the timeline.
@@ -254,9 +233,9 @@ def _in_range(version: Version, events: tuple[tuple[str, Version | None], ...]) 
     return affected
 
 
-def _version(text: Any) -> Version | None:
-    if not isinstance(text, str):
-        return None
+@functools.lru_cache(maxsize=65536)
+def _version(text: str) -> Version | None:
+    """A PEP 440 version (one object per text: most versions are in many records)."""
     try:
         return Version(text)
     except InvalidVersion:

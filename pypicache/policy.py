@@ -153,7 +153,7 @@ def advisory_refusal(rules: Rules, project: str, version: Version | None,
     osv = rules.advisories
     block = osv.block if block is None else block & osv.block
     if version is None:
-        found = [a for a in osv.index.by_project.get(project, ())
+        found = [a for a in osv.index.entries(project)
                  if a.advisory.malicious and a.every_version()
                  and not a.advisory.names() & osv.ignore]
     else:

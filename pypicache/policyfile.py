@@ -19,7 +19,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from . import advisories
+from . import advisories, osvsource
 
 MODES = ("enforce", "report")
 UNKNOWN_TIME = ("hold", "serve")
@@ -215,7 +215,7 @@ def _advisories(table: dict, base: Path | None, copy: Path | None) -> Advisories
         raise PolicyError("advisories.fast-lane", "must be true or false", fast_lane)
     # Taken before reading: a change meanwhile is seen. None for a copy: the source itself is
     # then looked at as if it had changed.
-    signature = advisories.signature(source) if copy is None else None
+    signature = osvsource.signature(source) if copy is None else None
     try:
         index = advisories.load(source if copy is None else copy)
     except advisories.SourceError as error:

@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import advisories
+from . import osvsource
 from .policyfile import PolicyError, Rules, load
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class Watcher:
 
     def _stat(self) -> tuple:
         osv = self.rules.advisories
-        return self._stat_file(), advisories.signature(osv.source) if osv is not None else None
+        return self._stat_file(), osvsource.signature(osv.source) if osv is not None else None
 
     def _check(self) -> bool:
         """Look at the file and the OSV source, read them if one changed; whether it changed
@@ -151,8 +151,8 @@ def keep_source(rules: Rules, copy: Path) -> None:
     if osv is None or osv.signature is None:
         return
     try:
-        advisories.keep(osv.source, osv.index.digest, copy)
-    except (OSError, advisories.SourceError) as error:  # changed since: the next look
+        osvsource.keep(osv.source, osv.index.digest, copy)
+    except (OSError, osvsource.SourceError) as error:  # changed since: the next look
         log.warning("could not keep a copy of the OSV records: %s", error)
 
 

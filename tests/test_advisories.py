@@ -16,7 +16,7 @@ import pytest
 import responses
 from packaging.version import Version
 
-from pypicache import advisories, policy, policywatch
+from pypicache import advisories, osvsource, policy, policywatch
 from pypicache.pagemodel import File, Project
 from pypicache.policyfile import PolicyError, parse
 
@@ -80,14 +80,14 @@ def test_a_directory_or_a_zip_of_records_indexed_by_canonical_project(tmp_path, 
     assert affected(index, "evil-pkg", "1.0.0") == ["MAL-2026-1"]  # PEP 440 equality
     assert affected(index, "evil-pkg", "1.1") == []
     assert affected(index, "typo-squat", "0.0.1.dev0") == ["MAL-2026-2"]  # "0": before all
-    assert index.by_project["typo-squat"][0].every_version()
+    assert index.entries("typo-squat")[0].every_version()
     assert index.by_project["evil-pkg"][0].advisory.malicious
     assert not index.by_project["demo"][0].advisory.malicious
     assert len(index.digest) == 16 and advisories.load(source).digest == index.digest
 
 
 def test_ranges_fixed_is_exclusive_last_affected_inclusive():
-    index = advisories.Index({"demo": (advisories._affected("x", advisories.Advisory("X"), {
+    index = advisories.Index({"demo": (advisories._entry("x", advisories.Advisory("X"), {
         "ranges": ecosystem({"introduced": "1.0"}, {"fixed": "1.2"}, {"introduced": "2.0"},
                             {"last_affected": "2.1"}),
         "versions": ["0.5", "not a version!"]}),)})
@@ -98,13 +98,13 @@ def test_ranges_fixed_is_exclusive_last_affected_inclusive():
 
 
 def test_unsorted_events_limits_and_git_ranges():
-    entry = advisories._affected("x", advisories.Advisory("X"), {"ranges": [
+    entry = advisories._compile(advisories._entry("x", advisories.Advisory("X"), {"ranges": [
         {"type": "ECOSYSTEM", "events": [{"fixed": "3.0"}, {"introduced": "2.5"}]},
         {"type": "GIT", "repo": "https://example.invalid/r", "events": [{"introduced": "abc"}]},
         {"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"limit": "0.5"}]},
         {"type": "ECOSYSTEM", "events": [{"introduced": "5.0"}, {"limit": "*"}]},
         {"type": "ECOSYSTEM", "events": [{"introduced": "bogus version"}]},  # not evaluated
-    ]})
+    ]}))
     checked = ("0.1", "0.5", "2.4", "2.5", "2.9", "3.0", "5.0", "99")
     assert [v for v in checked if entry.affects(Version(v))] == ["0.1", "2.5", "2.9", "5.0", "99"]
     assert entry.fixed == ("3.0",)
@@ -120,15 +120,15 @@ def test_unsorted_events_limits_and_git_ranges():
 def test_a_bad_record_is_a_bad_source_that_names_it(tmp_path, content, problem):
     (tmp_path / "osv").mkdir()
     (tmp_path / "osv" / "BAD-1.json").write_bytes(content)
-    with pytest.raises(advisories.SourceError, match=re.escape(f"BAD-1.json: {problem}")):
+    with pytest.raises(osvsource.SourceError, match=re.escape(f"BAD-1.json: {problem}")):
         advisories.load(tmp_path / "osv")
 
 
 def test_a_missing_or_broken_source_is_an_error(tmp_path):
-    with pytest.raises(advisories.SourceError, match="no such directory or zip"):
+    with pytest.raises(osvsource.SourceError, match="no such directory or zip"):
         advisories.load(tmp_path / "nothing.zip")
     (tmp_path / "half.zip").write_bytes(zipped(tmp_path / "whole.zip", *ALL).read_bytes()[:100])
-    with pytest.raises(advisories.SourceError, match="neither a directory nor a readable zip"):
+    with pytest.raises(osvsource.SourceError, match="neither a directory nor a readable zip"):
         advisories.load(tmp_path / "half.zip")
 
 
@@ -357,7 +357,7 @@ def test_a_worker_started_while_the_source_is_bad_takes_the_last_good_records(tm
     kept.write_bytes(path.read_bytes())
     copy = kept.with_name(policywatch.LAST_GOOD_OSV)
     policywatch.keep_source(policywatch.Watcher(path).rules, copy)  # as the server starts
-    assert copy.is_file() and not advisories.keep(osv, advisories.load(osv).digest, copy)
+    assert copy.is_file() and not osvsource.keep(osv, advisories.load(osv).digest, copy)
     (osv / "broken.json").write_text("{")
     later = policywatch.Watcher(path, kept, interval=0, settle=0)
     assert later.error.key == "advisories.osv"
