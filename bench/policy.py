@@ -77,8 +77,8 @@ def _touching() -> list[dict]:
 
 
 def policy_costs(run: Run) -> None:
-    # Five short rounds rather than a long one: other load on the machine comes and goes.
-    seconds, rounds = (2, 5) if run.quick else (3, 5)
+    # Seven short rounds rather than a long one: other load on the machine comes and goes.
+    seconds, rounds = (2, 7) if run.quick else (3, 7)
     started = time.monotonic()
     policy = write_policy(run.out / "policy")
     run.log(f"  policy written in {time.monotonic() - started:.1f}s")
@@ -107,8 +107,9 @@ def policy_costs(run: Run) -> None:
         cpu: dict[str, list[float]] = {plain.name: [], app.name: []}
         for server in (plain, app):
             wrk(targets[server.name][what], 1, PIP_ACCEPT)  # settle
-        for _ in range(rounds):  # interleaved: other load on the machine weighs on both alike
-            for server in (plain, app):
+        for turn in range(rounds):  # interleaved, and each first in turn (ABBA): other
+            # load on the machine, and its drift, weigh on both alike
+            for server in (plain, app) if turn % 2 == 0 else (app, plain):
                 pids = server.all_pids()
                 before = cpu_seconds(pids)
                 result = wrk(targets[server.name][what], seconds, PIP_ACCEPT)
