@@ -20,6 +20,7 @@ import fnmatch
 import functools
 import hashlib
 import re
+from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
@@ -74,6 +75,27 @@ class Verdict:
     refused: dict[str, Refusal]  # filename -> why
     changes_at: float | None  # the first held file's passing; None: never (for these rules)
     key: str  # names the rules and the refused files, for the ETag of the filtered page
+
+    # Made once per verdict: a page that loses files is the request a worker answers most
+    # under a cooldown, and each one is logged and counted.
+    @functools.cached_property
+    def rules(self) -> tuple[str, ...]:
+        return tuple(sorted({r.rule for r in self.refused.values()}))
+
+    @functools.cached_property
+    def header(self) -> str:
+        """The X-Pypicache-Policy header of a page that lost files."""
+        counts = Counter(r.rule for r in self.refused.values())
+        text = "filtered " + ", ".join(f"{rule}={n}" for rule, n in sorted(counts.items()))
+        if self.changes_at is not None:
+            text += f"; changes-at={rfc3339(self.changes_at)}"
+        return text
+
+    @functools.cached_property
+    def shown(self) -> str:
+        """The refused files for the audit log: five of them, and how many more."""
+        shown = ", ".join(f"{name} ({r.header})" for name, r in sorted(self.refused.items())[:5])
+        return shown + (f" and {len(self.refused) - 5} more" if len(self.refused) > 5 else "")
 
 
 def matches(project: str, globs: tuple[str, ...]) -> bool:

@@ -19,7 +19,7 @@ import json
 import logging
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,7 +137,7 @@ class PolicyService:
         verdict = self._judged(rules, page, time.time())
         if not verdict.refused:
             return None
-        self._audit(rules, what, verdict.refused, page.name, who)
+        self._audit(rules, what, verdict.refused, page.name, who, verdict)
         return verdict if rules.mode == "enforce" else None
 
     def _judged(self, rules: Rules, page: Page, now: float) -> Verdict:
@@ -164,10 +164,7 @@ class PolicyService:
         if body is None:
             body = self._filtered(page, want, verdict)
             self._bodies.keep(body_key, body, verdict.changes_at)
-        counts = Counter(r.rule for r in verdict.refused.values())
-        header = "filtered " + ", ".join(f"{rule}={n}" for rule, n in sorted(counts.items()))
-        if verdict.changes_at is not None:
-            header += f"; changes-at={rfc3339(verdict.changes_at)}"
+        header = verdict.header
         etag = page.etag(want)[:-1] + "-p" + verdict.key + '"'
         max_age = verdict.changes_at - now if verdict.changes_at is not None else None
         return Policed(body, etag, max_age, header)
@@ -257,16 +254,14 @@ class PolicyService:
 
     # --- audit and health ------------------------------------------------------------------
     def _audit(self, rules: Rules, what: str, refused: dict[str, Refusal], project: str,
-               who: Who) -> None:
+               who: Who, verdict: Verdict | None = None) -> None:
         """One log line per request, and one count per rule, for what was (or in report mode
-        would have been) refused."""
+        would have been) refused; a page's from its verdict."""
         verb = "refused" if rules.mode == "enforce" else "would refuse (report mode)"
-        if what in ("page", "json"):  # the index page, or the JSON API's document
-            shown = ", ".join(f"{name} ({r.header})" for name, r in sorted(refused.items())[:5])
-            more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
+        if verdict is not None:  # the index page, or the JSON API's document
             where = "page" if what == "page" else "JSON document"
-            log.warning("policy: %s %d files of the %s of %s to %s: %s%s", verb,
-                        len(refused), where, project, who, shown, more)
+            log.warning("policy: %s %d files of the %s of %s to %s: %s", verb,
+                        len(refused), where, project, who, verdict.shown)
         elif what == "project":
             log.warning("policy: %s the project %s to %s: %s", verb, project, who,
                         refused[project].header)
@@ -274,7 +269,8 @@ class PolicyService:
             ((name, refusal),) = refused.items()
             log.warning("policy: %s the file %s of %s to %s: %s", verb, name, project, who,
                         refusal.header)
-        for rule in sorted({r.rule for r in refused.values()}):
+        counted = verdict.rules if verdict is not None else {r.rule for r in refused.values()}
+        for rule in counted:
             policy_refused.send(self, rule=rule, mode=rules.mode, what=what)
 
     def health(self) -> dict:
