@@ -35,7 +35,7 @@ from packaging.version import InvalidVersion, Version
 
 from .osvsource import SourceError, records
 
-__all__ = ["Advisory", "Affected", "Index", "SourceError", "load", "warehouse"]
+__all__ = ["Advisories", "Advisory", "Affected", "Index", "SourceError", "load", "warehouse"]
 ECOSYSTEM = "PyPI"
 MALICIOUS = "MAL-"
 _ORDERED = ("ECOSYSTEM", "SEMVER")  # ranges compared by version; GIT ones need the repository
@@ -122,6 +122,24 @@ class Index:
         if version is None or project not in self.by_project:
             return []
         return [a for a in self.entries(project) if a.affects(version)]
+
+
+@dataclass(frozen=True)
+class Advisories:
+    """The policy's `[advisories]` table (pypicache/policyfile.py reads it): the OSV source,
+    read into `index` as the policy was loaded."""
+
+    source: Path
+    index: Index
+    block: frozenset[str] = frozenset()  # "malicious", "vulnerable"
+    fast_lane: bool = False
+    ignore: frozenset[str] = frozenset()  # advisory ids (or aliases) that count for nothing
+    signature: tuple | None = field(default=None, compare=False)  # the source's, when read
+
+    def counted(self, project: str, version: Version | None) -> list[Affected]:
+        """The entries of advisories that count against a version of a project."""
+        return [a for a in self.index.affecting(project, version)
+                if not a.advisory.names() & self.ignore]
 
 
 def load(path: Path) -> Index:

@@ -20,6 +20,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from . import advisories, osvsource
+from .advisories import Advisories
 
 MODES = ("enforce", "report")
 UNKNOWN_TIME = ("hold", "serve")
@@ -59,23 +60,6 @@ class Deny:
 
 
 @dataclass(frozen=True)
-class Advisories:
-    """The `[advisories]` table: the OSV source, read into `index` as the policy was loaded."""
-
-    source: Path
-    index: advisories.Index
-    block: frozenset[str] = frozenset()  # "malicious", "vulnerable"
-    fast_lane: bool = False
-    ignore: frozenset[str] = frozenset()  # advisory ids (or aliases) that count for nothing
-    signature: tuple | None = field(default=None, compare=False)  # the source's, when read
-
-    def counted(self, project: str, version: Version | None) -> list[advisories.Affected]:
-        """The entries of advisories that count against a version of a project."""
-        return [a for a in self.index.affecting(project, version)
-                if not a.advisory.names() & self.ignore]
-
-
-@dataclass(frozen=True)
 class Rules:
     """A valid policy file's rules; `digest` names this version of the file (the same in
     every worker, so page ETags made from it agree)."""
@@ -90,7 +74,7 @@ class Rules:
     unknown_time: str = "hold"
     deny: tuple[Deny, ...] = ()
     allow_only: tuple[str, ...] = ()  # canonical project globs; empty: every project
-    advisories: Advisories | None = None
+    advisories: Advisories | None = None  # the [advisories] table, its records read
     denied_projects: frozenset[str] = field(default=frozenset(), compare=False)
     denied_versions: dict[str, tuple[Deny, ...]] = field(default_factory=dict, compare=False)
 

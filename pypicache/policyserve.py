@@ -150,7 +150,7 @@ class PolicyService:
         return verdict
 
     def advisories(self):
-        """The advisories in force (pypicache/policyfile.py's Advisories), or None."""
+        """The advisories in force (pypicache/advisories.py's Advisories), or None."""
         return self.watcher.current().advisories
 
     def page(self, page: Page, want: Body, who: Who) -> Policed | None:
