@@ -14,7 +14,8 @@ import time
 import traceback
 from pathlib import Path
 
-from . import auth, classroom, coldscale, far, files, pages, pipexp, procs, report, resolve
+from . import auth, classroom, coldscale, far, files, pages, pipexp, policy, procs, report
+from . import resolve
 from . import s3, servers, tools
 from .run import MIB, Run
 
@@ -34,6 +35,7 @@ WORKLOADS = {  # run in this order: each leaves the caches the next one expects
     "coldscale": coldscale.cold_scale,  # its own upstream and fresh proxies
     "delay": far.far_upstream,  # the upstream's stack-00 behind fresh proxies
     "classroom": classroom.classroom,  # its own upstream and fresh proxies
+    "policy": policy.policy_costs,  # its own pypicache with a policy, before the run's upstream
 }
 
 

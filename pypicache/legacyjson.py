@@ -18,8 +18,10 @@ release: a project has hundreds, each an upstream request.
   can be had (no wheel, or the upstream down and nothing cached), from the page alone
   (`"page"`: name, version, requires_python, yanked; everything else null).
 - What the page does not say is null (size and upload times from an HTML page, an md5 nobody
-  gave); `vulnerabilities` is empty (no advisories are configured); `last_serial` only when
-  the upstream's page gave one.
+  gave); `last_serial` only when the upstream's page gave one.
+- `vulnerabilities` lists the advisories (the policy's `[advisories]` OSV records,
+  pypicache/advisories.py) that affect the release `info` describes, as Warehouse does; an
+  empty list without a policy that reads advisories.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from . import coremeta
+from . import advisories, coremeta
 from .candidates import parsed_version, version_text
 from .errors import NotFound, ProxyError
 from .pagefiles import Body, Page
@@ -75,7 +77,9 @@ class LegacyJson:
         release is no release here either."""
         page, body = self.pages.open(name, Body())
         verdict = policy.verdict(page, who, "json") if policy is not None else None
-        key = (name, page.version, version, base, verdict.key if verdict else None)
+        osv = policy.advisories() if policy is not None else None
+        key = (name, page.version, version, base, verdict.key if verdict else None,
+               osv.index.digest if osv else None)
         with self._lock:
             kept = self._kept.get(key)
             if kept is not None:
@@ -90,7 +94,7 @@ class LegacyJson:
         project = project_of(json.loads(body))
         if verdict is not None:
             project = without(project, verdict.refused)
-        made, complete = self._make(project, version, base)
+        made, complete = self._make(project, version, base, osv)
         data = json.dumps(made, separators=(",", ":")).encode()
         document = Document(page, data, '"' + hashlib.sha256(data).hexdigest()[:32] + '"',
                             project.last_serial)
@@ -109,7 +113,8 @@ class LegacyJson:
                 _, (old, *_) = self._kept.popitem(last=False)
                 self._kept_bytes -= len(old)
 
-    def _make(self, project: Project, version: str | None, base: str) -> tuple[dict, bool]:
+    def _make(self, project: Project, version: str | None, base: str,
+              osv=None) -> tuple[dict, bool]:
         releases = releases_of(project)
         chosen = latest(releases) if version is None else find_release(releases, version)
         if chosen is None or not releases[chosen]:
@@ -130,7 +135,8 @@ class LegacyJson:
             made["releases"] = {text: [file_entry(f, base) for f in listed]
                                 for text, listed in releases.items()}
         made["urls"] = [file_entry(file, base) for file in files]
-        made["vulnerabilities"] = []  # none claimed: no advisories are configured
+        affecting = osv.index.affecting(project.name, parsed_version(chosen)) if osv else []
+        made["vulnerabilities"] = advisories.warehouse(affecting)
         return made, fields is not None
 
     def _core_metadata(self, files: list[File]) -> dict[str, Any] | None:

@@ -57,6 +57,13 @@ def describe(rules: Rules) -> list[str]:
         what = "the whole project" if entry.specifier is None else "these versions"
         lines.append(f"deny: {entry.text} ({what})")
     lines.append("allow-only: " + (", ".join(rules.allow_only) or "every project"))
+    if (osv := rules.advisories) is not None:
+        lines.append(f"advisories: {osv.index.records} OSV records of "
+                     f"{len(osv.index.by_project)} projects from {osv.source}")
+        lines.append("advisories block: " + (", ".join(sorted(osv.block)) or "nothing")
+                     + "; fast lane: " + ("on" if osv.fast_lane else "off"))
+        if osv.ignore:
+            lines.append("advisories ignored: " + ", ".join(sorted(osv.ignore)))
     return lines
 
 
@@ -90,14 +97,27 @@ def explain(requirement: str, path: Path | None) -> None:
     except ProxyError as error:
         raise click.ClickException(f"no page for {name}: {error.message}") from None
     now, shown = time.time(), 0
+    refused = {f.filename: r for f in project.files
+               if (r := decide.file_refusal(rules, name, f.filename, f.upload_time, now))}
+    passed = decide.fast_lane(rules, project, refused, now)
     for file in project.files:
         version = decide.version_of(file.filename)
         if wanted.specifier and (version is None or version not in wanted.specifier):
             continue
         shown += 1
-        refusal = decide.file_refusal(rules, name, file.filename, file.upload_time, now)
+        refusal = refused.get(file.filename)
         uploaded = file.upload_time or "upload time unknown"
         verdict = "served" if refusal is None else f"refused: {refusal.header}"
-        click.echo(f"{file.filename}  ({uploaded})  {verdict}")
+        if file.filename in passed:
+            verdict = f"served by the fast lane (it fixes an advisory; else {refusal.header})"
+        click.echo(f"{file.filename}  ({uploaded})  {verdict}{_advisories(rules, name, version)}")
     click.echo(f"{shown} files of {name}; mode {rules.mode}"
                + ("" if rules.mode == "enforce" else ": nothing is refused, only reported"))
+
+
+def _advisories(rules: Rules, project: str, version) -> str:
+    """The advisories that affect a file's version, for `explain`."""
+    if rules.advisories is None:
+        return ""
+    found = sorted({a.advisory.id for a in rules.advisories.index.affecting(project, version)})
+    return f"  advisories: {', '.join(found)}" if found else ""

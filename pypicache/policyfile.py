@@ -19,18 +19,23 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from . import advisories, osvsource
+from .advisories import Advisories
+
 MODES = ("enforce", "report")
 UNKNOWN_TIME = ("hold", "serve")
+BLOCKS = ("malicious", "vulnerable")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _SHORT = re.compile(r"(\d+)\s*([smhdw])")
 # ISO 8601 durations of fixed length only: a month or a year has no fixed number of seconds.
 _ISO = re.compile(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?")
 _NAME_GLOB = re.compile(r"[A-Za-z0-9*?\[\]._-]+")
 _KEYS = {
-    "": {"mode", "cooldown", "deny", "allow-only"},
+    "": {"mode", "cooldown", "deny", "allow-only", "advisories"},
     "cooldown": {"min-age", "exempt", "allow", "freeze-at", "unknown-time"},
     "deny": {"projects"},
     "allow-only": {"projects"},
+    "advisories": {"osv", "block", "fast-lane", "ignore"},
 }
 
 
@@ -69,6 +74,7 @@ class Rules:
     unknown_time: str = "hold"
     deny: tuple[Deny, ...] = ()
     allow_only: tuple[str, ...] = ()  # canonical project globs; empty: every project
+    advisories: Advisories | None = None  # the [advisories] table, its records read
     denied_projects: frozenset[str] = field(default=frozenset(), compare=False)
     denied_versions: dict[str, tuple[Deny, ...]] = field(default_factory=dict, compare=False)
 
@@ -112,17 +118,17 @@ def rfc3339(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse(data: bytes) -> Rules:
-    """The rules of a policy file's bytes; PolicyError saying where and why when they are bad."""
+def parse(data: bytes, base: Path | None = None, osv_copy: Path | None = None) -> Rules:
+    """The rules of a policy file's bytes; PolicyError saying where and why when they are bad.
+    The OSV source of `[advisories]` is read now (a relative path is relative to `base`, the
+    policy file's directory): a source that cannot be read is a bad policy. With `osv_copy`,
+    the records are read from that copy of the source instead."""
     try:
         document = tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise PolicyError("", "is not UTF-8") from None
     except tomllib.TOMLDecodeError as error:
         raise PolicyError("", f"is not valid TOML: {error}") from None
-    if "advisories" in document:  # the issue's next part: refused rather than ignored
-        raise PolicyError("advisories", "not supported yet by this version of pypicache: "
-                          "remove the table (nothing would check advisories)")
     _known(document, "")
     mode = _choice(document, "", "mode", MODES, "enforce")
     cooldown = _table(document, "cooldown")
@@ -130,6 +136,8 @@ def parse(data: bytes) -> Rules:
     only = _table(document, "allow-only")
     for name, table in (("cooldown", cooldown), ("deny", deny), ("allow-only", only)):
         _known(table, name)
+    osv = (_advisories(_table(document, "advisories"), base, osv_copy)
+           if "advisories" in document else None)
     min_age = cooldown.get("min-age")
     if min_age is not None:
         min_age = _convert("cooldown.min-age", min_age, lambda v: duration(_string(v)))
@@ -138,8 +146,9 @@ def parse(data: bytes) -> Rules:
         freeze = _convert("cooldown.freeze-at", freeze, instant)
     entries = tuple(_deny(f"deny.projects[{i}]", text)
                     for i, text in enumerate(_strings(deny, "deny.projects")))
+    digest = hashlib.sha256(data + (osv.index.digest.encode() if osv else b""))
     return Rules(
-        digest=hashlib.sha256(data).hexdigest()[:16],
+        digest=digest.hexdigest()[:16],
         mode=mode,
         min_age=min_age,
         min_age_text=str(cooldown.get("min-age", "")),
@@ -152,22 +161,51 @@ def parse(data: bytes) -> Rules:
         deny=entries,
         allow_only=tuple(_glob(f"allow-only.projects[{i}]", text)
                          for i, text in enumerate(_strings(only, "allow-only.projects"))),
+        advisories=osv,
         denied_projects=frozenset(e.project for e in entries if e.specifier is None),
         denied_versions=_by_project(e for e in entries if e.specifier is not None),
     )
 
 
-def load(path: Path) -> tuple[Rules, bytes]:
-    """A policy file's rules, and the bytes they were read from."""
+def load(path: Path, base: Path | None = None,
+         osv_copy: Path | None = None) -> tuple[Rules, bytes]:
+    """A policy file's rules, and the bytes they were read from; `base` is where a relative
+    OSV source is (the policy file's own directory unless said: a kept copy's is not)."""
     try:
         data = path.read_bytes()
     except OSError as error:
         raise PolicyError("", f"cannot be read: {error.strerror}") from None
-    return parse(data), data
+    return parse(data, path.parent if base is None else base, osv_copy), data
 
 
 def read(path: Path) -> Rules:
     return load(path)[0]
+
+
+def _advisories(table: dict, base: Path | None, copy: Path | None) -> Advisories:
+    _known(table, "advisories")
+    if not isinstance(table.get("osv"), str) or not table["osv"].strip():
+        raise PolicyError("advisories.osv", "must name a directory or a zip of OSV records")
+    source = Path(table["osv"].strip())
+    if not source.is_absolute() and base is not None:
+        source = base / source
+    block = _strings(table, "advisories.block")
+    for i, value in enumerate(block):
+        if value not in BLOCKS:
+            raise PolicyError(f"advisories.block[{i}]", "must be \"malicious\" or \"vulnerable\"",
+                              value)
+    fast_lane = table.get("fast-lane", False)
+    if not isinstance(fast_lane, bool):
+        raise PolicyError("advisories.fast-lane", "must be true or false", fast_lane)
+    # Taken before reading: a change meanwhile is seen. None for a copy: the source itself is
+    # then looked at as if it had changed.
+    signature = osvsource.signature(source) if copy is None else None
+    try:
+        index = advisories.load(source if copy is None else copy)
+    except advisories.SourceError as error:
+        raise PolicyError("advisories.osv", str(error), str(source)) from None
+    return Advisories(source, index, frozenset(block), fast_lane,
+                      frozenset(_strings(table, "advisories.ignore")), signature)
 
 
 def _known(table: dict, name: str) -> None:

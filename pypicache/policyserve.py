@@ -19,7 +19,7 @@ import json
 import logging
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +28,8 @@ from .errors import Busy, ProxyError
 from .pagefiles import Body, Page, PageGone
 from .pages import GZIP_LEVEL
 from .policy import Refusal, Verdict
-from .policyfile import Rules, rfc3339
-from .policywatch import LAST_GOOD, Watcher, write_atomic
+from .policyfile import Rules, read, rfc3339
+from .policywatch import LAST_GOOD, LAST_GOOD_OSV, Watcher, keep_source, write_atomic
 from .stats.signals import policy_refused
 
 log = logging.getLogger(__name__)
@@ -97,14 +97,16 @@ class _Kept(OrderedDict):
 
 
 def prepare(cache_dir: Path, policy_file: Path | None) -> None:
-    """As the server starts (gunicorn's arbiter, the file checked): the copy of the policy
-    file workers fall back on (pypicache/policywatch.py), and whether the front must pass files
-    to the app, said by FRONT_MARK (a mark a crash leaves only sends files to the app)."""
+    """As the server starts (gunicorn's arbiter, the file checked): the copies of the policy
+    file and of its OSV records that workers fall back on (pypicache/policywatch.py), and
+    whether the front must pass files to the app, said by FRONT_MARK (a mark a crash leaves
+    only sends files to the app)."""
     mark = cache_dir / FRONT_MARK
     if policy_file is None:
         mark.unlink(missing_ok=True)
         return
     write_atomic(cache_dir / LAST_GOOD, policy_file.read_bytes())
+    keep_source(read(policy_file), cache_dir / LAST_GOOD.with_name(LAST_GOOD_OSV))
     write_atomic(mark, b"the app judges every file by its policy (PYPI_POLICY_FILE): "
                  b"the nginx front serves none from disk\n")
 
@@ -132,16 +134,24 @@ class PolicyService:
         rules = self.watcher.current()
         if not policy.touches(rules, page.name) or policy.project_refusal(rules, page.name):
             return None  # (a project refused as a whole reaches here in report mode only)
-        now = time.time()
+        verdict = self._judged(rules, page, time.time())
+        if not verdict.refused:
+            return None
+        self._audit(rules, what, verdict.refused, page.name, who, verdict)
+        return verdict if rules.mode == "enforce" else None
+
+    def _judged(self, rules: Rules, page: Page, now: float) -> Verdict:
+        """The verdict on a page version, kept until it changes."""
         key = (page.name, page.version, rules.digest)
         verdict: Verdict | None = self._verdicts.get_fresh(key, now)
         if verdict is None:
             verdict = policy.judge(rules, self._model(page), now)
             self._verdicts.keep(key, verdict, verdict.changes_at)
-        if not verdict.refused:
-            return None
-        self._audit(rules, what, verdict.refused, page.name, who)
-        return verdict if rules.mode == "enforce" else None
+        return verdict
+
+    def advisories(self):
+        """The advisories in force (pypicache/advisories.py's Advisories), or None."""
+        return self.watcher.current().advisories
 
     def page(self, page: Page, want: Body, who: Who) -> Policed | None:
         """The page's body without the files the rules refuse now; None to serve it as it is."""
@@ -154,10 +164,7 @@ class PolicyService:
         if body is None:
             body = self._filtered(page, want, verdict)
             self._bodies.keep(body_key, body, verdict.changes_at)
-        counts = Counter(r.rule for r in verdict.refused.values())
-        header = "filtered " + ", ".join(f"{rule}={n}" for rule, n in sorted(counts.items()))
-        if verdict.changes_at is not None:
-            header += f"; changes-at={rfc3339(verdict.changes_at)}"
+        header = verdict.header
         etag = page.etag(want)[:-1] + "-p" + verdict.key + '"'
         max_age = verdict.changes_at - now if verdict.changes_at is not None else None
         return Policed(body, etag, max_age, header)
@@ -225,23 +232,36 @@ class PolicyService:
         if refusal is None:
             refusal = policy.file_refusal(rules, project, names.filename(distribution),
                                           upload_time, now)
+        until = refusal.until if refusal is not None else None
+        if refusal is not None and refusal.rule == "cooldown" and self._fast(rules, project):
+            # Whether the fast lane lets it through depends on the project's other releases:
+            # its page's verdict says (a page that cannot be had keeps the hold).
+            try:
+                verdict = self._judged(rules, self.pages.project(project), now)
+            except ProxyError:
+                verdict = None
+            if verdict is not None:
+                refusal = verdict.refused.get(names.filename(distribution))
+                until = verdict.changes_at
         if listed is not None:
-            until = refusal.until if refusal is not None else None
             self._files.keep((rules.digest, distribution), (project, refusal), until)
         return project, refusal
 
+    @staticmethod
+    def _fast(rules: Rules, project: str) -> bool:
+        osv = rules.advisories
+        return osv is not None and osv.fast_lane and project in osv.index.by_project
+
     # --- audit and health ------------------------------------------------------------------
     def _audit(self, rules: Rules, what: str, refused: dict[str, Refusal], project: str,
-               who: Who) -> None:
+               who: Who, verdict: Verdict | None = None) -> None:
         """One log line per request, and one count per rule, for what was (or in report mode
-        would have been) refused."""
+        would have been) refused; a page's from its verdict."""
         verb = "refused" if rules.mode == "enforce" else "would refuse (report mode)"
-        if what in ("page", "json"):  # the index page, or the JSON API's document
-            shown = ", ".join(f"{name} ({r.header})" for name, r in sorted(refused.items())[:5])
-            more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
+        if verdict is not None:  # the index page, or the JSON API's document
             where = "page" if what == "page" else "JSON document"
-            log.warning("policy: %s %d files of the %s of %s to %s: %s%s", verb,
-                        len(refused), where, project, who, shown, more)
+            log.warning("policy: %s %d files of the %s of %s to %s: %s", verb,
+                        len(refused), where, project, who, verdict.shown)
         elif what == "project":
             log.warning("policy: %s the project %s to %s: %s", verb, project, who,
                         refused[project].header)
@@ -249,7 +269,8 @@ class PolicyService:
             ((name, refusal),) = refused.items()
             log.warning("policy: %s the file %s of %s to %s: %s", verb, name, project, who,
                         refusal.header)
-        for rule in sorted({r.rule for r in refused.values()}):
+        counted = verdict.rules if verdict is not None else {r.rule for r in refused.values()}
+        for rule in sorted(counted):
             policy_refused.send(self, rule=rule, mode=rules.mode, what=what, project=project,
                                 who=who, refused={name: r for name, r in refused.items()
                                                   if r.rule == rule})
@@ -260,6 +281,8 @@ class PolicyService:
         rules = self.watcher.current()
         state = {"status": "ok", "mode": rules.mode, "version": rules.digest,
                  "loaded": rfc3339(self.watcher.loaded)}
+        if rules.advisories is not None:
+            state["advisories"] = rules.advisories.index.records
         if self.watcher.error is not None:
             state |= {"status": "last good policy kept", "error": self.watcher.error.public,
                       "error_since": rfc3339(self.watcher.error_since)}

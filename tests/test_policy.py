@@ -116,9 +116,9 @@ def test_bad_values_and_unknown_keys_are_errors_that_say_where(text, where):
     assert caught.value.key == where
 
 
-def test_advisories_are_refused_as_not_supported_yet():
-    with pytest.raises(PolicyError, match="advisories: not supported yet"):
-        rules('[advisories]\nosv = "/srv/osv"\nblock = ["malicious"]')
+def test_advisories_from_a_source_that_is_not_there_are_a_bad_policy():
+    with pytest.raises(PolicyError, match="advisories.osv: no such directory or zip"):
+        rules('[advisories]\nosv = "/nonexistent/osv"\nblock = ["malicious"]')
 
 
 def test_toml_syntax_and_encoding_errors():
@@ -539,7 +539,7 @@ def test_policy_check_prints_the_rules_or_fails_with_status_1(app, tmp_path):
     good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
     good.write_text('[cooldown]\nmin-age = "P7D"\nallow = ["urllib3==2.6.1"]\n'
                     '[deny]\nprojects = ["evil-pkg", "numpy==2.4.0"]\n')
-    bad.write_text('[deny]\nprojects = ["numpy==2.4.0"]\n[advisories]\nosv = "/srv/osv"\n')
+    bad.write_text('[deny]\nprojects = ["numpy==2.4.0"]\n[advisories]\nosv = "/nonexistent"\n')
     result = runner.invoke(args=["pypicache", "policy", "check", str(good)])
     assert result.exit_code == 0, result.output
     assert "valid (version " in result.output
@@ -548,7 +548,7 @@ def test_policy_check_prints_the_rules_or_fails_with_status_1(app, tmp_path):
                   "deny: numpy==2.4.0 (these versions)", "allow-only: every project"):
         assert words in result.output
     result = runner.invoke(args=["pypicache", "policy", "check", str(bad)])
-    assert result.exit_code == 1 and "advisories: not supported yet" in result.output
+    assert result.exit_code == 1 and "advisories.osv: no such directory or zip" in result.output
     result = runner.invoke(args=["pypicache", "policy", "check", str(tmp_path / "none.toml")])
     assert result.exit_code == 1 and "cannot be read" in result.output
 
