@@ -8,7 +8,7 @@ import pytest
 import requests
 import responses
 
-from pypicache import pages
+from pypicache import pagebodies, pages
 from pypicache.errors import StorageError
 from pypicache.results import DownloadAborted
 
@@ -499,5 +499,5 @@ def test_made_up_host_names_get_their_links_but_fill_no_disk(app, client):
     for i in range(20):
         page = client.get("/simple/demo/?format=json", base_url=f"http://host{i}.example")
         assert page.json["files"][0]["url"].startswith(f"http://host{i}.example/packages/")
-    assert len(list(directory.glob("v*.json"))) == 1 + pages.BASES_KEPT  # and the relative one
+    assert len(list(directory.glob("v*.json"))) == 1 + pagebodies.BASES_KEPT  # and the relative one
     assert client.get("/simple/demo/", base_url="http://bad'host").status_code in (200, 400)
