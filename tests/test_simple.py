@@ -218,6 +218,23 @@ def test_gzip_when_accepted(client):
     assert "Accept-Encoding" in packed.headers["Vary"]
 
 
+@responses.activate
+def test_a_miss_is_answered_plain_and_the_gzip_made_for_the_next_client(app, client):
+    upstream_page()
+    first = client.get("/simple/demo/", headers={"Accept-Encoding": "gzip"})
+    assert first.headers["X-Cache"] == "miss" and "Content-Encoding" not in first.headers
+    assert first.headers["ETag"].endswith('-html"')  # the ETag of the body it got
+    directory = app.config["PYPICACHE"].cache_dir / "pages" / "demo"
+    for _ in range(100):  # made in the background, by this worker's thread
+        if list(directory.glob("v*.html.gz")):
+            break
+        time.sleep(0.02)
+    second = client.get("/simple/demo/", headers={"Accept-Encoding": "gzip"})
+    assert second.headers["Content-Encoding"] == "gzip" and second.headers["X-Cache"] == "hit"
+    assert gzip.decompress(second.data) == first.data
+    assert len(responses.calls) == 1
+
+
 def expire(app, name="demo"):
     state = app.config["PYPICACHE"].cache_dir / "pages" / name / "state.json"
     old = time.time() - 10_000
