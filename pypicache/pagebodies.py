@@ -122,5 +122,5 @@ class Bodies:
     def _bases(self, page: Page) -> int:
         """How many link bases the page's current version has bodies for."""
         stems = (name.split(".") for name in os.listdir(page.directory))
-        return len({parts[1] for parts in stems
-                    if parts[0] == page.version and len(parts) > 2 and parts[1] not in ("json", "html")})
+        return len({parts[1] for parts in stems if parts[0] == page.version
+                    and len(parts) > 2 and parts[1] not in ("json", "html")})

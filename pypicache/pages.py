@@ -243,8 +243,11 @@ class Pages:
         if loaded is not None:
             self._models.move_to_end(key)
             return loaded
-        try:
-            project = project_of(json.loads(page.path(Body()).read_bytes()))
+        try:  # a miss's document is still in memory: not read back from disk
+            document = page.document
+            if document is None:
+                document = page.path(Body()).read_bytes()
+            project = project_of(json.loads(document))
         except (OSError, ValueError):
             raise PageGone(page.name) from None
         loaded = self._models[key] = (project, {f.path: f for f in project.files})
