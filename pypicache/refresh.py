@@ -66,7 +66,7 @@ class Refresher:
         A project with uploaded files is the local index's, whatever the upstreams have."""
         token = local_token(self.settings, self.local, name)
         if token is not None and (body := self.local.document(name)) is not None:
-            version = "v" + hashlib.sha256(RENDERING.encode() + body).hexdigest()[:16]
+            version = _version(body)
             self.cachedir.write_atomic(self.cachedir.pages / name / f"{version}.json", body)
             self._write_state(name, None, version, old, upstream=ORIGIN, local=token)
             return Refreshed("miss", body)
@@ -81,18 +81,18 @@ class Refresher:
         up, response = self._ask(name, old)
         if self._revalidated(name, response, old):
             return Refreshed("revalidated")
-        body, shown = bytearray(), 0.0
+        chunks, shown = [], 0.0
         for chunk in self.upstream.iter_decoded(response, self.settings.max_page_size):
-            body += chunk
+            chunks.append(chunk)
             if time.monotonic() - shown > PROGRESS:  # waiters keep waiting
                 self.cachedir.touch_lock(lock_name(name))
                 shown = time.monotonic()
         content_type = response.headers.get("Content-Type", "text/html")
         earlier = self.cachedir.pages / name / f"{old['version']}.json" if old else None
-        body, misfiled = self.parser.document(bytes(body), content_type, response.url, name,
-                                              self.linkers[up.name], metadata, earlier)
+        body, misfiled = self.parser.document(b"".join(chunks), content_type, response.url,
+                                              name, self.linkers[up.name], metadata, earlier)
         self.catalog.record_listed(name, misfiled)
-        version = "v" + hashlib.sha256(RENDERING.encode() + body).hexdigest()[:16]
+        version = _version(body)
         self.cachedir.write_atomic(self.cachedir.pages / name / f"{version}.json", body)
         self._write_state(name, response, version, old, upstream=up.name,
                           metadata_known=len(metadata), local=token)
@@ -224,6 +224,13 @@ class Refresher:
                     if up is not last:
                         seen.add(project)
                     yield project
+
+
+def _version(document: bytes) -> str:
+    """The version a document is kept under: a digest of it (and of how pages render)."""
+    digest = hashlib.sha256(RENDERING.encode())
+    digest.update(document)  # not hashed as one concatenation: a copy of a page of megabytes
+    return "v" + digest.hexdigest()[:16]
 
 
 def _first(first: list[str], rest: Iterator[str]) -> Iterator[str]:
