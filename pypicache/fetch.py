@@ -214,8 +214,15 @@ class Fetcher:
     def _clear_dead(self, path: str) -> None:
         """We hold the lock, so any temp file of this path belongs to a dead writer."""
         self.cachedir.announce_path(path).unlink(missing_ok=True)
-        for part in self.cachedir.tmp.glob(f"{key(path)}.*.part"):
-            part.unlink(missing_ok=True)
+        # `<key>.*.part` by name: Path.glob compiled a new pattern for every download.
+        start = key(path) + "."
+        with os.scandir(self.cachedir.tmp) as entries:
+            for entry in entries:
+                name = entry.name
+                if (name.startswith(start) and name.endswith(".part")
+                        and len(name) >= len(start) + len(".part")):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
 
     # --- every client --------------------------------------------------------------------
     def _follow(self, path: str, cache: str = "follower") -> Follow | None:

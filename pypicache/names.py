@@ -50,8 +50,10 @@ def project_of_file(path: str) -> str:
 
 def names_project(filename: str, project: str) -> bool:
     """Whether a file's name says it is of `project` (canonical): project_of_file's answer,
-    without its regex for the usual name (lower case, no '_' or '.'); a page has thousands."""
+    without its regex for the usual names (lower case, as the project or with each '-' a '_',
+    as wheels escape it: PEP 427); a page has thousands."""
     name = filename.removesuffix(".metadata")
     sdist = name.endswith((".tar.gz", ".zip")) and "-" in name
     head = name.rsplit("-", 1)[0] if sdist else name.split("-", 1)[0]
-    return head == project or project_of_file(filename) == project
+    return (head == project or ("-" in project and head == project.replace("-", "_"))
+            or project_of_file(filename) == project)

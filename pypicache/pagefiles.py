@@ -7,7 +7,7 @@ ETag names the version and the body, and readers of an older version keep their 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .pagemodel import FILE_PREFIX
@@ -20,6 +20,8 @@ class Page:
     version: str  # the name stem of its files: a refresh writes new names (pypicache/refresh.py)
     cache: str  # hit, miss, revalidated, stale, updating
     age: float
+    # Our document of this version, in memory, when this request's refresh has just made it.
+    document: bytes | None = field(default=None, repr=False, compare=False)
 
     def etag(self, body: Body) -> str:
         """A strong ETag per body: the version names the document, the body follows from it."""

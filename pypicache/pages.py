@@ -4,14 +4,14 @@ served meanwhile, and the bodies clients get.
 A project page is fetched from the upstream and kept as our PEP 691 document of it
 (`v<version>.json`, refresh.py, pagereader.py), which is also its JSON body. The other
 bodies (the gzip of it, HTML and its gzip) are made the first time a client asks for them and
-kept beside it, so a page miss costs the upstream's answer, one pass over its files and the
-one body that client wants, and a warm request only sends a file. After the TTL one worker
+kept beside it (pagebodies.py), so a page miss costs the upstream's answer and one pass over
+its files, the client that caused it gets the document from memory, and a warm request only
+sends a file. After the TTL one worker
 revalidates with the upstream's ETag while the others keep serving the old copy; if the
 upstream fails, or the disk cannot take the new copy, the old one is served as stale.
 """
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import os
@@ -20,11 +20,11 @@ import time
 from collections import OrderedDict
 from typing import BinaryIO, Callable
 
-from . import provenance, render
 from .errors import Busy, NotFound, StorageError, UpstreamError
+from .pagebodies import ROOT, Bodies
 from .pagefiles import Body, Page, PageGone
 from .pagemodel import File, Project, find_file, project_of
-from .refresh import STATE_FORMAT, Refresher, local_token, lock_name
+from .refresh import STATE_FORMAT, Refreshed, Refresher, local_token, lock_name
 from .uploads import ORIGIN
 
 log = logging.getLogger(__name__)
@@ -32,9 +32,6 @@ NEGATIVE_TTL = 60.0  # an upstream 404 is remembered this long (a new project ap
 GONE_GRACE = 86400.0  # a page we have outlives an upstream 404 this long (mirrors mid-sync)
 STATES_KEPT = 4096  # page states a worker keeps parsed in memory
 MODEL_FILES_KEPT = 50_000  # files of the page models a worker keeps loaded (file lookups)
-GZIP_LEVEL = 1  # a tenth of level 6's time for a page 20 % larger; one level, so one ETag
-BASES_KEPT = 8  # host names (link bases) a page version keeps bodies for; past it, made per request
-ROOT = "_root"  # not a project name: those start with a letter or digit
 # What serving a stale copy answers for: the upstream failed, or our disk or catalog did.
 _REFRESH_FAULTS = (UpstreamError, StorageError, Busy)
 
@@ -52,6 +49,7 @@ class Pages:
         # files to download need them; pypicache/listings.py), at most MODEL_FILES_KEPT files.
         self._models: OrderedDict[tuple[str, str], tuple[Project, dict[str, File]]] = OrderedDict()
         self._model_files = 0
+        self.bodies = Bodies(settings, cachedir, self.refresher.record_size, self.model)
 
     def project(self, name: str, want: Body | None = None) -> Page:
         """A project's page; `want` is the body a refresh makes at once."""
@@ -62,12 +60,23 @@ class Pages:
 
     def open(self, name: str, want: Body) -> tuple[Page, BinaryIO | bytes]:
         """A page and that body of it: an open file, or the bytes just made."""
+        page, body, _ = self._open(name, want, exact=True)
+        return page, body
+
+    def serve(self, name: str, want: Body) -> tuple[Page, BinaryIO | bytes, Body]:
+        """A page, a body of it for a client that asked for `want`, and which body that is:
+        `want`, or on a miss the same uncompressed (pypicache/pagebodies.py)."""
+        return self._open(name, want, exact=False)
+
+    def _open(self, name: str, want: Body, exact: bool) -> tuple[Page, BinaryIO | bytes, Body]:
         if name == ROOT:  # written whole by its refresh, with relative links only
             want = Body(want.fmt, want.compressed)
         for _ in range(3):  # evicted between the state and the body: fetched again
             page = self.root() if name == ROOT else self.project(name, want)
             try:
-                return page, self.body(page, want)
+                if page.document is not None and not exact:
+                    return page, *self.bodies.first(page, want)
+                return page, self.body(page, want), want
             except PageGone:
                 self._states.pop(name, None)
         raise StorageError(f"the cached page of {name} keeps disappearing")
@@ -115,7 +124,7 @@ class Pages:
             return True
         return state[0].get("local") == local_token(self.settings, self.local, name)
 
-    def _get(self, name: str, refresh: Callable[[dict | None], str],
+    def _get(self, name: str, refresh: Callable[[dict | None], Refreshed],
              want: Body | None) -> Page:
         state = self._state(name)
         if state and self._fresh(name, state):
@@ -147,7 +156,7 @@ class Pages:
         if state and self._fresh(name, state):
             return self._answer(name, state, "hit")
         try:
-            cache = refresh(state[0] if state else None)
+            cache, document = refresh(state[0] if state else None)
         except NotFound:
             # A page of uploads whose last file was deleted is not kept through the grace.
             if state and state[0].get("upstream") != ORIGIN and self._gone_lately(name, state[0]):
@@ -162,10 +171,7 @@ class Pages:
                 return self._answer(name, state, "stale")
             raise
         page = self._answer(name, self._state(name), cache)
-        if cache == "miss" and want is not None and name != ROOT:
-            body = self.body(page, want)  # clients asking at once find the body they all want
-            if not isinstance(body, bytes):
-                body.close()
+        page.document = document  # a miss: this request's answer is made from it (Pages.serve)
         return page
 
     def _gone_lately(self, name: str, data: dict) -> bool:
@@ -199,51 +205,8 @@ class Pages:
 
     # --- bodies and models ---------------------------------------------------------------
     def body(self, page: Page, want: Body) -> BinaryIO | bytes:
-        """The body as a file when it is on disk; else made (one worker at a time per body),
-        kept, and returned as bytes."""
-        path = page.path(want)
-        try:
-            return open(path, "rb")
-        except FileNotFoundError:
-            if page.name == ROOT or want == Body():  # written by the refresh
-                raise PageGone(page.name) from None
-        with self.cachedir.lock(f"page-body:{path}", timeout=self.settings.read_timeout):
-            try:
-                return open(path, "rb")
-            except FileNotFoundError:
-                pass
-            data = self._make(page, want)
-            if want.base and self._bases(page) >= BASES_KEPT:
-                return data  # a flood of made-up host names must not fill the disk
-            try:
-                self.cachedir.write_atomic(path, data)
-                self.refresher.record_size(page.name)
-            except StorageError as error:  # the client still gets its page; the next makes it
-                log.warning("could not keep a body of the page of %s: %s", page.name, error.message)
-            return data
-
-    def _make(self, page: Page, want: Body) -> bytes:
-        if want.base or want.provenance:  # the relative body's links made absolute
-            relative = Body(want.fmt)  # (see pypicache/views/simple.py, pypicache/provenance.py)
-            found = self.body(page, relative)
-            if not isinstance(found, bytes):
-                with found:
-                    found = found.read()
-            data = want.linked(provenance.point(found, want, self.settings))
-        elif want.fmt == "json":
-            try:
-                data = page.path(Body()).read_bytes()
-            except FileNotFoundError:
-                raise PageGone(page.name) from None
-        else:
-            data = render.project_html(self._load(page)[0]).encode()
-        return gzip.compress(data, GZIP_LEVEL, mtime=0) if want.compressed else data
-
-    def _bases(self, page: Page) -> int:
-        """How many link bases the page's current version has bodies for."""
-        stems = (name.split(".") for name in os.listdir(page.directory))
-        return len({parts[1] for parts in stems
-                    if parts[0] == page.version and len(parts) > 2 and parts[1] not in ("json", "html")})
+        """The body as a file when it is on disk; else made, kept, and returned as bytes."""
+        return self.bodies.get(page, want)
 
     def find(self, name: str, path: str) -> File | None:
         """A file of a project's cached page (however old the page), or None: from the page
@@ -280,8 +243,11 @@ class Pages:
         if loaded is not None:
             self._models.move_to_end(key)
             return loaded
-        try:
-            project = project_of(json.loads(page.path(Body()).read_bytes()))
+        try:  # a miss's document is still in memory: not read back from disk
+            document = page.document
+            if document is None:
+                document = page.path(Body()).read_bytes()
+            project = project_of(json.loads(document))
         except (OSError, ValueError):
             raise PageGone(page.name) from None
         loaded = self._models[key] = (project, {f.path: f for f in project.files})

@@ -56,37 +56,43 @@ def rewrite(body: bytes, files_base: str, prefix: str, name: str,
     if _ODD_PROVENANCE.search(body):
         return None
     # Only the base is replaced, a literal (a group in the replacement costs a Python call per
-    # link); a search in C finds any link whose path is not plain.
-    links = rb'"url"\s*:\s*"' + re.escape(files_base.encode())
-    if re.search(links + rb"(?!" + _PATH + rb'")', body):
-        return None  # an odd path
+    # link), and only where a plain path follows: a link whose path is not plain is left, so
+    # the count falls short of the files.
+    links = rb'"url"\s*:\s*"' + re.escape(files_base.encode()) + rb"(?=" + _PATH + rb'")'
     body, count = re.subn(links, _RELATIVE + prefix.encode(), body)
     if count != len(files) or len(_URL_KEY.findall(body)) != count:
-        return None  # a link elsewhere
+        return None  # an odd path, or a link elsewhere
     known = {names.filename(path.removesuffix(".metadata")): sha256
              for path, sha256 in metadata.items()}
     body = _advertise(body, wheels, known)
     if body is None:
         return None
     body = _FALSE_FIRST.sub(b"{", _FALSE_AFTER.sub(b"", body))
-    found = _NAME.search(body)  # the project's: no file entry has a "name" key
-    if found is None:
+    # The project's name: the first "name" key (no file entry has one), in one copy.
+    body, count = _NAME.subn(b'"name":"' + name.encode() + b'"', body, count=1)
+    if not count:
         return None
-    body = body[:found.start()] + b'"name":"' + name.encode() + b'"' + body[found.end():]
     return body, [_path_of(body, filename) for filename in odd]
 
 
 def _read(files: list, name: str) -> tuple[list[tuple[str, str]] | None, list[str]]:
     """Each wheel in order with "ok", "false" or "absent" (its core metadata), and the files
-    named for another project; None for the wheels when a file is not regular."""
+    named for another project; None for the wheels when a file is not regular. One pass in
+    Python over thousands of files: kept lean."""
     wheels, odd = [], []
     for entry in files:
         filename = entry["filename"]
         hashes = entry["hashes"]
-        if not isinstance(hashes, dict) or not isinstance(hashes.get("sha256"), str):
-            return None, odd  # a file without a sha256 may keep an earlier page's: the long way
-        if any(key != key.lower() or value != value.lower() for key, value in hashes.items()):
-            return None, odd  # the long way writes them in lower case
+        if not isinstance(hashes, dict):
+            return None, odd
+        sha256 = hashes.get("sha256")
+        if not isinstance(sha256, str):
+            return None, odd  # a file without a sha256 may keep an earlier page's
+        if len(hashes) == 1:
+            if sha256 != sha256.lower():
+                return None, odd  # the long way writes them in lower case
+        elif any(key != key.lower() or value != value.lower() for key, value in hashes.items()):
+            return None, odd
         if filename.endswith(".whl"):
             if entry.get("core-metadata", entry.get("data-dist-info-metadata")):
                 state = "ok"

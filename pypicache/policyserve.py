@@ -26,7 +26,7 @@ from pathlib import Path
 from . import names, policy, provenance, render
 from .errors import Busy, ProxyError
 from .pagefiles import Body, Page, PageGone
-from .pages import GZIP_LEVEL
+from .pagebodies import GZIP_LEVEL
 from .policy import Refusal, Verdict
 from .policyfile import Rules, read, rfc3339
 from .policywatch import LAST_GOOD, LAST_GOOD_OSV, Watcher, keep_source, write_atomic

@@ -7,7 +7,8 @@ import gzip
 import hashlib
 import logging
 import os
-from typing import Iterator
+import time
+from typing import Iterator, NamedTuple
 
 from . import pagereader, parsepool, render, upstreams
 from .cachedir import key
@@ -24,6 +25,17 @@ MAX_ROOT = 1 << 30  # the root list is tens of MB; decoded past this it is a bom
 UPSTREAM_ACCEPT = f"{render.V1_JSON}, {render.V1_HTML};q=0.2, {render.HTML};q=0.1"
 # HTML first: the root list streams well as lines; JSON is parsed by the same regex.
 ROOT_ACCEPT = f"{render.HTML}, {render.V1_JSON};q=0.5"
+# Seconds between two signs of progress of a page's download (its lock touched): a waiter
+# gives up only after connect + read timeouts without one. Not per chunk: a syscall each.
+PROGRESS = 0.25
+
+
+class Refreshed(NamedTuple):
+    """How a refresh answered: "miss" (fetched anew) or "revalidated" (the upstream's 304),
+    and for a project page fetched anew our document of it (its answer is made from it)."""
+
+    cache: str
+    document: bytes | None = None
 
 
 def local_token(settings, local, name: str) -> str | None:
@@ -40,9 +52,7 @@ def lock_name(name: str) -> str:
 
 
 class Refresher:
-    """Fetches a page from the upstream and writes it to disk; each refresh returns how the
-    page was answered: "miss" (fetched anew) or "revalidated" (the upstream's 304), and for a
-    project page fetched anew its model."""
+    """Fetches a page from the upstream and writes it to disk (each refresh: Refreshed)."""
 
     def __init__(self, settings, cachedir, catalog, upstream, local=None):
         self.settings, self.cachedir, self.catalog = settings, cachedir, catalog
@@ -54,15 +64,15 @@ class Refresher:
         self.status = PageStatus(settings, cachedir, catalog, upstream)
         self._redirected: set[str] = set()  # projects whose redirect away was logged
 
-    def project(self, name: str, old: dict | None) -> str:
+    def project(self, name: str, old: dict | None) -> Refreshed:
         """Fetch a project's page anew (revalidated with the ETag of `old`, its last state).
         A project with uploaded files is the local index's, whatever the upstreams have."""
         token = local_token(self.settings, self.local, name)
         if token is not None and (body := self.local.document(name)) is not None:
-            version = "v" + hashlib.sha256(RENDERING.encode() + body).hexdigest()[:16]
+            version = _version(body)
             self.cachedir.write_atomic(self.cachedir.pages / name / f"{version}.json", body)
             self._write_state(name, None, version, old, upstream=ORIGIN, local=token)
-            return "miss"
+            return Refreshed("miss", body)
         if old and old.get("local") != token:  # its uploads went: the upstream's page anew
             old = {k: v for k, v in old.items() if k != "upstream_etag"}
         # The sha256 of each wheel's .metadata the proxy served (the upstream's, or extracted
@@ -73,32 +83,34 @@ class Refresher:
             old = {k: v for k, v in old.items() if k != "upstream_etag"}
         up, response = self._ask(name, old)
         if self._revalidated(name, response, old):
-            return "revalidated"
-        body = bytearray()
+            return Refreshed("revalidated")
+        chunks, shown = [], 0.0
         for chunk in self.upstream.iter_decoded(response, self.settings.max_page_size):
-            body += chunk
-            self.cachedir.touch_lock(lock_name(name))  # progress: waiters keep waiting
+            chunks.append(chunk)
+            if time.monotonic() - shown > PROGRESS:  # waiters keep waiting
+                self.cachedir.touch_lock(lock_name(name))
+                shown = time.monotonic()
         content_type = response.headers.get("Content-Type", "text/html")
         earlier = self.cachedir.pages / name / f"{old['version']}.json" if old else None
-        body, misfiled = self.parser.document(bytes(body), content_type, response.url, name,
-                                              self.linkers[up.name], metadata, earlier)
+        body, misfiled = self.parser.document(b"".join(chunks), content_type, response.url,
+                                              name, self.linkers[up.name], metadata, earlier)
         self.catalog.record_listed(name, misfiled)
         amended = self.status.amend(name, body, earlier)
         body = amended.body
-        version = "v" + hashlib.sha256(RENDERING.encode() + body).hexdigest()[:16]
+        version = _version(body)
         self.cachedir.write_atomic(self.cachedir.pages / name / f"{version}.json", body)
         self._write_state(name, response, version, old, upstream=up.name,
                           metadata_known=len(metadata), local=token, **amended.state)
         self.status.settle(name, amended)
-        return "miss"
+        return Refreshed("miss", body)
 
-    def root(self, name: str, old: dict | None) -> str:
+    def root(self, name: str, old: dict | None) -> Refreshed:
         """Fetch the root list anew: one upstream's, or the union of several."""
         response = None
         if len(self.settings.indexes) == 1:
             response = self._fetch(self.settings.indexes[0].url + "/", old, ROOT_ACCEPT)
             if self._revalidated(name, response, old):
-                return "revalidated"
+                return Refreshed("revalidated")
             names = self._root_names(response)
         else:
             names = self._union()
@@ -123,7 +135,7 @@ class Refresher:
                 self.cachedir.publish(temp, directory / f"{version}.{suffix}")
         log.info("root list refreshed: %d projects", count)
         self._write_state(name, response, version, old)
-        return "miss"
+        return Refreshed("miss")
 
     def _ask(self, name: str, old: dict | None):
         """(upstream, response) of the first upstream in order that has the project.
@@ -218,6 +230,13 @@ class Refresher:
                     if up is not last:
                         seen.add(project)
                     yield project
+
+
+def _version(document: bytes) -> str:
+    """The version a document is kept under: a digest of it (and of how pages render)."""
+    digest = hashlib.sha256(RENDERING.encode())
+    digest.update(document)  # not hashed as one concatenation: a copy of a page of megabytes
+    return "v" + digest.hexdigest()[:16]
 
 
 def _first(first: list[str], rest: Iterator[str]) -> Iterator[str]:

@@ -8,7 +8,7 @@ import pytest
 import requests
 import responses
 
-from pypicache import pages
+from pypicache import pagebodies, pages
 from pypicache.errors import StorageError
 from pypicache.results import DownloadAborted
 
@@ -216,6 +216,23 @@ def test_gzip_when_accepted(client):
     assert gzip.decompress(packed.data) == plain.data
     assert packed.headers["ETag"] != plain.headers["ETag"]
     assert "Accept-Encoding" in packed.headers["Vary"]
+
+
+@responses.activate
+def test_a_miss_is_answered_plain_and_the_gzip_made_for_the_next_client(app, client):
+    upstream_page()
+    first = client.get("/simple/demo/", headers={"Accept-Encoding": "gzip"})
+    assert first.headers["X-Cache"] == "miss" and "Content-Encoding" not in first.headers
+    assert first.headers["ETag"].endswith('-html"')  # the ETag of the body it got
+    directory = app.config["PYPICACHE"].cache_dir / "pages" / "demo"
+    for _ in range(100):  # made in the background, by this worker's thread
+        if list(directory.glob("v*.html.gz")):
+            break
+        time.sleep(0.02)
+    second = client.get("/simple/demo/", headers={"Accept-Encoding": "gzip"})
+    assert second.headers["Content-Encoding"] == "gzip" and second.headers["X-Cache"] == "hit"
+    assert gzip.decompress(second.data) == first.data
+    assert len(responses.calls) == 1
 
 
 def expire(app, name="demo"):
@@ -499,5 +516,5 @@ def test_made_up_host_names_get_their_links_but_fill_no_disk(app, client):
     for i in range(20):
         page = client.get("/simple/demo/?format=json", base_url=f"http://host{i}.example")
         assert page.json["files"][0]["url"].startswith(f"http://host{i}.example/packages/")
-    assert len(list(directory.glob("v*.json"))) == 1 + pages.BASES_KEPT  # and the relative one
+    assert len(list(directory.glob("v*.json"))) == 1 + pagebodies.BASES_KEPT  # and the relative one
     assert client.get("/simple/demo/", base_url="http://bad'host").status_code in (200, 400)

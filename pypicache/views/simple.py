@@ -33,21 +33,22 @@ def _page_response(name: str) -> Response:
     client = who() if policy else None
     if policy and (refusal := policy.project(name, client)):
         return refused(refusal, f"the project {name}")
-    page, body = found.pages.open(name, want)
+    # On a miss the body may be `want` uncompressed (pypicache/pagebodies.py): `served` says.
+    page, body, served = found.pages.serve(name, want)
     # The page without the files the policy refuses now (pypicache/policyserve.py), else as cached.
     policed = policy.page(page, want, client) if policy else None
     if policed:
         if not isinstance(body, bytes):
             body.close()
-        body = policed.body
-    etag = policed.etag if policed else page.etag(want)
+        body, served = policed.body, want
+    etag = policed.etag if policed else page.etag(served)
     if not_modified(etag):
         if not isinstance(body, bytes):
             body.close()
         response = Response(status=304)
     else:
         response = _body_response(body, media_type)
-        if compressed:
+        if served.compressed:
             response.content_encoding = "gzip"
     page_headers(response, page, etag)
     response.headers["Vary"] = "Accept, Accept-Encoding"
