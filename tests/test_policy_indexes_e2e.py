@@ -1,6 +1,6 @@
 """The policy in front of index servers others wrote (tests/indexes.py, started as their users
-run them): pypiserver (HTML only) and an nginx tree as bandersnatch writes it (HTML and PEP 691
-JSON, no upload times in either). Deny by specifier works on any index; the rules of time
+run them): pypiserver (HTML only), an nginx tree as bandersnatch writes it (HTML and PEP 691
+JSON, no upload times in either) and devpi-server (an index of uploads, HTML only). Deny by specifier works on any index; the rules of time
 meet files of unknown upload time, and `unknown-time` decides, as docs/POLICY.md says.
 Real gunicorn workers, real pip and uv; nothing beyond 127.0.0.1."""
 from __future__ import annotations
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 JSON = "application/vnd.pypi.simple.v1+json"
 
 
-@pytest.fixture(scope="module", params=["pypiserver", "nginx"])
+@pytest.fixture(scope="module", params=["pypiserver", "nginx", "devpi"])
 def stack(request, tmp_path_factory):
     """(proxy, {filename: its URL on the proxy}) in front of the index server named, with
     demo 1.0 and 2.0 and tool 1.0; the policy file starts empty (no rule)."""
@@ -30,7 +30,8 @@ def stack(request, tmp_path_factory):
     for name, version in (("demo", "1.0"), ("demo", "2.0"), ("tool", "1.0")):
         filename, data = make_wheel(name, version)
         (dists / filename).write_bytes(data)
-    start = indexes.start_pypiserver if request.param == "pypiserver" else indexes.start_nginx
+    start = {"pypiserver": indexes.start_pypiserver, "nginx": indexes.start_nginx,
+             "devpi": indexes.start_devpi}[request.param]
     server = start(work, dists)
     policy = work / "policy.toml"
     policy.write_text("")
