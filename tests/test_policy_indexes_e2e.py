@@ -1,7 +1,8 @@
 """The policy in front of index servers others wrote (tests/indexes.py, started as their users
 run them): pypiserver (HTML only), an nginx tree as bandersnatch writes it (HTML and PEP 691
-JSON, no upload times in either) and devpi-server (an index of uploads, HTML only). Deny by specifier works on any index; the rules of time
-meet files of unknown upload time, and `unknown-time` decides, as docs/POLICY.md says.
+JSON, no upload times in either) and devpi-server (an index of uploads, HTML only). Deny by
+specifier works on any index; the rules of time meet files of unknown upload time, and
+`unknown-time` decides, as docs/POLICY.md says.
 Real gunicorn workers, real pip and uv; nothing beyond 127.0.0.1."""
 from __future__ import annotations
 
