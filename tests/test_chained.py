@@ -22,9 +22,13 @@ def test_pip_require_hashes_through_two_pypicaches_then_with_the_first_stopped(t
         site = Proxy(tmp_path / "site", {"PYPI_MIRROR_URL": f"{regional.url}/simple",
                                          "PYPI_FILES_URL": f"{regional.url}/packages"},
                      PYPI_INDEX_TTL="1").start()
-        # What the site cache is sent when it asks the regional one for a page.
+        # What the site cache is sent when it asks the regional one for a page: on the
+        # regional's miss the page as it was just made, plain; from then on gzip.
+        ask = {"Accept-Encoding": "gzip, deflate", "Accept": JSON}
+        missed = requests.get(f"{regional.url}/simple/alpha/", timeout=10, headers=ask)
+        assert missed.headers["X-Cache"] == "miss" and "Content-Encoding" not in missed.headers
         sent = requests.get(f"{regional.url}/simple/alpha/", stream=True, timeout=10,
-                            headers={"Accept-Encoding": "gzip, deflate", "Accept": JSON})
+                            headers=ask)
         assert sent.headers["Content-Encoding"] == "gzip"
         sent.close()
 

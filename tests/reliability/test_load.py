@@ -229,7 +229,10 @@ def test_fifty_cold_files_at_once_among_two_hundred_clients(tmp_path, total_slot
               f"upstream downloads {sum(up.stats()['downloads'].values())}; worker threads {threads}")
         assert statuses == Counter({200: CLIENTS}) and wrong == []
         assert sorted(up.stats()["downloads"].values()) == [1] * 50
-        assert all(count <= THREADS + 4 for count in threads.values()), threads
+        # The pool, and at most one each of the worker's own: main, statistics, the page
+        # bodies made in the background, the provenance fetched along with downloads, and
+        # the few download threads still closing their files.
+        assert all(count <= THREADS + 6 for count in threads.values()), threads
     finally:
         proxy.stop()
         up.stop()
