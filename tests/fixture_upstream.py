@@ -666,7 +666,8 @@ def provenance_document(filename: str, sha256: str) -> bytes:
     checks the statement, never the signature)."""
     statement = {"_type": "https://in-toto.io/Statement/v1",
                  "subject": [{"name": filename, "digest": {"sha256": sha256}}],
-                 "predicateType": "https://docs.pypi.org/attestations/publish/v1",
+                 # Real ones name the public index's publish predicate; no check reads it.
+                 "predicateType": "https://attestations.example/publish/v1",
                  "predicate": None}
     encoded = base64.b64encode(json.dumps(statement).encode()).decode()
     attestation = {"version": 1,
