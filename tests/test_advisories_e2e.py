@@ -14,8 +14,9 @@ import pytest
 import requests
 
 from .fixture_upstream import Upstream
-from .servers import Proxy, pip_install, uv_install
-from .test_policy_e2e import COOLDOWN, eventually, file_url, pip_ok, rewrite, uv_ok, wheel
+from .servers import pip_install, uv_install
+from .test_policy_e2e import (COOLDOWN, eventually, file_url, pip_ok, policy_proxies, rewrite,
+                              uv_ok, wheel)
 
 pytestmark = pytest.mark.e2e
 OLD, YOUNG = timedelta(days=30), timedelta(hours=1)
@@ -43,19 +44,8 @@ def osv_fleet(tmp_path):
     osv.mkdir()
     for record in (MAL, VULN):
         (osv / f"{record['id']}.json").write_text(json.dumps(record))
-    policy, proxies = tmp_path / "policy.toml", []
-
-    def start(text: str) -> Proxy:
-        policy.write_text(text)
-        proxy = Proxy(tmp_path / f"cache{len(proxies)}", up.env(), workers=2,
-                      PYPI_POLICY_FILE=str(policy))
-        proxies.append(proxy.start())
-        proxy.policy, proxy.files = policy, files
-        return proxy
-
-    yield start, osv
-    for proxy in proxies:
-        proxy.stop()
+    with policy_proxies(tmp_path, up, files) as start:
+        yield start, osv
     up.stop()
 
 

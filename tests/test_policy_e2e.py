@@ -2,6 +2,7 @@
 upload times: some old, one an hour old), and real pip and `uv pip install` as clients."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -41,21 +42,31 @@ def fleet(tmp_path):
         "evil-1.0": wheel(up, "evil", "1.0", old),
         "app-1.0": wheel(up, "app", "1.0", old, requires=["lib", "demo"]),
     }
-    policy = tmp_path / "policy.toml"
-    proxies = []
+    with policy_proxies(tmp_path, up, files) as start:
+        yield up, start
+    up.stop()
+
+
+@contextlib.contextmanager
+def policy_proxies(tmp_path: Path, up: Upstream, files: dict):
+    """start(policy text, workers=2) -> a started Proxy of `up` with PYPI_POLICY_FILE, its
+    `policy` path and `files` (the upstream's, by release) set; each in a cache of its own.
+    Every proxy started is stopped on the way out."""
+    policy, proxies = tmp_path / "policy.toml", []
 
     def start(text: str, workers: int = 2) -> Proxy:
         policy.write_text(text)
-        proxy = Proxy(tmp_path / "cache", up.env(), workers=workers,
+        proxy = Proxy(tmp_path / f"cache{len(proxies) or ''}", up.env(), workers=workers,
                       PYPI_POLICY_FILE=str(policy))
         proxies.append(proxy.start())
         proxy.policy, proxy.files = policy, files
         return proxy
 
-    yield up, start
-    for proxy in proxies:
-        proxy.stop()
-    up.stop()
+    try:
+        yield start
+    finally:
+        for proxy in proxies:
+            proxy.stop()
 
 
 def pip_ok(index: str, target: Path, *requirements: str) -> dict[str, str]:
