@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import tomllib
 from datetime import timedelta
 from pathlib import Path
@@ -82,6 +83,9 @@ def test_uv_sync_of_a_lock_made_before_the_policy_fails_on_the_403(fleet, tmp_pa
     held = f"{fleet.url}/simple/demo/"
     eventually(lambda: "filtered" in requests.get(
         held, timeout=10, headers={"Connection": "close"}).headers.get("X-Pypicache-Policy", ""))
+    # One worker has the new rules; the other takes them at its next look at the file, at
+    # most a second after its last one (pypicache/policywatch.py): past it, every worker has.
+    time.sleep(1.5)
     for i, args in enumerate((["sync", "--frozen"], ["sync", "--locked"], ["sync"])):
         refused = uv(work, tmp_path / f"c{i + 1}", *args, "--default-index", index)
         assert refused.returncode != 0, (args, refused.stderr)
@@ -132,6 +136,7 @@ def test_poetry_takes_the_release_the_cooldown_lets_through(fleet, tmp_path):
     eventually(lambda: "filtered" in requests.get(
         f"{fleet.url}/simple/demo/", timeout=10, headers={"Connection": "close"})
         .headers.get("X-Pypicache-Policy", ""))
+    time.sleep(1.5)  # past every worker's next look at the file
     source = (f'[tool.poetry]\npackage-mode = false\n\n[[tool.poetry.source]]\n'
               f'name = "pypicache"\nurl = "{fleet.url}/simple/"\npriority = "primary"\n')
     work = project(tmp_path / "env", extra=source)
