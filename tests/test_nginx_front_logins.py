@@ -1,0 +1,117 @@
+"""The nginx front's logins on a warm hit (docker/nginx/): a published file is served from the
+volume with no question only while the file of an accepted login, named by the client's own
+header, is there; every other request is asked of the app."""
+from __future__ import annotations
+
+import base64
+import http.client
+import time
+
+import pytest
+import requests
+
+from pypicache import auth
+
+from .servers import Proxy, add_chain
+from .test_nginx_front import _basic, _counts, _logins, fronted
+
+pytestmark = pytest.mark.e2e
+# A login whose header's base64 holds a '/': its accepted file is in a directory of its own.
+SLASHED = ("bob", "a?b?c?d")
+KEY = base64.b64encode(":".join(SLASHED).encode()).decode()
+
+
+def _front(tmp_path, upstream, **env: str):
+    files = add_chain(upstream)
+    logins = _logins(tmp_path, ann="secret", bob=SLASHED[1])
+    proxy = Proxy(tmp_path / "cache", upstream.env(), PYPI_AUTH_FILE=str(logins)).start()
+    wheel = files["beta-1.0-py3-none-any.whl"]
+    return proxy, logins, f"/packages/{wheel.path.split('/packages/', 1)[1]}"
+
+
+@pytest.fixture
+def warm(tmp_path, upstream):
+    """The app and its front with logins, the wheel cached and bob's login accepted."""
+    proxy, logins, path = _front(tmp_path, upstream)
+    try:
+        with fronted(proxy, PYPI_AUTH_FILE=str(logins)) as front:
+            assert requests.get(front.url + path, auth=SLASHED, timeout=30).ok  # the miss
+            yield proxy, front, front.url + path
+    finally:
+        proxy.stop()
+
+
+def _get(url: str, authorization: str | None = None) -> requests.Response:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    return requests.get(url, headers=headers, timeout=30)
+
+
+def test_a_crafted_header_naming_no_accepted_login_is_asked_of_the_app(warm):
+    proxy, front, url = warm
+    assert "/" in KEY.strip("/") and (front.logins / "accepted" / KEY).is_file()
+    assert _get(url, f"Basic {KEY}").headers.get("X-Front-Cache") == "disk"
+    # Headers that name the directory of bob's file, a path below his file, the accepted
+    # logins' directory itself (no key), or outside it: none is a file nginx may take for
+    # a login, so each is a question for the app, which refuses it.
+    crafted = [None, "Basic", f"Basic {KEY.split('/')[0]}", f"Basic {KEY}/", f"Basic {KEY}/AAAA",
+               f"Basic ../accepted/{KEY}", f"Basic {KEY.replace('/', '/./')}", f"Bearer {KEY}",
+               f"Basic {KEY} x"]
+    before = _counts(proxy)["questions"]
+    for authorization in crafted:
+        refused = _get(url, authorization)
+        assert refused.status_code == 401, authorization
+        assert "X-Front-Cache" not in refused.headers
+        assert refused.headers["WWW-Authenticate"].startswith('Basic realm="pypicache"')
+    assert _counts(proxy)["questions"] - before == len(crafted)  # each one asked once
+    assert _get(url, f"Basic {KEY}").headers.get("X-Front-Cache") == "disk"
+
+
+def test_a_hit_whose_accepted_login_was_forgotten_goes_through_the_app(warm):
+    """start removes a login's file after PYPICACHE_LOGIN_TTL: from then on nginx serves no
+    hit of that header from the volume until the app has been asked again."""
+    _, front, url = warm
+    (front.logins / "accepted" / KEY).unlink()
+    deadline = time.monotonic() + 30  # nginx sees the file gone within its second
+    while (served := _get(url, f"Basic {KEY}")).headers.get("X-Front-Cache") == "disk":
+        assert time.monotonic() < deadline, "a hit with no accepted login came from disk"
+        time.sleep(0.2)
+    assert served.status_code == 200 and served.headers["X-Cache"] == "hit"  # by the app
+
+
+def test_a_changed_password_takes_effect_on_warm_hits_within_the_login_ttl(tmp_path, upstream):
+    proxy, logins, path = _front(tmp_path, upstream)
+    try:
+        with fronted(proxy, PYPI_AUTH_FILE=str(logins), PYPICACHE_LOGIN_TTL="2") as front:
+            url = front.url + path
+            assert requests.get(url, auth=SLASHED, timeout=30).ok  # the miss, then hits
+            assert requests.get(url, auth=SLASHED, timeout=30).headers["X-Front-Cache"] == "disk"
+            _logins(tmp_path, ann="secret", bob="changed")
+            deadline = time.monotonic() + 30  # the front's 2 s, on a machine under load
+            while requests.get(url, auth=SLASHED, timeout=30).status_code != 401:
+                assert time.monotonic() < deadline, "the old password still works"
+                time.sleep(0.2)
+            assert requests.get(url, auth=("bob", "changed"), timeout=30).ok
+    finally:
+        proxy.stop()
+
+
+def test_wrong_logins_on_files_the_app_serves_are_throttled_with_a_429(warm):
+    """With a policy every file goes to the app (front/policy, pypicache/policyserve.py), and
+    so does a hit with no accepted login: nginx asks first there too, and a throttled
+    question is a 429 with Retry-After, as on every other path."""
+    proxy, front, url = warm
+    (proxy.cache_dir / "front" / "policy").touch()  # what the app writes with a policy
+    flood = http.client.HTTPConnection("127.0.0.1", front.port, timeout=30,
+                                       source_address=("127.0.0.3", 0))
+    answers = []
+    for n in range(30):
+        flood.request("GET", url.removeprefix(front.url), headers=_basic("bob", f"guess{n}"))
+        answer = flood.getresponse()
+        answer.read()
+        answers.append((answer.status, answer.getheader("Retry-After")))
+    flood.close()
+    burst = auth.BY_ADDRESS[0]
+    assert [status for status, _ in answers] == [401] * burst + [429] * (30 - burst)
+    assert all(int(wait) >= 1 for _, wait in answers[burst:])
+    served = _get(url, f"Basic {KEY}")  # a good login still gets the file, by the app
+    assert served.status_code == 200 and "X-Front-Cache" not in served.headers
