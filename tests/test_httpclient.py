@@ -13,12 +13,14 @@ from pypicache.httpclient import Upstream
 UPSTREAM = "http://upstream.test/simple"  # never resolved: only a proxy reaches it
 
 
+SEEN: list[tuple[str, str | None]] = []  # (path, Authorization) of each GET _Recorder answered
+
+
 class _Recorder(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    seen: list[tuple[str, str | None]] = []
 
     def do_GET(self):
-        _Recorder.seen.append((self.path, self.headers.get("Authorization")))
+        SEEN.append((self.path, self.headers.get("Authorization")))
         self.send_response(200)
         self.send_header("Content-Length", "2")
         self.end_headers()
@@ -31,7 +33,7 @@ class _Recorder(BaseHTTPRequestHandler):
 @pytest.fixture
 def recorder():
     """A server on 127.0.0.1 that answers every GET 200 and remembers its path and login."""
-    _Recorder.seen = []
+    SEEN.clear()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -50,7 +52,7 @@ def test_a_proxy_from_the_environment_carries_every_request(tmp_path, monkeypatc
     client = _client(tmp_path)
     for _ in range(2):  # the second from what the first read of the environment found
         client.get(UPSTREAM + "/alpha/").close()
-    assert [path for path, _ in _Recorder.seen] == [UPSTREAM + "/alpha/"] * 2
+    assert [path for path, _ in SEEN] == [UPSTREAM + "/alpha/"] * 2
 
 
 def test_no_proxy_sends_the_origin_past_the_proxy(tmp_path, monkeypatch, recorder):
@@ -58,7 +60,7 @@ def test_no_proxy_sends_the_origin_past_the_proxy(tmp_path, monkeypatch, recorde
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     response = _client(tmp_path, recorder + "/simple").get(recorder + "/simple/alpha/")
     response.close()
-    assert response.status_code == 200 and _Recorder.seen == [("/simple/alpha/", None)]
+    assert response.status_code == 200 and SEEN == [("/simple/alpha/", None)]
 
 
 def test_without_no_proxy_that_dead_proxy_fails_the_request(tmp_path, monkeypatch, recorder):
@@ -67,7 +69,7 @@ def test_without_no_proxy_that_dead_proxy_fails_the_request(tmp_path, monkeypatc
     monkeypatch.delenv("no_proxy", raising=False)
     with pytest.raises(UpstreamError):
         _client(tmp_path, recorder + "/simple").get(recorder + "/simple/alpha/")
-    assert _Recorder.seen == []
+    assert SEEN == []
 
 
 def test_a_netrc_login_is_sent_to_its_host(tmp_path, monkeypatch, recorder):
@@ -78,7 +80,7 @@ def test_a_netrc_login_is_sent_to_its_host(tmp_path, monkeypatch, recorder):
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     _client(tmp_path, recorder + "/simple").get(recorder + "/simple/alpha/").close()
     expected = "Basic " + base64.b64encode(b"reader:s3cret-netrc").decode()
-    assert _Recorder.seen == [("/simple/alpha/", expected)]
+    assert SEEN == [("/simple/alpha/", expected)]
 
 
 def test_a_ca_bundle_from_the_environment_is_what_requests_verify_with(tmp_path, monkeypatch):
