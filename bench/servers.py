@@ -80,6 +80,9 @@ class Pypicache(Server):
     def worker_pids(self) -> list[int]:
         return self.proxy.worker_pids()
 
+    def stop(self) -> None:
+        self.proxy.stop()
+
 
 def settle(pids: list[int], quiet: float = 0.5, timeout: float = 30) -> None:
     """Wait until every worker has built its app: gunicorn forks them all at once and each
@@ -98,9 +101,6 @@ def settle(pids: list[int], quiet: float = 0.5, timeout: float = 30) -> None:
                 last[pid], since[pid] = used, now
         if all(now - since[pid] >= quiet for pid in pids):
             return
-
-    def stop(self) -> None:
-        self.proxy.stop()
 
 
 class PypicacheFront(Server):
