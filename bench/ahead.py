@@ -78,7 +78,7 @@ def main(argv=None) -> None:
     cases = [name for name in a.cases.split(",") if name]
     with tempfile.TemporaryDirectory(prefix="bench-ahead-") as scratch:
         work = Path(scratch)
-        up = Upstream(work / "up").start()
+        up = Upstream(work / "up", gzip_pages=True).start()
         stack(up, a.delay, a.payload, a.shape)
         times: dict[tuple[str, str], list[float]] = {}
         try:

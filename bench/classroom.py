@@ -41,7 +41,7 @@ BANDWIDTH = 5_000_000  # the design note's t, shared by all clients
 def _upstream(root: Path, big_sizes: dict[str, int]) -> tuple[Upstream, dict[str, list[str]]]:
     """The stack (room-00 needs room-01..05, each of those the rest) and one big wheel per
     version: requirement set -> the file names a client downloads."""
-    up = Upstream(root).start()
+    up = Upstream(root, gzip_pages=True).start()
     stack = []
     for i in range(STACK):
         requires = [f"room-{j:02d}" for j in (range(1, 6) if i == 0 else range(i + 1, STACK))]

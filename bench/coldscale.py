@@ -16,7 +16,9 @@ answer: the median of cold GETs of five ~2 MB pages (4,000 files) through it min
 of the direct GETs of the same pages, with pip's Accept header.
 
 The upstream is the suite's fixture in this process (as in workload 8), with its big pages
-rendered once, so that its own time is the transfer rather than Python building JSON.
+rendered (and gzipped, as a CDN sends them to clients that accept it) once, so that its own
+time is the transfer rather than Python building JSON. Each run through a server notes the CPU
+time its processes used.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from . import servers
 from .clients import (
     PIP_ACCEPT, latencies, pip_env, pip_report_command, timed, uv_compile_command,
 )
+from .procs import cpu_seconds
 from .run import Run
 
 W11 = "11. Resolution of a real-shaped stack, pages of up to 5,000 files"
@@ -66,7 +69,7 @@ def _name(i: int) -> str:
 
 
 def _upstream(root: Path, n: int) -> Upstream:
-    up = Upstream(root).start()
+    up = Upstream(root, gzip_pages=True).start()
     for i, needs in enumerate(_requires(n)):
         filename, data = make_wheel(_name(i), "1.0", [_name(j) for j in needs])
         up.add_file(_name(i), filename, data)
@@ -76,9 +79,10 @@ def _upstream(root: Path, n: int) -> Upstream:
         up.add_wheel(f"page-2mb-{k}", "1.0")
         up.add_history(f"page-2mb-{k}", PAGE_FILES, pure=True)
     names = [_name(i) for i in range(n)] + [f"page-2mb-{k}" for k in range(PAGE_PROJECTS)]
-    for name in names:  # rendered now, not during the first measured run
+    for name in names:  # rendered (and gzipped) now, not during the first measured run
         for fmt in ("json", "html"):
             up.render_project(name, fmt)
+            up.gzipped(name, fmt)
     return up
 
 
@@ -151,11 +155,15 @@ def cold_scale(run: Run) -> None:
 
 def _through(run: Run, client: str, name: str, server, work: Path, n: int, direct: float) -> None:
     """A cold run through a new server, then a warm one; goals for pypicache."""
+    pids = server.all_pids()
     for state, goal in (("cold", "<= 1.1"), ("warm", "<= 1.0")):
+        before = cpu_seconds(pids)
         try:
             took = _resolve(client, server.simple.rstrip("/"), work, n)
         except RuntimeError as error:  # a peer that fails: say so, go on
             run.skipped.append(f"workload 11: {client} through {name}: {error}")
             return
+        used = cpu_seconds(pids) - before
         run.add(W11, f"{client}, {n} projects, {state}: wall time", name, took, "s", "direct",
-                direct, goal if name == "pypicache" else "")
+                direct, goal if name == "pypicache" else "",
+                note=f"server CPU {used:.2f} s")

@@ -25,7 +25,7 @@ CHAIN = [f"chain-{letter}" for letter in "abcde"]
 
 
 def _upstream(root: Path, payload: int) -> Upstream:
-    up = Upstream(root, metadata=False).start()
+    up = Upstream(root, metadata=False, gzip_pages=True).start()
     wheels = [make_wheel("big-wheel", "1.0", [CHAIN[0]], payload=payload)]
     wheels += [make_wheel(name, "1.0", [after] if after else [])
                for name, after in zip(CHAIN, CHAIN[1:] + [None])]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urljoin
@@ -13,7 +14,7 @@ import requests
 from pypicache.config import TABLE
 from tests.servers import ROOT, Front, Proxy, clean_environ, free_port
 
-from .procs import VENVS, children, spawn, stop, wait_http
+from .procs import VENVS, children, cpu_seconds, spawn, stop, wait_http
 
 
 class _Links(HTMLParser):
@@ -74,12 +75,32 @@ class Pypicache(Server):
         ).start()
         self.workers = workers
         super().__init__(self.proxy.url + "/simple/")
+        settle(self.worker_pids())
 
     def worker_pids(self) -> list[int]:
         return self.proxy.worker_pids()
 
     def stop(self) -> None:
         self.proxy.stop()
+
+
+def settle(pids: list[int], quiet: float = 0.5, timeout: float = 30) -> None:
+    """Wait until every worker has built its app: gunicorn forks them all at once and each
+    imports the app on its own, so the first answers /healthz while the others still take a
+    second of CPU on two cores, which a cold run measured at once was charged with. Built,
+    a worker is idle: its CPU time stays the same for `quiet` seconds."""
+    deadline = time.monotonic() + timeout
+    last = {pid: cpu_seconds([pid]) for pid in pids}
+    since = {pid: time.monotonic() for pid in pids}
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = time.monotonic()
+        for pid in pids:
+            used = cpu_seconds([pid])
+            if used != last[pid]:
+                last[pid], since[pid] = used, now
+        if all(now - since[pid] >= quiet for pid in pids):
+            return
 
 
 class PypicacheFront(Server):

@@ -37,7 +37,10 @@ class Listings:
         """What a cached page (however old) lists for `path`; None when no cached page does."""
         distribution = path.removesuffix(METADATA)
         guessed = names.project_of_file(distribution)
-        for project in (guessed, self.catalog.listed_under(distribution)):
+        # The catalog is asked only when the page of the name's project does not list it.
+        for project in (guessed, None):
+            if project is None:
+                project = self.catalog.listed_under(distribution)
             file = self.pages.find(project, distribution) if project else None
             if file is not None:
                 return _listed(project, file, path, self.url(path))

@@ -43,7 +43,7 @@ class Metadata:
             # Where the page says the upstream has none, it is not asked for one: a 404 of a
             # mirror without .metadata files took hundreds of milliseconds, for each wheel.
             if not (listed and listed.file.extracted):
-                return self.fetcher.single_flight(path)
+                return self.fetcher.single_flight(path, listed)  # not looked up again
         except NotFound:
             pass  # the upstream has no .metadata for it (or advertised one it cannot serve)
         except UpstreamError:

@@ -27,11 +27,22 @@ _WHEEL = re.compile(rb'"filename"\s*:\s*"([^"\\]*\.whl)"')
 _NOT_ADVERTISED = re.compile(
     rb'"core-metadata"\s*:\s*false\s*,\s*"data-dist-info-metadata"\s*:\s*false\s*,\s*'
     rb'("filename"\s*:\s*"([^"\\]*\.whl)")')
+# The same, the file name left in place: when no such wheel has a sha256 to advertise, every
+# match has the same replacement, a literal (no Python call per wheel).
+_NOT_ADVERTISED_AHEAD = re.compile(
+    rb'"core-metadata"\s*:\s*false\s*,\s*"data-dist-info-metadata"\s*:\s*false\s*,\s*'
+    rb'(?="filename"\s*:\s*"[^"\\]*\.whl")')
 _NAME = re.compile(rb'"name"\s*:\s*"[^"\\]*"')
 # A false flag says what an absent one says; the long way drops them, and so does HTML.
 _FLAG_KEY = rb'"(?:core-metadata|data-dist-info-metadata)"\s*:\s*false'
 _FALSE_AFTER = re.compile(rb",\s*" + _FLAG_KEY + rb"(?=\s*[,}])")
 _FALSE_FIRST = re.compile(rb"\{\s*" + _FLAG_KEY + rb"\s*,\s*")  # a literal first: no lookbehind
+# The two false flags of a file as json.dumps writes them, spaced or compact: removed by
+# bytes.replace, what _FALSE_AFTER does to them (valid JSON has ',' or '}' after a value), so
+# that the regexes, slow to scan a page of megabytes for a ',', run only where others are left.
+_FALSE_PAIRS = (b', "core-metadata": false, "data-dist-info-metadata": false',
+                b',"core-metadata":false,"data-dist-info-metadata":false')
+_FALSE_LEFT = re.compile(rb'metadata"\s*:\s*false')
 _RELATIVE = b'"url":"../../packages/'
 # PEP 740 provenance URLs pass as they are when absolute; the long way resolves the others.
 _ODD_PROVENANCE = re.compile(rb'"provenance"\s*:\s*(?=\S)(?!"https?://)')
@@ -53,21 +64,24 @@ def rewrite(body: bytes, files_base: str, prefix: str, name: str,
         return None  # the long way says what is wrong with it
     if claimed > HIGHEST or not isinstance(data.get("versions", []), list) or wheels is None:
         return None
-    if _ODD_PROVENANCE.search(body):
+    if b'"provenance"' in body and _ODD_PROVENANCE.search(body):
         return None
     # Only the base is replaced, a literal (a group in the replacement costs a Python call per
     # link), and only where a plain path follows: a link whose path is not plain is left, so
     # the count falls short of the files.
     links = rb'"url"\s*:\s*"' + re.escape(files_base.encode()) + rb"(?=" + _PATH + rb'")'
     body, count = re.subn(links, _RELATIVE + prefix.encode(), body)
-    if count != len(files) or len(_URL_KEY.findall(body)) != count:
+    # Every "url" key was replaced: counted as a literal first (each key is one), the regex only
+    # when the literal is found more often (a value "url" somewhere).
+    if count != len(files) or (body.count(b'"url"') != count
+                               and len(_URL_KEY.findall(body)) != count):
         return None  # an odd path, or a link elsewhere
     known = {names.filename(path.removesuffix(".metadata")): sha256
              for path, sha256 in metadata.items()}
     body = _advertise(body, wheels, known)
     if body is None:
         return None
-    body = _FALSE_FIRST.sub(b"{", _FALSE_AFTER.sub(b"", body))
+    body = _without_false_flags(body)
     # The project's name: the first "name" key (no file entry has one), in one copy.
     body, count = _NAME.subn(b'"name":"' + name.encode() + b'"', body, count=1)
     if not count:
@@ -78,8 +92,10 @@ def rewrite(body: bytes, files_base: str, prefix: str, name: str,
 def _read(files: list, name: str) -> tuple[list[tuple[str, str]] | None, list[str]]:
     """Each wheel in order with "ok", "false" or "absent" (its core metadata), and the files
     named for another project; None for the wheels when a file is not regular. One pass in
-    Python over thousands of files: kept lean."""
+    Python over thousands of files: kept lean (names.names_project is asked only about a name
+    whose head is not the project's, as the head of a wheel or an sdist: the rare ones)."""
     wheels, odd = [], []
+    heads = (name, name.replace("-", "_"))  # names_project's two quick answers
     for entry in files:
         filename = entry["filename"]
         hashes = entry["hashes"]
@@ -101,7 +117,12 @@ def _read(files: list, name: str) -> tuple[list[tuple[str, str]] | None, list[st
             else:
                 state = "absent"
             wheels.append((filename, state))
-        if not names.names_project(filename, name):
+            head = filename.split("-", 1)[0]
+        elif filename.endswith((".tar.gz", ".zip")) and "-" in filename:
+            head = filename.rsplit("-", 1)[0]
+        else:
+            head = None
+        if head not in heads and not names.names_project(filename, name):
             odd.append(filename)
     return wheels, odd
 
@@ -119,10 +140,13 @@ def _advertise(body: bytes, wheels: list[tuple[str, str]], known: dict[str, str]
         return (b'"core-metadata":' + value + b',"data-dist-info-metadata":' + value + b',"'
                 + EXTRACTED.encode() + b'":true,')
 
-    false = sum(state == "false" for _, state in wheels)
+    false = [filename for filename, state in wheels if state == "false"]
     if false:
-        body, count = _NOT_ADVERTISED.subn(lambda m: keys(m[2]) + m[1], body)
-        if count != false:
+        if any(filename in known for filename in false):
+            body, count = _NOT_ADVERTISED.subn(lambda m: keys(m[2]) + m[1], body)
+        else:
+            body, count = _NOT_ADVERTISED_AHEAD.subn(keys(b""), body)  # "true" for each
+        if count != len(false):
             return None  # keys in another order: the long way
     absent = [state == "absent" for _, state in wheels]
     if not any(absent):
@@ -136,6 +160,15 @@ def _advertise(body: bytes, wheels: list[tuple[str, str]], known: dict[str, str]
             pieces += [body[at:match.start()], keys(match[1])]
             at = match.start()
     return b"".join(pieces) + body[at:]
+
+
+def _without_false_flags(body: bytes) -> bytes:
+    """The body without its false metadata flags (what the long way drops)."""
+    for pair in _FALSE_PAIRS:
+        body = body.replace(pair, b"")
+    if _FALSE_LEFT.search(body) is None:
+        return body
+    return _FALSE_FIRST.sub(b"{", _FALSE_AFTER.sub(b"", body))
 
 
 def _path_of(body: bytes, filename: str) -> str:

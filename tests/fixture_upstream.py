@@ -9,7 +9,7 @@ See tests/test_fixture_upstream.py for usage; `python -m tests.fixture_upstream 
 """
 from __future__ import annotations
 
-import argparse, base64, hashlib, html, json, re, signal, socket, sys, tempfile, threading, time
+import argparse, base64, gzip, hashlib, html, json, re, signal, socket, sys, tempfile, threading, time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -45,6 +45,23 @@ class File:
     @property
     def url(self) -> str:
         return self._up._files_origin() + self.path
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header takes gzip (`gzip;q=0` refuses it; `*` takes it)."""
+    coding = {}
+    for part in accept_encoding.split(","):
+        name, _, params = part.strip().partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        coding[name.strip().lower()] = q
+    return coding.get("gzip", coding.get("x-gzip", coding.get("*", 0.0))) > 0
 
 
 def negotiate(accept: str, formats) -> tuple[str, str] | None:
@@ -102,11 +119,14 @@ class _Server(ThreadingHTTPServer):
 
 class Upstream:
     def __init__(self, root, layout="absolute", formats=("html", "json"), metadata=True, throttle=None,
-                 ranges=True, delay=0.0, bandwidth=None, provenance=False):
+                 ranges=True, delay=0.0, bandwidth=None, provenance=False, gzip_pages=False):
         assert layout in ("absolute", "relative"), layout
         self.root, self.layout, self.formats = Path(root), layout, tuple(formats)
         self.metadata, self.throttle, self.ranges = metadata, throttle, ranges
         self.provenance = provenance  # files added get a PEP 740 provenance (add_file's default)
+        # Project pages gzipped for clients that accept it, as a CDN or nginx's `gzip on` does
+        # (Content-Encoding, Vary: Accept-Encoding, a weak ETag); off: every page as it is.
+        self.gzip_pages = gzip_pages
         self.delay, self.bandwidth = delay, bandwidth  # see set_delay, set_bandwidth
         self._next_slot = 0.0  # when the shared bandwidth is free again (monotonic)
         self._rendered: dict[str, dict] = {}  # pages with a history: rendered once per change
@@ -394,6 +414,15 @@ class Upstream:
         lines.append(HTML_TAIL)
         return "".join(lines).encode()
 
+    def gzipped(self, norm: str, fmt: str) -> bytes:
+        """The gzip of a project page (a CDN's copy), kept with the page where it is kept."""
+        cache = self._rendered.get(norm)
+        if cache is None:
+            return gzip.compress(self.render_project(norm, fmt), 6, mtime=0)
+        if fmt + ".gz" not in cache:
+            cache[fmt + ".gz"] = gzip.compress(self.render_project(norm, fmt), 6, mtime=0)
+        return cache[fmt + ".gz"]
+
     def render_root(self, fmt: str):
         """(length, etag, chunk iterator) for the root list; synthetic names are streamed."""
         names = {canonicalize_name(n): n for n in self._extra}
@@ -515,10 +544,18 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(406, b"not acceptable", body=body)
         data = up.render_project(norm, neg[1])
         etag = hashlib.sha256(data).hexdigest()[:32]
-        self._page(neg[0], etag, len(data), [data], [("Cache-Control", "max-age=600")], body)
+        extra, vary = [("Cache-Control", "max-age=600")], "Accept"
+        if up.gzip_pages:
+            vary += ", Accept-Encoding"
+            if accepts_gzip(self.headers.get("Accept-Encoding", "")):
+                data = up.gzipped(norm, neg[1])
+                extra.append(("Content-Encoding", "gzip"))
+                etag = "W/" + etag  # nginx's gzip weakens the ETag it compresses
+        self._page(neg[0], etag, len(data), [data], extra, body, vary)
 
-    def _page(self, ctype, etag, length, chunks, extra, body):
-        headers = [("ETag", f'"{etag}"'), ("Vary", "Accept")] + extra
+    def _page(self, ctype, etag, length, chunks, extra, body, vary="Accept"):
+        weak, etag = etag.startswith("W/"), etag.removeprefix("W/")
+        headers = [("ETag", f'{"W/" if weak else ""}"{etag}"'), ("Vary", vary)] + extra
         inm = [t.strip().removeprefix("W/") for t in self.headers.get("If-None-Match", "").split(",")]
         if f'"{etag}"' in inm or "*" in inm:
             self.send_response(304)
@@ -703,10 +740,12 @@ def main(argv=None):
     p.add_argument("--bandwidth", type=int, default=None,
                    help="bytes/s for file bodies over all connections at once")
     p.add_argument("--big-root", type=int, default=0)
+    p.add_argument("--gzip-pages", action="store_true",
+                   help="gzip project pages for clients that accept it, as a CDN does")
     a = p.parse_args(argv)
     root = a.root or tempfile.mkdtemp(prefix="fixture-upstream-")
     up = Upstream(root, a.layout, tuple(a.formats.split(",")), not a.no_metadata, a.throttle,
-                  not a.no_ranges, a.delay, a.bandwidth)
+                  not a.no_ranges, a.delay, a.bandwidth, gzip_pages=a.gzip_pages)
     for spec in a.history:
         name, _, count = spec.rpartition(":")
         up.add_wheel(name, "1.0")

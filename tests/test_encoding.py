@@ -109,3 +109,21 @@ def test_a_truncated_root_list_publishes_nothing(app, client):
                   headers={"Content-Encoding": "gzip"})
     assert client.get("/simple/").status_code == 502
     assert cached_pages(app) == []
+
+
+def test_pages_of_an_upstream_that_gzips_them_as_a_cdn(make_app, tmp_path):
+    """The fixture with gzip_pages (the benchmark's upstream): pages arrive gzipped, as from
+    the public index or an nginx mirror, and are served as from a plain upstream."""
+    from .fixture_upstream import Upstream
+
+    up = Upstream(tmp_path / "up", gzip_pages=True).start()
+    try:
+        up.add_wheel("alpha", "1.0")
+        up.add_history("alpha", 300)
+        settings = {"mirror_url": up.index_url, "files_url": up.files_url}
+        client = make_app(**settings).test_client()
+        page = client.get("/simple/alpha/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        assert page.status_code == 200 and len(page.get_json()["files"]) == 301
+        assert up.requests["GET /simple/alpha/"] == 1
+    finally:
+        up.stop()

@@ -1,4 +1,5 @@
 """Fast tests of the fixture upstream itself (tests/fixture_upstream.py, tests/wheels.py)."""
+import gzip
 import hashlib
 import json
 import os
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.fixture_upstream import JSON_T, Upstream, negotiate
+from tests.fixture_upstream import JSON_T, Upstream, accepts_gzip, negotiate
 from tests.wheels import make_wheel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +94,51 @@ def test_etag_304_and_single_format(tmp_path):
         assert requests.get(u.index_url + "/gamma/").status_code == 200
     finally:
         u.stop()
+
+
+def test_pages_are_sent_as_they_are_unless_gzip_pages_is_asked_for(tmp_path):
+    u = Upstream(tmp_path).start()
+    try:
+        u.add_wheel("gamma", "2.0")
+        r = requests.get(u.index_url + "/gamma/", headers={"Accept-Encoding": "gzip", "Accept": JSON_T},
+                         stream=True)
+        assert "Content-Encoding" not in r.headers and r.headers["Vary"] == "Accept"
+        assert json.loads(r.raw.read())["name"] == "gamma"
+    finally:
+        u.stop()
+
+
+def test_gzip_pages_as_a_cdn_sends_them(tmp_path):
+    u = Upstream(tmp_path, gzip_pages=True).start()
+    try:
+        u.add_wheel("gamma", "2.0")
+        u.add_history("delta", 3000)
+        for name in ("gamma", "delta"):
+            url = u.index_url + f"/{name}/"
+            plain = requests.get(url, headers={"Accept-Encoding": "identity", "Accept": JSON_T})
+            assert "Content-Encoding" not in plain.headers
+            assert plain.headers["Vary"] == "Accept, Accept-Encoding"
+            packed = requests.get(url, headers={"Accept-Encoding": "gzip", "Accept": JSON_T},
+                                  stream=True)
+            raw = packed.raw.read(decode_content=False)
+            assert packed.headers["Content-Encoding"] == "gzip"
+            assert int(packed.headers["Content-Length"]) == len(raw) < len(plain.content)
+            assert gzip.decompress(raw) == plain.content
+            assert packed.headers["ETag"] == "W/" + plain.headers["ETag"]
+            again = requests.get(url, headers={"Accept-Encoding": "gzip", "Accept": JSON_T,
+                                               "If-None-Match": packed.headers["ETag"]})
+            assert again.status_code == 304
+            refused = requests.get(url, headers={"Accept-Encoding": "gzip;q=0, deflate"})
+            assert "Content-Encoding" not in refused.headers
+    finally:
+        u.stop()
+
+
+def test_accepts_gzip():
+    assert accepts_gzip("gzip, deflate") and accepts_gzip("br;q=1.0, gzip;q=0.8, *;q=0.1")
+    assert accepts_gzip("*") and accepts_gzip("x-gzip")
+    assert not accepts_gzip("") and not accepts_gzip("identity") and not accepts_gzip("gzip;q=0")
+    assert not accepts_gzip("*;q=0") and not accepts_gzip("deflate, *;q=0")
 
 
 def test_negotiate():

@@ -141,3 +141,35 @@ def test_a_provenance_url_not_absolute_takes_the_long_way(odd):
     expected = {"/integrity/demo/p": "http://127.0.0.1:9000/integrity/demo/p",
                 "p": "http://127.0.0.1:9000/simple/demo/p"}.get(odd)
     assert slow["files"][0].get("provenance") == expected
+
+
+@pytest.mark.parametrize("spaced", [True, False])
+def test_false_flags_anywhere_in_an_entry_are_dropped_as_the_long_way_drops_them(spaced):
+    """Pairs of false flags (removed as bytes), a lone one and one that opens its entry
+    (left to the regular expressions) all go."""
+    files = [entry("demo-1.0.tar.gz", metadata=False),
+             entry("demo-1.1.tar.gz", metadata=False) | {"core-metadata": True},
+             {"core-metadata": False, "filename": "demo-1.2.tar.gz", "hashes": {"sha256": SHA},
+              "url": f"{BASE}ab/demo-1.2.tar.gz"},
+             entry("demo-1.3.tar.gz") | {"data-dist-info-metadata": False}]
+    fast, slow = both(page(files, spaced=spaced))
+    assert fast is not None
+    same(fast, slow)
+    assert b"false" not in fast[0].replace(b'"yanked": false', b"").replace(b'"yanked":false', b"")
+
+
+def test_wheels_with_false_flags_get_a_hash_the_proxy_knows_or_true():
+    files = [entry("demo-1.0-py3-none-any.whl", metadata=False),
+             entry("demo-2.0-py3-none-any.whl", metadata=False)]
+    for known in ({}, {"ab/cd/demo-2.0-py3-none-any.whl.metadata": "e" * 64}):
+        fast, slow = both(page(files), known)
+        same(fast, slow)
+        flags = [f["core-metadata"] for f in json.loads(fast[0])["files"]]
+        assert flags == [True, {"sha256": "e" * 64} if known else True]
+
+
+def test_a_value_that_reads_url_is_no_link():
+    files = [entry("demo-1.0.tar.gz", comment="url"), entry("demo-1.1.tar.gz", note='"url"')]
+    fast, slow = both(page(files))
+    assert fast is not None
+    same(fast, slow)

@@ -1,0 +1,92 @@
+"""pypicache/httpclient.py takes from the environment what requests' trust_env took (a proxy,
+NO_PROXY, a CA bundle, a ~/.netrc login), read once per origin rather than on every call."""
+import base64
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from pypicache import config
+from pypicache.errors import UpstreamError
+from pypicache.httpclient import Upstream
+
+UPSTREAM = "http://upstream.test/simple"  # never resolved: only a proxy reaches it
+
+
+SEEN: list[tuple[str, str | None]] = []  # (path, Authorization) of each GET _Recorder answered
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        SEEN.append((self.path, self.headers.get("Authorization")))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def recorder():
+    """A server on 127.0.0.1 that answers every GET 200 and remembers its path and login."""
+    SEEN.clear()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _client(tmp_path, url: str = UPSTREAM) -> Upstream:
+    return Upstream(config.load({"PYPI_MIRROR_URL": url, "PYPI_CACHE_DIR": str(tmp_path)}))
+
+
+def test_a_proxy_from_the_environment_carries_every_request(tmp_path, monkeypatch, recorder):
+    monkeypatch.setenv("HTTP_PROXY", recorder)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    client = _client(tmp_path)
+    for _ in range(2):  # the second from what the first read of the environment found
+        client.get(UPSTREAM + "/alpha/").close()
+    assert [path for path, _ in SEEN] == [UPSTREAM + "/alpha/"] * 2
+
+
+def test_no_proxy_sends_the_origin_past_the_proxy(tmp_path, monkeypatch, recorder):
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    response = _client(tmp_path, recorder + "/simple").get(recorder + "/simple/alpha/")
+    response.close()
+    assert response.status_code == 200 and SEEN == [("/simple/alpha/", None)]
+
+
+def test_without_no_proxy_that_dead_proxy_fails_the_request(tmp_path, monkeypatch, recorder):
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with pytest.raises(UpstreamError):
+        _client(tmp_path, recorder + "/simple").get(recorder + "/simple/alpha/")
+    assert SEEN == []
+
+
+def test_a_netrc_login_is_sent_to_its_host(tmp_path, monkeypatch, recorder):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login reader password s3cret-netrc\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    _client(tmp_path, recorder + "/simple").get(recorder + "/simple/alpha/").close()
+    expected = "Basic " + base64.b64encode(b"reader:s3cret-netrc").decode()
+    assert SEEN == [("/simple/alpha/", expected)]
+
+
+def test_a_ca_bundle_from_the_environment_is_what_requests_verify_with(tmp_path, monkeypatch):
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "bundle.pem"))
+    found = _client(tmp_path)._environment(UPSTREAM + "/alpha/")
+    assert found["verify"] == str(tmp_path / "bundle.pem")
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    assert _client(tmp_path)._environment(UPSTREAM + "/alpha/")["verify"] is True
