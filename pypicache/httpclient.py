@@ -8,8 +8,11 @@ import time
 from typing import Iterator
 from urllib.parse import urljoin, urlsplit
 
+import os
+
 import requests
 import urllib3
+from requests.utils import get_environ_proxies, get_netrc_auth
 
 from . import encoding
 from .config import Settings, redact
@@ -40,15 +43,31 @@ class Upstream:
         self.timeout = (settings.connect_timeout, settings.read_timeout)
         # Sessions are made lazily in the thread that uses them, so never before a fork.
         self._local = threading.local()
+        self._environment: dict[str, tuple[dict, tuple | None]] = {}  # origin -> (proxies, netrc)
+        # What requests' trust_env reads for a CA bundle, read once (as the rest, below).
+        self._verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get(
+            "CURL_CA_BUNDLE") or True
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = requests.Session()
             session.headers["User-Agent"] = "pypicache"
-            # trust_env stays on: HTTPS_PROXY, NO_PROXY and REQUESTS_CA_BUNDLE are how a
-            # server behind a corporate proxy reaches its upstream at all.
+            # The environment is read once per origin instead (_from_environment).
+            session.trust_env = False
         return session
+
+    def _from_environment(self, url: str) -> tuple[dict, tuple | None]:
+        """What requests' trust_env takes from the environment for `url`'s origin: the proxies
+        (HTTPS_PROXY, NO_PROXY: how a server behind a corporate proxy reaches its upstream at
+        all) and a ~/.netrc login. Read on every request, that was a scan of the whole
+        environment and a look for the netrc file each time, a fifth of the CPU of a miss;
+        the origins are few and the environment does not change under a running server."""
+        key = origin(url)
+        found = self._environment.get(key)
+        if found is None:
+            found = self._environment[key] = (get_environ_proxies(url), get_netrc_auth(url))
+        return found
 
     def get(self, url: str, headers: dict[str, str] | None = None, method: str = "GET") -> requests.Response:
         """GET (or HEAD) `url` as a stream; redirects are followed only within the allowed
@@ -89,10 +108,11 @@ class Upstream:
                     raise RedirectedAway("refused to follow a redirect outside the configured "
                                          f"upstream: {redact(url)}")
                 raise UpstreamError(f"refused to fetch outside the configured upstream: {redact(url)}")
+            proxies, netrc = self._from_environment(url)
             try:
                 response = self._session().request(
                     method, url, headers=headers, stream=True, timeout=timeout or self.timeout,
-                    allow_redirects=False
+                    allow_redirects=False, proxies=proxies, auth=netrc, verify=self._verify
                 )
             except requests.Timeout as error:
                 raise UpstreamTimeout(f"upstream timed out: {redact(url)}") from error
