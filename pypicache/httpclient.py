@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from typing import Iterator
 from urllib.parse import urljoin, urlsplit
@@ -12,10 +11,12 @@ import os
 
 import requests
 import urllib3
+from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies, get_netrc_auth
 
 from . import encoding
 from .config import Settings, redact
+from .perprocess import Once
 from .errors import NotFound, UpstreamError, UpstreamTimeout
 from .stats.signals import upstream_answered
 
@@ -41,21 +42,35 @@ class Upstream:
         self.settings = settings
         self.allowed = {origin(url) for up in settings.indexes for url in (up.url, up.files_url)}
         self.timeout = (settings.connect_timeout, settings.read_timeout)
-        # Sessions are made lazily in the thread that uses them, so never before a fork.
-        self._local = threading.local()
+        # One session per process, made on first use (so never before a fork), shared by its
+        # threads (below).
+        self._made = Once(self._make_session)
+        self._shared: requests.Session | None = None
+        # Connections kept per upstream host: as many as the worker's threads may use at once
+        # (clients' requests, downloads' copies, fetching ahead), so none is dropped after use.
+        self._pool = settings.threads + settings.max_downloads + settings.prefetch_concurrency
         self._environment: dict[str, tuple[dict, tuple | None]] = {}  # origin -> (proxies, netrc)
         # What requests' trust_env reads for a CA bundle, read once (as the rest, below).
         self._verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get(
             "CURL_CA_BUNDLE") or True
 
     def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-            session.headers["User-Agent"] = "pypicache"
-            # The environment is read once per origin instead (_from_environment).
-            session.trust_env = False
-        return session
+        """The process's session. One per thread made every thread's first request (on a
+        fresh worker, most of a cold install's) build a session and open a connection of its
+        own, a TCP and TLS handshake with a far upstream each; shared, a connection one thread
+        let go serves the next (urllib3's pool is thread-safe, and requests' cookie jar locks)."""
+        self._made()
+        return self._shared
+
+    def _make_session(self) -> None:
+        session = requests.Session()
+        session.headers["User-Agent"] = "pypicache"
+        # The environment is read once per origin instead (_from_environment).
+        session.trust_env = False
+        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=self._pool)
+        for scheme in ("http://", "https://"):
+            session.mount(scheme, adapter)
+        self._shared = session
 
     def _from_environment(self, url: str) -> tuple[dict, tuple | None]:
         """What requests' trust_env takes from the environment for `url`'s origin: the proxies

@@ -2,6 +2,8 @@
 environment (read once per origin, as requests' trust_env would read it on every request)."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from pypicache import config
@@ -35,3 +37,25 @@ def test_no_proxy_is_honoured(tmp_path, upstream, monkeypatch):
     with pytest.raises(UpstreamError):  # asked directly: the name does not resolve
         client(tmp_path).get(MIRROR + "/alpha/")
     assert upstream.stats()["requests"] == {}
+
+
+def test_threads_share_the_process_s_connections(tmp_path, upstream):
+    """One session per process: a connection a thread let go serves another thread's request
+    (each thread's own opened one per thread, a handshake with a far upstream each)."""
+    upstream.add_wheel("alpha", "1.0")
+    up = Upstream(config.load({}, cache_dir=tmp_path, mirror_url=upstream.index_url,
+                              files_url=upstream.files_url))
+    sessions = []
+
+    def ask():
+        sessions.append(up._session())
+        up.get(upstream.index_url + "/alpha/").close()
+
+    for _ in range(3):
+        thread = threading.Thread(target=ask)
+        thread.start()
+        thread.join()
+    assert len({id(session) for session in sessions}) == 1
+    # One connection open at the upstream, kept alive for the next (each thread's session
+    # kept one of its own).
+    assert sum(len(server.conns) for server in upstream._servers) == 1
