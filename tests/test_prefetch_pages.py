@@ -92,3 +92,19 @@ def test_with_the_wheels_the_next_level_is_queued_before_a_wheel_s_download(fetc
     cache = app.config["PYPICACHE"].cache_dir / "files"
     wait_for(lambda: len(list(cache.rglob("*.whl"))) == 3)  # each finishes in its own thread
     assert totals(app)["ahead_file"] == 3
+
+
+def test_a_page_miss_within_a_pause_fetches_nothing_and_is_counted(fetching, upstream):
+    upstream.add_wheel("down", "1.0")
+    upstream.project_fault("down", "status:500")
+    upstream.add_wheel("alpha", "1.0", requires=["down"])
+    later = upstream.add_wheel("later", "1.0")
+    app = fetching()
+    page(app, "alpha")
+    settle(app)  # alpha's metadata, then down's page fails: fetching ahead pauses
+    before = totals(app)
+    assert before["ahead_failed"] == 1
+    assert page(app, "later").headers["X-Cache"] == "miss"  # the client is served
+    settle(app)
+    assert metadata_requests(upstream, later) == 0
+    assert totals(app)["ahead_dropped"] == before.get("ahead_dropped", 0) + 1
