@@ -49,7 +49,8 @@ def test_threads_share_the_process_s_connections(tmp_path, upstream):
 
     def ask():
         sessions.append(up._session())
-        up.get(upstream.index_url + "/alpha/").close()
+        body = b"".join(Upstream.iter_body(up.get(upstream.index_url + "/alpha/")))
+        assert b"alpha-1.0" in body  # read to its end: the connection goes back to the pool
 
     for _ in range(3):
         thread = threading.Thread(target=ask)
