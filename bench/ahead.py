@@ -31,6 +31,7 @@ CASES = {  # name -> proxy settings (None: straight from the upstream)
     "depth3": ON | {"PYPI_PREFETCH_DEPTH": "3"},
     "threads1": ON | {"PYPI_PREFETCH_CONCURRENCY": "1"},
     "threads2": ON | {"PYPI_PREFETCH_CONCURRENCY": "2"},
+    "threads4": ON | {"PYPI_PREFETCH_CONCURRENCY": "4"},
     "threads8": ON | {"PYPI_PREFETCH_CONCURRENCY": "8"},
     "files": ON | {"PYPI_PREFETCH_FILES": "1"},
 }

@@ -156,7 +156,9 @@ class CacheDir:
         """Wait for the lock until its holder has shown no progress for `timeout` seconds
         (never block a worker for ever, never give up on a slow but healthy holder)."""
         start = time.monotonic()
-        backoff = wakeups.Backoff(0.005, 0.025, "lock " + name)  # unlock wakes us
+        # Unlock wakes us in this process; from another, a page's fetch (another worker's,
+        # or its fetch ahead) is looked at 10 ms apart for a second, then 25.
+        backoff = wakeups.Backoff(0.005, 0.01, "lock " + name, later=0.025)
         while True:
             backoff.arm()
             if (fd := self.try_lock(name)) is not None:

@@ -157,8 +157,9 @@ TABLE: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
     # the pages and metadata of its requirements, and theirs, this many levels down.
     "prefetch": ("PYPI_PREFETCH", convert.flag, "0"),
     "prefetch_depth": ("PYPI_PREFETCH_DEPTH", convert.count, "2"),
-    # Threads per worker; they mostly wait on the upstream, and clients come first.
-    "prefetch_concurrency": ("PYPI_PREFETCH_CONCURRENCY", convert.count, "4"),
+    # Threads per worker; they mostly wait on the upstream, and clients come first. A level
+    # of a fan-out (the stack's 34 packages under its five) is fetched at this many at once.
+    "prefetch_concurrency": ("PYPI_PREFETCH_CONCURRENCY", convert.count, "16"),
     # Work waiting per worker; past it, more is dropped (and counted).
     "prefetch_queue": ("PYPI_PREFETCH_QUEUE", convert.count, "256"),
     # 1: the chosen wheels too, for a fleet whose next container installs the same ones.

@@ -1,20 +1,21 @@
-"""The one user of requests: a session per thread, bounded timeouts, no redirect off the allowed origins."""
+"""The one user of requests: one session per process, bounded timeouts, no redirect off the allowed origins."""
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
-import threading
 import time
 from typing import Iterator
 from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
+from requests.adapters import HTTPAdapter
 
 from . import encoding
 from .config import Settings, redact
 from .errors import NotFound, UpstreamError, UpstreamTimeout
+from .perprocess import Once
 from .stats.signals import upstream_answered
 
 log = logging.getLogger(__name__)
@@ -39,19 +40,33 @@ class Upstream:
         self.settings = settings
         self.allowed = {origin(url) for up in settings.indexes for url in (up.url, up.files_url)}
         self.timeout = (settings.connect_timeout, settings.read_timeout)
-        # Sessions are made lazily in the thread that uses them, so never before a fork.
-        self._local = threading.local()
+        # One session per process, made on first use (so never before a fork), shared by its
+        # threads (below).
+        self._made = Once(self._make_session)
+        self._shared: requests.Session | None = None
+        # Connections kept per upstream host: as many as the worker's threads may use at once
+        # (clients' requests, downloads' copies, fetching ahead), so none is dropped after use.
+        self._pool = settings.threads + settings.max_downloads + settings.prefetch_concurrency
         self._environments: dict[str, dict] = {}  # origin -> its settings from the environment
 
     def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-            session.headers["User-Agent"] = "pypicache"
-            # The environment is read once per origin (_environment), not by requests on
-            # every call: that scan of os.environ (and of ~/.netrc) was a fifth of a miss.
-            session.trust_env = False
-        return session
+        """The process's session. One per thread made every thread's first request (on a
+        fresh worker, most of a cold install's) build a session and open a connection of its
+        own, a TCP and TLS handshake with a far upstream each; shared, a connection one thread
+        let go serves the next (urllib3's pool is thread-safe, and requests' cookie jar locks)."""
+        self._made()
+        return self._shared
+
+    def _make_session(self) -> None:
+        session = requests.Session()
+        session.headers["User-Agent"] = "pypicache"
+        # The environment is read once per origin (_environment), not by requests on
+        # every call: that scan of os.environ (and of ~/.netrc) was a fifth of a miss.
+        session.trust_env = False
+        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=self._pool)
+        for scheme in ("http://", "https://"):
+            session.mount(scheme, adapter)
+        self._shared = session
 
     def _environment(self, url: str) -> dict:
         """What requests would take from the environment for `url` with trust_env on:

@@ -75,6 +75,15 @@ class Prefetcher:
             client = self._client(user_agent)
             self._submit(Job(None, path, "", (), client, 0))
 
+    def after_page(self, project: str, cache: str, user_agent: str) -> None:
+        """A client was sent a page the upstream was just asked for (a page fetched ahead is
+        served as a hit, and its job is under way): queue the `.metadata` of the release it
+        will pick there, the latest, and what that requires. The client's next question is
+        that file; fetched from here it arrives a client's round trip sooner, and the levels
+        below begin as soon as it is here."""
+        if self.settings.prefetch and cache in FETCHED:
+            self._submit(Job(project, "", "", (), self._client(user_agent), 0))
+
     def _client(self, user_agent: str) -> Client:
         client = self._clients.get(user_agent)
         if client is None:
@@ -162,11 +171,15 @@ class Prefetcher:
                 document, SpecifierSet(job.specifier), job.client)
             if wheel is None:
                 return  # no release fits, or only an sdist: its metadata needs a build
-            if self.settings.prefetch_files:
-                self._file(wheel.path)
             data = self._read(wheel.path + ".metadata", count=True)
-        if data is None or job.depth >= self.settings.prefetch_depth:
-            return
+        if data is not None and job.depth < self.settings.prefetch_depth:
+            self._requirements(data, job)
+        # The wheel last: the next level is queued by then (its download's start waits for
+        # the upstream's headers), and its body arrives in a thread of its own.
+        if job.project is not None and self.settings.prefetch_files:
+            self._file(wheel.path)
+
+    def _requirements(self, data: bytes, job: Job) -> None:
         for requirement in requirements(data):
             if requirement.url or not applies(requirement, job.client, job.extras):
                 continue

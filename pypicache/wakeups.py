@@ -56,9 +56,14 @@ class Backoff:
             backoff.wait()
     """
 
-    def __init__(self, first: float, most: float, name: str | None = None):
+    def __init__(self, first: float, most: float, name: str | None = None, *,
+                 later: float | None = None, after: float = 1.0):
+        """With `later`, the delays stay within `most` for the first `after` seconds, then
+        grow to `later`: a wait that usually ends soon looks often while it is young."""
         self.first, self.most, self.name = first, most, name
+        self.later, self.after = later, after
         self.delay = first
+        self._began = time.monotonic()
         self._event: threading.Event | None = None
 
     def arm(self) -> None:
@@ -71,7 +76,10 @@ class Backoff:
             self._event = None
         else:
             time.sleep(self.delay)
-        self.delay = min(self.delay * 2, self.most)
+        most = self.most
+        if self.later is not None and time.monotonic() - self._began > self.after:
+            most = self.later
+        self.delay = min(self.delay * 2, most)
 
     def reset(self) -> None:
         """Progress was made: the next wait is short again."""

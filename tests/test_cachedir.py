@@ -53,3 +53,18 @@ def test_a_waiter_in_this_process_wakes_at_the_change_it_waits_for():
     quiet = wakeups.event(name)
     assert not wakeups.wait(name, quiet, 0.01)  # no change: the delay ends it
     assert name not in wakeups._events  # and nothing is left behind
+
+
+def test_a_young_wait_looks_often_and_an_old_one_less():
+    """wakeups.Backoff with `later`: within `most` for the first `after` seconds, then `later`
+    (a follower of another worker's download looks 10 ms apart at first, then 50)."""
+    young = wakeups.Backoff(0.0001, 0.0002, later=0.0008, after=3600)
+    old = wakeups.Backoff(0.0001, 0.0002, later=0.0008, after=0)
+    for _ in range(6):
+        young.wait()
+        old.wait()
+    assert (young.delay, old.delay) == (0.0002, 0.0008)
+    plain = wakeups.Backoff(0.0001, 0.0002)
+    for _ in range(6):
+        plain.wait()
+    assert plain.delay == 0.0002

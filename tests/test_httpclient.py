@@ -1,5 +1,6 @@
 """pypicache/httpclient.py takes from the environment what requests' trust_env took (a proxy,
-NO_PROXY, a CA bundle, a ~/.netrc login), read once per origin rather than on every call."""
+NO_PROXY, a CA bundle, a ~/.netrc login), read once per origin rather than on every call; and
+its threads share one session, so a connection one let go serves the next."""
 import base64
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -90,3 +91,26 @@ def test_a_ca_bundle_from_the_environment_is_what_requests_verify_with(tmp_path,
     monkeypatch.delenv("REQUESTS_CA_BUNDLE")
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     assert _client(tmp_path)._environment(UPSTREAM + "/alpha/")["verify"] is True
+
+
+def test_threads_share_the_process_s_connections(tmp_path, upstream):
+    """One session per process: a connection a thread let go serves another thread's request
+    (each thread's own opened one per thread, a handshake with a far upstream each)."""
+    upstream.add_wheel("alpha", "1.0")
+    up = Upstream(config.load({}, cache_dir=tmp_path, mirror_url=upstream.index_url,
+                              files_url=upstream.files_url))
+    sessions = []
+
+    def ask():
+        sessions.append(up._session())
+        body = b"".join(Upstream.iter_body(up.get(upstream.index_url + "/alpha/")))
+        assert b"alpha-1.0" in body  # read to its end: the connection goes back to the pool
+
+    for _ in range(3):
+        thread = threading.Thread(target=ask)
+        thread.start()
+        thread.join()
+    assert len({id(session) for session in sessions}) == 1
+    # One connection open at the upstream, kept alive for the next (each thread's session
+    # kept one of its own).
+    assert sum(len(server.conns) for server in upstream._servers) == 1

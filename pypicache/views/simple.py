@@ -57,6 +57,8 @@ def _page_response(name: str) -> Response:
         if policed.max_age is not None and policed.max_age < found.settings.index_ttl:
             response.headers["Cache-Control"] = f"max-age={int(policed.max_age)}, public"
     page_served(name)  # its last use, for the size cap (pypicache/stats)
+    if name != ROOT:  # the release it will pick there, fetched ahead (pypicache/prefetch.py)
+        found.prefetch.after_page(name, page.cache, request.headers.get("User-Agent", ""))
     return response
 
 

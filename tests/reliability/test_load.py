@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from pypicache.config import TABLE
+
 from ..fixture_upstream import Upstream
 from ..servers import Proxy
 from .conftest import open_files, temp_files, wait_for
@@ -229,10 +231,12 @@ def test_fifty_cold_files_at_once_among_two_hundred_clients(tmp_path, total_slot
               f"upstream downloads {sum(up.stats()['downloads'].values())}; worker threads {threads}")
         assert statuses == Counter({200: CLIENTS}) and wrong == []
         assert sorted(up.stats()["downloads"].values()) == [1] * 50
-        # The pool, and at most one each of the worker's own: main, statistics, the page
-        # bodies made in the background, the provenance fetched along with downloads, and
-        # the few download threads still closing their files.
-        assert all(count <= THREADS + 6 for count in threads.values()), threads
+        # The pool, the pool of downloads' copies (at most a thread per download slot of the
+        # worker, kept for the next), and at most one each of the worker's own: main,
+        # statistics, the page bodies made in the background, the provenance fetched along
+        # with downloads.
+        slots = int(TABLE["max_downloads"][2])  # PYPI_MAX_DOWNLOADS, the default
+        assert all(count <= THREADS + slots + 6 for count in threads.values()), threads
     finally:
         proxy.stop()
         up.stop()
