@@ -180,3 +180,26 @@ def test_a_good_login_with_many_requests_in_flight_as_it_expires_is_never_thrott
             assert _counts(proxy)["questions"] > asked and accepted.is_file()
     finally:
         proxy.stop()
+
+
+def test_a_client_cannot_choose_the_address_its_questions_are_counted_by(warm):
+    """The questions server counts questions by the X-Pypicache-Client header, which the
+    front sets to the client's address over any the client sends (and the app believes it
+    only with the front's key, which the front sets over the client's too)."""
+    proxy, front, url = warm
+    started, before = time.monotonic(), _counts(proxy)["questions"]
+    flood = http.client.HTTPConnection("127.0.0.1", front.port, timeout=30,
+                                       source_address=("127.0.0.4", 0))
+    statuses = []
+    for n in range(40):
+        headers = _basic("bob", f"guess{n}") | {"X-Pypicache-Client": f"10.0.{n}.1",
+                                                 "X-Pypicache-Front-Key": "guessed"}
+        flood.request("GET", url.removeprefix(front.url), headers=headers)
+        answer = flood.getresponse()
+        answer.read()
+        statuses.append(answer.status)
+    flood.close()
+    burst = auth.BY_ADDRESS[0]  # the app's budget of 127.0.0.4, not of forty addresses
+    assert statuses == [401] * burst + [429] * (40 - burst)
+    # and nginx's: 20 questions at once from one address, then one a second
+    assert _counts(proxy)["questions"] - before <= 20 + (time.monotonic() - started) + 1
