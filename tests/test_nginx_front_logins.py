@@ -203,3 +203,21 @@ def test_a_client_cannot_choose_the_address_its_questions_are_counted_by(warm):
     assert statuses == [401] * burst + [429] * (40 - burst)
     # and nginx's: 20 questions at once from one address, then one a second
     assert _counts(proxy)["questions"] - before <= 20 + (time.monotonic() - started) + 1
+
+
+def test_a_throttled_answer_nginx_keeps_still_says_when_to_try_again(warm):
+    """nginx keeps a throttled question's answer for a second (so that the answer it
+    replaces is not given meanwhile): a client asking again within it gets the 429 and a
+    Retry-After too."""
+    _, front, url = warm
+    client = http.client.HTTPConnection("127.0.0.1", front.port, timeout=30,
+                                        source_address=("127.0.0.5", 0))
+    answers = []
+    for password in [f"guess{n}" for n in range(auth.BY_ADDRESS[0])] + ["again"] * 3:
+        client.request("GET", url.removeprefix(front.url), headers=_basic("bob", password))
+        answer = client.getresponse()
+        answer.read()
+        answers.append((answer.status, answer.getheader("Retry-After")))
+    client.close()
+    assert [status for status, _ in answers[-3:]] == [429] * 3
+    assert all(int(wait) >= 1 for _, wait in answers[-3:])
