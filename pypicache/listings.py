@@ -37,14 +37,13 @@ class Listings:
         """What a cached page (however old) lists for `path`; None when no cached page does."""
         distribution = path.removesuffix(METADATA)
         guessed = names.project_of_file(distribution)
-        # The catalog is asked only when the page of the name's project does not list it.
-        for project in (guessed, None):
-            if project is None:
-                project = self.catalog.listed_under(distribution)
-            file = self.pages.find(project, distribution) if project else None
-            if file is not None:
-                return _listed(project, file, path, self.url(path))
-        return None
+        project = guessed
+        file = self.pages.find(project, distribution) if project else None
+        if file is None:  # the catalog is asked only when that page does not list it
+            project = self.catalog.listed_under(distribution)
+            if project and project != guessed:
+                file = self.pages.find(project, distribution)
+        return None if file is None else _listed(project, file, path, self.url(path))
 
     def url(self, path: str) -> str:
         """The upstream URL of a file path."""

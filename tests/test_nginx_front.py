@@ -261,6 +261,20 @@ def guarded(tmp_path, upstream):
         proxy.stop()
 
 
+def flooded(connection: http.client.HTTPConnection, path: str,
+            logins: list[tuple[str, str]]) -> list[tuple[int, str | None]]:
+    """(status, Retry-After) of a GET of `path` with each login in turn, on one keep-alive
+    connection (closed after)."""
+    answers = []
+    for user, password in logins:
+        connection.request("GET", path, headers=_basic(user, password))
+        answer = connection.getresponse()
+        answer.read()
+        answers.append((answer.status, answer.getheader("Retry-After")))
+    connection.close()
+    return answers
+
+
 def _basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
@@ -322,14 +336,8 @@ def test_a_flood_of_wrong_logins_through_the_front_is_throttled_without_checks(g
     # The flood comes from another address of the loopback than this test's own requests.
     flood = http.client.HTTPConnection("127.0.0.1", front.port, timeout=30,
                                        source_address=("127.0.0.2", 0))
-    answers = []
-    for user, password in [("ann", f"guess{n}") for n in range(40)] + [
-            (f"user{n}", "guess") for n in range(40)]:
-        flood.request("GET", url.removeprefix(front.url), headers=_basic(user, password))
-        answer = flood.getresponse()
-        answer.read()
-        answers.append((answer.status, answer.getheader("Retry-After")))
-    flood.close()
+    answers = flooded(flood, url.removeprefix(front.url), [("ann", f"guess{n}") for n in range(40)]
+                      + [(f"user{n}", "guess") for n in range(40)])
     burst = auth.BY_ADDRESS[0]
     assert [status for status, _ in answers] == [401] * burst + [429] * (80 - burst)
     assert all(int(wait) >= 1 for _, wait in answers[burst:])

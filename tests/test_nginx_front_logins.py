@@ -17,7 +17,7 @@ import requests
 from pypicache import auth
 
 from .servers import Proxy, add_chain
-from .test_nginx_front import _basic, _counts, _logins, fronted
+from .test_nginx_front import _basic, _counts, _logins, flooded, fronted
 
 pytestmark = pytest.mark.e2e
 # A login whose header's base64 holds a '/': its accepted file is in a directory of its own.
@@ -107,13 +107,7 @@ def test_wrong_logins_on_files_the_app_serves_are_throttled_with_a_429(warm):
     (proxy.cache_dir / "front" / "policy").touch()  # what the app writes with a policy
     flood = http.client.HTTPConnection("127.0.0.1", front.port, timeout=30,
                                        source_address=("127.0.0.3", 0))
-    answers = []
-    for n in range(30):
-        flood.request("GET", url.removeprefix(front.url), headers=_basic("bob", f"guess{n}"))
-        answer = flood.getresponse()
-        answer.read()
-        answers.append((answer.status, answer.getheader("Retry-After")))
-    flood.close()
+    answers = flooded(flood, url.removeprefix(front.url), [("bob", f"guess{n}") for n in range(30)])
     burst = auth.BY_ADDRESS[0]
     assert [status for status, _ in answers] == [401] * burst + [429] * (30 - burst)
     assert all(int(wait) >= 1 for _, wait in answers[burst:])
