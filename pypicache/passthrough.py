@@ -13,8 +13,10 @@ document (tests/test_passthrough.py compares them).
 """
 from __future__ import annotations
 
-import json
 import re
+from typing import Any
+
+import msgspec
 
 from . import names
 from .pagemodel import EXTRACTED
@@ -49,6 +51,30 @@ _ODD_PROVENANCE = re.compile(rb'"provenance"\s*:\s*(?=\S)(?!"https?://)')
 HIGHEST = (1, 4)
 
 
+# Only what the rewrite reads, decoded by msgspec, which skips every other key in C: the
+# page's other values are never built as Python objects (json.loads and a pass over its dicts
+# were half of a cold page's CPU). A page whose values are not of these types, or that
+# msgspec refuses (not UTF-8, NaN), takes the long way, which says what is wrong with it.
+class _File(msgspec.Struct):
+    filename: str
+    hashes: dict[str, str]
+    core_metadata: Any = msgspec.field(name="core-metadata", default=msgspec.UNSET)
+    dist_info: Any = msgspec.field(name="data-dist-info-metadata", default=msgspec.UNSET)
+
+
+class _Meta(msgspec.Struct):
+    api_version: str = msgspec.field(name="api-version")
+
+
+class _Page(msgspec.Struct):
+    meta: _Meta
+    files: list[_File]
+    versions: list[Any] = []
+
+
+_DECODE = msgspec.json.Decoder(_Page).decode
+
+
 def rewrite(body: bytes, files_base: str, prefix: str, name: str,
             metadata: dict[str, str]) -> tuple[bytes, list[str]] | None:
     """(our document's bytes, the paths of files whose names say another project), or None
@@ -56,13 +82,13 @@ def rewrite(body: bytes, files_base: str, prefix: str, name: str,
     name and '/' when there are several; `metadata` the sha256 of `.metadata` files the proxy
     served, by path, advertised for the wheels the upstream gives no core metadata for."""
     try:
-        data = json.loads(body)
-        files = data["files"]
-        claimed = tuple(int(part) for part in data["meta"]["api-version"].split("."))
-        wheels, odd = _read(files, name)
-    except (ValueError, KeyError, TypeError, AttributeError):
+        data = _DECODE(body)
+        claimed = tuple(int(part) for part in data.meta.api_version.split("."))
+    except (msgspec.DecodeError, ValueError):
         return None  # the long way says what is wrong with it
-    if claimed > HIGHEST or not isinstance(data.get("versions", []), list) or wheels is None:
+    files = data.files
+    wheels, odd, false = _read(files, name)
+    if claimed > HIGHEST or wheels is None:
         return None
     if b'"provenance"' in body and _ODD_PROVENANCE.search(body):
         return None
@@ -81,7 +107,8 @@ def rewrite(body: bytes, files_base: str, prefix: str, name: str,
     body = _advertise(body, wheels, known)
     if body is None:
         return None
-    body = _without_false_flags(body)
+    if false:
+        body = _without_false_flags(body)
     # The project's name: the first "name" key (no file entry has one), in one copy.
     body, count = _NAME.subn(b'"name":"' + name.encode() + b'"', body, count=1)
     if not count:
@@ -89,30 +116,32 @@ def rewrite(body: bytes, files_base: str, prefix: str, name: str,
     return body, [_path_of(body, filename) for filename in odd]
 
 
-def _read(files: list, name: str) -> tuple[list[tuple[str, str]] | None, list[str]]:
-    """Each wheel in order with "ok", "false" or "absent" (its core metadata), and the files
-    named for another project; None for the wheels when a file is not regular. One pass in
-    Python over thousands of files: kept lean (names.names_project is asked only about a name
-    whose head is not the project's, as the head of a wheel or an sdist: the rare ones)."""
-    wheels, odd = [], []
+def _read(files: list[_File], name: str) -> tuple[list[tuple[str, str]] | None, list[str], int]:
+    """Each wheel in order with "ok", "false" or "absent" (its core metadata), the files
+    named for another project, and how many files have a false flag; None for the wheels when
+    a file is not regular. One pass in Python over thousands of files: kept lean
+    (names.names_project is asked only about a name whose head is not the project's, as the
+    head of a wheel or an sdist: the rare ones)."""
+    wheels, odd, false = [], [], 0
     heads = (name, name.replace("-", "_"))  # names_project's two quick answers
+    unset = msgspec.UNSET
     for entry in files:
-        filename = entry["filename"]
-        hashes = entry["hashes"]
-        if not isinstance(hashes, dict):
-            return None, odd
+        filename, hashes = entry.filename, entry.hashes
         sha256 = hashes.get("sha256")
-        if not isinstance(sha256, str):
-            return None, odd  # a file without a sha256 may keep an earlier page's
+        if sha256 is None:
+            return None, odd, false  # a file without a sha256 may keep an earlier page's
         if len(hashes) == 1:
             if sha256 != sha256.lower():
-                return None, odd  # the long way writes them in lower case
+                return None, odd, false  # the long way writes them in lower case
         elif any(key != key.lower() or value != value.lower() for key, value in hashes.items()):
-            return None, odd
+            return None, odd, false
+        flag, other = entry.core_metadata, entry.dist_info
+        if flag is False or other is False:
+            false += 1
         if filename.endswith(".whl"):
-            if entry.get("core-metadata", entry.get("data-dist-info-metadata")):
+            if flag if flag is not unset else (other if other is not unset else False):
                 state = "ok"
-            elif "core-metadata" in entry or "data-dist-info-metadata" in entry:
+            elif flag is not unset or other is not unset:
                 state = "false"
             else:
                 state = "absent"
@@ -124,7 +153,7 @@ def _read(files: list, name: str) -> tuple[list[tuple[str, str]] | None, list[st
             head = None
         if head not in heads and not names.names_project(filename, name):
             odd.append(filename)
-    return wheels, odd
+    return wheels, odd, false
 
 
 def _advertise(body: bytes, wheels: list[tuple[str, str]], known: dict[str, str]) -> bytes | None:

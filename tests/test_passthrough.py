@@ -103,6 +103,26 @@ def test_a_newer_api_version_or_broken_json_takes_the_long_way():
     assert passthrough.rewrite(b'{"files": [', linker.base, "", "demo", {}) is None
 
 
+@pytest.mark.parametrize("edit", [
+    lambda data: data["files"][0]["hashes"].update(md5=5),  # a hash that is no string
+    lambda data: data.update(versions="1.0"),
+    lambda data: data["meta"].update({"api-version": 1.1}),
+    lambda data: data["files"][0].update(size=float("nan")),  # json.loads takes NaN
+    lambda data: data["files"][0].pop("hashes"),
+])
+def test_values_of_other_types_take_the_long_way(edit):
+    data = json.loads(page([entry("demo-1.0.tar.gz"), entry("demo-1.0-py3-none-any.whl")]))
+    edit(data)
+    linker = pagereader.Linker(BASE)
+    assert passthrough.rewrite(json.dumps(data).encode(), linker.base, "", "demo", {}) is None
+
+
+def test_a_page_not_in_utf_8_takes_the_long_way():
+    body = page([entry("demo-1.0.tar.gz")]).decode().encode("utf-16")  # json.loads reads it
+    fast, slow = both(body)
+    assert fast is None and slow["files"][0]["url"].startswith("../../packages/")
+
+
 def test_keys_in_any_order_when_none_is_false():
     unsorted = [{"url": f"{BASE}ab/demo-1.0-py3-none-any.whl", "filename": "demo-1.0-py3-none-any.whl",
                  "hashes": {"sha256": SHA}},
