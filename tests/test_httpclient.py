@@ -2,12 +2,13 @@
 NO_PROXY, a CA bundle, a ~/.netrc login), read once per origin rather than on every call; and
 its threads share one session, so a connection one let go serves the next."""
 import base64
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pypicache import config
+from pypicache import config, httpclient
 from pypicache.errors import UpstreamError
 from pypicache.httpclient import Upstream
 
@@ -114,3 +115,77 @@ def test_threads_share_the_process_s_connections(tmp_path, upstream):
     # One connection open at the upstream, kept alive for the next (each thread's session
     # kept one of its own).
     assert sum(len(server.conns) for server in upstream._servers) == 1
+
+
+class _Closing(BaseHTTPRequestHandler):
+    """HTTP/1.0: every answer closes its connection, so every request is a new handshake."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def tls_upstream(tmp_path):
+    """An HTTPS server on 127.0.0.1 whose certificate a CA of its own signed (trustme), and
+    that CA's bundle; `other` is a bundle of a CA that signed nothing here."""
+    trustme = pytest.importorskip("trustme")  # requirements-dev.txt pins it
+    ca = trustme.CA()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Closing)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    bundle, other = tmp_path / "ca.pem", tmp_path / "other.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    trustme.CA().cert_pem.write_to_path(str(other))
+    yield f"https://127.0.0.1:{server.server_address[1]}", bundle, other
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_ca_bundle_is_loaded_once_per_process_not_per_connection(tmp_path, monkeypatch, tls_upstream):
+    """Loading a bundle costs ~70 ms of CPU; urllib3 given the path loaded it for every new
+    connection, seconds of a worker's CPU when a cold install opened tens at once."""
+    url, bundle, _ = tls_upstream
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    loads = []
+    real = ssl.SSLContext.load_verify_locations
+
+    def counted(context, *args, **kwargs):
+        loads.append(args or kwargs)
+        return real(context, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counted)
+    monkeypatch.setattr(httpclient, "_contexts", {})
+    client = _client(tmp_path, url + "/simple")
+
+    def ask():
+        assert b"".join(Upstream.iter_body(client.get(url + "/simple/alpha/"))) == b"{}"
+
+    threads = [threading.Thread(target=ask) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ask()
+    assert len(loads) == 1
+
+
+def test_https_is_still_verified_against_the_bundle_and_the_host_name(tmp_path, monkeypatch, tls_upstream):
+    url, bundle, other = tls_upstream
+    monkeypatch.setattr(httpclient, "_contexts", {})
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(other))
+    with pytest.raises(UpstreamError, match="SSLError"):
+        _client(tmp_path, url + "/simple").get(url + "/simple/alpha/")
+    # The right CA, but a name the certificate does not carry.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    renamed = url.replace("127.0.0.1", "localhost")
+    with pytest.raises(UpstreamError, match="SSLError"):
+        _client(tmp_path, renamed + "/simple").get(renamed + "/simple/alpha/")
+    assert _client(tmp_path, url + "/simple").get(url + "/simple/alpha/").status_code == 200
