@@ -43,6 +43,9 @@ def _verifying_context(bundle: str) -> ssl.SSLContext:
     two-core worker on it (each small page 0.2-0.6 s to its first byte against the real
     index). Made under a lock: threads opening their first connections at once load it once.
     Hostname and chain checks are urllib3's as before: only the loading is shared."""
+    context = _contexts.get(bundle)
+    if context is not None:
+        return context
     with _contexts_lock:
         context = _contexts.get(bundle)
         if context is None:
