@@ -24,7 +24,7 @@ from .pagemodel import EXTRACTED
 _SEGMENT = rb"[A-Za-z0-9][A-Za-z0-9._+!~=-]{0,254}"
 _PATH = rb"(?:" + _SEGMENT + rb"/){0,6}" + _SEGMENT  # no '%': an encoded path takes the long way
 _URL_KEY = re.compile(rb'"url"\s*:')
-_WHEEL = re.compile(rb'"filename"\s*:\s*"([^"\\]*\.whl)"')
+_FILENAME = b'"filename"'
 # Warehouse sorts keys: the two metadata keys come just before the file name.
 _NOT_ADVERTISED = re.compile(
     rb'"core-metadata"\s*:\s*false\s*,\s*"data-dist-info-metadata"\s*:\s*false\s*,\s*'
@@ -116,10 +116,10 @@ def rewrite(body: bytes, files_base: str, prefix: str, name: str,
     return body, [_path_of(body, filename) for filename in odd]
 
 
-def _read(files: list[_File], name: str) -> tuple[list[tuple[str, str]] | None, list[str], int]:
-    """Each wheel in order with "ok", "false" or "absent" (its core metadata), the files
-    named for another project, and how many files have a false flag; None for the wheels when
-    a file is not regular. One pass in Python over thousands of files: kept lean
+def _read(files: list[_File], name: str) -> tuple[list[tuple[str, str | None]] | None, list[str], int]:
+    """Each file in order with, for a wheel, "ok", "false" or "absent" (its core metadata;
+    None for other files), the files named for another project, and how many files have a
+    false flag; None for the first when a file is not regular. One pass in Python over thousands of files: kept lean
     (names.names_project is asked only about a name whose head is not the project's, as the
     head of a wheel or an sdist: the rare ones)."""
     wheels, odd, false = [], [], 0
@@ -145,18 +145,18 @@ def _read(files: list[_File], name: str) -> tuple[list[tuple[str, str]] | None, 
                 state = "false"
             else:
                 state = "absent"
-            wheels.append((filename, state))
             head = filename.split("-", 1)[0]
         elif filename.endswith((".tar.gz", ".zip")) and "-" in filename:
-            head = filename.rsplit("-", 1)[0]
+            state, head = None, filename.rsplit("-", 1)[0]
         else:
-            head = None
+            state = head = None
+        wheels.append((filename, state))
         if head not in heads and not names.names_project(filename, name):
             odd.append(filename)
     return wheels, odd, false
 
 
-def _advertise(body: bytes, wheels: list[tuple[str, str]], known: dict[str, str]) -> bytes | None:
+def _advertise(body: bytes, wheels: list[tuple[str, str | None]], known: dict[str, str]) -> bytes | None:
     """Every wheel advertises its core metadata (PEP 658/714; the proxy extracts it where the
     upstream has none), with the sha256 of what the proxy served where it knows one."""
 
@@ -177,18 +177,19 @@ def _advertise(body: bytes, wheels: list[tuple[str, str]], known: dict[str, str]
             body, count = _NOT_ADVERTISED_AHEAD.subn(keys(b""), body)  # "true" for each
         if count != len(false):
             return None  # keys in another order: the long way
-    absent = [state == "absent" for _, state in wheels]
-    if not any(absent):
+    if not any(state == "absent" for _, state in wheels):
         return body
-    found = list(_WHEEL.finditer(body))
-    if len(found) != len(wheels):
-        return None
-    pieces, at = [], 0
-    for match, missing in zip(found, absent):
-        if missing:
-            pieces += [body[at:match.start()], keys(match[1])]
-            at = match.start()
-    return b"".join(pieces) + body[at:]
+    # The keys go before each such wheel's "filename" key. Split there (in C), one piece per
+    # file when the key occurs nowhere else, and joined again with the keys where they go:
+    # one call of keys() per wheel took 17 ms of a 2 MB page whose wheels all lack them.
+    parts = body.split(_FILENAME)
+    if len(parts) != len(wheels) + 1:
+        return None  # "filename" elsewhere too: the long way
+    plain, bare = keys(b"") + _FILENAME, _FILENAME  # "true": no sha256 known for it
+    seps = [bare if state != "absent" else
+            keys(filename.encode()) + _FILENAME if filename in known else plain
+            for filename, state in wheels]
+    return b"".join([piece for pair in zip(parts, seps) for piece in pair]) + parts[-1]
 
 
 def _without_false_flags(body: bytes) -> bytes:

@@ -82,6 +82,27 @@ def test_metadata_the_proxy_served_is_advertised_with_its_hash_and_an_upstream_p
     assert fast[1] == ["pub/ab/cd/other_name-1.0-py3-none-any.whl"]  # listed under another name
 
 
+@pytest.mark.parametrize("spaced", [True, False])
+def test_wheels_without_metadata_among_other_files_each_get_theirs(spaced):
+    """The keys go before each such wheel's name only, with the hash the proxy knows for some."""
+    files = [entry("demo-0.9.tar.gz"), entry("demo-0.9-py3-none-any.whl"),
+             entry("demo-1.0-py3-none-any.whl", metadata=True), entry("demo-1.0.zip"),
+             entry("demo-1.0-cp311-cp311-manylinux_2_17_x86_64.whl"), entry("demo-1.1.tar.gz")]
+    known = {"ab/cd/demo-1.0-cp311-cp311-manylinux_2_17_x86_64.whl.metadata": "e" * 64}
+    fast, slow = both(page(files, spaced=spaced), known)
+    assert fast is not None
+    same(fast, slow)
+    assert [f.get("core-metadata") for f in json.loads(fast[0])["files"]] == [
+        None, True, True, None, {"sha256": "e" * 64}, None]
+
+
+def test_a_filename_key_s_name_as_a_value_elsewhere_takes_the_long_way():
+    files = [entry("demo-1.0-py3-none-any.whl", yanked="filename")]
+    fast, slow = both(page(files))
+    assert fast is None
+    assert slow["files"][0]["core-metadata"] is True
+
+
 @pytest.mark.parametrize("odd", [
     entry("demo-1.0.tar.gz", url="http://127.0.0.1:6666/elsewhere/demo-1.0.tar.gz"),
     entry("demo-1.0.tar.gz", url=f"{BASE}ab/../../etc/passwd"),
