@@ -4,8 +4,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import ssl
-import threading
 import time
 from typing import Iterator
 from urllib.parse import urljoin, urlsplit
@@ -13,9 +11,8 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
-from urllib3.util.ssl_ import create_urllib3_context
 
-from . import encoding
+from . import connections, encoding
 from .config import Settings, redact
 from .errors import NotFound, UpstreamError, UpstreamTimeout
 from .perprocess import Once
@@ -31,36 +28,20 @@ class RedirectedAway(UpstreamError):
     file; for a project page the caller may take it as "not here" (pypicache/refresh.py)."""
 
 
-_contexts: dict[str, ssl.SSLContext] = {}  # CA bundle -> its context, for the process's life
-_contexts_lock = threading.Lock()
-
-
-def _verifying_context(bundle: str) -> ssl.SSLContext:
-    """One context per CA bundle for the process's life (a bundle replaced on disk is read at
-    the next restart, as nginx reads its own). Loading a bundle of ~150 certificates costs
-    ~70 ms of CPU; urllib3, given a path, loads it into a new context for every new
-    connection, so a cold install that opened tens of connections at once spent seconds of a
-    two-core worker on it (each small page 0.2-0.6 s to its first byte against the real
-    index). Made under a lock: threads opening their first connections at once load it once.
-    Hostname and chain checks are urllib3's as before: only the loading is shared."""
-    context = _contexts.get(bundle)
-    if context is not None:
-        return context
-    with _contexts_lock:
-        context = _contexts.get(bundle)
-        if context is None:
-            context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
-            if os.path.isdir(bundle):
-                context.load_verify_locations(capath=bundle)
-            else:
-                context.load_verify_locations(cafile=bundle)
-            _contexts[bundle] = context
-        return context
-
-
 class _Adapter(HTTPAdapter):
-    """requests' adapter, verifying HTTPS with the process's context for the bundle that
-    requests would use (`verify`: a path from the environment, else requests' default)."""
+    """requests' adapter, opening connections the way pypicache/connections.py says: names
+    resolved once per process for a while, HTTPS verified with the process's context for the
+    bundle that requests would use (`verify`: a path from the environment, else its default)."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = connections.POOLS
+
+    def proxy_manager_for(self, proxy, **proxy_kwargs):
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):  # SOCKS connections are urllib3's own
+            manager.pool_classes_by_scheme = connections.POOLS
+        return manager
 
     def build_connection_pool_key_attributes(self, request, verify, cert=None):
         host, pool = super().build_connection_pool_key_attributes(request, verify, cert)
@@ -68,7 +49,7 @@ class _Adapter(HTTPAdapter):
             bundle = verify if isinstance(verify, str) else requests.utils.DEFAULT_CA_BUNDLE_PATH
             pool.pop("ca_certs", None)
             pool.pop("ca_cert_dir", None)
-            pool["ssl_context"] = _verifying_context(bundle)
+            pool["ssl_context"] = connections.verifying_context(bundle)
         return host, pool
 
     def cert_verify(self, conn, url, verify, cert):

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pypicache import config, httpclient
+from pypicache import config, connections
 from pypicache.errors import UpstreamError
 from pypicache.httpclient import Upstream
 
@@ -162,7 +162,7 @@ def test_a_ca_bundle_is_loaded_once_per_process_not_per_connection(tmp_path, mon
         return real(context, *args, **kwargs)
 
     monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counted)
-    monkeypatch.setattr(httpclient, "_contexts", {})
+    monkeypatch.setattr(connections, "_contexts", {})
     client = _client(tmp_path, url + "/simple")
 
     def ask():
@@ -179,7 +179,7 @@ def test_a_ca_bundle_is_loaded_once_per_process_not_per_connection(tmp_path, mon
 
 def test_https_is_still_verified_against_the_bundle_and_the_host_name(tmp_path, monkeypatch, tls_upstream):
     url, bundle, other = tls_upstream
-    monkeypatch.setattr(httpclient, "_contexts", {})
+    monkeypatch.setattr(connections, "_contexts", {})
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(other))
     with pytest.raises(UpstreamError, match="SSLError"):
         _client(tmp_path, url + "/simple").get(url + "/simple/alpha/")
